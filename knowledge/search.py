@@ -1,0 +1,186 @@
+"""Hybrid retrieval: vector and full-text candidates fused by weighted reciprocal rank.
+
+Both lists are first collapsed to documents (a document's rank is the rank of its best chunk),
+because users and the eval metrics care which article answers, and three chunks of one article
+in a top three crowd out the second article that many questions need. The raw signals (cosine
+similarity, BM25 score, ranks in each list) travel with every hit for the confidence judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from knowledge.index import KnowledgeIndex
+
+Mode = Literal["hybrid", "vector", "fts"]
+FTS_SAFE = re.compile(r"[^\w\s]+", flags=re.UNICODE)
+
+
+@dataclass
+class SearchHit:
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    url: str
+    doc_url: str
+    heading: str
+    text: str
+    position: int
+    score: float  # fused score in [0, 1]: 1 = first in every list
+    vector_similarity: float | None = None  # cosine similarity of this chunk to the query
+    fts_score: float | None = None  # BM25 score of this chunk
+    vector_rank: int | None = None  # rank of this hit's document in the vector list (1 = first)
+    fts_rank: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    mode: Mode
+    hits: list[SearchHit]
+    top_vector_similarity: float = 0.0
+    top_fts_score: float = 0.0
+    index_version: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hits"] = [hit.to_dict() for hit in self.hits]
+        return data
+
+
+def fts_query_text(query: str) -> str:
+    """Punctuation is syntax to the full-text parser; a support question only needs its words."""
+    return " ".join(FTS_SAFE.sub(" ", query).split())
+
+
+def doc_ranking(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Document -> 1-based rank of its best chunk in a result list."""
+    ranks: dict[str, int] = {}
+    for row in rows:
+        key = row_key(row)
+        if key not in ranks:
+            ranks[key] = len(ranks) + 1
+    return ranks
+
+
+def row_key(row: dict[str, Any]) -> str:
+    return f"{row['source']}\0{row['doc_id']}"
+
+
+def fuse(
+    vector_rows: list[dict[str, Any]],
+    fts_rows: list[dict[str, Any]],
+    *,
+    k: int,
+    per_doc: int,
+    vector_weight: float,
+    fts_weight: float,
+    rrf_k: int,
+) -> list[SearchHit]:
+    """Weighted reciprocal-rank fusion at document level, then the best chunks of each document."""
+    vector_docs, fts_docs = doc_ranking(vector_rows), doc_ranking(fts_rows)
+    best_possible = (vector_weight if vector_rows else 0.0) + (fts_weight if fts_rows else 0.0)
+    best_possible = best_possible / (rrf_k + 1) or 1.0
+
+    def rrf(rank: int | None, weight: float) -> float:
+        return weight / (rrf_k + rank) if rank else 0.0
+
+    doc_scores = {
+        key: (rrf(vector_docs.get(key), vector_weight) + rrf(fts_docs.get(key), fts_weight)) / best_possible
+        for key in {*vector_docs, *fts_docs}
+    }
+    # Chunks of each document, ordered by their own fused chunk rank.
+    chunk_rows: dict[str, dict[str, Any]] = {}
+    chunk_scores: dict[str, float] = {}
+    for weight, rows, field_name in ((vector_weight, vector_rows, "_distance"), (fts_weight, fts_rows, "_score")):
+        for rank, row in enumerate(rows, start=1):
+            merged = chunk_rows.setdefault(row["chunk_id"], dict(row))
+            merged[field_name] = row.get(field_name)
+            chunk_scores[row["chunk_id"]] = chunk_scores.get(row["chunk_id"], 0.0) + weight / (rrf_k + rank)
+    chunks_by_doc: dict[str, list[dict[str, Any]]] = {}
+    for chunk_id in sorted(chunk_scores, key=lambda cid: -chunk_scores[cid]):
+        row = chunk_rows[chunk_id]
+        chunks_by_doc.setdefault(row_key(row), []).append(row)
+
+    hits: list[SearchHit] = []
+    for key in sorted(doc_scores, key=lambda key: (-doc_scores[key], vector_docs.get(key, 10**9)))[:k]:
+        for row in chunks_by_doc[key][: max(1, per_doc)]:
+            distance = row.get("_distance")
+            hits.append(
+                SearchHit(
+                    chunk_id=row["chunk_id"], doc_id=row["doc_id"], source=row["source"], title=row["title"],
+                    url=row["url"], doc_url=row["doc_url"], heading=row["heading"], text=row["text"],
+                    position=int(row["position"]), score=round(doc_scores[key], 6),
+                    vector_similarity=None if distance is None else round(1.0 - float(distance), 6),
+                    fts_score=None if row.get("_score") is None else round(float(row["_score"]), 6),
+                    vector_rank=vector_docs.get(key), fts_rank=fts_docs.get(key),
+                )
+            )
+    return hits
+
+
+class Searcher:
+    """Runs a query against the index; synchronous core, `asearch` for the event loop."""
+
+    def __init__(
+        self,
+        index: KnowledgeIndex,
+        *,
+        vector_weight: float = 1.0,
+        fts_weight: float = 1.0,
+        rrf_k: int = 60,
+        candidates: int = 50,
+    ) -> None:
+        self.index = index
+        self.vector_weight = vector_weight
+        self.fts_weight = fts_weight
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+
+    @classmethod
+    def from_settings(cls, settings, index: KnowledgeIndex) -> "Searcher":
+        return cls(index, vector_weight=settings.vector_weight, fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
+
+    def search(
+        self, query: str, k: int = 5, *, mode: Mode = "hybrid", per_doc: int = 1, where: str | None = None
+    ) -> SearchResult:
+        timings: dict[str, float] = {}
+        limit = max(self.candidates, k * 10)
+        vector_rows: list[dict[str, Any]] = []
+        fts_rows: list[dict[str, Any]] = []
+        if mode in ("hybrid", "vector"):
+            started = time.perf_counter()
+            vector = self.index.embedder.encode_query(query)
+            timings["embed_ms"] = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
+            vector_rows = self.index.vector_search(vector, limit, where)
+            timings["vector_ms"] = (time.perf_counter() - started) * 1000
+        if mode in ("hybrid", "fts"):
+            started = time.perf_counter()
+            text = fts_query_text(query)
+            fts_rows = self.index.fts_search(text, limit, where) if text else []
+            timings["fts_ms"] = (time.perf_counter() - started) * 1000
+        hits = fuse(
+            vector_rows, fts_rows, k=k, per_doc=per_doc,
+            vector_weight=self.vector_weight if mode != "fts" else 0.0,
+            fts_weight=self.fts_weight if mode != "vector" else 0.0,
+            rrf_k=self.rrf_k,
+        )
+        return SearchResult(
+            query=query, mode=mode, hits=hits,
+            top_vector_similarity=max((1.0 - float(r["_distance"]) for r in vector_rows), default=0.0),
+            top_fts_score=max((float(r["_score"]) for r in fts_rows), default=0.0),
+            index_version=self.index.version, timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+        )
+
+    async def asearch(self, query: str, k: int = 5, **options: Any) -> SearchResult:
+        return await asyncio.to_thread(self.search, query, k, **options)

@@ -1,0 +1,70 @@
+"""Shared fixtures: one embedding model per test session, and a sample index built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for name in ("ANTHROPIC_API_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
+    os.environ.pop(name, None)  # tests decide explicitly what is configured
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_KNOWLEDGE = ROOT / "examples" / "knowledge"
+SAMPLE_EVALS = ROOT / "evals" / "datasets" / "sample.jsonl"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from knowledge.embeddings import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from bot.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", sources=[str(SAMPLE_KNOWLEDGE)], _env_file=None)
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory, embedder):
+    """A data dir whose index holds examples/knowledge; built once, read by many tests."""
+    import asyncio
+
+    from bot.settings import Settings
+    from knowledge.index import KnowledgeIndex
+
+    data_dir = tmp_path_factory.mktemp("sample-data")
+    settings = Settings(data_dir=data_dir, sources=[str(SAMPLE_KNOWLEDGE)], _env_file=None)
+    report = asyncio.run(KnowledgeIndex.from_settings(settings, embedder).refresh(settings.sources))
+    assert report.total("failed") == 0, report.failures
+    return data_dir
+
+
+@pytest.fixture
+def sample_settings(sample_data_dir):
+    """Settings pointing at the shared sample index (read-only use)."""
+    from bot.settings import Settings
+
+    return Settings(data_dir=sample_data_dir, sources=[str(SAMPLE_KNOWLEDGE)], _env_file=None)
+
+
+@pytest.fixture(scope="session")
+def sample_index(sample_data_dir, embedder):
+    from bot.settings import Settings
+    from knowledge.index import KnowledgeIndex
+
+    settings = Settings(data_dir=sample_data_dir, _env_file=None)
+    return KnowledgeIndex.from_settings(settings, embedder)
+
+
+@pytest.fixture(scope="session")
+def sample_searcher(sample_index):
+    from knowledge.search import Searcher
+
+    return Searcher(sample_index)

@@ -1,0 +1,603 @@
+"""A local Slack Web API + Socket Mode server that the *real* slack_sdk / slack_bolt clients talk to.
+
+Tests exercise the bot's actual HTTP/websocket code paths (serialisation, retries, acks) instead of
+mocking client methods:
+
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        await client.chat_postMessage(channel="C123", text="hi")
+        [call] = await emu.wait_for("chat.postMessage")
+        assert call.args["text"] == "hi"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+from .slack_payloads import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, USER_ID, sign_request  # noqa: F401 (re-export)
+
+PERMALINK_HOST = "https://emulator.slack.test"
+# Arguments the SDK JSON-encodes into a string when it sends a form body instead of a JSON body.
+JSON_ARGS = {"blocks", "attachments", "view", "metadata", "chunks", "prompts", "loading_messages", "user_auth_blocks"}
+CHANNEL_ID_RE = re.compile(r"[CDG][A-Z0-9]{2,}")
+
+
+class ApiError(Exception):
+    """Raised by a method implementation to answer `{"ok": false, "error": ...}` with HTTP 200."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass
+class Call:
+    """One recorded Web API request (also recorded when it was answered with an error or a 429)."""
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    authorization: str | None
+    http_method: str
+    time: float
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BotIdentity:
+    """Who the bot token belongs to, as reported by `auth.test` and stamped on the bot's messages."""
+
+    team_id: str = TEAM_ID
+    user_id: str = BOT_USER_ID
+    bot_id: str = BOT_ID
+    user: str = "supportbot"
+    app_id: str = APP_ID
+
+
+def _ts_us(ts: str) -> int:
+    """A Slack ts ("1700000000.000100") as integer microseconds, for ordering."""
+    seconds, _, fraction = ts.partition(".")
+    return int(seconds) * 1_000_000 + int(fraction.ljust(6, "0")[:6] or 0)
+
+
+class Workspace:
+    """The emulated workspace's state: messages per channel, seeded channels/users/groups, views."""
+
+    def __init__(self, bot: BotIdentity):
+        self.bot = bot
+        self.messages: dict[str, list[dict]] = defaultdict(list)  # channel -> messages ordered by ts
+        self.channels: dict[str, dict] = {}
+        self.users: dict[str, dict] = {}
+        self.usergroups: dict[str, list[str]] = {}
+        self.views: dict[str, dict] = {}
+        self.ephemeral: list[dict] = []
+        self.reactions: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
+        self.assistant_threads: dict[tuple[str, str], dict] = defaultdict(lambda: {"status_history": []})
+        self.open_streams: set[tuple[str, str]] = set()
+        self._last_us = 0
+        self._view_ids = itertools.count(1)
+
+    def next_ts(self) -> str:
+        """A fresh message ts, strictly increasing even within one microsecond."""
+        us = max(int(time.time() * 1_000_000), self._last_us + 1)
+        self._last_us = us
+        return f"{us // 1_000_000}.{us % 1_000_000:06d}"
+
+    def add_message(self, channel: str, text: str, user: str = USER_ID, ts: str | None = None,
+                    thread_ts: str | None = None, **extra: Any) -> dict:
+        """Store a message (seeded by a test or posted through the API) and return it."""
+        msg = {"type": "message", "user": user, "text": text, "ts": ts or self.next_ts(), "team": self.bot.team_id}
+        if thread_ts:
+            msg["thread_ts"] = thread_ts
+        msg.update(extra)
+        self._last_us = max(self._last_us, _ts_us(msg["ts"]))
+        self.messages[channel].append(msg)
+        self.messages[channel].sort(key=lambda m: _ts_us(m["ts"]))
+        return msg
+
+    def message(self, channel: str, ts: str) -> dict | None:
+        return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict]:
+        """Parent + replies, oldest first (what `conversations.replies` returns)."""
+        return [m for m in self.messages.get(channel, []) if thread_ts in (m["ts"], m.get("thread_ts"))]
+
+    def is_channel(self, channel: str) -> bool:
+        return channel in self.channels or bool(CHANNEL_ID_RE.fullmatch(channel or ""))
+
+    def channel_info(self, channel: str) -> dict | None:
+        if not self.is_channel(channel):
+            return None
+        base: dict[str, Any] = {"id": channel, "created": 1700000000, "is_archived": False,
+                                "context_team_id": self.bot.team_id}
+        if channel.startswith("D"):
+            base.update(is_im=True, is_channel=False, is_private=True, user=USER_ID, is_open=True)
+        else:
+            private = channel.startswith("G")
+            base.update(name=f"channel-{channel.lower()}", is_im=False, is_channel=not private, is_group=private,
+                        is_private=private, is_member=True, is_ext_shared=False)
+        return {**base, **self.channels.get(channel, {})}
+
+    def user_info(self, user: str) -> dict | None:
+        if user not in self.users and not re.fullmatch(r"[UW][A-Z0-9]{2,}", user or ""):
+            return None
+        info: dict[str, Any] = {"id": user, "team_id": self.bot.team_id, "name": f"user-{user.lower()}",
+                                "real_name": f"Test User {user}", "tz": "America/Los_Angeles",
+                                "tz_label": "Pacific Standard Time", "tz_offset": -28800,
+                                "is_bot": user == self.bot.user_id, "deleted": False, "is_admin": False}
+        info.update(self.users.get(user, {}))
+        info.setdefault("profile", {"real_name": info["real_name"], "display_name": info["name"],
+                                    "email": f"{info['name']}@example.test"})
+        return info
+
+    def new_view_id(self) -> str:
+        return f"V{next(self._view_ids):09d}"
+
+
+class WebApi:
+    """Slack Web API method implementations over a Workspace: args dict in, response body out."""
+
+    def __init__(self, ws: Workspace, socket_url: Callable[[], str]):
+        self.ws = ws
+        self.bot = ws.bot
+        self._socket_url = socket_url
+        self.methods: dict[str, Callable[[dict], dict]] = {
+            "auth.test": self.auth_test,
+            "chat.postMessage": self.post_message,
+            "chat.update": self.update,
+            "chat.postEphemeral": self.post_ephemeral,
+            "chat.getPermalink": self.get_permalink,
+            "chat.startStream": self.start_stream,
+            "chat.appendStream": self.append_stream,
+            "chat.stopStream": self.stop_stream,
+            "reactions.add": lambda a: self._react(a, add=True),
+            "reactions.remove": lambda a: self._react(a, add=False),
+            "conversations.replies": self.conversations_replies,
+            "conversations.info": self.conversations_info,
+            "users.info": self.users_info,
+            "usergroups.users.list": self.usergroups_users_list,
+            "views.open": self.views_open,
+            "views.update": self.views_update,
+            "assistant.threads.setStatus": lambda a: self._assistant_thread(a, status=a.get("status", "")),
+            "assistant.threads.setSuggestedPrompts": lambda a: self._assistant_thread(
+                a, prompts=a.get("prompts") or [], prompts_title=a.get("title")),
+            "assistant.threads.setTitle": lambda a: self._assistant_thread(a, title=a.get("title", "")),
+            "apps.connections.open": lambda a: {"url": self._socket_url()},
+        }
+
+    # --- helpers -------------------------------------------------------------------------
+    def _channel(self, a: dict, key: str = "channel") -> str:
+        channel = a.get(key) or ""
+        if not self.ws.is_channel(channel):
+            raise ApiError("channel_not_found")
+        return channel
+
+    def _own_message(self, channel: str, ts: str | None) -> dict:
+        msg = self.ws.message(channel, ts or "")
+        if msg is None:
+            raise ApiError("message_not_found")
+        return msg
+
+    def _post(self, channel: str, text: str, thread_ts: str | None, **extra: Any) -> dict:
+        return self.ws.add_message(channel, text, user=self.bot.user_id, thread_ts=thread_ts,
+                                   bot_id=self.bot.bot_id, app_id=self.bot.app_id, **extra)
+
+    @staticmethod
+    def _pick(a: dict, *keys: str) -> dict:
+        return {k: a[k] for k in keys if a.get(k) is not None}
+
+    def _with_reactions(self, channel: str, msg: dict) -> dict:
+        found = self.ws.reactions.get((channel, msg["ts"]), {})
+        reactions = [{"name": n, "users": list(u), "count": len(u)} for n, u in found.items() if u]
+        return {**msg, "reactions": reactions} if reactions else dict(msg)
+
+    # --- auth / chat ---------------------------------------------------------------------
+    def auth_test(self, a: dict) -> dict:
+        return {"url": f"{PERMALINK_HOST}/", "team": "Emulator Test", "user": self.bot.user,
+                "team_id": self.bot.team_id, "user_id": self.bot.user_id, "bot_id": self.bot.bot_id,
+                "is_enterprise_install": False}
+
+    def post_message(self, a: dict) -> dict:
+        channel = self._channel(a)
+        if not any(a.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
+            raise ApiError("no_text")
+        msg = self._post(channel, a.get("text") or a.get("markdown_text") or "", a.get("thread_ts"),
+                         **self._pick(a, "blocks", "attachments", "metadata"))
+        return {"channel": channel, "ts": msg["ts"], "message": msg}
+
+    def update(self, a: dict) -> dict:
+        channel = self._channel(a)
+        msg = self._own_message(channel, a.get("ts"))
+        if msg.get("bot_id") != self.bot.bot_id:
+            raise ApiError("cant_update_message")
+        msg.update(self._pick(a, "text", "blocks", "attachments", "metadata"))
+        msg["edited"] = {"user": self.bot.user_id, "ts": self.ws.next_ts()}
+        return {"channel": channel, "ts": msg["ts"], "text": msg.get("text", ""), "message": msg}
+
+    def post_ephemeral(self, a: dict) -> dict:
+        channel = self._channel(a)
+        if not a.get("user"):
+            raise ApiError("user_not_found")
+        if not any(a.get(k) for k in ("text", "blocks", "attachments")):
+            raise ApiError("no_text")
+        message_ts = self.ws.next_ts()
+        self.ws.ephemeral.append({"channel": channel, "message_ts": message_ts,
+                                  **self._pick(a, "user", "text", "blocks", "attachments", "thread_ts")})
+        return {"message_ts": message_ts}
+
+    def get_permalink(self, a: dict) -> dict:
+        channel = self._channel(a)
+        ts = a.get("message_ts") or ""
+        if not ts:
+            raise ApiError("message_not_found")
+        link = f"{PERMALINK_HOST}/archives/{channel}/p{ts.replace('.', '')}"
+        msg = self.ws.message(channel, ts)
+        if msg and msg.get("thread_ts") not in (None, ts):
+            link += f"?thread_ts={msg['thread_ts']}&cid={channel}"
+        return {"channel": channel, "permalink": link}
+
+    # --- streaming (chat.startStream / appendStream / stopStream) -------------------------
+    def _append_stream_content(self, msg: dict, a: dict) -> None:
+        """Text arrives as `markdown_text` and/or `markdown_text` chunks (the SDK's ChatStream
+        helper uses chunks); other chunk types (task/plan updates) are kept for inspection."""
+        text = a.get("markdown_text") or ""
+        for chunk in a.get("chunks") or []:
+            if chunk.get("type") == "markdown_text":
+                text += chunk.get("text", "")
+            else:
+                msg.setdefault("chunks", []).append(chunk)
+        msg["text"] += text
+
+    def _open_stream(self, a: dict) -> tuple[str, dict]:
+        channel = self._channel(a)
+        msg = self._own_message(channel, a.get("ts"))
+        if (channel, msg["ts"]) not in self.ws.open_streams:
+            raise ApiError("message_not_in_streaming_state")
+        return channel, msg
+
+    def start_stream(self, a: dict) -> dict:
+        channel = self._channel(a)
+        if not channel.startswith("D"):  # Slack requires the recipient outside DMs
+            for key in ("recipient_team_id", "recipient_user_id"):
+                if not a.get(key):
+                    raise ApiError(f"missing_{key}")
+        msg = self._post(channel, "", a.get("thread_ts"), **self._pick(a, "recipient_team_id", "recipient_user_id"))
+        self._append_stream_content(msg, a)
+        self.ws.open_streams.add((channel, msg["ts"]))
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def append_stream(self, a: dict) -> dict:
+        channel, msg = self._open_stream(a)
+        self._append_stream_content(msg, a)
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def stop_stream(self, a: dict) -> dict:
+        channel, msg = self._open_stream(a)
+        self._append_stream_content(msg, a)
+        msg.update(self._pick(a, "blocks", "metadata"))
+        self.ws.open_streams.discard((channel, msg["ts"]))
+        return {"channel": channel, "ts": msg["ts"], "message": msg}
+
+    # --- reactions / conversations / users -------------------------------------------------
+    def _react(self, a: dict, add: bool) -> dict:
+        channel = self._channel(a)
+        if not a.get("timestamp") or not a.get("name"):
+            raise ApiError("no_item_specified" if not a.get("timestamp") else "invalid_name")
+        users = self.ws.reactions[(channel, a["timestamp"])].setdefault(a["name"], [])
+        if (self.bot.user_id in users) == add:
+            raise ApiError("already_reacted" if add else "no_reaction")
+        if add:
+            users.append(self.bot.user_id)
+        else:
+            users.remove(self.bot.user_id)
+        return {}
+
+    def conversations_replies(self, a: dict) -> dict:
+        channel = self._channel(a)
+        ts = a.get("ts") or ""
+        thread = self.ws.thread(channel, ts)
+        if not thread:
+            raise ApiError("thread_not_found")
+        replies = [m for m in thread if m["ts"] != ts]
+        messages = [self._with_reactions(channel, m) for m in thread]
+        for m in messages:
+            if m["ts"] == ts and replies:
+                m.update(thread_ts=ts, reply_count=len(replies), latest_reply=replies[-1]["ts"],
+                         reply_users=sorted({r["user"] for r in replies if r.get("user")}))
+        return {"messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
+    def conversations_info(self, a: dict) -> dict:
+        info = self.ws.channel_info(a.get("channel") or "")
+        if info is None:
+            raise ApiError("channel_not_found")
+        return {"channel": info}
+
+    def users_info(self, a: dict) -> dict:
+        info = self.ws.user_info(a.get("user") or "")
+        if info is None:
+            raise ApiError("user_not_found")
+        return {"user": info}
+
+    def usergroups_users_list(self, a: dict) -> dict:
+        group = a.get("usergroup") or ""
+        if group not in self.ws.usergroups:
+            raise ApiError("no_such_subteam")
+        return {"users": list(self.ws.usergroups[group])}
+
+    # --- views / assistant -----------------------------------------------------------------
+    def views_open(self, a: dict) -> dict:
+        if not a.get("trigger_id"):
+            raise ApiError("invalid_trigger_id")
+        if not isinstance(a.get("view"), dict):
+            raise ApiError("invalid_arguments")
+        view_id = self.ws.new_view_id()
+        view = {**a["view"], "id": view_id, "team_id": self.bot.team_id, "app_id": self.bot.app_id,
+                "bot_id": self.bot.bot_id, "root_view_id": view_id, "hash": f"{view_id}-1",
+                "state": {"values": {}}}
+        self.ws.views[view_id] = view
+        return {"view": view}
+
+    def views_update(self, a: dict) -> dict:
+        by_external_id = {v.get("external_id"): v for v in self.ws.views.values() if v.get("external_id")}
+        old = self.ws.views.get(a.get("view_id") or "") or by_external_id.get(a.get("external_id"))
+        if old is None:
+            raise ApiError("not_found")
+        if a.get("hash") and a["hash"] != old["hash"]:
+            raise ApiError("hash_conflict")
+        if not isinstance(a.get("view"), dict):
+            raise ApiError("invalid_arguments")
+        version = int(old["hash"].rsplit("-", 1)[1]) + 1
+        view = {**old, **a["view"], "id": old["id"], "hash": f"{old['id']}-{version}"}
+        self.ws.views[old["id"]] = view
+        return {"view": view}
+
+    def _assistant_thread(self, a: dict, **fields: Any) -> dict:
+        """assistant.threads.set*: remember the latest status/title/prompts (+ every status set)."""
+        channel = self._channel(a, "channel_id")
+        if not a.get("thread_ts"):
+            raise ApiError("invalid_arguments")
+        thread = self.ws.assistant_threads[(channel, a["thread_ts"])]
+        thread.update(fields)
+        if "status" in fields:
+            thread["status_history"].append(fields["status"])
+        return {}
+
+
+class SocketModeHub:
+    """Server side of Socket Mode: says hello, pushes envelopes to clients, matches their acks."""
+
+    def __init__(self, app_id: str):
+        self.app_id = app_id
+        self.clients: list[web.WebSocketResponse] = []
+        self.connected = asyncio.Event()
+        self.acks: list[dict] = []  # every message a client sent back, in order
+        self.connection_count = 0
+        self._pending: dict[str, asyncio.Future] = {}
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's "sdk-ping-pong:<t>" pings
+        await ws.prepare(request)
+        self.clients.append(ws)
+        self.connection_count += 1
+        await ws.send_json({"type": "hello", "num_connections": len(self.clients),
+                            "debug_info": {"host": "emulator", "approximate_connection_time": 18060},
+                            "connection_info": {"app_id": self.app_id}})
+        self.connected.set()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_text(msg.data)
+        finally:
+            self.clients.remove(ws)
+            if not self.clients:
+                self.connected.clear()
+        return ws
+
+    def _on_text(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return
+        self.acks.append(message)
+        future = self._pending.pop(message.get("envelope_id"), None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def send(self, payload: dict, envelope_type: str = "events_api", *, timeout: float = 5.0,
+                   accepts_response_payload: bool | None = None) -> dict:
+        """Push one envelope to every connected client; return the first ack (`{"envelope_id": ...}`)."""
+        await asyncio.wait_for(self.connected.wait(), timeout)
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id, "type": envelope_type, "payload": payload,
+            "accepts_response_payload": (envelope_type != "events_api") if accepts_response_payload is None
+            else accepts_response_payload,
+        }
+        if envelope_type == "events_api":
+            envelope.update(retry_attempt=0, retry_reason="")
+        future = asyncio.get_running_loop().create_future()
+        self._pending[envelope_id] = future
+        try:
+            for ws in list(self.clients):
+                await ws.send_json(envelope)
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no ack for {envelope_type} envelope {envelope_id} within {timeout}s") from None
+        finally:
+            self._pending.pop(envelope_id, None)
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask clients to reconnect, as Slack does periodically (the SDK calls apps.connections.open again)."""
+        for ws in list(self.clients):
+            await ws.send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "emulator"}})
+
+    async def close(self) -> None:
+        for ws in list(self.clients):
+            await ws.close()
+
+
+class SlackEmulator:
+    """The HTTP server: parses requests, checks tokens, injects faults, records every call.
+
+    `valid_tokens=None` accepts any well-formed `xoxb-`/`xoxp-`/`xapp-` token; pass a set to be strict.
+    """
+
+    def __init__(self, *, bot: BotIdentity | None = None, valid_tokens: set[str] | None = None):
+        self.bot = bot or BotIdentity()
+        self.valid_tokens = valid_tokens
+        self.workspace = Workspace(self.bot)
+        self.socket = SocketModeHub(self.bot.app_id)
+        self.api = WebApi(self.workspace, lambda: self.socket_url)
+        self.calls: list[Call] = []
+        self.port = 0
+        self._faults: dict[str, deque[tuple[int, dict, dict]]] = defaultdict(deque)
+        self._runner: web.AppRunner | None = None
+        self._changed: asyncio.Condition | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> SlackEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/socket-mode", self.socket.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self.socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        """The slack_sdk `base_url` (the SDK urljoin()s method names onto it, so the trailing / matters)."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/socket-mode"
+
+    # --- recording -----------------------------------------------------------------------------
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Wait until `count` calls to `method` were recorded (use instead of sleeps); return them."""
+        assert self._changed is not None, "emulator not started"
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(self.calls_to(method)) >= count), timeout)
+        except asyncio.TimeoutError:
+            seen = [c.method for c in self.calls]
+            raise AssertionError(f"expected {count} {method} call(s) within {timeout}s; calls so far: {seen}") from None
+        return self.calls_to(method)
+
+    # --- fault injection -----------------------------------------------------------------------
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """The next `times` calls to `method` answer HTTP 429 + `Retry-After`, like Slack's limiter."""
+        for _ in range(times):
+            self._faults[method].append((429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}))
+
+    def fail(self, method: str, error: str, times: int = 1) -> None:
+        """The next `times` calls to `method` answer `{"ok": false, "error": error}`."""
+        for _ in range(times):
+            self._faults[method].append((200, {"ok": False, "error": error}, {}))
+
+    # --- seeding / inspection shortcuts -----------------------------------------------------------
+    def add_message(self, channel: str, text: str, user: str = USER_ID, ts: str | None = None,
+                    thread_ts: str | None = None, **extra: Any) -> dict:
+        return self.workspace.add_message(channel, text, user=user, ts=ts, thread_ts=thread_ts, **extra)
+
+    def add_channel(self, channel: str, **fields: Any) -> None:
+        self.workspace.channels[channel] = fields
+
+    def add_user(self, user: str, **fields: Any) -> None:
+        self.workspace.users[user] = fields
+
+    def add_usergroup(self, usergroup: str, users: list[str]) -> None:
+        self.workspace.usergroups[usergroup] = list(users)
+
+    def message(self, channel: str, ts: str) -> dict | None:
+        return self.workspace.message(channel, ts)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict]:
+        return self.workspace.thread(channel, thread_ts)
+
+    @property
+    def socket_connected(self) -> asyncio.Event:
+        return self.socket.connected
+
+    async def socket_send_event(self, payload: dict, envelope_type: str = "events_api", *,
+                                timeout: float = 5.0, accepts_response_payload: bool | None = None) -> dict:
+        return await self.socket.send(payload, envelope_type, timeout=timeout,
+                                      accepts_response_payload=accepts_response_payload)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    async def _handle_api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await _read_args(request)
+        authorization = request.headers.get("Authorization")
+        token = authorization[7:] if authorization and authorization.startswith("Bearer ") else args.pop("token", None)
+        status, body, headers = self._respond(method, args, token)
+        text = json.dumps(body)
+        self.calls.append(Call(method, args, token, authorization, request.method, time.time(), status, json.loads(text)))
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+        return web.Response(text=text, status=status, headers=headers, content_type="application/json")
+
+    def _respond(self, method: str, args: dict, token: str | None) -> tuple[int, dict, dict]:
+        if self._faults[method]:
+            return self._faults[method].popleft()
+        handler = self.api.methods.get(method)
+        try:
+            if handler is None:
+                raise ApiError("unknown_method")
+            self._authorize(method, token)
+            return 200, {"ok": True, **handler(args)}, {}
+        except ApiError as e:
+            return 200, {"ok": False, "error": e.error}, {}
+
+    def _authorize(self, method: str, token: str | None) -> None:
+        if not token:
+            raise ApiError("not_authed")
+        well_formed = token.startswith(("xoxb-", "xoxp-", "xapp-"))
+        if not well_formed or (self.valid_tokens is not None and token not in self.valid_tokens):
+            raise ApiError("invalid_auth")
+        if (method == "apps.connections.open") != token.startswith("xapp-"):
+            raise ApiError("not_allowed_token_type")
+
+
+async def _read_args(request: web.Request) -> dict[str, Any]:
+    """Merge query string + body; the SDK sends JSON for some methods, form/query params for others."""
+    args: dict[str, Any] = dict(request.query)
+    if request.can_read_body:
+        if request.content_type == "application/json":
+            args.update(await request.json())
+        else:
+            form = await request.post()  # urlencoded or multipart; file parts are skipped
+            args.update({k: v for k, v in form.items() if isinstance(v, str)})
+    for key in JSON_ARGS & args.keys():
+        if isinstance(args[key], str) and args[key].startswith(("[", "{")):
+            args[key] = json.loads(args[key])
+    return args
