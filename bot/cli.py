@@ -160,5 +160,215 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         click.echo(f"last refresh: {last.get('started_at')} ({', '.join(f'{k} {v}' for k, v in totals.items())})")
 
 
+# --------------------------------------------------------------------------- slack
+
+
+@main.command()
+@click.option("--socket-mode", is_flag=True, help="Connect out over Socket Mode (needs SLACK_APP_TOKEN) instead of HTTP.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="HTTP mode: interface to listen on.")
+@click.option("--port", default=3000, show_default=True, help="HTTP mode: port for /slack/events and /healthz.")
+@data_dir_option
+def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> None:
+    """Run the Slack bot (HTTP mode serves /slack/events and /healthz)."""
+    import logging
+
+    from bot.slack.app import ConfigurationError, serve as run_bot
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_bot(load_settings(data_dir), socket_mode=socket_mode, host=host, port=port))
+    except ConfigurationError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+# --------------------------------------------------------------------------- evals
+
+
+@main.group("evals")
+def evals_group() -> None:
+    """Turn feedback into eval cases, review them, and score the bot on an eval set."""
+
+
+@evals_group.command("export")
+@click.option("--since", default="7d", show_default=True, help="Feedback newer than this: 7d, 12h, 2w or an ISO date ('' = all).")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Candidates file (appended). Default: DATA_DIR/evals/candidates.jsonl.")
+@click.option("--review-out", type=click.Path(path_type=Path), default=None,
+              help="Thumbs-down answers needing a human (appended). Default: DATA_DIR/evals/review.jsonl.")
+@click.option("--frozen", "frozen", multiple=True, type=click.Path(path_type=Path),
+              help="Frozen set(s) whose cases are not offered again (default: SUPPORTBOT_EVAL_DATASET).")
+@click.option("--threshold", default=0.9, show_default=True, help="Cosine similarity above which questions are merged.")
+@data_dir_option
+@json_option
+def evals_export(since: str, out: Path | None, review_out: Path | None, frozen: tuple[Path, ...], threshold: float,
+                 data_dir: Path | None, as_json: bool) -> None:
+    """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent)."""
+    from bot.store import InteractionStore
+    from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
+    from knowledge.embeddings import Embedder
+
+    settings = load_settings(data_dir)
+    try:
+        moment = parse_since(since)
+    except ValueError:
+        fail(f"--since: expected 7d, 12h, 2w or an ISO date, got {since!r}", 2)
+    result = asyncio.run(export_feedback(
+        InteractionStore.from_settings(settings), Embedder(settings.embedding_model, settings.embedding_batch_size),
+        since=moment, candidates_path=out or default_candidates_path(settings),
+        review_path=review_out or default_review_path(settings),
+        frozen_paths=list(frozen) or [settings.eval_dataset], threshold=threshold,
+    ))
+    if as_json:
+        print_json({"candidates_file": str(result.candidates_path), "review_file": str(result.review_path),
+                    "added": [case.id for case in result.added], "review": [case.id for case in result.review_added],
+                    "skipped": result.skipped, "merged": result.merged, "missing": result.missing})
+    else:
+        click.echo(result.summary())
+
+
+@evals_group.command("review")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--into", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Frozen set to add accepted cases to (default: SUPPORTBOT_EVAL_DATASET).")
+def evals_review(file: Path, into: Path | None) -> None:
+    """Accept, edit or reject the candidate cases in FILE, one by one."""
+    from evals.cases import InvalidCases
+    from evals.review import review_file
+
+    settings = load_settings(None)
+    try:
+        result = review_file(file, into or settings.eval_dataset)
+    except InvalidCases as exc:
+        fail(str(exc), 2)
+    click.echo(result.summary())
+
+
+@evals_group.command("run")
+@click.option("--dataset", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Eval cases (JSONL).")
+@click.option("--kb", default=None, metavar="SOURCE",
+              help="Knowledge to evaluate against, indexed into a cached data dir (default: the configured index).")
+@click.option("-k", default=5, show_default=True, help="Documents retrieved per question.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "fts"]), default="hybrid", show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report JSON here.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Earlier report JSON; exit 1 when a metric fell beyond the tolerance.")
+@click.option("--tolerance", default=0.02, show_default=True, help="Allowed drop of a quality metric.")
+@click.option("--latency-tolerance", default=0.5, show_default=True, help="Allowed relative latency growth.")
+@click.option("--latency-floor-ms", default=50.0, show_default=True, help="Latency noise floor added to the allowance.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.md / report.html (and keep a history for trends) in this folder.")
+@click.option("--offline", is_flag=True, help="Use the offline answerer even when ANTHROPIC_API_KEY is set.")
+@click.option("--judge/--no-judge", default=None, help="LLM judge of correctness (default: on when a key is set).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@data_dir_option
+@json_option
+def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path | None, baseline: Path | None,
+              tolerance: float, latency_tolerance: float, latency_floor_ms: float, report_dir: Path | None,
+              offline: bool, judge: bool | None, progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
+    """Answer every case with the real pipeline; print retrieval, answer, escalation and latency metrics."""
+    from evals.cases import InvalidCases, load_cases
+    from evals.compare import compare_reports, comparability_warnings
+    from evals.report import history_entry, write_report
+    from evals.runner import run_eval
+    from knowledge.index import IndexNotReady
+
+    settings = load_settings(data_dir)
+    if offline:
+        settings = settings.model_copy(update={"anthropic_api_key": None})
+    try:
+        cases = load_cases(dataset)
+    except InvalidCases as exc:
+        fail(str(exc), 2)
+    previous = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
+    use_judge = settings.has_anthropic_key if judge is None else judge
+    if use_judge and not settings.has_anthropic_key:
+        fail("--judge needs ANTHROPIC_API_KEY", 2)
+    judge_fn = None
+    if use_judge:
+        from evals.judge import make_claude_judge
+
+        judge_fn = make_claude_judge(settings)
+    try:
+        report = asyncio.run(run_eval(
+            settings, cases, k=k, mode=mode, kb=kb, judge=judge_fn, dataset=dataset,
+            progress=sys.stderr.isatty() if progress is None else progress,
+        ))
+    except IndexNotReady as exc:
+        fail(f"{exc} (or pass --kb SOURCE)")
+    changes = compare_reports(report, previous, tolerance=tolerance, latency_tolerance=latency_tolerance,
+                              latency_floor_ms=latency_floor_ms) if previous else []
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    if report_dir:
+        paths = write_report(report, report_dir, changes)
+        click.echo(f"report: {paths['html']}", err=True)
+    if as_json:
+        print_json(history_entry(report))
+    else:
+        print_eval_summary(report)
+    if previous:
+        for warning in comparability_warnings(report, previous):
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+        regressions = [change for change in changes if change.regressed]
+        for change in changes:
+            click.echo(f"  {change}", err=True)
+        if regressions:
+            click.secho(f"regression against {baseline}: " + ", ".join(change.metric for change in regressions),
+                        fg="red", err=True)
+            sys.exit(1)
+        click.secho(f"no regression against {baseline} (tolerance {tolerance})", fg="green", err=True)
+
+
+def print_eval_summary(report: dict[str, Any]) -> None:
+    k = report.get("k")
+    r, a, e, lat = report["retrieval"], report["answer"], report["escalation"], report["latency_ms"]
+
+    def f(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    click.echo(f"{report['cases']} cases, k={k}, mode {report['config']['mode']}, generator {report['config']['generator']}")
+    click.echo(f"retrieval   hit@{k} {f(r['hit@k'])}  recall@{k} {f(r['recall@k'])}  MRR@{k} {f(r['mrr@k'])}  nDCG@{k} {f(r['ndcg@k'])}")
+    click.echo(f"answer      faithfulness {f(a['faithfulness'])}  correctness (F1) {f(a['correctness'])}  "
+               f"cosine {f(a['correctness_cosine'])}" + (f"  judge {f(a['correctness_judge'])}" if a.get("correctness_judge") is not None else ""))
+    click.echo(f"escalation  AUROC {f(e['auroc'])}  precision {f(e['precision'])}  recall {f(e['recall'])}  "
+               f"rate {f(e['escalation_rate'])}  answered-when-answerable {f(e['answered_when_answerable'])}")
+    usage = report["usage"]
+    click.echo(f"latency     p50 {lat['p50']:.0f} ms  p95 {lat['p95']:.0f} ms   tokens {usage['input_tokens']} in / "
+               f"{usage['output_tokens']} out  cost ${usage['cost_usd']:.4f}")
+
+
+@evals_group.command("weekly")
+@click.option("--since", default="7d", show_default=True)
+@data_dir_option
+def evals_weekly(since: str, data_dir: Path | None) -> None:
+    """Once, now: export feedback, run SUPPORTBOT_EVAL_DATASET, write the report, print the digest."""
+    from evals.weekly import run_weekly
+
+    result = asyncio.run(run_weekly(load_settings(data_dir), since=since, progress=sys.stderr.isatty()))
+    click.echo(result.digest)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True, envvar="SUPPORTBOT_PORT",
+              help="Port `supportbot serve` listens on (env SUPPORTBOT_PORT).")
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
+def healthcheck(port: int, timeout: float) -> None:
+    """Exit 0 if the local server's /healthz answers; the Docker HEALTHCHECK (the image has no curl)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/healthz"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP(S)_PROXY
+    try:
+        with opener.open(url, timeout=timeout):
+            pass  # urllib raises on any non-2xx status
+    except OSError as exc:  # URLError, HTTPError, refused, timed out
+        fail(f"{url}: {exc}")
+    click.echo(f"{url}: ok")
+
+
 if __name__ == "__main__":
     main()

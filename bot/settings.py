@@ -19,8 +19,8 @@ CommaList = Annotated[list[str], NoDecode]
 # US dollars per million tokens: input, output, cache write (5 min), cache read.
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
-    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
-    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.50},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
+    "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.50},
 }
 
 
@@ -91,11 +91,24 @@ class Settings(BaseSettings):
     user_rate_per_minute: int = 6
     global_concurrency: int = 8
     production: bool = False  # in production, request signatures are always verified
+    # Suggested prompts shown when someone opens the assistant panel; "|"-separated in the environment.
+    assistant_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["How do I get started?", "How do I export my data?", "How do I manage my subscription?"]
+    )
+
+    @field_validator("assistant_prompts", mode="before")
+    @classmethod
+    def _split_bars(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split("|") if item.strip()]
+        return value
 
     # --- evals ---------------------------------------------------------------------------------
     weekly_eval: bool = False
     eval_dataset: Path = Path("evals/datasets/sample.jsonl")
     eval_report_channel: str = ""
+    weekly_eval_weekday: int = Field(default=0, ge=0, le=6)  # 0 = Monday
+    weekly_eval_hour: int = Field(default=9, ge=0, le=23)  # UTC
 
     @field_validator("sources", "admin_users", "allowed_channels", "allowed_team_ids", "auto_answer_channels", mode="before")
     @classmethod

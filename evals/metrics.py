@@ -134,3 +134,119 @@ def percentile(values: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100
     low, high = math.floor(position), math.ceil(position)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# ---------------------------------------------------------------------------- documents
+
+
+def source_keys(*values: str | None) -> list[str]:
+    """Keys a retrieved chunk may match a gold source by: each value, and each url without its anchor.
+
+    Chunk urls carry a section anchor (`.../refunds#partial-refunds`) while gold lists may name
+    the page; sets whose gold names a section still match on the full url or the document id.
+    """
+    keys: list[str] = []
+    for value in values:
+        if not value:
+            continue
+        for key in (value, value.split("#", 1)[0]):
+            if key and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def unique_documents(hits: Sequence[Sequence[str]]) -> list[Sequence[str]]:
+    """Collapse a chunk ranking to a document ranking (first key = document id), best chunk first."""
+    seen: set[str] = set()
+    documents: list[Sequence[str]] = []
+    for keys in hits:
+        if keys and keys[0] not in seen:
+            seen.add(keys[0])
+            documents.append(keys)
+    return documents
+
+
+# ---------------------------------------------------------------------------- faithfulness
+
+MARKERS = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=\])\s+(?=[A-Z*_`\"'(])|\n+")
+LEADING_MARKERS = re.compile(r"^((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)\s*")
+HAS_WORD = re.compile(r"[A-Za-z0-9]")
+
+
+def strip_markers(text: str) -> str:
+    """Answer text without its citation markers, for comparing it with a reference."""
+    return " ".join(MARKERS.sub("", text or "").replace(" .", ".").split())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Answer sentences, each with the citation markers that follow it (`days.[1]`, `days. [1]`)."""
+    sentences: list[str] = []
+    for piece in SENTENCE_BREAK.split(text or ""):
+        piece = piece.strip()
+        leading = LEADING_MARKERS.match(piece)
+        if leading and sentences:  # "... days. [1] Next": the marker belongs to the previous sentence
+            sentences[-1] += " " + leading.group(1).strip()
+            piece = piece[leading.end():]
+        if HAS_WORD.search(MARKERS.sub("", piece)):
+            sentences.append(piece)
+    return sentences
+
+
+def citation_numbers(sentence: str) -> list[int]:
+    return [int(number) for group in MARKERS.findall(sentence) for number in group.split(",")]
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .…")
+
+
+def citation_supported(cited_text: str, source_text: str) -> bool:
+    """Whether a citation's quoted text really occurs in the chunk it points at."""
+    quote = normalise_text(cited_text or "")
+    return bool(quote) and quote in normalise_text(source_text or "")
+
+
+def faithfulness(text: str, supported_numbers: set[int]) -> float | None:
+    """Share of answer sentences carrying at least one citation marker whose quote is supported.
+
+    `supported_numbers` are the citation numbers whose cited text occurs in the cited chunk
+    (see `citation_supported`); None when the answer has no sentences.
+    """
+    sentences = split_sentences(text)
+    if not sentences:
+        return None
+    faithful = sum(1 for sentence in sentences if set(citation_numbers(sentence)) & supported_numbers)
+    return faithful / len(sentences)
+
+
+# ---------------------------------------------------------------------------- similarity and calibration
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def reliability_bins(confidences: Sequence[float], outcomes: Sequence[bool], bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width confidence bins with the observed rate of `outcomes` in each (reliability diagram)."""
+    members: dict[int, list[tuple[float, bool]]] = {}
+    for confidence, outcome in zip(confidences, outcomes):
+        index = min(bins - 1, max(0, int(confidence * bins)))
+        members.setdefault(index, []).append((confidence, outcome))
+    return [
+        {
+            "lower": index / bins, "upper": (index + 1) / bins, "count": len(pairs),
+            "mean_confidence": round(sum(c for c, _ in pairs) / len(pairs), 4),
+            "observed": round(sum(o for _, o in pairs) / len(pairs), 4),
+        }
+        for index, pairs in sorted(members.items())
+    ]
+
+
+def expected_calibration_error(bins: Sequence[dict[str, float]]) -> float | None:
+    total = sum(row["count"] for row in bins)
+    if not total:
+        return None
+    return round(sum(row["count"] * abs(row["mean_confidence"] - row["observed"]) for row in bins) / total, 4)

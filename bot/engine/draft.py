@@ -1,0 +1,37 @@
+"""What a generator hands back to the pipeline, and how it says it could not.
+
+A Draft is an answer before judgement: text with markers, citations, usage and whether the
+generator itself said the sources do not answer the question. Generators raise
+`GenerationError` (never an SDK exception) so the pipeline can fall back without knowing
+which generator failed or why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol, Sequence
+
+from bot.engine.types import Citation, Question, RetrievedChunk, Usage
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Draft:
+    text: str
+    citations: list[Citation] = field(default_factory=list)
+    generator: str = "extractive"
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cannot_answer: bool = False  # the generator itself found no answer in the sources
+    fallback_reason: str | None = None
+
+
+class GenerationError(RuntimeError):
+    """The generator could not produce an answer (API error, timeout, malformed reply)."""
+
+
+class Generator(Protocol):
+    async def generate(
+        self, question: Question, text: str, chunks: Sequence[RetrievedChunk], *, on_delta: OnDelta | None = None
+    ) -> Draft: ...

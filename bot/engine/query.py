@@ -1,0 +1,69 @@
+"""What the user's message asks for: a human, or a search query (made self-contained). Pure.
+
+In a thread, "and for ACH?" or "how long does it take?" retrieves nothing useful on its own;
+the previous user question says what "it" is. The rewrite is cheap and deterministic: when a
+follow-up is short or starts with a pronoun, the earlier question's key terms are prepended.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from bot.engine.terms import PRONOUN_LEADS, STOPWORDS, words
+from bot.engine.types import Turn
+
+HUMAN_REQUEST = re.compile(
+    r"\b(?:talk|speak|chat)\s+(?:to|with)\s+(?:a\s+|an\s+|some\s*one\s*|a\s+real\s+|an\s+actual\s+)?"
+    r"(?:human|person|agent|someone|somebody|people|support|rep|representative)\b"
+    r"|\b(?:real|live|actual)\s+(?:human|person|agent)\b"
+    r"|\b(?:human|agent|person|operator)\s*,?\s*(?:please|pls|plz|now)\b"
+    r"|\b(?:get|give)\s+me\s+(?:a\s+)?(?:human|person|agent)\b"
+    r"|^\s*(?:please\s+)?escalate\b(?!\s+(?:a|an|the|my)\s+\w)"
+    r"|\bescalate\s+(?:this|it|me|to\s+(?:a\s+)?(?:human|support|someone))\b"
+    r"|^\W*(?:human|agent|operator)\W*$",
+    re.IGNORECASE,
+)
+SHORT_FOLLOWUP_WORDS = 6  # a follow-up this short rarely names its own topic
+CONTEXT_TERMS = 8  # at most this many terms are carried over from the previous question
+
+
+def wants_human(text: str) -> bool:
+    """'talk to a human', 'agent please', 'escalate' and the like: skip the bot, hand over."""
+    return bool(HUMAN_REQUEST.search(text))
+
+
+def previous_user_question(history: Sequence[Turn], current: str) -> str | None:
+    """The last earlier user turn (the thread may already contain the current message)."""
+    for turn in reversed(history):
+        if turn.role == "user" and turn.text.strip() and turn.text.strip() != current.strip():
+            return turn.text
+    return None
+
+
+def needs_context(text: str) -> bool:
+    """Short, or led by a pronoun or connective ("it", "that", "what about", "and")."""
+    tokens = words(text)
+    return not tokens or len(tokens) <= SHORT_FOLLOWUP_WORDS or tokens[0] in PRONOUN_LEADS
+
+
+def key_terms(text: str, exclude: str = "", limit: int = CONTEXT_TERMS) -> list[str]:
+    """The content words of `text` in order, without repeats or words already in `exclude`."""
+    seen = {token for token in words(exclude)}
+    terms: list[str] = []
+    for token in words(text):
+        if token in STOPWORDS or len(token) < 2 or token in seen:
+            continue
+        seen.add(token)
+        terms.append(token)
+    return terms[:limit]
+
+
+def search_query(text: str, history: Sequence[Turn] = ()) -> str:
+    """The text to retrieve with: the question itself, or, for a context-poor follow-up in a
+    thread, the previous question's key terms followed by the follow-up."""
+    previous = previous_user_question(history, text)
+    if not previous or not needs_context(text):
+        return text
+    carried = key_terms(previous, exclude=text)
+    return f"{' '.join(carried)} {text}".strip() if carried else text

@@ -1,0 +1,108 @@
+"""Slack messages in, engine vocabulary out: plain question text, thread history, attachments.
+
+Slack text is its own dialect (`<@U1>`, `<https://x|label>`, `&lt;`); the engine reads plain
+text. The bot's own earlier replies in a thread become "assistant" turns so a follow-up such as
+"and on Android?" is read in context.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, Iterable
+
+from bot.engine.types import Turn
+from bot.slack.blocks import FEEDBACK_BLOCK_PREFIX
+
+HISTORY_TURNS = 10
+# Message subtypes that are still a person talking; every other subtype (edits, joins, bots) is not.
+HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
+
+_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+_CHANNEL_MENTION = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
+_SPECIAL = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+
+
+def plain_text(text: str, bot_user_id: str | None = None) -> str:
+    """Slack mrkdwn to the plain text a person meant; mentions of the bot itself disappear."""
+
+    def user(match: re.Match) -> str:
+        if match.group(1) == bot_user_id:
+            return ""
+        return "@" + (match.group(2) or match.group(1))
+
+    text = _USER_MENTION.sub(user, text or "")
+    text = _CHANNEL_MENTION.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
+    text = _SPECIAL.sub(lambda m: m.group(2) or "@" + m.group(1), text)
+    text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
+    text = html.unescape(text)
+    return re.sub(r"[ \t]+", " ", text).strip()
+
+
+def mentions(text: str, user_id: str | None) -> bool:
+    return bool(user_id) and any(m.group(1) == user_id for m in _USER_MENTION.finditer(text or ""))
+
+
+def is_from_a_person(event: dict[str, Any]) -> bool:
+    """False for bots (this one included), edits, deletions, joins and other system messages."""
+    return not event.get("bot_id") and event.get("subtype") in HUMAN_SUBTYPES and bool(event.get("user"))
+
+
+def attachment_names(event: dict[str, Any]) -> list[str]:
+    return [f.get("name") or f.get("title") or "a file" for f in event.get("files") or []]
+
+
+def is_bot_message(message: dict[str, Any], bot_user_id: str | None, bot_id: str | None) -> bool:
+    return bool(
+        (bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id)
+    )
+
+
+def thread_history(
+    messages: Iterable[dict[str, Any]],
+    *,
+    before_ts: str,
+    bot_user_id: str | None,
+    bot_id: str | None,
+    limit: int = HISTORY_TURNS,
+) -> list[Turn]:
+    """The last `limit` turns of a thread before the message being answered, oldest first."""
+    turns = []
+    for message in messages:
+        if float(message.get("ts", 0)) >= float(before_ts):
+            continue
+        mine = is_bot_message(message, bot_user_id, bot_id)
+        if not mine and not is_from_a_person(message):
+            continue
+        text = plain_text(message.get("text", ""), bot_user_id)
+        if text:
+            turns.append(Turn(role="assistant" if mine else "user", text=text))
+    return turns[-limit:]
+
+
+def bot_took_part(messages: Iterable[dict[str, Any]], bot_user_id: str | None, bot_id: str | None) -> bool:
+    return any(is_bot_message(message, bot_user_id, bot_id) for message in messages)
+
+
+_ACKNOWLEDGEMENT = re.compile(
+    r"^\W*(thanks?( you)?|thx|ty|cheers|ok(ay)?|great|perfect|cool|got it|nice|awesome|:[a-z0-9_+-]+:)\W*$",
+    re.IGNORECASE,
+)
+
+
+def is_acknowledgement(text: str) -> bool:
+    """"thanks!" in a thread the bot answered is not a new question."""
+    return bool(_ACKNOWLEDGEMENT.match(plain_text(text)))
+
+
+def bot_answered(messages: list[dict[str, Any]], user: str, bot_user_id: str | None, bot_id: str | None) -> bool:
+    """Whether the bot's latest message in this thread is an answer (not a hand-off to humans)
+    and `user` spoke in the thread before it: then their next message is a follow-up."""
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        if is_bot_message(message, bot_user_id, bot_id):
+            is_answer = any(str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX)
+                            for block in message.get("blocks") or [])
+            return is_answer and any(earlier.get("user") == user for earlier in messages[:position])
+    return False

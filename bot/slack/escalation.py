@@ -1,0 +1,180 @@
+"""Human handoff: the escalation channel post, claim, resolve, and the human answer relayed back.
+
+Three things hand a question to humans: the engine's escalate decision, the asker's "Ask a human"
+click, and (if configured) a thumbs-down. All land here, so the post looks the same whatever
+triggered it. State lives in the store's escalation row, not in memory, so "Claim" and "Resolve"
+work on posts made before a restart; the human answer becomes the reference answer for evals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.engine.types import Answer, Citation, Decision, Question
+from bot.slack import blocks
+from bot.slack.ttlcache import TTLSet
+
+log = logging.getLogger(__name__)
+
+TRIGGER_DECISION = "low confidence"
+TRIGGER_ASKED = "asked for a human"
+TRIGGER_THUMBS_DOWN = "thumbs down"
+
+NO_ESCALATION_TEXT = (
+    "I couldn't find a confident answer in the knowledge base, and I couldn't reach the support team "
+    "right now. Please ask in your support channel."
+)
+ALREADY_ESCALATED_TEXT = "This question is already with the support team."
+
+
+def from_log(row: dict[str, Any]) -> tuple[Question, Answer]:
+    """Rebuild the Question and Answer of a logged interaction (for posts made long ago)."""
+    question = Question(
+        text=row["question"] or "", asker=row.get("asker"), channel=row.get("channel"),
+        thread_ts=row.get("thread_ts"), team_id=row.get("team_id"), interaction_id=row["interaction_id"],
+    )
+    answer = Answer(
+        interaction_id=row["interaction_id"], question=row["question"] or "", text=row.get("answer") or "",
+        citations=[Citation(**citation) for citation in row.get("citations") or []],
+        confidence=row.get("confidence") or 0.0, decision=Decision(row.get("decision") or "escalate"),
+        reasons=row.get("reasons") or [],
+    )
+    return question, answer
+
+
+def status_line(escalation: dict[str, Any]) -> str | None:
+    if escalation.get("status") == "resolved":
+        return f":white_check_mark: Resolved by <@{escalation.get('resolved_by')}>"
+    if escalation.get("status") == "claimed":
+        return f":raising_hand: Claimed by <@{escalation.get('claimed_by')}>"
+    return None
+
+
+class Escalations:
+    def __init__(self, settings, store) -> None:
+        self.settings = settings
+        self.store = store
+        self._in_flight: set[str] = set()  # two quick clicks must not make two posts
+        self.handed_off = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread): humans own it, no follow-ups
+
+    async def escalate(
+        self,
+        client: AsyncWebClient,
+        *,
+        question: Question,
+        answer: Answer | None,
+        question_ts: str | None,
+        trigger: str,
+    ) -> bool:
+        """Post the case to the escalation channel and tell the asker; False if it was not posted.
+
+        Only one escalation per interaction: a second trigger (another click) is a no-op.
+        """
+        interaction_id = answer.interaction_id if answer else question.interaction_id
+        if interaction_id in self._in_flight or await self.store.get_escalation(interaction_id) is not None:
+            return False
+        self._in_flight.add(interaction_id)
+        try:
+            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger)
+        finally:
+            self._in_flight.discard(interaction_id)
+
+    async def _escalate(self, client: AsyncWebClient, interaction_id: str, question: Question,
+                        answer: Answer | None, question_ts: str | None, trigger: str) -> bool:
+        channel = self.settings.escalation_channel
+        posted = False
+        if channel:
+            permalink = await self._permalink(client, question.channel, question_ts)
+            post_blocks = blocks.escalation_blocks(
+                interaction_id=interaction_id, question_mrkdwn=blocks.escape(question.text), asker=question.asker,
+                permalink=permalink, answer=answer, trigger=trigger, oncall_usergroup=self.settings.oncall_usergroup,
+            )
+            try:
+                response = await client.chat_postMessage(
+                    channel=channel, blocks=post_blocks, text=self._summary(question, trigger),
+                    unfurl_links=False, unfurl_media=False,
+                )
+            except SlackApiError as exc:
+                log.error("could not post to the escalation channel %s: %s", channel, exc.response.get("error"))
+            else:
+                posted = True
+                await self.store.record_escalation(
+                    interaction_id, status="open", escalation_ts=response["ts"], escalation_channel=response["channel"],
+                    trigger=trigger, permalink=permalink,
+                )
+        else:
+            log.warning("no SUPPORTBOT_ESCALATION_CHANNEL: interaction %s was not escalated", interaction_id)
+        if question.channel and question.thread_ts:
+            self.handed_off.add((question.channel, question.thread_ts))
+            text = (blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT) if posted \
+                else NO_ESCALATION_TEXT
+            await client.chat_postMessage(channel=question.channel, thread_ts=question.thread_ts, text=text,
+                                          blocks=blocks.notice_blocks(text), unfurl_links=False, unfurl_media=False)
+        return posted
+
+    async def escalate_logged(self, client: AsyncWebClient, interaction_id: str, trigger: str) -> bool:
+        """Escalate an interaction known only by id (a button click)."""
+        row = await self.store.get_interaction(interaction_id)
+        if row is None:
+            log.warning("escalation requested for unknown interaction %s", interaction_id)
+            return False
+        question, answer = from_log(row)
+        return await self.escalate(client, question=question, answer=answer,
+                                   question_ts=(row.get("slack") or {}).get("message_ts"), trigger=trigger)
+
+    async def claim(self, client: AsyncWebClient, interaction_id: str, user: str) -> None:
+        escalation = await self.store.record_escalation(interaction_id, status="claimed", user=user)
+        await self._refresh_post(client, interaction_id, escalation)
+
+    async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> None:
+        await client.views_open(trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id))
+
+    async def resolve(self, client: AsyncWebClient, interaction_id: str, user: str, human_answer: str) -> None:
+        """Store the human answer first (it is the valuable part), then relay it and close the post."""
+        escalation = await self.store.record_escalation(
+            interaction_id, status="resolved", user=user, human_answer=human_answer
+        )
+        row = await self.store.get_interaction(interaction_id)
+        if row and row.get("channel") and row.get("thread_ts"):
+            await client.chat_postMessage(
+                channel=row["channel"], thread_ts=row["thread_ts"], blocks=blocks.human_answer_blocks(human_answer, user),
+                text=blocks.fallback_text(blocks.markdown_to_mrkdwn(human_answer)), unfurl_links=False, unfurl_media=False,
+            )
+        await self._refresh_post(client, interaction_id, escalation, row)
+
+    async def _refresh_post(self, client: AsyncWebClient, interaction_id: str, escalation: dict[str, Any],
+                            row: dict[str, Any] | None = None) -> None:
+        """Re-render the escalation post from the store with its new status."""
+        row = row or await self.store.get_interaction(interaction_id)
+        if not (escalation.get("escalation_channel") and escalation.get("escalation_ts") and row):
+            return
+        question, answer = from_log(row)
+        post_blocks = blocks.escalation_blocks(
+            interaction_id=interaction_id, question_mrkdwn=blocks.escape(question.text), asker=question.asker,
+            permalink=escalation.get("permalink"), answer=answer, trigger=escalation.get("trigger") or "escalated",
+            oncall_usergroup=self.settings.oncall_usergroup, status_line=status_line(escalation),
+            actions=escalation.get("status") != "resolved",
+        )
+        await client.chat_update(
+            channel=escalation["escalation_channel"], ts=escalation["escalation_ts"], blocks=post_blocks,
+            text=self._summary(question, escalation.get("trigger") or "escalated"),
+        )
+
+    def _summary(self, question: Question, trigger: str) -> str:
+        tag = f"<!subteam^{self.settings.oncall_usergroup}> " if self.settings.oncall_usergroup else ""
+        asked = blocks.neutralize_pings(blocks.escape(blocks.truncate(question.text, 200)))
+        return f"{tag}Question needs a human ({trigger}): {asked}"
+
+    @staticmethod
+    async def _permalink(client: AsyncWebClient, channel: str | None, ts: str | None) -> str | None:
+        if not (channel and ts):
+            return None
+        try:
+            return (await client.chat_getPermalink(channel=channel, message_ts=ts))["permalink"]
+        except SlackApiError as exc:
+            log.warning("no permalink for %s/%s: %s", channel, ts, exc.response.get("error"))
+            return None

@@ -1,0 +1,48 @@
+"""Fair use: a per-user rate (questions per minute) and a global cap on answers in flight.
+
+Nobody is refused: a question over the limit waits its turn, and the asker is told so at once
+("you're in the queue") instead of meeting silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+
+class AnswerLimiter:
+    def __init__(self, per_user_per_window: int, concurrency: int, *, window_seconds: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_user = max(1, per_user_per_window)
+        self.window = window_seconds
+        self._clock = clock
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._starts: dict[str, deque[float]] = defaultdict(deque)
+
+    @classmethod
+    def from_settings(cls, settings) -> "AnswerLimiter":
+        return cls(settings.user_rate_per_minute, settings.global_concurrency)
+
+    def _reserve(self, user: str) -> float:
+        """Book the user's next start time; returns how long to wait for it (0: now)."""
+        now = self._clock()
+        starts = self._starts[user]
+        while starts and starts[0] <= now - self.window:
+            starts.popleft()
+        at = now if len(starts) < self.per_user else starts[-self.per_user] + self.window
+        starts.append(at)
+        return max(0.0, at - now)
+
+    @asynccontextmanager
+    async def slot(self, user: str, on_queued: Callable[[float], Awaitable[None]]) -> AsyncIterator[None]:
+        """Hold one answer slot; `on_queued(estimated_seconds)` runs once if the asker has to wait."""
+        delay = self._reserve(user or "anonymous")
+        if delay > 0 or self._slots.locked():
+            await on_queued(delay)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self._slots:
+            yield

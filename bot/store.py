@@ -1,0 +1,361 @@
+"""The interaction log and the feedback log: two LanceDB tables in `data_dir/logs`.
+
+They live in their own database folder beside the index (`data_dir/index`), so rebuilding or
+rolling back the knowledge index never touches what users asked and how they rated it.
+
+Writes are group-committed: concurrent calls queue their rows, one writer at a time (an asyncio
+lock) merges everything queued so far in a single `merge_insert` in a worker thread, and every
+caller returns only after the version holding its row is committed. Rows are keyed, so a
+repeated write updates in place instead of adding a row.
+
+Field names are a contract (the weekly eval export reads them); add fields, never rename.
+
+`interactions()` rows, one per answered question (key `interaction_id`):
+    interaction_id, created_at (UTC datetime), question, history [{role, text}], asker, channel,
+    thread_ts, team_id, slack {message_ts, permalink, surface, ...: whatever the bot passed},
+    retrieved [{chunk_id, doc_id, title, url, heading, text, score, vector_similarity, fts_score,
+    vector_rank, fts_rank}], answer (Markdown), citations [{number, doc_id, chunk_id, url, title,
+    cited_text}], confidence, decision ("answer" | "answer_with_caveat" | "escalate"), reasons [str],
+    generator, model, fallback_reason, index_version, search_query, latency_ms {stage: ms, "total"},
+    input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
+    signals {name: value}
+
+`feedback()` rows, one per vote and one per escalation (key `key`):
+    key, interaction_id, kind ("vote" | "escalation"), user (voter, or the last human who acted),
+    rating ("up" | "down" | None), comment, status ("open" | "claimed" | "resolved" | None),
+    claimed_by, resolved_by, human_answer (the reference answer a human gave), trigger (why it was
+    escalated: "low confidence", "asked for a human", "thumbs down"), escalation_channel and
+    escalation_ts (where the escalation post is), permalink (the asker's message),
+    created_at, updated_at (UTC datetimes)
+
+`since` filters interactions on `created_at` and feedback on `updated_at` (a changed vote is new).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from bot.engine.types import Answer, Question, utc_now
+
+log = logging.getLogger(__name__)
+
+INTERACTIONS = "interactions"
+FEEDBACK = "feedback"
+COMPACT_AFTER_FRAGMENTS = 64
+VOTE_RATINGS = ("up", "down")
+ESCALATION_STATUSES = ("open", "claimed", "resolved")
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+INTERACTION_SCHEMA = pa.schema(
+    [
+        pa.field("interaction_id", pa.string(), nullable=False),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("question", pa.string()),
+        pa.field("history", pa.string()),
+        pa.field("asker", pa.string()),
+        pa.field("channel", pa.string()),
+        pa.field("thread_ts", pa.string()),
+        pa.field("team_id", pa.string()),
+        pa.field("slack", pa.string()),
+        pa.field("retrieved", pa.string()),
+        pa.field("answer", pa.string()),
+        pa.field("citations", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("decision", pa.string()),
+        pa.field("reasons", pa.string()),
+        pa.field("generator", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("fallback_reason", pa.string()),
+        pa.field("index_version", pa.int64()),
+        pa.field("search_query", pa.string()),
+        pa.field("latency_ms", pa.string()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cache_creation_input_tokens", pa.int64()),
+        pa.field("cache_read_input_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("signals", pa.string()),
+    ]
+)
+INTERACTION_JSON_FIELDS = ("history", "slack", "retrieved", "citations", "reasons", "latency_ms", "signals")
+
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("interaction_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("user", pa.string()),
+        pa.field("rating", pa.string()),
+        pa.field("comment", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("claimed_by", pa.string()),
+        pa.field("resolved_by", pa.string()),
+        pa.field("human_answer", pa.string()),
+        pa.field("trigger", pa.string()),
+        pa.field("escalation_channel", pa.string()),
+        pa.field("escalation_ts", pa.string()),
+        pa.field("permalink", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("updated_at", TIMESTAMP),
+    ]
+)
+
+# A queued change: the row's key and a function from the stored row (or None) to the new row.
+Patch = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+
+def vote_key(interaction_id: str, user: str) -> str:
+    return f"{interaction_id}:{user}:vote"
+
+
+def escalation_key(interaction_id: str) -> str:
+    return f"{interaction_id}:escalation"
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def interaction_row(question: Question, answer: Answer, slack: dict | None) -> dict[str, Any]:
+    """Flatten a Question and its Answer into one log row (nested parts as JSON strings)."""
+    usage = answer.usage
+    return {
+        "interaction_id": answer.interaction_id or question.interaction_id,
+        "created_at": answer.created_at,
+        "question": question.text,
+        "history": dumps([turn.model_dump() for turn in question.history]),
+        "asker": question.asker,
+        "channel": question.channel,
+        "thread_ts": question.thread_ts,
+        "team_id": question.team_id,
+        "slack": dumps(slack or {}),
+        "retrieved": dumps([chunk.model_dump() for chunk in answer.retrieved]),
+        "answer": answer.text,
+        "citations": dumps([citation.model_dump() for citation in answer.citations]),
+        "confidence": float(answer.confidence),
+        "decision": answer.decision.value,
+        "reasons": dumps(answer.reasons),
+        "generator": answer.generator,
+        "model": answer.model,
+        "fallback_reason": answer.fallback_reason,
+        "index_version": int(answer.index_version),
+        "search_query": answer.search_query,
+        "latency_ms": dumps(answer.latency_ms),
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens,
+        "cost_usd": float(usage.cost_usd),
+        "signals": dumps(answer.signals),
+    }
+
+
+def decode_interaction(row: dict[str, Any]) -> dict[str, Any]:
+    for name in INTERACTION_JSON_FIELDS:
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
+    return row
+
+
+@dataclass
+class _Pending:
+    key: str
+    patch: Patch
+    done: asyncio.Future = field(repr=False)
+
+
+class _KeyedTable:
+    """One LanceDB table written by group commit: queued patches, one merge per batch."""
+
+    def __init__(self, store: "InteractionStore", name: str, schema: pa.Schema, key: str) -> None:
+        self.store = store
+        self.name = name
+        self.schema = schema
+        self.key = key
+        self._table = None
+        self._queue: list[_Pending] = []
+        self._lock = asyncio.Lock()
+        self._commits = 0
+
+    @property
+    def table(self):
+        if self._table is None:
+            self._table = self.store.db.create_table(self.name, schema=self.schema, exist_ok=True)
+        return self._table
+
+    async def write(self, key: str, patch: Patch) -> dict[str, Any]:
+        """Queue a change and return the row as committed; concurrent writes share one commit."""
+        pending = _Pending(key, patch, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        async with self._lock:
+            if not pending.done.done():
+                batch, self._queue = self._queue, []
+                try:
+                    rows = await asyncio.to_thread(self._commit, batch)
+                except Exception as exc:
+                    for item in batch:
+                        if not item.done.done():
+                            item.done.set_exception(exc)
+                else:
+                    for item in batch:
+                        if not item.done.done():
+                            item.done.set_result(rows[item.key])
+        return await pending.done
+
+    def _commit(self, batch: list[_Pending]) -> dict[str, dict[str, Any]]:
+        """Apply the patches in order onto the stored rows, then merge them in one version."""
+        keys = sorted({item.key for item in batch})
+        where = f"{self.key} IN ({', '.join(sql_string(key) for key in keys)})"
+        rows = {row[self.key]: row for row in self.select(where)}
+        for item in batch:
+            rows[item.key] = item.patch(rows.get(item.key))
+        changed = [rows[key] for key in keys]
+        data = pa.Table.from_pylist(changed, schema=self.schema)
+        self.table.merge_insert(self.key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        self._commits += 1
+        if self._commits % 16 == 0:
+            self._maybe_compact()
+        return rows
+
+    def _maybe_compact(self) -> None:
+        """Each commit adds a small fragment; fold them together now and then."""
+        try:
+            if len(self.table.to_lance().get_fragments()) > COMPACT_AFTER_FRAGMENTS:
+                self.table.optimize(cleanup_older_than=timedelta(days=7))
+        except Exception:  # compaction is housekeeping; never fail a write over it
+            log.warning("compacting the %s log failed", self.name, exc_info=True)
+
+    def select(self, where: str | None = None) -> list[dict[str, Any]]:
+        self.table.checkout_latest()  # see commits made by other processes (the CLI, an export)
+        return self.table.to_lance().to_table(filter=where).to_pylist()
+
+
+class InteractionStore:
+    """The bot's memory of what it answered and what people thought of it."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = Path(logs_dir)
+        self._db = None
+        self._interactions = _KeyedTable(self, INTERACTIONS, INTERACTION_SCHEMA, "interaction_id")
+        self._feedback = _KeyedTable(self, FEEDBACK, FEEDBACK_SCHEMA, "key")
+
+    @classmethod
+    def from_settings(cls, settings) -> "InteractionStore":
+        return cls(settings.data_dir / "logs")
+
+    @property
+    def db(self):
+        if self._db is None:
+            import lancedb
+
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(str(self.logs_dir))
+        return self._db
+
+    # ------------------------------------------------------------------ writing
+
+    async def log_answer(self, question: Question, answer: Answer, *, slack: dict | None = None) -> None:
+        """Record one answered question; logging the same interaction again replaces the row."""
+        row = interaction_row(question, answer, slack)
+        await self._interactions.write(row["interaction_id"], lambda _stored: row)
+
+    async def record_feedback(
+        self, interaction_id: str, *, user: str, rating: str, comment: str | None = None
+    ) -> dict[str, Any]:
+        """A thumbs-up or -down; one row per (interaction, user), the last vote wins."""
+        if rating not in VOTE_RATINGS:
+            raise ValueError(f"rating must be one of {VOTE_RATINGS}, not {rating!r}")
+        key = vote_key(interaction_id, user)
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any]:
+            now = utc_now()
+            row = dict(stored or {"key": key, "interaction_id": interaction_id, "kind": "vote", "created_at": now})
+            row.update(user=user, rating=rating, updated_at=now)
+            if comment is not None:
+                row["comment"] = comment
+            return row
+
+        return await self._feedback.write(key, patch)
+
+    async def record_escalation(
+        self,
+        interaction_id: str,
+        *,
+        status: str,
+        user: str | None = None,
+        human_answer: str | None = None,
+        escalation_ts: str | None = None,
+        escalation_channel: str | None = None,
+        trigger: str | None = None,
+        permalink: str | None = None,
+    ) -> dict[str, Any]:
+        """Open, claim or resolve the escalation of an interaction; one row, updated in place.
+
+        Fields not given keep their stored value, so "resolve" keeps who claimed it and where the
+        escalation post is; `human_answer` becomes the interaction's reference answer.
+        """
+        if status not in ESCALATION_STATUSES:
+            raise ValueError(f"status must be one of {ESCALATION_STATUSES}, not {status!r}")
+        key = escalation_key(interaction_id)
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any]:
+            now = utc_now()
+            row = dict(stored or {"key": key, "interaction_id": interaction_id, "kind": "escalation", "created_at": now})
+            row.update(status=status, updated_at=now)
+            if user is not None:
+                row["user"] = user
+                if status == "claimed":
+                    row["claimed_by"] = user
+                elif status == "resolved":
+                    row["resolved_by"] = user
+            given = {"human_answer": human_answer, "escalation_ts": escalation_ts,
+                     "escalation_channel": escalation_channel, "trigger": trigger, "permalink": permalink}
+            row.update({name: value for name, value in given.items() if value is not None})
+            return row
+
+        return await self._feedback.write(key, patch)
+
+    # ------------------------------------------------------------------ reading
+
+    async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
+        rows = await asyncio.to_thread(
+            self._interactions.select, f"interaction_id = {sql_string(interaction_id)}"
+        )
+        return decode_interaction(rows[0]) if rows else None
+
+    async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None:
+        rows = await asyncio.to_thread(
+            self._feedback.select, f"key = {sql_string(escalation_key(interaction_id))}"
+        )
+        return rows[0] if rows else None
+
+    def interactions(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every logged interaction (JSON fields decoded), oldest first."""
+        rows = self._interactions.select(self._since("created_at", since))
+        return sorted((decode_interaction(row) for row in rows), key=lambda row: row["created_at"])
+
+    def feedback(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every vote and escalation, oldest change first."""
+        rows = self._feedback.select(self._since("updated_at", since))
+        return sorted(rows, key=lambda row: row["updated_at"])
+
+    @staticmethod
+    def _since(column: str, since: datetime | None) -> str | None:
+        if since is None:
+            return None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        moment = since.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return f"{column} >= TIMESTAMP '{moment}'"

@@ -1,0 +1,294 @@
+"""Run an eval dataset through the real answer pipeline and score it (`supportbot evals run`).
+
+Every case goes through `Pipeline.answer`, exactly as a Slack question would, so the scores
+describe the bot users get: retrieval from `answer.retrieved`, faithfulness from its citations,
+correctness against the reference, escalation against `answerable`, latency and cost from the
+answer's own accounting. Scoring is pure (`score_case`, `summarise`); the pipeline, the index
+and the embedder are the I/O edge (`run_eval`, `prepare_kb`).
+
+The report shape is the contract in ARCHITECTURE.md; metric keys are literal ("hit@k") and
+the actual k sits beside them, so reports with different k stay comparable key by key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from evals.cases import EvalCase
+from evals.metrics import (
+    auroc, citation_supported, cosine, escalation_scores, expected_calibration_error, faithfulness, gold_match,
+    mean_scores, normalise_source, percentile, reliability_bins, retrieval_scores, source_keys, strip_markers,
+    token_f1,
+    unique_documents,
+)
+from evals.topics import topic_of_document
+
+REPORT_VERSION = 1
+Judge = Callable[[str, str, str], Awaitable[float | None]]  # (question, reference, answer) -> score in [0, 1]
+
+
+# ------------------------------------------------------------------------------ scoring (pure)
+
+
+def contract_keys(scores: dict[str, float], k: int) -> dict[str, float]:
+    """`hit@5` -> `hit@k`: the contract's literal keys."""
+    return {name.replace(f"@{k}", "@k"): value for name, value in scores.items()}
+
+
+def document_ranking(answer) -> list[dict[str, Any]]:
+    """The answer's retrieved chunks collapsed to documents, best first, with their match keys."""
+    chunks = {chunk.doc_id: chunk for chunk in reversed(answer.retrieved)}  # first chunk of each doc wins
+    ranking = unique_documents([[chunk.doc_id, *source_keys(chunk.url)] for chunk in answer.retrieved])
+    return [
+        {"doc_id": keys[0], "url": chunks[keys[0]].url, "title": chunks[keys[0]].title,
+         "score": round(float(chunks[keys[0]].score), 4), "keys": list(keys)}
+        for keys in ranking
+    ]
+
+
+def supported_citations(answer) -> dict[int, bool]:
+    """Citation number -> whether its cited text occurs in the chunk (or document) it cites."""
+    by_chunk = {chunk.chunk_id: chunk.text for chunk in answer.retrieved}
+    by_doc: dict[str, list[str]] = {}
+    for chunk in answer.retrieved:
+        by_doc.setdefault(chunk.doc_id, []).append(chunk.text)
+    supported = {}
+    for citation in answer.citations:
+        texts = [by_chunk[citation.chunk_id]] if citation.chunk_id in by_chunk else by_doc.get(citation.doc_id, [])
+        ok = any(citation_supported(citation.cited_text, text) for text in texts)
+        supported[citation.number] = supported.get(citation.number, False) or ok  # a number may cite several spans
+    return supported
+
+
+def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
+    """One case's row: what was asked, what the bot did, and its per-case scores."""
+    documents = document_ranking(answer)
+    retrieval = retrieval_scores([doc["keys"] for doc in documents], case.gold_sources, k) if case.gold_sources else {}
+    gold = {normalise_source(source) for source in case.gold_sources}
+    supported = supported_citations(answer)
+    escalated = answer.decision.value == "escalate"
+    answered = not escalated
+    top = documents[0] if documents else None
+    similarities = [c.vector_similarity for c in answer.retrieved if c.vector_similarity is not None]
+    return {
+        "id": case.id,
+        "question": case.question,
+        "answerable": case.answerable,
+        "topic": case.topic or (topic_of_document(top["doc_id"], top["url"], top["title"]) if top else "other"),
+        "reference_answer": case.reference_answer,
+        "gold_sources": case.gold_sources,
+        "answer": answer.text,
+        "decision": answer.decision.value,
+        "escalated": escalated,
+        "confidence": round(float(answer.confidence), 4),
+        "reasons": list(answer.reasons),
+        "generator": answer.generator,
+        "citations": [
+            {"number": c.number, "doc_id": c.doc_id, "url": c.url, "title": c.title, "supported": supported.get(c.number, False)}
+            for c in answer.citations
+        ],
+        "retrieved": [
+            {key: doc[key] for key in ("doc_id", "url", "title", "score")}
+            | {"gold": gold_match(doc["keys"], gold) is not None}
+            for doc in documents[:k]
+        ],
+        "top_similarity": round(max(similarities), 4) if similarities else None,
+        "retrieval": contract_keys(retrieval, k),
+        "faithfulness": faithfulness(answer.text, {n for n, ok in supported.items() if ok}) if answered else None,
+        "token_f1": round(token_f1(strip_markers(answer.text), case.reference_answer), 4)
+        if case.answerable and case.reference_answer and answered else None,
+        "latency_ms": {name: round(float(ms), 2) for name, ms in answer.latency_ms.items()},
+        "usage": answer.usage.model_dump(),
+    }
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return round(sum(present) / len(present), 4) if present else None
+
+
+def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
+    """The headline metrics of a run (contract keys plus extras) from its per-case rows."""
+    retrieval = mean_scores(row["retrieval"] for row in rows if row["retrieval"])
+    confidences = [row["confidence"] for row in rows]
+    answerable = [row["answerable"] for row in rows]
+    escalated = [row["escalated"] for row in rows]
+    escalation = escalation_scores(escalated, answerable) if rows else {}
+    bins = reliability_bins(confidences, answerable)
+    totals = [row["latency_ms"].get("total", 0.0) for row in rows]
+    stages = sorted({stage for row in rows for stage in row["latency_ms"] if stage != "total"})
+    usage = {name: sum(row["usage"].get(name, 0) for row in rows)
+             for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")}
+    cost = sum(row["usage"].get("cost_usd", 0.0) for row in rows)
+    return {
+        "retrieval": {name: retrieval.get(name) for name in ("hit@k", "mrr@k", "recall@k", "ndcg@k")},
+        "escalation": {
+            "auroc": rounded(auroc(confidences, answerable)),
+            "precision": escalation.get("precision"),
+            "recall": escalation.get("recall"),
+            "escalation_rate": escalation.get("escalation_rate"),
+            "answered_when_answerable": escalation.get("answered_when_answerable"),
+            "calibration_error": expected_calibration_error(bins),
+            "unanswerable_cases": sum(1 for a in answerable if not a),
+        },
+        "answer": {
+            "faithfulness": mean([row["faithfulness"] for row in rows]),
+            "correctness": mean([row["token_f1"] for row in rows]),
+            "correctness_metric": "token_f1",
+            "correctness_cosine": mean([row.get("cosine") for row in rows]),
+            "correctness_judge": mean([row.get("judge") for row in rows]),
+            "answered": sum(1 for e in escalated if not e),
+        },
+        "latency_ms": {
+            "p50": round(percentile(totals, 50), 1), "p95": round(percentile(totals, 95), 1),
+            "mean": round(sum(totals) / len(totals), 1) if totals else 0.0,
+            "stages_p50": {stage: round(percentile([row["latency_ms"].get(stage, 0.0) for row in rows], 50), 1)
+                           for stage in stages},
+        },
+        "usage": {**usage, "cost_usd": round(cost, 6), "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0},
+        "calibration": {"bins": bins},
+        "cases": len(rows),
+        "k": k,
+    }
+
+
+# ------------------------------------------------------------------------------ I/O edge
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD of the checkout (with `-dirty` when it has changes), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def kb_data_dir(settings, kb: str) -> Path:
+    """A cached data dir per knowledge source (and embedding/chunking setup) under the data dir.
+
+    Keyed by the source's stable name, not its content: a changed file reuses the same index
+    and only its changed documents are re-embedded by the incremental refresh.
+    """
+    from knowledge.sources import source_key
+
+    parts = [source_key(kb), settings.embedding_model, str(settings.chunk_max_tokens), str(settings.chunk_overlap_tokens)]
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:16]
+    return Path(settings.data_dir) / "eval-kb" / digest
+
+
+async def prepare_kb(settings, kb: str, embedder, *, progress: bool | None = None):
+    """Settings whose data dir holds an up-to-date index of `kb` (built once, refreshed after)."""
+    from knowledge.index import KnowledgeIndex
+
+    kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb]})
+    index = KnowledgeIndex.from_settings(kb_settings, embedder)
+    report = await index.refresh([kb], show_progress=progress)
+    if report.failures and not index.exists():
+        raise RuntimeError(f"cannot index {kb}: {'; '.join(report.failures[:5])}")
+    print(f"knowledge {kb}: {report.summary}", file=sys.stderr)
+    return kb_settings, index
+
+
+def fixed_mode_searcher(settings, index, mode: str):
+    """The project's Searcher, pinned to one retrieval mode (the pipeline asks for its default)."""
+    from knowledge.search import Searcher
+
+    class FixedModeSearcher(Searcher):
+        def search(self, query, k=5, *, mode_=mode, **options):  # noqa: D401 - same contract as Searcher.search
+            options["mode"] = mode_
+            return super().search(query, k, **options)
+
+    return FixedModeSearcher.from_settings(settings, index)
+
+
+async def run_eval(
+    settings,
+    cases: Sequence[EvalCase],
+    *,
+    k: int = 5,
+    mode: str = "hybrid",
+    kb: str | None = None,
+    embedder=None,
+    pipeline=None,
+    judge: Judge | None = None,
+    progress: bool = True,
+    dataset: str | Path | None = None,
+) -> dict[str, Any]:
+    """Answer every case with the real pipeline and return the full report (contract + rows)."""
+    from bot.engine.pipeline import Pipeline
+    from bot.engine.types import Question
+    from knowledge.embeddings import Embedder
+    from knowledge.index import KnowledgeIndex
+    from tqdm import tqdm
+
+    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
+    settings = settings.model_copy(update={"answer_k": k, "search_k": k})
+    if kb:
+        settings, index = await prepare_kb(settings, kb, embedder)
+        settings = settings.model_copy(update={"answer_k": k, "search_k": k})
+    else:
+        index = KnowledgeIndex.from_settings(settings, embedder)
+    if pipeline is None:
+        searcher = fixed_mode_searcher(settings, index, mode)
+        pipeline = Pipeline.from_settings(settings, index=index, searcher=searcher, embedder=embedder)
+
+    await pipeline.answer(Question(text="warm-up: how do I get started?"))  # load models outside the timings
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with tqdm(total=len(cases), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
+        for case in cases:
+            answer = await pipeline.answer(Question(text=case.question))
+            row = score_case(case, answer, k)
+            if judge and case.answerable and case.reference_answer and not row["escalated"]:
+                row["judge"] = await judge(case.question, case.reference_answer, answer.text)
+            rows.append(row)
+            bar.update(1)
+    await add_cosine_correctness(rows, embedder)
+
+    report = summarise(rows, k)
+    generator = next((row["generator"] for row in rows), None)
+    report["config"] = {
+        "dataset": str(dataset) if dataset else None,
+        "dataset_sha256": file_sha256(Path(dataset)) if dataset and Path(dataset).is_file() else None,
+        "kb": kb, "k": k, "mode": mode, "generator": generator,
+        "model": settings.anthropic_model if generator == "claude" else None,
+        "judge": bool(judge), "answer_threshold": settings.answer_threshold,
+        "caveat_threshold": settings.caveat_threshold, "data_dir": str(settings.data_dir),
+    }
+    report["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["git_commit"] = git_commit(Path(__file__).resolve().parents[1])
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    report["version"] = REPORT_VERSION
+    report["per_case"] = rows
+    return report
+
+
+async def add_cosine_correctness(rows: list[dict[str, Any]], embedder) -> None:
+    """Embedding cosine similarity of answer and reference, for the rows that have a token F1."""
+    scored = [row for row in rows if row["token_f1"] is not None]
+    if not scored:
+        return
+    texts = [strip_markers(row["answer"]) for row in scored] + [row["reference_answer"] for row in scored]
+    vectors = await embedder.aencode(texts)
+    for position, row in enumerate(scored):
+        row["cosine"] = round(cosine(vectors[position], vectors[len(scored) + position]), 4)

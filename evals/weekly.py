@@ -1,0 +1,206 @@
+"""The weekly loop: export last week's feedback, rerun the frozen eval set, write the report, digest.
+
+`run_weekly` is the whole job (the CLI's cron equivalent runs the same steps as two commands);
+`WeeklyScheduler` runs it inside the bot once a week at a configured weekday and hour (UTC).
+The last run time is persisted in the data dir, so a restart neither re-runs a finished week
+nor skips a week whose slot passed while the bot was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from evals.compare import compare_reports
+from evals.report import history_entry, load_history, write_report
+
+log = logging.getLogger(__name__)
+
+PostDigest = Callable[[str], Awaitable[Any]]
+DIGEST_METRICS = [
+    ("retrieval", "hit@k", "hit@{k}"), ("retrieval", "mrr@k", "MRR@{k}"), ("answer", "faithfulness", "faithfulness"),
+    ("answer", "correctness", "correctness"), ("escalation", "auroc", "escalation AUROC"),
+    ("escalation", "escalation_rate", "escalation rate"),
+]
+
+
+def reports_dir(settings) -> Path:
+    return Path(settings.data_dir) / "evals" / "reports"
+
+
+@dataclass
+class WeeklyResult:
+    digest: str
+    report: dict[str, Any]
+    paths: dict[str, Path]
+    export_summary: str
+
+
+def digest_text(report: dict[str, Any], previous: dict[str, Any] | None, export_summary: str, html_path: Path) -> str:
+    """A few Slack lines: headline numbers with the change since the previous run."""
+    k = report.get("k", "k")
+    config = report.get("config") or {}
+    parts = []
+    for group, name, label in DIGEST_METRICS:
+        value = (report.get(group) or {}).get(name)
+        if value is None:
+            continue
+        before = ((previous or {}).get(group) or {}).get(name)
+        change = f" ({value - before:+.2f})" if isinstance(before, (int, float)) else ""
+        parts.append(f"{label.format(k=k)} {value:.2f}{change}")
+    latency = report.get("latency_ms") or {}
+    lines = [
+        f"*Weekly eval* on {Path(config.get('dataset') or 'dataset').name} ({report.get('cases')} cases, {config.get('generator')})",
+        " · ".join(parts),
+        f"latency p50 {latency.get('p50', 0):.0f} ms, p95 {latency.get('p95', 0):.0f} ms · cost ${(report.get('usage') or {}).get('cost_usd', 0):.4f}",
+        f"Feedback export: {export_summary}",
+        f"Report: {html_path}",
+    ]
+    return "\n".join(lines)
+
+
+async def run_weekly(settings, *, store=None, embedder=None, pipeline=None, since: str = "7d",
+                     report_dir: Path | None = None, progress: bool = False) -> WeeklyResult:
+    """Export feedback, run the eval on `settings.eval_dataset`, write the report, return the digest."""
+    from bot.store import InteractionStore
+    from evals.cases import load_cases
+    from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
+    from evals.runner import run_eval
+    from knowledge.embeddings import Embedder
+
+    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
+    store = store or InteractionStore.from_settings(settings)
+    exported = await export_feedback(
+        store, embedder, since=parse_since(since), candidates_path=default_candidates_path(settings),
+        review_path=default_review_path(settings), frozen_paths=[Path(settings.eval_dataset)],
+    )
+    cases = load_cases(settings.eval_dataset)
+    report = await run_eval(settings, cases, k=settings.answer_k, embedder=embedder, pipeline=pipeline,
+                            progress=progress, dataset=settings.eval_dataset)
+    out = Path(report_dir) if report_dir else reports_dir(settings)
+    history = load_history(out / "history", str(settings.eval_dataset))
+    previous = history[-1] if history else None
+    changes = compare_reports(report, previous) if previous else []
+    paths = await asyncio.to_thread(write_report, report, out, changes)
+    summary = exported.summary()
+    return WeeklyResult(digest_text(history_entry(report), previous, summary, paths["html"]), report, paths, summary)
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+
+def latest_slot(now: datetime, weekday: int, hour: int) -> datetime:
+    """The most recent weekly slot (weekday at hour:00 UTC) at or before `now`."""
+    now = now.astimezone(timezone.utc)
+    slot = now.replace(hour=hour, minute=0, second=0, microsecond=0) - timedelta(days=(now.weekday() - weekday) % 7)
+    return slot if slot <= now else slot - timedelta(days=7)
+
+
+def next_run_at(since: datetime, now: datetime, weekday: int, hour: int) -> datetime:
+    """When to run next, given the last run (or the moment the scheduler was first armed).
+
+    The latest slot when it passed after `since` (catch up after downtime), else next week's.
+    """
+    slot = latest_slot(now, weekday, hour)
+    return slot if since < slot else slot + timedelta(days=7)
+
+
+class WeeklyScheduler:
+    """An asyncio task that runs `run_weekly` once a week and hands the digest to `post_digest`."""
+
+    def __init__(
+        self,
+        settings,
+        *,
+        post_digest: PostDigest | None = None,
+        job: Callable[..., Awaitable[WeeklyResult]] = run_weekly,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        max_sleep_seconds: float = 3600.0,
+        **job_options: Any,
+    ) -> None:
+        self.settings = settings
+        self.post_digest = post_digest
+        self.job = job
+        self.clock = clock
+        self.max_sleep_seconds = max_sleep_seconds  # wake up now and then: clocks jump, laptops sleep
+        self.job_options = job_options
+        self.state_path = Path(settings.data_dir) / "evals" / "weekly-state.json"
+        self._task: asyncio.Task | None = None
+
+    # -------- persisted state
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, **fields: datetime) -> None:
+        state = {**self._state(), **{name: moment.isoformat() for name, moment in fields.items()}}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(temporary, self.state_path)
+
+    def last_run(self) -> datetime | None:
+        value = self._state().get("last_run")
+        return datetime.fromisoformat(value) if value else None
+
+    def next_run(self) -> datetime:
+        """The next slot; a scheduler that never ran counts from when it was first armed, not from now."""
+        state = self._state()
+        since = state.get("last_run") or state.get("armed_at")
+        if since is None:
+            since = self.clock().isoformat()
+            self._save_state(armed_at=self.clock())
+        return next_run_at(datetime.fromisoformat(since), self.clock(), self.settings.weekly_eval_weekday,
+                           self.settings.weekly_eval_hour)
+
+    # -------- running
+
+    async def run_if_due(self) -> str | None:
+        """Run the job when its slot has come; returns the digest posted, or None when not due."""
+        now = self.clock()
+        if self.next_run() > now:
+            return None
+        self._save_state(last_run=now)  # first, so a crash inside the job cannot loop on it
+        try:
+            result = await self.job(self.settings, **self.job_options)
+            digest = result.digest
+        except Exception as exc:  # the bot keeps serving; the team hears about it
+            log.exception("weekly eval failed")
+            digest = f"*Weekly eval failed*: {type(exc).__name__}: {exc}"
+        if self.post_digest is not None:
+            try:
+                await self.post_digest(digest)
+            except Exception:
+                log.exception("posting the weekly eval digest failed")
+        return digest
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_if_due()
+            wait = (self.next_run() - self.clock()).total_seconds()
+            await asyncio.sleep(min(max(wait, 1.0), self.max_sleep_seconds))
+
+    def start(self) -> asyncio.Task | None:
+        """Start the task when `settings.weekly_eval` is on; None otherwise."""
+        if not self.settings.weekly_eval or self._task is not None:
+            return self._task
+        self._task = asyncio.create_task(self._loop(), name="weekly-eval")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

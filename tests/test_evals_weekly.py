@@ -1,0 +1,91 @@
+"""The weekly scheduler: slots, catch-up after downtime, persistence across restarts, digest posting."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from evals.weekly import WeeklyResult, WeeklyScheduler, digest_text, latest_slot, next_run_at
+
+UTC = timezone.utc
+MONDAY_9 = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+def test_slots():
+    assert latest_slot(MONDAY_9 + timedelta(minutes=1), 0, 9) == MONDAY_9
+    assert latest_slot(MONDAY_9 - timedelta(minutes=1), 0, 9) == MONDAY_9 - timedelta(days=7)
+    assert latest_slot(datetime(2025, 6, 5, 12, tzinfo=UTC), 2, 8) == datetime(2025, 6, 4, 8, tzinfo=UTC)
+    now = MONDAY_9 + timedelta(days=2)
+    assert next_run_at(now, now, 0, 9) == MONDAY_9 + timedelta(days=7)  # armed just now: wait for the next slot
+    assert next_run_at(MONDAY_9 - timedelta(days=3), now, 0, 9) == MONDAY_9  # missed while down: catch up now
+    assert next_run_at(MONDAY_9 + timedelta(seconds=5), now, 0, 9) == MONDAY_9 + timedelta(days=7)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make(settings, clock, calls, posted, **options):
+    async def job(settings_, **_):
+        calls.append(clock())
+        return WeeklyResult(digest=f"digest {len(calls)}", report={}, paths={}, export_summary="")
+
+    async def post(text):
+        posted.append(text)
+
+    return WeeklyScheduler(settings.model_copy(update={"weekly_eval": True}), post_digest=post, job=job, clock=clock,
+                           **options)
+
+
+async def test_runs_once_per_week_and_survives_restarts(settings):
+    clock, calls, posted = Clock(MONDAY_9 - timedelta(hours=1)), [], []
+    scheduler = make(settings, clock, calls, posted)
+    assert await scheduler.run_if_due() is None  # first start: waits for the slot
+    clock.now = MONDAY_9 + timedelta(minutes=5)
+    assert await scheduler.run_if_due() == "digest 1" and posted == ["digest 1"]
+    assert await scheduler.run_if_due() is None
+
+    restarted = make(settings, clock, calls, posted)  # same data dir: the last run is remembered
+    assert restarted.last_run() == MONDAY_9 + timedelta(minutes=5)
+    assert await restarted.run_if_due() is None
+    clock.now = MONDAY_9 + timedelta(days=9)  # down over the next slot: catches up once
+    assert await restarted.run_if_due() == "digest 2" and await restarted.run_if_due() is None
+    assert len(calls) == 2
+
+
+async def test_failures_are_posted_not_raised_and_the_task_starts_and_stops(settings):
+    clock, posted = Clock(MONDAY_9 + timedelta(minutes=1)), []
+
+    async def broken(settings_, **_):
+        raise RuntimeError("index missing")
+
+    async def post(text):
+        posted.append(text)
+
+    scheduler = WeeklyScheduler(settings.model_copy(update={"weekly_eval": True}), post_digest=post, job=broken,
+                                clock=clock, max_sleep_seconds=0.01)
+    scheduler._save_state(last_run=MONDAY_9 - timedelta(days=1))
+    task = scheduler.start()
+    for _ in range(100):
+        if posted:
+            break
+        await asyncio.sleep(0.01)
+    await scheduler.stop()
+    assert task.done() and posted == ["*Weekly eval failed*: RuntimeError: index missing"]
+    assert WeeklyScheduler(settings, job=broken).start() is None  # weekly_eval off: no task
+
+
+def test_digest_text():
+    report = {"k": 5, "cases": 55, "config": {"dataset": "evals/datasets/sample.jsonl", "generator": "extractive"},
+              "retrieval": {"hit@k": 0.9, "mrr@k": 0.8}, "answer": {"faithfulness": 1.0, "correctness": 0.4},
+              "escalation": {"auroc": 0.85, "escalation_rate": 0.3}, "latency_ms": {"p50": 40, "p95": 90},
+              "usage": {"cost_usd": 0.0}}
+    previous = {"retrieval": {"hit@k": 0.85}}
+    text = digest_text(report, previous, "2 new candidate(s)", Path("/tmp/r/report.html"))
+    assert "sample.jsonl (55 cases, extractive)" in text and "hit@5 0.90 (+0.05)" in text and "MRR@5 0.80 ·" in text
+    assert "p95 90 ms" in text and "2 new candidate(s)" in text and "/tmp/r/report.html" in text

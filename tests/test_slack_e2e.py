@@ -1,0 +1,453 @@
+"""The Slack bot end to end: signed requests to the real HTTP endpoint on a free port, the real
+slack_sdk behind it talking to the Slack emulator, and the real engine (offline extractive answerer)
+over the shared sample index. Waits are on recorded API calls, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.slack import blocks
+from bot.slack.app import ConfigurationError, create_app, create_socket_mode_handler, create_web_app
+from bot.store import InteractionStore
+from tests.emulators.slack_api import SlackEmulator
+from tests.emulators.slack_payloads import (
+    BOT_ID, BOT_USER_ID, CHANNEL_ID, USER_ID, app_mention_event, assistant_thread_started_event, block_actions_payload,
+    event_callback, form_body, interactive_body, json_body, message_event, sign_request, slash_command_form,
+    view_submission_payload,
+)
+
+pytestmark = pytest.mark.timeout(240)  # the first test also builds the shared sample index
+
+SECRET = "test-signing-secret"
+ESCALATION_CHANNEL = "C0ESCALATE"
+ONCALL = "S0ONCALL"
+ADMIN = "U0ADMIN"
+ANSWERABLE = "How do I create an API key?"
+UNANSWERABLE = "Can the moon base cafeteria serve pickled herring on Tuesdays?"
+
+
+@pytest.fixture(scope="module")
+def engine_parts(sample_index, sample_searcher, embedder):
+    return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
+
+
+def build_pipeline(settings, parts):
+    try:
+        from bot.engine.pipeline import Pipeline
+    except ImportError:  # TEMPORARY until bot/engine/pipeline.py lands
+        return InterimPipeline(parts["searcher"])
+    return Pipeline.from_settings(settings, index=parts["index"], searcher=parts["searcher"], embedder=parts["embedder"])
+
+
+class InterimPipeline:  # TEMPORARY
+    def __init__(self, searcher):
+        self.searcher = searcher
+
+    async def answer(self, question, *, on_delta=None):
+        from bot.engine.types import Answer, Citation, Decision, RetrievedChunk
+
+        query = " ".join([t.text for t in question.history if t.role == "user"] + [question.text])
+        result = await self.searcher.asearch(query, 3)
+        hit = result.hits[0]
+        ok = result.top_vector_similarity >= 0.45
+        return Answer(
+            interaction_id=question.interaction_id, question=question.text, text=hit.text[:200] + " [1]",
+            citations=[Citation(number=1, doc_id=hit.doc_id, url=hit.url, title=hit.title, cited_text=hit.text[:50])],
+            retrieved=[RetrievedChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, title=h.title, url=h.url, text=h.text,
+                                      score=h.score) for h in result.hits],
+            confidence=result.top_vector_similarity, decision=Decision.ANSWER if ok else Decision.ESCALATE,
+            reasons=["interim"], latency_ms={"total": 1.0},
+        )
+
+
+class BotUnderTest:
+    """The bot's HTTP endpoint on a free port, with helpers that sign what Slack would send."""
+
+    def __init__(self, emu: SlackEmulator, app, base_url: str, session: aiohttp.ClientSession, store: InteractionStore):
+        self.emu, self.app, self.base_url, self.session, self.store = emu, app, base_url, session, store
+
+    async def post(self, body: bytes, content_type: str, *, signed_with: str = SECRET, timestamp: int | None = None,
+                   headers: dict | None = None) -> tuple[int, str, float]:
+        all_headers = {"Content-Type": content_type, **sign_request(signed_with, body, timestamp), **(headers or {})}
+        started = time.perf_counter()
+        async with self.session.post(f"{self.base_url}/slack/events", data=body, headers=all_headers) as resp:
+            return resp.status, await resp.text(), time.perf_counter() - started
+
+    async def event(self, event: dict, *, event_id: str | None = None, **kwargs) -> tuple[int, str, float]:
+        return await self.post(json_body(event_callback(event, event_id=event_id)), "application/json", **kwargs)
+
+    async def click(self, payload: dict) -> int:
+        status, _, _ = await self.post(interactive_body(payload), "application/x-www-form-urlencoded")
+        return status
+
+    async def command(self, name: str, user: str = USER_ID) -> tuple[int, str]:
+        status, text, _ = await self.post(form_body(slash_command_form(name, user_id=user)),
+                                          "application/x-www-form-urlencoded")
+        return status, text
+
+    async def next_post(self, action, method: str = "chat.postMessage", timeout: float = 20.0):
+        """Run `action`, then wait for the next call to `method`; returns (action result, call)."""
+        before = len(self.emu.calls_to(method))
+        result = await action
+        calls = await self.emu.wait_for(method, before + 1, timeout=timeout)
+        return result, calls[before]
+
+    def posts_in(self, channel: str, thread_ts: str | None = None) -> list:
+        return [c for c in self.emu.calls_to("chat.postMessage")
+                if c.args.get("channel") == channel and (thread_ts is None or c.args.get("thread_ts") == thread_ts)]
+
+    async def interaction(self, interaction_id: str | None = None) -> dict:
+        rows = self.store.interactions()
+        return next(r for r in rows if r["interaction_id"] == interaction_id) if interaction_id else rows[-1]
+
+
+@asynccontextmanager
+async def running_bot(tmp_path: Path, sample_settings, parts, **overrides):
+    async with SlackEmulator() as emu:
+        emu.add_usergroup(ONCALL, ["U0ONCALL"])
+        settings = sample_settings.model_copy(update={
+            "slack_bot_token": SecretStr("xoxb-test"), "slack_signing_secret": SecretStr(SECRET),
+            "slack_api_url": emu.api_url, "escalation_channel": ESCALATION_CHANNEL, "oncall_usergroup": ONCALL,
+            "admin_users": [ADMIN], **overrides,
+        })
+        store = InteractionStore(tmp_path / "logs")
+        app = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
+        runner = web.AppRunner(create_web_app(app))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession() as session:
+            try:
+                yield BotUnderTest(emu, app, f"http://127.0.0.1:{port}", session, store)
+            finally:
+                await runner.cleanup()
+
+
+@pytest.fixture
+async def slack_bot(tmp_path, sample_settings, engine_parts):
+    async with running_bot(tmp_path, sample_settings, engine_parts) as bot:
+        yield bot
+
+
+def sources_links(blocks_: list[dict]) -> str:
+    return next(b["elements"][0]["text"] for b in blocks_ if b["type"] == "context"
+                and b["elements"][0]["text"].startswith("*Sources*"))
+
+
+# --------------------------------------------------------------------------- 1. answering
+
+
+async def test_mention_is_acked_at_once_then_answered_in_thread_with_sources(slack_bot):
+    mention = app_mention_event(ANSWERABLE)
+    (status, _, elapsed), reply = await slack_bot.next_post(slack_bot.event(mention))
+    assert status == 200 and elapsed < 1.0
+    assert reply.args["thread_ts"] == mention["ts"] and reply.args["channel"] == CHANNEL_ID
+    assert reply.args["unfurl_links"] is False and reply.args["unfurl_media"] is False
+    logged = await slack_bot.interaction()
+    assert logged["decision"] in ("answer", "answer_with_caveat") and logged["asker"] == USER_ID
+    urls = {c["url"] for c in logged["citations"]}
+    assert urls and all(f"<{url}|" in sources_links(reply.args["blocks"]) for url in urls)
+    kinds = [b["type"] for b in reply.args["blocks"]]
+    assert "context_actions" in kinds and kinds[-1] == "actions"
+    assert logged["slack"]["surface"] == "mention" and logged["latency_ms"]
+
+
+async def test_dm_is_answered_in_its_thread(slack_bot):
+    dm = message_event(ANSWERABLE, channel="D0DIRECT")
+    _, reply = await slack_bot.next_post(slack_bot.event(dm))
+    assert reply.args["channel"] == "D0DIRECT" and reply.args["thread_ts"] == dm["ts"]
+    assert "context_actions" in json.dumps(reply.args["blocks"])
+
+
+async def test_assistant_thread_prompts_status_title_and_answer(slack_bot):
+    started = assistant_thread_started_event(channel="D0ASSIST")
+    thread_ts = started["assistant_thread"]["thread_ts"]
+    await slack_bot.event(started)
+    await slack_bot.emu.wait_for("assistant.threads.setSuggestedPrompts")
+    prompts = slack_bot.emu.workspace.assistant_threads[("D0ASSIST", thread_ts)]["prompts"]
+    assert prompts and prompts[0]["message"]
+
+    question = message_event(ANSWERABLE, channel="D0ASSIST", thread_ts=thread_ts)
+    before = len(slack_bot.posts_in("D0ASSIST", thread_ts))
+    await slack_bot.event(question)
+    await slack_bot.emu.wait_for("chat.postMessage", len(slack_bot.emu.calls_to("chat.postMessage")) + 1, timeout=20)
+    thread = slack_bot.emu.workspace.assistant_threads[("D0ASSIST", thread_ts)]
+    assert blocks.FEEDBACK_ACTION in json.dumps(slack_bot.posts_in("D0ASSIST", thread_ts)[before].args["blocks"])
+    assert "searching" in thread["status_history"][0] and thread["title"] == ANSWERABLE
+
+
+async def test_follow_up_in_thread_without_mention_uses_the_thread(slack_bot):
+    emu = slack_bot.emu
+    mention = app_mention_event(ANSWERABLE)
+    emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
+    _, first = await slack_bot.next_post(slack_bot.event(mention))
+    follow_up = message_event("and can a Starter plan use it?", thread_ts=mention["ts"])
+    emu.add_message(CHANNEL_ID, follow_up["text"], ts=follow_up["ts"], thread_ts=mention["ts"])
+    _, second = await slack_bot.next_post(slack_bot.event(follow_up))
+    assert second.args["thread_ts"] == mention["ts"]
+    logged = await slack_bot.interaction()
+    assert logged["slack"]["surface"] == "followup"
+    assert [turn["role"] for turn in logged["history"]] == ["user", "assistant"]
+    assert "API key" in logged["history"][0]["text"]
+    # a thanks is not a question; someone else's chatter is not a follow-up
+    await slack_bot.event(message_event("thanks!", thread_ts=mention["ts"]))
+    await slack_bot.event(message_event("lunch anyone?", user="U0OTHER", thread_ts=mention["ts"]))
+    await slack_bot.app.supportbot.tasks.drain(timeout=10)
+    assert len(slack_bot.posts_in(CHANNEL_ID, mention["ts"])) == 2
+
+
+async def test_attachments_it_cannot_read_are_named(slack_bot):
+    event = message_event(ANSWERABLE, channel="D0DIRECT", subtype="file_share")
+    event["files"] = [{"id": "F1", "name": "screenshot.png"}]
+    _, reply = await slack_bot.next_post(slack_bot.event(event))
+    assert "I can't read attachments yet: screenshot.png" in json.dumps(reply.args["blocks"])
+
+
+class StreamingPipeline:
+    """Streams the wrapped pipeline's answer text in small pieces, as the Claude generator does."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def answer(self, question, *, on_delta=None):
+        answer = await self.inner.answer(question)
+        text = answer.text + " More detail." * 20 + " Ping <!he"  # a ping split across deltas is still defused
+        for start in range(0, len(text), 40):
+            await on_delta(text[start:start + 40])
+        await on_delta("re> ok")
+        return answer
+
+
+async def test_streamed_answer_ends_with_sources_and_feedback_blocks(slack_bot):
+    slack_bot.app.supportbot.settings.stream_answers = True
+    responder = slack_bot.app.supportbot.responder
+    responder.pipeline = StreamingPipeline(responder.pipeline)
+    dm = message_event(ANSWERABLE, channel="D0DIRECT")
+    await slack_bot.event(dm)
+    [stop] = await slack_bot.emu.wait_for("chat.stopStream", timeout=20)
+    [start] = slack_bot.emu.calls_to("chat.startStream")
+    assert start.args["thread_ts"] == dm["ts"] and slack_bot.emu.calls_to("chat.appendStream")
+    message = slack_bot.emu.message("D0DIRECT", stop.response["ts"])
+    logged = await slack_bot.interaction()
+    assert message["text"].startswith(logged["answer"][:30]) and "<!" not in message["text"]
+    assert "@here" not in message["text"] and message["text"].replace(blocks.WORD_JOINER, "").endswith("Ping @here ok")
+    kinds = [b["type"] for b in stop.args["blocks"]]
+    assert "context_actions" in kinds and any("*Sources*" in json.dumps(b) for b in stop.args["blocks"])
+    assert slack_bot.emu.calls_to("chat.postMessage") == [] and logged["slack"]["streamed"] is True
+
+
+async def test_healthz(slack_bot):
+    async with slack_bot.session.get(f"{slack_bot.base_url}/healthz") as resp:
+        assert resp.status == 200 and (await resp.json())["ok"] is True
+
+
+# --------------------------------------------------------------------------- 2. escalation
+
+
+async def test_unanswerable_question_is_escalated_claimed_and_resolved(slack_bot):
+    emu = slack_bot.emu
+    mention = app_mention_event(UNANSWERABLE)
+    emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
+    await slack_bot.event(mention)
+    await emu.wait_for("chat.postMessage", 2, timeout=20)
+    [post] = slack_bot.posts_in(ESCALATION_CHANNEL)
+    text = json.dumps(post.args["blocks"])
+    assert f"<!subteam^{ONCALL}>" in text and f"<@{USER_ID}>" in text and "pickled herring" in text
+    assert "Confidence" in text and "archives/C000CHAN" in text  # permalink
+    [told] = slack_bot.posts_in(CHANNEL_ID, mention["ts"])
+    assert "human" in told.args["text"]
+    logged = await slack_bot.interaction()
+    iid = logged["interaction_id"]
+    assert logged["decision"] == "escalate"
+
+    claim = block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL,
+                                  message_ts=post.response["ts"])
+    await slack_bot.click(claim)
+    [update] = await emu.wait_for("chat.update")
+    assert "Claimed by <@U0ONCALL>" in json.dumps(update.args["blocks"])
+
+    resolve = block_actions_payload(blocks.RESOLVE_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL,
+                                    message_ts=post.response["ts"])
+    await slack_bot.click(resolve)
+    [opened] = await emu.wait_for("views.open")
+    assert opened.args["view"]["private_metadata"] == iid
+    submit = view_submission_payload(
+        blocks.RESOLVE_VIEW, {blocks.RESOLVE_BLOCK: {blocks.RESOLVE_INPUT: {"type": "plain_text_input",
+                                                                           "value": "Only on **Fridays**."}}},
+        user="U0ONCALL", private_metadata=iid,
+    )
+    status, _, _ = await slack_bot.post(interactive_body(submit), "application/x-www-form-urlencoded")
+    assert status == 200
+    await emu.wait_for("chat.update", 2)
+    relayed = slack_bot.posts_in(CHANNEL_ID, mention["ts"])[-1]
+    assert "Only on *Fridays*." in json.dumps(relayed.args["blocks"])
+    escalation = await slack_bot.store.get_escalation(iid)
+    assert (escalation["status"], escalation["human_answer"], escalation["claimed_by"]) == \
+        ("resolved", "Only on **Fridays**.", "U0ONCALL")
+    final = emu.calls_to("chat.update")[-1].args["blocks"]
+    assert "Resolved by" in json.dumps(final) and final[-1]["type"] != "actions"
+
+
+async def test_ask_a_human_button_escalates_once(slack_bot):
+    _, reply = await slack_bot.next_post(slack_bot.event(app_mention_event(ANSWERABLE)))
+    iid = (await slack_bot.interaction())["interaction_id"]
+    click = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, message_ts=reply.response["ts"],
+                                  thread_ts=reply.args["thread_ts"])
+    await slack_bot.click(click)
+    await slack_bot.emu.wait_for("chat.postMessage", 3)
+    assert len(slack_bot.posts_in(ESCALATION_CHANNEL)) == 1
+    await slack_bot.click(click)
+    await slack_bot.emu.wait_for("chat.postEphemeral")
+    assert len(slack_bot.posts_in(ESCALATION_CHANNEL)) == 1
+    assert (await slack_bot.store.get_escalation(iid))["trigger"] == "asked for a human"
+
+
+# --------------------------------------------------------------------------- 3. feedback
+
+
+async def test_thumbs_land_in_the_feedback_log_and_a_second_click_replaces_the_vote(slack_bot):
+    _, reply = await slack_bot.next_post(slack_bot.event(app_mention_event(ANSWERABLE)))
+    iid = (await slack_bot.interaction())["interaction_id"]
+    feedback = next(b for b in reply.args["blocks"] if b["type"] == "context_actions")["elements"][0]
+    for button in ("positive_button", "negative_button"):
+        payload = block_actions_payload(blocks.FEEDBACK_ACTION, feedback[button]["value"],
+                                        message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"])
+        payload["actions"][0]["type"] = "feedback_buttons"
+        _, thanks = await slack_bot.next_post(slack_bot.click(payload), "chat.postEphemeral")
+        votes = [row for row in slack_bot.store.feedback() if row["interaction_id"] == iid]
+        assert len(votes) == 1 and thanks.args["user"] == USER_ID  # written before the thanks was sent
+    assert votes[0]["rating"] == "down" and votes[0]["kind"] == "vote" and votes[0]["user"] == USER_ID
+
+
+# --------------------------------------------------------------------------- 4. slash commands
+
+
+@pytest.fixture
+def small_knowledge(tmp_path):
+    from tests.conftest import SAMPLE_KNOWLEDGE
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for name in ("api/api-keys.md", "api/rate-limits.md"):
+        shutil.copy(SAMPLE_KNOWLEDGE / name, folder / Path(name).name)
+    return folder
+
+
+async def test_kb_refresh_by_admin_reports_counts_and_others_are_refused(tmp_path, sample_settings, engine_parts,
+                                                                        small_knowledge, embedder):
+    from knowledge.index import KnowledgeIndex
+
+    own = sample_settings.model_copy(update={"data_dir": tmp_path / "data", "sources": [str(small_knowledge)]})
+    parts = {**engine_parts, "index": KnowledgeIndex.from_settings(own, embedder)}
+    async with running_bot(tmp_path, own, parts, admin_usergroup="S0ADMINS") as bot:
+        bot.emu.add_usergroup("S0ADMINS", ["U0GROUPADMIN"])
+        status, _ = await bot.command("/kb-refresh", user="U0NOBODY")
+        assert status == 200
+        [refusal] = await bot.emu.wait_for("chat.postEphemeral")
+        assert refusal.args["user"] == "U0NOBODY" and "only knowledge admins" in refusal.args["text"]
+        assert not parts["index"].exists()
+
+        status, _ = await bot.command("/kb-refresh", user="U0GROUPADMIN")  # admin through the user group
+        [report] = await bot.emu.wait_for("chat.postMessage", timeout=40)
+        assert status == 200 and "added 2" in report.args["text"] and "<@U0GROUPADMIN>" in report.args["text"]
+        assert parts["index"].count_rows() > 0 and bot.emu.calls_to("usergroups.users.list")
+
+        status, text = await bot.command("/kb-status", user="U0NOBODY")
+        assert status == 200 and "2 documents" in text and "version" in text
+
+
+# --------------------------------------------------------------------------- 5. safety
+
+
+async def test_forged_and_stale_requests_get_401_and_no_answer(slack_bot):
+    forged = await slack_bot.event(app_mention_event(ANSWERABLE), signed_with="not-the-secret")
+    stale = await slack_bot.event(app_mention_event(ANSWERABLE), timestamp=int(time.time()) - 600)
+    assert forged[0] == 401 and stale[0] == 401
+    await slack_bot.app.supportbot.tasks.drain(timeout=5)
+    assert slack_bot.emu.calls_to("chat.postMessage") == []
+
+
+async def test_slack_retry_of_the_same_event_is_not_answered_twice(slack_bot):
+    mention = app_mention_event(ANSWERABLE)
+    await slack_bot.next_post(slack_bot.event(mention, event_id="Ev0SAME"))
+    status, _, _ = await slack_bot.event(mention, event_id="Ev0SAME",
+                                         headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    again = await slack_bot.event(mention)  # a new event id for the same message (e.g. two subscriptions)
+    await slack_bot.app.supportbot.tasks.drain(timeout=10)
+    assert status == 200 and again[0] == 200 and len(slack_bot.emu.calls_to("chat.postMessage")) == 1
+
+
+async def test_own_and_other_bots_messages_are_ignored(slack_bot):
+    await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", user=BOT_USER_ID, bot_id=BOT_ID))
+    await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", user="U0OTHERBOT", bot_id="B0OTHER",
+                                        subtype="bot_message"))
+    await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", subtype="message_changed"))
+    await slack_bot.app.supportbot.tasks.drain(timeout=5)
+    assert slack_bot.emu.calls_to("chat.postMessage") == []
+
+
+async def test_a_429_from_slack_is_retried_and_the_answer_still_arrives(slack_bot):
+    slack_bot.emu.rate_limit("chat.postMessage", times=1, retry_after=1)
+    mention = app_mention_event(ANSWERABLE)
+    await slack_bot.event(mention)
+    calls = await slack_bot.emu.wait_for("chat.postMessage", 2, timeout=20)
+    assert [c.status for c in calls] == [429, 200] and calls[1].args["thread_ts"] == mention["ts"]
+
+
+async def test_other_workspaces_are_dropped(tmp_path, sample_settings, engine_parts):
+    async with running_bot(tmp_path, sample_settings, engine_parts, allowed_team_ids=["T0OTHER"]) as bot:
+        status, _, _ = await bot.event(app_mention_event(ANSWERABLE))
+        await bot.app.supportbot.tasks.drain(timeout=5)
+        assert status == 200 and bot.emu.calls_to("chat.postMessage") == []
+
+
+def test_production_refuses_to_start_without_a_signing_secret(sample_settings):
+    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-x"), "production": True})
+    with pytest.raises(ConfigurationError, match="SLACK_SIGNING_SECRET"):
+        create_app(settings, pipeline=None, store=None, index=None)
+    create_app(settings, pipeline=None, store=None, index=None, socket_mode=True)  # Socket Mode signs nothing
+
+
+async def test_a_user_over_the_rate_limit_is_told_they_are_queued(tmp_path, sample_settings, engine_parts):
+    async with running_bot(tmp_path, sample_settings, engine_parts, user_rate_per_minute=1) as bot:
+        await bot.next_post(bot.event(app_mention_event(ANSWERABLE)))
+        second = app_mention_event("How do I rotate an API key?")
+        _, queued = await bot.next_post(bot.event(second))
+        assert queued.args["thread_ts"] == second["ts"] and "in the queue" in queued.args["text"]
+
+
+# --------------------------------------------------------------------------- 6. Socket Mode
+
+
+async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts):
+    async with SlackEmulator() as emu:
+        settings = sample_settings.model_copy(update={
+            "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
+            "slack_api_url": emu.api_url,
+        })
+        app = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
+                         engine_parts["index"], socket_mode=True)
+        handler = create_socket_mode_handler(app, settings)
+        await handler.connect_async()
+        try:
+            await asyncio.wait_for(emu.socket_connected.wait(), 5)
+            mention = app_mention_event(ANSWERABLE)
+            ack = await emu.socket_send_event(event_callback(mention))
+            assert ack["envelope_id"]
+            [reply] = await emu.wait_for("chat.postMessage", timeout=20)
+            assert reply.args["thread_ts"] == mention["ts"] and "*Sources*" in json.dumps(reply.args["blocks"])
+        finally:
+            await handler.close_async()
+            await app.supportbot.tasks.close()
