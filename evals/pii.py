@@ -26,9 +26,13 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("<CHANNEL>", re.compile(r"<#C[A-Z0-9]+(?:\|[^>]*)?>")),
     ("<GROUP>", re.compile(r"<!subteam\^[A-Z0-9]+(?:\|[^>]*)?>")),
     ("<EMAIL>", re.compile(r"<mailto:[^>|]+(?:\|[^>]*)?>|\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")),
-    # Long hex (>= 32) or base64-ish (>= 32 with a digit and a letter) runs: hashes, secrets.
+    # Long hex (>= 32) or base64-ish runs (>= 32, with digits, lower and upper case): hashes, secrets.
+    # A run may not start inside a url or a dotted name, so paths like /claude-3-5-sonnet survive.
     ("<SECRET>", re.compile(r"\b[0-9a-fA-F]{32,}\b")),
-    ("<SECRET>", re.compile(r"(?<![A-Za-z0-9+/_-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{32,}={0,2}")),
+    ("<SECRET>", re.compile(
+        r"(?<![A-Za-z0-9+/_.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])"
+        r"[A-Za-z0-9+/_-]{32,}={0,2}"
+    )),
     # Phone numbers: 9-15 digits with the usual separators, optionally international.
     ("<PHONE>", re.compile(r"(?<![\w.])(?:\+|00)?\d(?:[\s().-]{0,2}\d){8,14}(?![\w.])")),
 ]

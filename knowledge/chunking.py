@@ -94,13 +94,29 @@ def split_by_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]
     """Last resort for a run-on 'sentence' (a table, a log line): cut between words."""
     pieces: list[str] = []
     current: list[str] = []
-    for word in text.split():
+    words = [piece for word in text.split() for piece in split_long_word(word, max_tokens, count)]
+    for word in words:
         if current and count(" ".join(current + [word])) > max_tokens:
             pieces.append(" ".join(current))
             current = []
         current.append(word)
     if current:
         pieces.append(" ".join(current))
+    return pieces
+
+
+def split_long_word(word: str, max_tokens: int, count: TokenCounter) -> list[str]:
+    """A 'word' longer than the budget (a URL, a hash, ':::::'): cut it by characters."""
+    if count(word) <= max_tokens:
+        return [word]
+    pieces: list[str] = []
+    start = 0
+    while start < len(word):
+        end = len(word)
+        while end - start > 1 and count(word[start:end]) > max_tokens:
+            end = start + max(1, (end - start) // 2)
+        pieces.append(word[start:end])
+        start = end
     return pieces
 
 
@@ -136,6 +152,8 @@ def pack(units: Sequence[str], max_tokens: int, overlap_tokens: int, count: Toke
                     break
                 tail.insert(0, previous)
                 tail_tokens += previous_tokens
+            if tail_tokens + unit_tokens > max_tokens:
+                tail, tail_tokens = [], 0  # no room for overlap before this unit
             current, current_tokens = tail, tail_tokens
         current.append(unit)
         current_tokens += unit_tokens

@@ -100,7 +100,7 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
         return {}, text
     try:
         meta = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, TypeError) as exc:  # bad dates etc. raise ValueError from the loader
         raise DocumentError(f"front matter is not valid YAML: {exc}") from exc
     if not isinstance(meta, dict):
         raise DocumentError("front matter is not a mapping of keys to values")
@@ -318,7 +318,12 @@ def load_jsonl_file(path: Path, key: str, max_bytes: int) -> SourceLoad:
         result.complete = False
         result.failures.append(LoadFailure(str(path), exc.strerror or str(exc)))
         return result
-    text = decode_text(raw, path.name, result.warnings)
+    try:
+        text = decode_text(raw, path.name, result.warnings)
+    except DocumentError as exc:
+        result.complete = False
+        result.failures.append(LoadFailure(str(path), str(exc)))
+        return result
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

