@@ -166,17 +166,17 @@ def status(data_dir: Path | None, as_json: bool) -> None:
 @main.command()
 @click.option("--socket-mode", is_flag=True, help="Connect out over Socket Mode (needs SLACK_APP_TOKEN) instead of HTTP.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="HTTP mode: interface to listen on.")
-@click.option("--port", default=3000, show_default=True, help="HTTP mode: port for /slack/events and /healthz.")
+@click.option("--port", default=3000, show_default=True, help="HTTP mode: port for /slack/events, /healthz, /metrics.")
 @data_dir_option
 def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> None:
-    """Run the Slack bot (HTTP mode serves /slack/events and /healthz)."""
-    import logging
-
+    """Run the Slack bot (HTTP mode serves /slack/events, /healthz and /metrics)."""
+    from bot.observability import configure_logging, secret_values
     from bot.slack.app import ConfigurationError, serve as run_bot
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(data_dir)
+    configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
     try:
-        asyncio.run(run_bot(load_settings(data_dir), socket_mode=socket_mode, host=host, port=port))
+        asyncio.run(run_bot(settings, socket_mode=socket_mode, host=host, port=port))
     except ConfigurationError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -63,9 +63,10 @@ class Settings(BaseSettings):
     anthropic_timeout_seconds: float = 60.0
     stream_answers: bool = False
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
-    answer_k: int = 5
+    answer_k: int = 5  # documents retrieved per question
+    answer_chunks_per_doc: int = 2  # best chunks of each of those documents given to the answerer
     answer_threshold: float = 0.60  # confidence at or above: answer plainly
-    caveat_threshold: float = 0.45  # at or above (and below answer_threshold): answer with a caveat
+    caveat_threshold: float = 0.35  # at or above (and below answer_threshold): answer with a caveat; below: escalate
     max_question_chars: int = 4000
 
     # --- Slack ---------------------------------------------------------------------------------

@@ -224,8 +224,8 @@ def faithfulness(text: str, supported_numbers: set[int]) -> float | None:
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    dot = sum(float(x) * float(y) for x, y in zip(a, b))
+    norm = math.sqrt(sum(float(x) ** 2 for x in a)) * math.sqrt(sum(float(y) ** 2 for y in b))
     return dot / norm if norm else 0.0
 
 

@@ -56,8 +56,10 @@ def format_value(value: Any) -> str:
 
 
 def reason_label(reason: str) -> str:
-    """Group reasons that differ only in their numbers ("top similarity 0.31 < 0.40")."""
-    label = re.sub(r"\(?[-+]?\d+(?:\.\d+)?%?\)?", "", reason)
+    """Group reasons that differ only in numbers or quoted words ("top similarity 0.31 < 0.40")."""
+    label = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|‘[^’]*’|“[^”]*”", "…", reason)
+    label = re.sub(r"…(?:\s*(?:,|and|or)?\s*…)+", "…", label)
+    label = re.sub(r"\(?[-+]?\d+(?:\.\d+)?%?\)?", "", label)
     label = re.sub(r"\s*(?:[<>=≤≥]+\s*)+(?=$|[;,)])", "", label)
     return " ".join(label.replace(" :", ":").split()).strip(" :;,.-<>=") or reason
 
@@ -177,7 +179,7 @@ def plot_calibration(report: dict[str, Any]) -> bytes | None:
             ax.axvline(config[key], color=colour, linewidth=1.5, label=f"{label} threshold {config[key]:.2f}")
     ax.set(xlim=(0, 1), ylim=(0, 1.12), xlabel="bot confidence", ylabel="share answerable",
            title="Reliability: is confidence the chance of being answerable?")
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9)
     return _png(fig)
 
 

@@ -45,7 +45,9 @@ def contract_keys(scores: dict[str, float], k: int) -> dict[str, float]:
 def document_ranking(answer) -> list[dict[str, Any]]:
     """The answer's retrieved chunks collapsed to documents, best first, with their match keys."""
     chunks = {chunk.doc_id: chunk for chunk in reversed(answer.retrieved)}  # first chunk of each doc wins
-    ranking = unique_documents([[chunk.doc_id, *source_keys(chunk.url)] for chunk in answer.retrieved])
+    ranking = unique_documents(
+        [[chunk.doc_id, *source_keys(chunk.url, getattr(chunk, "doc_url", ""))] for chunk in answer.retrieved]
+    )
     return [
         {"doc_id": keys[0], "url": chunks[keys[0]].url, "title": chunks[keys[0]].title,
          "score": round(float(chunks[keys[0]].score), 4), "keys": list(keys)}
@@ -252,7 +254,8 @@ async def run_eval(
         searcher = fixed_mode_searcher(settings, index, mode)
         pipeline = Pipeline.from_settings(settings, index=index, searcher=searcher, embedder=embedder)
 
-    await pipeline.answer(Question(text="warm-up: how do I get started?"))  # load models outside the timings
+    if hasattr(pipeline, "warm_up"):
+        await pipeline.warm_up()  # load models and statistics outside the timings
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(cases), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
@@ -263,6 +266,8 @@ async def run_eval(
                 row["judge"] = await judge(case.question, case.reference_answer, answer.text)
             rows.append(row)
             bar.update(1)
+    if hasattr(pipeline, "aclose"):
+        await pipeline.aclose()
     await add_cosine_correctness(rows, embedder)
 
     report = summarise(rows, k)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from knowledge.sources import Document
 
-CHUNKER_VERSION = "1"  # bump to force re-embedding everything after a chunking change
+CHUNKER_VERSION = "2"  # bump to force re-embedding everything after a chunking change
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")

@@ -64,7 +64,7 @@ def test_a_worse_configuration_fails_against_the_baseline_naming_the_metrics(sam
                  "--baseline", str(BASELINE))
     assert result.exit_code == 1, result.output
     verdict = [line for line in result.stderr.splitlines() if line.startswith("regression against")]
-    assert verdict and "retrieval.recall@k" in verdict[0] and "retrieval.ndcg@k" in verdict[0]
+    assert verdict and "retrieval.recall@k" in verdict[0] and "retrieval.hit@k" in verdict[0]
     assert "REGRESSED" in result.stderr
 
 

@@ -43,32 +43,9 @@ def engine_parts(sample_index, sample_searcher, embedder):
 
 
 def build_pipeline(settings, parts):
-    try:
-        from bot.engine.pipeline import Pipeline
-    except ImportError:  # TEMPORARY until bot/engine/pipeline.py lands
-        return InterimPipeline(parts["searcher"])
+    from bot.engine.pipeline import Pipeline
+
     return Pipeline.from_settings(settings, index=parts["index"], searcher=parts["searcher"], embedder=parts["embedder"])
-
-
-class InterimPipeline:  # TEMPORARY
-    def __init__(self, searcher):
-        self.searcher = searcher
-
-    async def answer(self, question, *, on_delta=None):
-        from bot.engine.types import Answer, Citation, Decision, RetrievedChunk
-
-        query = " ".join([t.text for t in question.history if t.role == "user"] + [question.text])
-        result = await self.searcher.asearch(query, 3)
-        hit = result.hits[0]
-        ok = result.top_vector_similarity >= 0.45
-        return Answer(
-            interaction_id=question.interaction_id, question=question.text, text=hit.text[:200] + " [1]",
-            citations=[Citation(number=1, doc_id=hit.doc_id, url=hit.url, title=hit.title, cited_text=hit.text[:50])],
-            retrieved=[RetrievedChunk(chunk_id=h.chunk_id, doc_id=h.doc_id, title=h.title, url=h.url, text=h.text,
-                                      score=h.score) for h in result.hits],
-            confidence=result.top_vector_similarity, decision=Decision.ANSWER if ok else Decision.ESCALATE,
-            reasons=["interim"], latency_ms={"total": 1.0},
-        )
 
 
 class BotUnderTest:
@@ -149,10 +126,25 @@ def sources_links(blocks_: list[dict]) -> str:
 # --------------------------------------------------------------------------- 1. answering
 
 
+class GatedPipeline:
+    """Holds every answer until the test opens the gate: proves the ack never waits for the work."""
+
+    def __init__(self, inner):
+        self.inner, self.gate = inner, asyncio.Event()
+
+    async def answer(self, question, *, on_delta=None):
+        await self.gate.wait()
+        return await self.inner.answer(question, on_delta=on_delta)
+
+
 async def test_mention_is_acked_at_once_then_answered_in_thread_with_sources(slack_bot):
+    responder = slack_bot.app.supportbot.responder
+    responder.pipeline = gated = GatedPipeline(responder.pipeline)
     mention = app_mention_event(ANSWERABLE)
-    (status, _, elapsed), reply = await slack_bot.next_post(slack_bot.event(mention))
-    assert status == 200 and elapsed < 1.0
+    status, _, elapsed = await slack_bot.event(mention)
+    assert status == 200 and elapsed < 1.0 and slack_bot.emu.calls_to("chat.postMessage") == []
+    gated.gate.set()
+    [reply] = await slack_bot.emu.wait_for("chat.postMessage", timeout=20)
     assert reply.args["thread_ts"] == mention["ts"] and reply.args["channel"] == CHANNEL_ID
     assert reply.args["unfurl_links"] is False and reply.args["unfurl_media"] is False
     logged = await slack_bot.interaction()
@@ -248,9 +240,28 @@ async def test_streamed_answer_ends_with_sources_and_feedback_blocks(slack_bot):
     assert slack_bot.emu.calls_to("chat.postMessage") == [] and logged["slack"]["streamed"] is True
 
 
-async def test_healthz(slack_bot):
+async def test_healthz_and_metrics(slack_bot):
+    await slack_bot.next_post(slack_bot.event(app_mention_event(ANSWERABLE)))
     async with slack_bot.session.get(f"{slack_bot.base_url}/healthz") as resp:
         assert resp.status == 200 and (await resp.json())["ok"] is True
+    async with slack_bot.session.get(f"{slack_bot.base_url}/metrics") as resp:
+        text = await resp.text()
+    assert 'supportbot_events_received_total{type="app_mention"} 1.0' in text
+    assert "supportbot_answers_total{decision=" in text and "supportbot_event_ack_seconds_count 1.0" in text
+
+
+async def test_auto_answer_channels_and_the_channel_allowlist(tmp_path, sample_settings, engine_parts):
+    async with running_bot(tmp_path, sample_settings, engine_parts, allowed_channels=["C0HELP", "C0AUTO"],
+                           auto_answer_channels=["C0AUTO"]) as bot:
+        question = message_event(ANSWERABLE, channel="C0AUTO")  # no mention needed here
+        _, reply = await bot.next_post(bot.event(question))
+        assert reply.args["channel"] == "C0AUTO" and reply.args["thread_ts"] == question["ts"]
+        await bot.event(message_event(ANSWERABLE, channel="C0HELP"))  # not auto-answered: needs a mention
+        _, pointer = await bot.next_post(bot.event(app_mention_event(ANSWERABLE, channel="C0RANDOM")),
+                                         "chat.postEphemeral")
+        assert "<#C0HELP>" in pointer.args["text"] and pointer.args["user"] == USER_ID
+        await bot.app.supportbot.tasks.drain(timeout=10)
+        assert len(bot.emu.calls_to("chat.postMessage")) == 1
 
 
 # --------------------------------------------------------------------------- 2. escalation
@@ -298,6 +309,21 @@ async def test_unanswerable_question_is_escalated_claimed_and_resolved(slack_bot
         ("resolved", "Only on **Fridays**.", "U0ONCALL")
     final = emu.calls_to("chat.update")[-1].args["blocks"]
     assert "Resolved by" in json.dumps(final) and final[-1]["type"] != "actions"
+
+
+async def test_a_bare_mention_gets_a_prompt_and_asking_for_a_person_hands_over(slack_bot):
+    bare = app_mention_event("")  # (":wave:" alone is misread: the engine strips "<@bot> :" as one prefix)
+    _, reply = await slack_bot.next_post(slack_bot.event(bare))
+    assert "didn't find a question" in reply.args["text"] and "context_actions" not in json.dumps(reply.args)
+    assert slack_bot.posts_in(ESCALATION_CHANNEL) == []
+
+    person = app_mention_event("can I talk to a human please")
+    await slack_bot.event(person)
+    await slack_bot.emu.wait_for("chat.postMessage", 3)
+    [post] = slack_bot.posts_in(ESCALATION_CHANNEL)
+    assert "Draft answer" not in json.dumps(post.args["blocks"]) and "asked for a human" in json.dumps(post.args)
+    [told] = slack_bot.posts_in(CHANNEL_ID, person["ts"])
+    assert "handing this over to a person" in told.args["text"]
 
 
 async def test_ask_a_human_button_escalates_once(slack_bot):
@@ -417,7 +443,36 @@ def test_production_refuses_to_start_without_a_signing_secret(sample_settings):
     settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-x"), "production": True})
     with pytest.raises(ConfigurationError, match="SLACK_SIGNING_SECRET"):
         create_app(settings, pipeline=None, store=None, index=None)
-    create_app(settings, pipeline=None, store=None, index=None, socket_mode=True)  # Socket Mode signs nothing
+    with pytest.raises(ConfigurationError, match="SLACK_APP_TOKEN"):
+        create_app(settings, pipeline=None, store=None, index=None, socket_mode=True)
+    socket_settings = settings.model_copy(update={"slack_app_token": SecretStr("xapp-x")})
+    create_app(socket_settings, pipeline=None, store=None, index=None, socket_mode=True)  # Socket Mode signs nothing
+
+
+async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_settings, unused_tcp_port):
+    from bot.slack.app import serve
+
+    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
+                                                  "slack_signing_secret": SecretStr(SECRET)})
+    server = asyncio.create_task(serve(settings, host="127.0.0.1", port=unused_tcp_port))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # model loading takes a few seconds on a busy machine
+                try:
+                    async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as resp:
+                        assert resp.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("serve() never answered /healthz")
+            status, _, _ = await BotUnderTest(None, None, f"http://127.0.0.1:{unused_tcp_port}", session, None).event(
+                app_mention_event(ANSWERABLE), signed_with="forged")
+            assert status == 401
+    finally:
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
 
 
 async def test_a_user_over_the_rate_limit_is_told_they_are_queued(tmp_path, sample_settings, engine_parts):

@@ -15,7 +15,6 @@ from typing import Sequence
 from bot.engine.types import Citation, RetrievedChunk
 
 MARKER = re.compile(r"\[(\d+)\]")
-SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*(?:\[\d+\])+)?|$)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def assemble(segments: Sequence[Segment], chunks: Sequence[RetrievedChunk]) -> t
                 chunk = chunks[span.chunk]
                 citations.append(
                     Citation(number=number, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, url=chunk.url,
-                             title=chunk.title, cited_text=span.cited_text)
+                             title=chunk.title, cited_text=span.cited_text, doc_url=chunk.doc_url)
                 )
         parts.append(with_marker(segment.text, cited))
     return "".join(parts).strip(), citations
@@ -81,9 +80,8 @@ def strip_markers(text: str) -> str:
     return MARKER.sub("", text)
 
 
-def citation_coverage(text: str) -> float:
-    """Share of the answer's sentences (or lines) that carry at least one [n] marker."""
-    sentences = [s for s in SENTENCE.findall(text) if re.search(r"\w", strip_markers(s))]
-    if not sentences:
-        return 0.0
-    return sum(1 for s in sentences if MARKER.search(s)) / len(sentences)
+def cited_share(segments: Sequence[Segment]) -> float:
+    """Share of the answer's characters (whitespace aside) that sit in a segment citing a source."""
+    sizes = [(len("".join(segment.text.split())), bool(segment.spans)) for segment in segments]
+    total = sum(size for size, _ in sizes)
+    return sum(size for size, cited in sizes if cited) / total if total else 0.0

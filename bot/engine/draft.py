@@ -24,6 +24,7 @@ class Draft:
     model: str | None = None
     usage: Usage = field(default_factory=Usage)
     cannot_answer: bool = False  # the generator itself found no answer in the sources
+    citation_coverage: float = 1.0  # share of the answer text backed by a citation
     fallback_reason: str | None = None
 
 

@@ -25,9 +25,10 @@ HEADING_LINE = re.compile(r"^\s*#{1,6}\s")
 TABLE_RULE = re.compile(r"^\s*\|?[\s:\-|]+\|[\s:\-|]*$")
 LIST_MARKER = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“‘(\[*_])")
-MIN_WORDS, MAX_WORDS = 4, 70
+MIN_WORDS, MAX_WORDS = 4, 60
 MIN_SENTENCES, MAX_SENTENCES = 2, 4
 KEEP_RATIO = 0.5  # further sentences must score at least this share of the best one
+DUPLICATE_SHARE = 0.8  # a sentence whose terms are this much inside a chosen one adds nothing
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,25 @@ def score_sentence(candidate: Candidate, chunk: RetrievedChunk, weights: dict[st
     return lexical + heading + prior
 
 
+def near_duplicate(text: str, others: list[str]) -> bool:
+    """Most of its words already said by a chosen sentence (overlapping chunks, repeated pages)."""
+    own = term_set(text)
+    return any(len(own & term_set(other)) >= DUPLICATE_SHARE * max(1, len(own)) for other in others)
+
+
 def choose(scored: list[tuple[float, Candidate]]) -> list[Candidate]:
-    """The best 2-4 sentences, then in reading order: sources by their best sentence, and
-    inside a source the document's own order."""
+    """The best 2-4 distinct sentences, then in reading order: sources by their best sentence,
+    and inside a source the document's own order."""
     ranked = sorted(scored, key=lambda pair: -pair[0])
     if not ranked:
         return []
     best = ranked[0][0]
-    chosen = [c for i, (s, c) in enumerate(ranked[:MAX_SENTENCES]) if i < MIN_SENTENCES or s >= KEEP_RATIO * best]
+    chosen: list[Candidate] = []
+    for value, candidate in ranked:
+        if len(chosen) == MAX_SENTENCES or (len(chosen) >= MIN_SENTENCES and value < KEEP_RATIO * best):
+            break
+        if not near_duplicate(candidate.text, [c.text for c in chosen]):
+            chosen.append(candidate)
     source_rank = {c.chunk: i for i, c in reversed(list(enumerate(chosen)))}
     return sorted(chosen, key=lambda c: (source_rank[c.chunk], c.chunk, c.order))
 

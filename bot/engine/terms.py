@@ -30,6 +30,19 @@ STOPWORDS = frozenset(
     """.split()
 )
 
+# Words that frame a question rather than name its subject. They stay in the signals (their
+# pairs, like "refund" near "differ", do help tell sources apart) but are never reported as
+# "the sources don't mention 'differences'".
+FRAMING = frozenset(
+    """
+    differ difference differences different compare compared comparison versus vs relate related relationship
+    benefit benefits advantage advantages disadvantages important happen happens mean means possible able
+    work works working tip tips mention mentioned describe described provide provided offer offers
+    become becomes ensure improve affect impact consider considering deciding decide next final typical
+    long many cant wrong say says said take instead little big quick quickly still already anymore step steps
+    """.split()
+)
+
 PRONOUN_LEADS = frozenset("it its this that these those they them there he she what about and also how".split())
 
 

@@ -47,6 +47,7 @@ class RetrievedChunk(BaseModel):
     doc_id: str
     title: str
     url: str
+    doc_url: str = ""  # the document's url without the section anchor
     heading: str = ""
     text: str
     score: float  # fused retrieval score in [0, 1]
@@ -65,12 +66,14 @@ class Citation(BaseModel):
     url: str
     title: str
     cited_text: str
+    doc_url: str = ""  # the document's url without the section anchor
 
 
 class Decision(str, Enum):
     ANSWER = "answer"
     ANSWER_WITH_CAVEAT = "answer_with_caveat"
     ESCALATE = "escalate"
+    CLARIFY = "clarify"  # no question in the message (empty, emoji only): not an answer, not escalated
 
 
 class Usage(BaseModel):

@@ -13,16 +13,17 @@ from typing import Any, Awaitable, Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.engine.types import Answer, Question, Turn
+from bot.engine.normalise import normalise_slack
+from bot.engine.types import Answer, Decision, Question, Turn
+from bot.observability import Metrics, record_answer
 from bot.slack import blocks
-from bot.slack.conversation import plain_text, thread_history
+from bot.slack.conversation import thread_history
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
 
 log = logging.getLogger(__name__)
 
-HELLO_TEXT = "Hi! Ask me a question about our product and I'll answer from the help center, with sources."
 SORRY_TEXT = "Sorry, something went wrong while I was looking that up. Please try again in a minute."
 WORKING_STATUS = "is searching the knowledge base…"
 STREAM_BUFFER_CHARS = 120
@@ -53,8 +54,10 @@ SetStatus = Callable[[str], Awaitable[Any]]
 
 
 class Responder:
-    def __init__(self, settings, pipeline, store, escalations: Escalations, limiter: AnswerLimiter) -> None:
+    def __init__(self, settings, pipeline, store, escalations: Escalations, limiter: AnswerLimiter,
+                 metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.pipeline = pipeline
         self.store = store
         self.escalations = escalations
@@ -65,14 +68,10 @@ class Responder:
     async def respond(self, client: AsyncWebClient, ask: Ask, *, set_status: SetStatus | None = None) -> Answer | None:
         if not self.answered_messages.first_time((ask.channel, ask.message_ts)):
             return None
-        text = plain_text(ask.text, ask.bot_user_id)[: self.settings.max_question_chars]
         notes = [note for note in [blocks.attachments_note(ask.files)] if note]
-        if not text:
-            await self.post_notice(client, ask, notes[0] if notes else HELLO_TEXT)
-            return None
         question = Question(
-            text=text, history=await self.history(client, ask), asker=ask.user, channel=ask.channel,
-            thread_ts=ask.thread_ts, team_id=ask.team_id,
+            text=normalise_slack(ask.text), history=await self.history(client, ask), asker=ask.user,
+            channel=ask.channel, thread_ts=ask.thread_ts, team_id=ask.team_id,
         )
 
         async def tell_queued(seconds: float) -> None:
@@ -84,11 +83,12 @@ class Responder:
             answer = await self._answer_and_reply(client, ask, question, notes)
         if answer is None:
             return None
-        if answer.escalated:
+        if answer.decision is Decision.ESCALATE:
             await self.escalations.escalate(
-                client, question=question, answer=answer, question_ts=ask.message_ts, trigger=TRIGGER_DECISION
+                client, question=question, answer=answer, question_ts=ask.message_ts, trigger=TRIGGER_DECISION,
+                asker_notice=None if blocks.has_draft(answer) else answer.text,
             )
-        else:
+        elif answer.decision is not Decision.CLARIFY:
             self.answered_threads.add((ask.channel, ask.thread_ts, ask.user))
         return answer
 
@@ -105,17 +105,20 @@ class Responder:
             else:
                 await best_effort(self.post_notice(client, ask, SORRY_TEXT))
             return None
+        record_answer(self.metrics, answer)
         await self._log(question, answer, ask, streamed=bool(stream and stream.started))
         if stream is not None and stream.started:
             footer = [blocks.context(blocks.CAVEAT_TEXT)] if answer.escalated \
                 else blocks.answer_footer_blocks(answer, notes=notes)
             await stream.stop(footer)
-        elif not answer.escalated:
+        elif answer.decision in (Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT):
             await client.chat_postMessage(
                 channel=ask.channel, thread_ts=ask.thread_ts, blocks=blocks.answer_blocks(answer, notes=notes),
                 text=blocks.fallback_text(blocks.answer_body(answer)), unfurl_links=False, unfurl_media=False,
             )
-        elif notes:
+        elif answer.decision is Decision.CLARIFY:  # no question found: the engine says what it needs
+            await self.post_notice(client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]))
+        elif notes:  # escalated: the hand-off notice follows from Escalations
             await self.post_notice(client, ask, notes[0])
         return answer
 

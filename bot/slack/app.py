@@ -1,7 +1,7 @@
 """The Slack app: an `AsyncApp` factory, the aiohttp web app for HTTP mode, and `serve`.
 
-HTTP mode serves `/slack/events` (events, commands and interactivity share the URL) and
-`/healthz`; Socket Mode dials out instead, for development and locked-down networks. Every Slack
+HTTP mode serves `/slack/events` (events, commands and interactivity share the URL),
+`/healthz` and `/metrics`; Socket Mode dials out instead, for development and locked-down networks. Every Slack
 client the bot makes talks to `settings.slack_api_url`, so an emulator can stand in for Slack.
 """
 
@@ -18,6 +18,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.observability import Metrics, render
 from bot.slack.answering import Responder
 from bot.slack.escalation import Escalations
 from bot.slack.listeners import Listeners
@@ -49,14 +50,15 @@ class SupportBot:
     store: "InteractionStore"
     index: "KnowledgeIndex"
     client: AsyncWebClient
+    metrics: Metrics = field(default_factory=Metrics)
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     responder: Responder = field(init=False)
     escalations: Escalations = field(init=False)
 
     def __post_init__(self) -> None:
-        self.escalations = Escalations(self.settings, self.store)
+        self.escalations = Escalations(self.settings, self.store, self.metrics)
         self.responder = Responder(self.settings, self.pipeline, self.store, self.escalations,
-                                   AnswerLimiter.from_settings(self.settings))
+                                   AnswerLimiter.from_settings(self.settings), self.metrics)
 
 
 def secret(value) -> str | None:
@@ -72,15 +74,22 @@ def create_web_client(settings, token: str | None = None) -> AsyncWebClient:
     )
 
 
+def check_settings(settings, *, socket_mode: bool = False) -> None:
+    """Refuse to start on settings that cannot work or are unsafe; called before anything heavy loads."""
+    if not secret(settings.slack_bot_token):
+        raise ConfigurationError("SLACK_BOT_TOKEN is not set")
+    if socket_mode and not secret(settings.slack_app_token):
+        raise ConfigurationError("Socket Mode needs SLACK_APP_TOKEN (an xapp- token)")
+    if not socket_mode and not secret(settings.slack_signing_secret) and settings.production:
+        raise ConfigurationError("SLACK_SIGNING_SECRET is required in production (SUPPORTBOT_PRODUCTION=true)")
+
+
 def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -> AsyncApp:
     """The bolt app with every listener registered; `app.supportbot` holds the shared state."""
+    check_settings(settings, socket_mode=socket_mode)
     token = secret(settings.slack_bot_token)
-    if not token:
-        raise ConfigurationError("SLACK_BOT_TOKEN is not set")
     signing_secret = secret(settings.slack_signing_secret)
     if not signing_secret and not socket_mode:
-        if settings.production:
-            raise ConfigurationError("SLACK_SIGNING_SECRET is required in production (SUPPORTBOT_PRODUCTION=true)")
         log.warning("SLACK_SIGNING_SECRET is not set: request signatures are NOT verified (development only)")
     client = create_web_client(settings, token)
     app = AsyncApp(
@@ -97,7 +106,7 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
 
 
 def create_web_app(app: AsyncApp) -> web.Application:
-    """HTTP mode: Slack posts to `/slack/events`; `/healthz` is for load balancers."""
+    """HTTP mode: Slack posts to `/slack/events`; `/healthz` for load balancers, `/metrics` for Prometheus."""
 
     async def slack_events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
@@ -105,12 +114,17 @@ def create_web_app(app: AsyncApp) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "tasks_in_flight": len(app.supportbot.tasks)})
 
+    async def metrics(_request: web.Request) -> web.Response:
+        body, content_type = render(app.supportbot.metrics)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def stop_background_work(_web_app: web.Application) -> None:
         await app.supportbot.tasks.close()
 
     web_app = web.Application()
     web_app.router.add_post(EVENTS_PATH, slack_events)
     web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/metrics", metrics)
     web_app.on_cleanup.append(stop_background_work)
     return web_app
 
@@ -119,14 +133,13 @@ def create_socket_mode_handler(app: AsyncApp, settings):
     """Socket Mode: bolt's aiohttp client, reusing the app's Web API client (same base URL)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    app_token = secret(settings.slack_app_token)
-    if not app_token:
-        raise ConfigurationError("Socket Mode needs SLACK_APP_TOKEN (an xapp- token)")
-    return AsyncSocketModeHandler(app, app_token=app_token, web_client=app.client)
+    check_settings(settings, socket_mode=True)
+    return AsyncSocketModeHandler(app, app_token=secret(settings.slack_app_token), web_client=app.client)
 
 
 async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", port: int = 3000) -> None:
     """Run the bot until cancelled (Ctrl-C / SIGTERM)."""
+    check_settings(settings, socket_mode=socket_mode)
     from bot.engine.pipeline import Pipeline
     from bot.store import InteractionStore
     from knowledge.index import KnowledgeIndex

@@ -210,6 +210,11 @@ def parse_feedback_value(value: str) -> tuple[str, str]:
     return rating, interaction_id
 
 
+def has_draft(answer: Answer) -> bool:
+    """False for the engine's canned replies (asked for a human, search unavailable): not a draft."""
+    return answer.generator != "none" and bool(answer.text.strip())
+
+
 def answer_body(answer: Answer) -> str:
     """The answer as mrkdwn with linked citation markers."""
     return link_citation_markers(markdown_to_mrkdwn(answer.text), answer.citations)
@@ -301,7 +306,7 @@ def escalation_blocks(
         if answer.reasons:
             facts += "\n*Reasons*\n" + "\n".join(f"• {escape(reason)}" for reason in answer.reasons[:10])
         blocks.append(context(facts))
-        if answer.text.strip():
+        if has_draft(answer):
             blocks.extend(sections("*Draft answer*\n" + quote(answer_body(answer)))[:20])
         if (sources := sources_block(answer.citations)) is not None:
             blocks.append(sources)

@@ -1,16 +1,16 @@
-"""Slack messages in, engine vocabulary out: plain question text, thread history, attachments.
+"""Slack messages in, engine vocabulary out: thread history, attachments, who is talking.
 
-Slack text is its own dialect (`<@U1>`, `<https://x|label>`, `&lt;`); the engine reads plain
-text. The bot's own earlier replies in a thread become "assistant" turns so a follow-up such as
-"and on Android?" is read in context.
+Slack markup becomes plain text through the engine's own `normalise_slack`, so a question and
+its thread history read the same way. The bot's earlier replies in a thread become "assistant"
+turns, so a follow-up such as "and on Android?" is read in context.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any, Iterable
 
+from bot.engine.normalise import MENTION, normalise_slack
 from bot.engine.types import Turn
 from bot.slack.blocks import FEEDBACK_BLOCK_PREFIX
 
@@ -18,30 +18,8 @@ HISTORY_TURNS = 10
 # Message subtypes that are still a person talking; every other subtype (edits, joins, bots) is not.
 HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
-_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
-_CHANNEL_MENTION = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
-_SPECIAL = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
-_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
-
-
-def plain_text(text: str, bot_user_id: str | None = None) -> str:
-    """Slack mrkdwn to the plain text a person meant; mentions of the bot itself disappear."""
-
-    def user(match: re.Match) -> str:
-        if match.group(1) == bot_user_id:
-            return ""
-        return "@" + (match.group(2) or match.group(1))
-
-    text = _USER_MENTION.sub(user, text or "")
-    text = _CHANNEL_MENTION.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
-    text = _SPECIAL.sub(lambda m: m.group(2) or "@" + m.group(1), text)
-    text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
-    text = html.unescape(text)
-    return re.sub(r"[ \t]+", " ", text).strip()
-
-
 def mentions(text: str, user_id: str | None) -> bool:
-    return bool(user_id) and any(m.group(1) == user_id for m in _USER_MENTION.finditer(text or ""))
+    return bool(user_id) and any(m.group(1) == user_id for m in MENTION.finditer(text or ""))
 
 
 def is_from_a_person(event: dict[str, Any]) -> bool:
@@ -75,7 +53,7 @@ def thread_history(
         mine = is_bot_message(message, bot_user_id, bot_id)
         if not mine and not is_from_a_person(message):
             continue
-        text = plain_text(message.get("text", ""), bot_user_id)
+        text = normalise_slack(message.get("text", ""))
         if text:
             turns.append(Turn(role="assistant" if mine else "user", text=text))
     return turns[-limit:]
@@ -93,7 +71,7 @@ _ACKNOWLEDGEMENT = re.compile(
 
 def is_acknowledgement(text: str) -> bool:
     """"thanks!" in a thread the bot answered is not a new question."""
-    return bool(_ACKNOWLEDGEMENT.match(plain_text(text)))
+    return bool(_ACKNOWLEDGEMENT.match(normalise_slack(text)))
 
 
 def bot_answered(messages: list[dict[str, Any]], user: str, bot_user_id: str | None, bot_id: str | None) -> bool:

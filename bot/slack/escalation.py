@@ -15,12 +15,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.types import Answer, Citation, Decision, Question
+from bot.observability import Metrics
 from bot.slack import blocks
 from bot.slack.ttlcache import TTLSet
 
 log = logging.getLogger(__name__)
 
-TRIGGER_DECISION = "low confidence"
+TRIGGER_DECISION = "the bot escalated"  # the engine's reasons say why
 TRIGGER_ASKED = "asked for a human"
 TRIGGER_THUMBS_DOWN = "thumbs down"
 
@@ -55,9 +56,10 @@ def status_line(escalation: dict[str, Any]) -> str | None:
 
 
 class Escalations:
-    def __init__(self, settings, store) -> None:
+    def __init__(self, settings, store, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics
         self._in_flight: set[str] = set()  # two quick clicks must not make two posts
         self.handed_off = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread): humans own it, no follow-ups
 
@@ -69,22 +71,24 @@ class Escalations:
         answer: Answer | None,
         question_ts: str | None,
         trigger: str,
+        asker_notice: str | None = None,
     ) -> bool:
         """Post the case to the escalation channel and tell the asker; False if it was not posted.
 
         Only one escalation per interaction: a second trigger (another click) is a no-op.
+        `asker_notice` replaces the standard "a human will reply" message in the asker's thread.
         """
         interaction_id = answer.interaction_id if answer else question.interaction_id
         if interaction_id in self._in_flight or await self.store.get_escalation(interaction_id) is not None:
             return False
         self._in_flight.add(interaction_id)
         try:
-            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger)
+            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice)
         finally:
             self._in_flight.discard(interaction_id)
 
     async def _escalate(self, client: AsyncWebClient, interaction_id: str, question: Question,
-                        answer: Answer | None, question_ts: str | None, trigger: str) -> bool:
+                        answer: Answer | None, question_ts: str | None, trigger: str, asker_notice: str | None) -> bool:
         channel = self.settings.escalation_channel
         posted = False
         if channel:
@@ -102,6 +106,7 @@ class Escalations:
                 log.error("could not post to the escalation channel %s: %s", channel, exc.response.get("error"))
             else:
                 posted = True
+                self.metrics.escalations.labels(trigger=trigger).inc()
                 await self.store.record_escalation(
                     interaction_id, status="open", escalation_ts=response["ts"], escalation_channel=response["channel"],
                     trigger=trigger, permalink=permalink,
@@ -110,8 +115,12 @@ class Escalations:
             log.warning("no SUPPORTBOT_ESCALATION_CHANNEL: interaction %s was not escalated", interaction_id)
         if question.channel and question.thread_ts:
             self.handed_off.add((question.channel, question.thread_ts))
-            text = (blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT) if posted \
-                else NO_ESCALATION_TEXT
+            if not posted:
+                text = NO_ESCALATION_TEXT
+            elif asker_notice:
+                text = blocks.markdown_to_mrkdwn(asker_notice)
+            else:
+                text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
             await client.chat_postMessage(channel=question.channel, thread_ts=question.thread_ts, text=text,
                                           blocks=blocks.notice_blocks(text), unfurl_links=False, unfurl_media=False)
         return posted

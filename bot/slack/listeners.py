@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
@@ -15,6 +16,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.observability import record_refresh, request_context
 from bot.slack import blocks
 from bot.slack.answering import Ask, best_effort
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
@@ -66,7 +68,13 @@ class Listeners:
     # ------------------------------------------------------------------ guard
 
     async def guard(self, body: dict[str, Any], context, next) -> BoltResponse | None:
-        """Other workspaces and redelivered events stop here, acknowledged so Slack stops retrying."""
+        """Other workspaces and redelivered events stop here, acknowledged so Slack stops retrying.
+
+        Everything after runs inside a request context (log lines and spawned tasks carry the
+        event id) and is timed up to the ack.
+        """
+        received = time.perf_counter()
+        self.bot.metrics.events.labels(type=request_type(body)).inc()
         allowed = self.settings.allowed_team_ids
         team_id = context.team_id or body.get("team_id") or (body.get("team") or {}).get("id")
         if allowed and team_id not in allowed:
@@ -76,7 +84,10 @@ class Listeners:
         if event_id and not self.seen_events.first_time(event_id):
             log.info("dropped redelivered event %s", event_id)
             return BoltResponse(status=200, body="")
-        return await next()
+        with request_context(event_id):
+            response = await next()
+        self.bot.metrics.event_ack_seconds.observe(time.perf_counter() - received)
+        return response
 
     # ------------------------------------------------------------------ questions
 
@@ -175,6 +186,7 @@ class Listeners:
     async def _feedback(self, client: AsyncWebClient, body: dict[str, Any], rating: str, interaction_id: str) -> None:
         user = body["user"]["id"]
         await self.bot.store.record_feedback(interaction_id, user=user, rating=rating)  # durable before thanks
+        self.bot.metrics.feedback.labels(rating=rating).inc()
         channel, thread_ts = clicked_in(body)
         await self._tell(client, channel, user, blocks.THANKS_UP if rating == "up" else blocks.THANKS_DOWN,
                          thread_ts=thread_ts)
@@ -232,8 +244,10 @@ class Listeners:
             return
         except Exception as exc:
             log.exception("refresh from Slack failed")
+            record_refresh(self.bot.metrics, None)
             await self._tell(client, channel, user, f"The refresh failed: {blocks.escape(str(exc))[:500]}")
             return
+        record_refresh(self.bot.metrics, report)
         await self._announce(client, channel, user, blocks.refresh_text(report.summary, user))
 
     async def is_admin(self, client: AsyncWebClient, user: str) -> bool:
@@ -270,6 +284,19 @@ class Listeners:
 
 
 HELLO_ASSISTANT = "Hi! I answer questions from the help center and cite my sources. What can I help with?"
+
+
+def request_type(body: dict[str, Any]) -> str:
+    """A low-cardinality label: event type, command, action id or view callback id."""
+    if body.get("event"):
+        return body["event"].get("type", "event")
+    if body.get("command"):
+        return body["command"]
+    if body.get("actions"):
+        return body["actions"][0].get("action_id", "action")
+    if body.get("view"):
+        return body["view"].get("callback_id") or body.get("type", "view")
+    return body.get("type") or "other"
 
 
 def clicked_in(body: dict[str, Any]) -> tuple[str, str | None]:
