@@ -169,7 +169,9 @@ def unique_documents(hits: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 # ---------------------------------------------------------------------------- faithfulness
 
 MARKERS = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=\])\s+(?=[A-Z*_`\"'(])|\n+")
+# A sentence ends at . ! ? (or after its markers) followed by a capital, digit, quote or bracket,
+# so "e.g. missing", "vs. speed" and "np . dot" do not split; line breaks always do.
+SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=\d\]))\s+(?=[A-Z0-9*_`\"'“‘(\[])|\n+")
 LEADING_MARKERS = re.compile(r"^((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)\s*")
 HAS_WORD = re.compile(r"[A-Za-z0-9]")
 

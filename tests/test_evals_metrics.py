@@ -18,6 +18,10 @@ def test_sentences_keep_their_citation_markers():
     assert split_sentences(text) == [
         "Refunds take 5 days.[1]", "Partial refunds are allowed [2].", "Fees are kept. [1][3]", "- Bullet point here",
     ]
+    # Abbreviations, code and bracketed words do not end a sentence; a capital after a full stop does.
+    assert split_sentences("Invalid (e.g. missing params) or vs. speed with np . dot.[1] Assistant [Claude] Then [2]") == [
+        "Invalid (e.g. missing params) or vs. speed with np . dot.[1]", "Assistant [Claude] Then [2]",
+    ]
 
 
 def test_faithfulness_counts_sentences_with_a_supported_citation():

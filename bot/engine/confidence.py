@@ -119,7 +119,7 @@ def signals(
         "citation_coverage": round(citation_coverage, 4),
         "cannot_answer": cannot_answer,
         "question_terms": len(unique),
-        "missing_terms": [written[t] for t in missing if stats.rare(t) and written[t] not in FRAMING][:5],
+        "missing_terms": [written[t] for t in missing if stats.rare(t) and written[t].lower() not in FRAMING][:5],
         "sources": len(chunks),
     }
 

@@ -13,7 +13,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Iterable
 
-WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
+WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?", re.IGNORECASE)
 
 STOPWORDS = frozenset(
     """
@@ -46,9 +46,14 @@ FRAMING = frozenset(
 PRONOUN_LEADS = frozenset("it its this that these those they them there he she what about and also how".split())
 
 
+def tokens(text: str) -> list[str]:
+    """Word tokens as written; possessives and contractions are cut at the apostrophe."""
+    return [re.split(r"['’]", token)[0] for token in WORD.findall(text)]
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased word tokens; possessives and contractions are cut at the apostrophe."""
-    return [re.split(r"['’]", token)[0] for token in WORD.findall(text.lower())]
+    """Lower-cased word tokens."""
+    return [token.lower() for token in tokens(text)]
 
 
 @lru_cache(maxsize=65536)
@@ -82,7 +87,8 @@ def term_set(text: str) -> set[str]:
 
 def content_words(text: str) -> list[tuple[str, str]]:
     """(stem, word as written) for each content word, in order; the word is for human-readable reasons."""
-    return [(stem(token), token) for token in words(text) if token not in STOPWORDS and len(token) > 1]
+    pairs = [(token.lower(), token) for token in tokens(text)]
+    return [(stem(lower), token) for lower, token in pairs if lower not in STOPWORDS and len(lower) > 1]
 
 
 class TermStats:
