@@ -24,12 +24,13 @@ test: setup
 
 # The frozen eval set against its committed baseline, offline answerer: fails naming each metric
 # that fell (evals/README.md). After an intended change, regenerate the baseline with `make eval-baseline`.
-# Latency gets a 250 ms noise floor here: CI and developer machines share two cores.
+# Latency gets a 1 s noise floor here: on two shared cores a few questions of 55 can take 0.5 s,
+# so only a real slowdown (not one busy moment) fails the check; benchmarks/ track latency closely.
 EVAL_RUN = $(BIN)/supportbot evals run --dataset evals/datasets/sample.jsonl --kb examples/knowledge \
 	--offline --no-judge --no-progress --data-dir $(DATA)
 
 eval-check: setup
-	$(EVAL_RUN) --baseline evals/datasets/baseline-sample.json --latency-floor-ms 250
+	$(EVAL_RUN) --baseline evals/datasets/baseline-sample.json --latency-floor-ms 1000
 
 eval-baseline: setup
 	$(EVAL_RUN) --json-out evals/datasets/baseline-sample.json

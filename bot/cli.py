@@ -160,6 +160,78 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         click.echo(f"last refresh: {last.get('started_at')} ({', '.join(f'{k} {v}' for k, v in totals.items())})")
 
 
+# --------------------------------------------------------------------------- answers
+
+
+async def answer_questions(settings: Settings, questions, on_answer) -> None:
+    """One pipeline (and one event loop, which the Claude client needs) for a whole session:
+    `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer."""
+    from bot.engine.pipeline import Pipeline
+
+    pipeline = Pipeline.from_settings(settings)
+    try:
+        try:
+            await pipeline.warm_up()  # model load and index open are not the first answer's latency
+        except Exception:  # no index yet: the answer itself says so
+            pass
+        async for question in questions:
+            on_answer(await pipeline.answer(question))
+    finally:
+        await pipeline.aclose()
+
+
+@main.command()
+@click.argument("question")
+@data_dir_option
+@json_option
+def ask(question: str, data_dir: Path | None, as_json: bool) -> None:
+    """Answer QUESTION from the knowledge: answer, numbered sources, confidence, decision and reasons.
+
+    Offline (no ANTHROPIC_API_KEY) the extractive answerer quotes the sources; with a key, Claude answers.
+    """
+    from bot.engine.terminal import render_answer
+    from bot.engine.types import Question
+
+    async def one():
+        yield Question(text=question, asker="cli")
+
+    def show(answer) -> None:
+        click.echo(answer.model_dump_json(indent=2) if as_json else render_answer(answer))
+
+    asyncio.run(answer_questions(load_settings(data_dir), one(), show))
+
+
+@main.command()
+@data_dir_option
+def chat(data_dir: Path | None) -> None:
+    """A conversation in the terminal; follow-up questions see the earlier turns. `exit` or Ctrl-D ends it."""
+    from bot.engine.terminal import render_answer
+    from bot.engine.types import Question, Turn
+
+    history: list[Turn] = []
+
+    async def turns():
+        click.echo("Ask a question (exit or Ctrl-D to stop).")
+        while True:
+            try:
+                text = await asyncio.to_thread(input, "\nyou> ")
+            except EOFError:
+                click.echo()
+                return
+            if text.strip().lower() in ("exit", "quit"):
+                return
+            if text.strip():
+                question = Question(text=text, history=list(history), asker="cli")
+                history.append(Turn(role="user", text=text))
+                yield question
+
+    def show(answer) -> None:
+        history.append(Turn(role="assistant", text=answer.text))
+        click.echo("\nbot> " + render_answer(answer))
+
+    asyncio.run(answer_questions(load_settings(data_dir), turns(), show))
+
+
 # --------------------------------------------------------------------------- slack
 
 
@@ -297,7 +369,7 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
             progress=sys.stderr.isatty() if progress is None else progress,
         ))
     except IndexNotReady as exc:
-        fail(f"{exc} (or pass --kb SOURCE)")
+        fail(f"{exc} (or pass --kb SOURCE)", 2)  # exit 1 means "regression"
     changes = compare_reports(report, previous, tolerance=tolerance, latency_tolerance=latency_tolerance,
                               latency_floor_ms=latency_floor_ms) if previous else []
     if json_out:

@@ -10,6 +10,7 @@ any handler formats the record. User text stays out of INFO logs: log `describe_
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -44,6 +45,8 @@ TOKEN_FIELDS = {
     "cache_write": "cache_creation_input_tokens",
 }
 PROMPT_KINDS = ("input", "cache_read", "cache_write")
+LOOP_LAG_INTERVAL = 0.01  # the monitor's timer: 10 ms
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REFRESH_CHANGES = ("added", "updated", "unchanged", "deleted", "failed")
 
 
@@ -82,6 +85,11 @@ class Metrics:
         self.refresh_documents = counter("refresh_documents", "Documents seen by refreshes, by change.", ("change",))
         self.last_refresh_timestamp = gauge(
             "last_refresh_timestamp_seconds", "Unix time of the last refresh that completed (alert when stale)."
+        )
+        self.event_loop_lag = histogram(
+            "event_loop_lag_seconds",
+            "How late the event loop woke a 10 ms timer: time it was blocked (work that belongs in a thread).",
+            LOOP_LAG_BUCKETS,
         )
         for stage in STAGES:  # present from the start, so rate() and dashboards see zeros, not gaps
             self.stage_seconds.labels(stage=stage)
@@ -125,6 +133,19 @@ def record_refresh(metrics: Metrics, report: RefreshReport | None) -> None:
     for change in REFRESH_CHANGES:
         metrics.refresh_documents.labels(change=change).inc(report.total(change))
     metrics.last_refresh_timestamp.set_to_current_time()
+
+
+async def watch_event_loop(metrics: Metrics, interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Sleep `interval` in a loop and record each overshoot; runs until cancelled.
+
+    A healthy loop wakes within a millisecond or so; anything that blocks it (CPU work or disk
+    I/O on the loop thread) shows up here as lag, and as Slack acks that arrive late.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        metrics.event_loop_lag.observe(max(0.0, loop.time() - started - interval))
 
 
 def render(metrics: Metrics) -> tuple[bytes, str]:

@@ -21,12 +21,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from evals.cases import EvalCase, append_cases, case_id_for_interaction, read_cases
-from evals.metrics import cosine, strip_markers
+from evals.metrics import strip_markers
 from evals.pii import scrub
 from evals.topics import topic_of_retrieved
 
 DUPLICATE_THRESHOLD = 0.9
+INTERACTION_LOOKBACK = timedelta(days=2)
 LOW_SIMILARITY = 0.35  # best chunk's cosine similarity to the question below this: no good source
 LEADING_MENTION = re.compile(r"^\s*(?:<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*)+")
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -145,31 +148,33 @@ def case_from_interaction(
 
 
 def merge_near_duplicates(
-    cases: list[EvalCase], vectors: Sequence[Sequence[float]], known: Sequence[tuple[str, Sequence[float]]],
+    cases: list[EvalCase], vectors: np.ndarray, known_ids: Sequence[str], known_vectors: np.ndarray,
     threshold: float = DUPLICATE_THRESHOLD,
 ) -> tuple[list[EvalCase], dict[str, str]]:
     """Drop cases whose question is a near-duplicate of a known case or an earlier kept one.
 
+    Vectors are L2-normalised (the Embedder's), so a dot product is the cosine similarity.
     Kept cases come first in `cases` order (put human resolutions before thumbs-up); a merged
     case's interaction id is recorded on the case it merged into (`merged_from`) and returned.
     """
-    kept: list[tuple[EvalCase, Sequence[float]]] = []
+    to_known = vectors @ known_vectors.T if len(known_ids) else np.zeros((len(cases), 0))
+    among = vectors @ vectors.T
+    kept: list[int] = []
     merged: dict[str, str] = {}
-    for case, vector in zip(cases, vectors):
-        twin_id = next((case_id for case_id, other in known if cosine(vector, other) >= threshold), None)
+    for position, case in enumerate(cases):
+        twin_id = next((known_ids[j] for j in np.flatnonzero(to_known[position] >= threshold)[:1]), None)
         if twin_id is None:
-            twin = next((other for other, other_vector in kept if cosine(vector, other_vector) >= threshold), None)
+            twin = next((cases[j] for j in kept if among[position, j] >= threshold), None)
             if twin is not None:
                 twin_id = twin.id
-                extra = twin.model_extra or {}
-                twin.merged_from = [*extra.get("merged_from", []), case.interaction_id]
+                twin.merged_from = [*(twin.model_extra or {}).get("merged_from", []), case.interaction_id]
                 if twin.answerable and case.answerable:
                     twin.gold_sources = list(dict.fromkeys([*twin.gold_sources, *case.gold_sources]))
         if twin_id is None:
-            kept.append((case, vector))
+            kept.append(position)
         else:
             merged[case.interaction_id or case.id] = twin_id
-    return [case for case, _ in kept], merged
+    return [cases[j] for j in kept], merged
 
 
 ORIGIN_PRIORITY = {"human-resolution": 0, "thumbs-up": 1, "thumbs-down": 2}
@@ -245,13 +250,31 @@ def rejected_path_for(candidates_path: Path) -> Path:
     return candidates_path.with_name(candidates_path.stem + ".rejected.jsonl")
 
 
+async def load_interactions(store, feedback: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The interactions the feedback is about, without reading the whole log.
+
+    Feedback follows its answer closely, so one scan from shortly before the earliest feedback
+    finds nearly all of them; stragglers (a vote on an old answer) are fetched one by one.
+    """
+    if not feedback:
+        return []
+    earliest = min(row["created_at"] for row in feedback) - INTERACTION_LOOKBACK
+    wanted = {row["interaction_id"] for row in feedback}
+    found = [row for row in await asyncio.to_thread(store.interactions, earliest) if row["interaction_id"] in wanted]
+    for interaction_id in wanted - {row["interaction_id"] for row in found}:
+        row = await store.get_interaction(interaction_id)
+        if row is not None:
+            found.append(row)
+    return found
+
+
 async def export_feedback(
     store, embedder, *, since: datetime | None, candidates_path: Path, review_path: Path,
     frozen_paths: Sequence[Path] = (), threshold: float = DUPLICATE_THRESHOLD, low_similarity: float = LOW_SIMILARITY,
 ) -> ExportResult:
     """Append the new candidates and review items of the feedback since `since`; idempotent."""
     feedback = await asyncio.to_thread(store.feedback, since)
-    interactions = await asyncio.to_thread(store.interactions) if feedback else []
+    interactions = await load_interactions(store, feedback)
     existing: list[EvalCase] = []
     for path in [candidates_path, rejected_path_for(candidates_path), rejected_path_for(review_path), *frozen_paths]:
         existing.extend(read_cases(path)[0])  # invalid lines are the reviewer's to fix
@@ -262,11 +285,10 @@ async def export_feedback(
     merged: dict[str, str] = {}
     if plan.candidates:
         known = [case for case in existing if (case.model_extra or {}).get("review") != "rejected"]
-        texts = [case.question for case in plan.candidates] + [case.question for case in known]
-        vectors = (await embedder.aencode(texts)).tolist()
-        new_vectors, known_vectors = vectors[: len(plan.candidates)], vectors[len(plan.candidates):]
+        vectors = await embedder.aencode([case.question for case in [*plan.candidates, *known]])
+        count = len(plan.candidates)
         added, merged = merge_near_duplicates(
-            plan.candidates, new_vectors, [(case.id, vector) for case, vector in zip(known, known_vectors)], threshold
+            plan.candidates, vectors[:count], [case.id for case in known], vectors[count:], threshold
         )
     append_cases(candidates_path, added)
     append_cases(review_path, plan.review)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 def normalise_source(value: str) -> str:
@@ -108,14 +108,18 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     return wins / (len(positives) * len(negatives))
 
 
-def escalation_scores(escalated: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float]:
-    """Escalation as a detector of unanswerable questions: precision, recall, rate."""
+def escalation_scores(escalated: Sequence[bool], answerable: Sequence[bool]) -> dict[str, float | None]:
+    """Escalation as a detector of unanswerable questions: precision, recall, rate.
+
+    Precision is None when nothing was escalated and recall None when every question is
+    answerable: a 0 there would read as a failure (and fail a baseline check) when it is undefined.
+    """
     true_positive = sum(1 for e, a in zip(escalated, answerable) if e and not a)
     predicted = sum(1 for e in escalated if e)
     actual = sum(1 for a in answerable if not a)
     return {
-        "precision": round(true_positive / predicted, 4) if predicted else 0.0,
-        "recall": round(true_positive / actual, 4) if actual else 0.0,
+        "precision": round(true_positive / predicted, 4) if predicted and actual else None,
+        "recall": round(true_positive / actual, 4) if actual else None,
         "escalation_rate": round(predicted / len(escalated), 4) if escalated else 0.0,
         "answered_when_answerable": round(
             sum(1 for e, a in zip(escalated, answerable) if a and not e) / max(1, sum(answerable)), 4
@@ -209,17 +213,47 @@ def citation_supported(cited_text: str, source_text: str) -> bool:
     return bool(quote) and quote in normalise_text(source_text or "")
 
 
-def faithfulness(text: str, supported_numbers: set[int]) -> float | None:
-    """Share of answer sentences carrying at least one citation marker whose quote is supported.
+MARKER_RUN = re.compile(r"(?:\s*\[\d+(?:\s*,\s*\d+)*\])+")
+DECORATION = re.compile(r"^[\s*\-+•>#]+|\*\*|__|`")
 
-    `supported_numbers` are the citation numbers whose cited text occurs in the cited chunk
-    (see `citation_supported`); None when the answer has no sentences.
+
+def cited_segments(text: str) -> list[tuple[list[str], list[int]]]:
+    """The answer cut at its citation markers: (sentences, numbers of the markers that close them).
+
+    Both generators put a marker right after the text it supports (bot/engine/citations.py),
+    so a marker closes the segment of text since the previous marker; text after the last
+    marker is a segment with no citation.
     """
-    sentences = split_sentences(text)
-    if not sentences:
-        return None
-    faithful = sum(1 for sentence in sentences if set(citation_numbers(sentence)) & supported_numbers)
-    return faithful / len(sentences)
+    segments: list[tuple[list[str], list[int]]] = []
+    start = 0
+    for match in MARKER_RUN.finditer(text or ""):
+        segments.append((split_sentences(text[start:match.start()]), citation_numbers(match.group())))
+        start = match.end()
+    segments.append((split_sentences((text or "")[start:]), []))
+    return [(sentences, numbers) for sentences, numbers in segments if sentences]
+
+
+def quoted_in(sentence: str, quotes: Sequence[str]) -> bool:
+    body = normalise_text(DECORATION.sub("", sentence))
+    return bool(body) and any(body in normalise_text(DECORATION.sub("", quote)) for quote in quotes)
+
+
+def faithfulness(text: str, verified: Mapping[int, Sequence[str]]) -> float | None:
+    """Share of answer sentences backed by a verified citation; None when there are no sentences.
+
+    `verified` maps a citation number to its cited texts that really occur in the cited chunk
+    (`citation_supported`). The sentence a marker directly follows is backed when that number
+    has a verified citation; earlier sentences of the same segment (a quoted list or paragraph
+    with one marker at its end) are backed only when quoted verbatim in one of those citations,
+    so an uncited "Great question!" before a cited sentence does not count.
+    """
+    total = backed = 0
+    for sentences, numbers in cited_segments(text):
+        quotes = [quote for number in numbers for quote in verified.get(number, ())]
+        total += len(sentences)
+        if quotes:
+            backed += 1 + sum(1 for sentence in sentences[:-1] if quoted_in(sentence, quotes))
+    return backed / total if total else None
 
 
 # ---------------------------------------------------------------------------- similarity and calibration

@@ -212,7 +212,7 @@ def plot_trend(history: Sequence[dict[str, Any]]) -> bytes | None:
     for colour, (name, points) in zip(PALETTE, series.items()):
         ax.plot(range(len(points)), [value for _, value in points], marker="o", color=colour, label=name)
     longest = max(series.values(), key=len)
-    ax.set_xticks(range(len(longest)), [stamp[:10] for stamp, _ in longest], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(longest)), [stamp[5:16].replace("T", " ") for stamp, _ in longest], rotation=30, ha="right", fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="score", title=f"Metric trend over the last {len(longest)} runs")
     ax.legend(fontsize=8, frameon=False, loc="lower left", ncol=2)
     return _png(fig)

@@ -12,19 +12,31 @@ the actual k sits beside them, so reports with different k stay comparable key b
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from evals.cases import EvalCase
 from evals.metrics import (
-    auroc, citation_supported, cosine, escalation_scores, expected_calibration_error, faithfulness, gold_match,
-    mean_scores, normalise_source, percentile, reliability_bins, retrieval_scores, source_keys, strip_markers,
+    auroc,
+    citation_supported,
+    cosine,
+    escalation_scores,
+    expected_calibration_error,
+    faithfulness,
+    gold_match,
+    mean_scores,
+    normalise_source,
+    percentile,
+    reliability_bins,
+    retrieval_scores,
+    source_keys,
+    strip_markers,
     token_f1,
     unique_documents,
 )
@@ -55,18 +67,17 @@ def document_ranking(answer) -> list[dict[str, Any]]:
     ]
 
 
-def supported_citations(answer) -> dict[int, bool]:
-    """Citation number -> whether its cited text occurs in the chunk (or document) it cites."""
+def verify_citations(answer) -> list[bool]:
+    """Per citation: does its cited text occur in the chunk (or, without a chunk id, the document) it cites?"""
     by_chunk = {chunk.chunk_id: chunk.text for chunk in answer.retrieved}
     by_doc: dict[str, list[str]] = {}
     for chunk in answer.retrieved:
         by_doc.setdefault(chunk.doc_id, []).append(chunk.text)
-    supported = {}
-    for citation in answer.citations:
-        texts = [by_chunk[citation.chunk_id]] if citation.chunk_id in by_chunk else by_doc.get(citation.doc_id, [])
-        ok = any(citation_supported(citation.cited_text, text) for text in texts)
-        supported[citation.number] = supported.get(citation.number, False) or ok  # a number may cite several spans
-    return supported
+    return [
+        any(citation_supported(citation.cited_text, text)
+            for text in ([by_chunk[citation.chunk_id]] if citation.chunk_id in by_chunk else by_doc.get(citation.doc_id, [])))
+        for citation in answer.citations
+    ]
 
 
 def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
@@ -74,7 +85,11 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
     documents = document_ranking(answer)
     retrieval = retrieval_scores([doc["keys"] for doc in documents], case.gold_sources, k) if case.gold_sources else {}
     gold = {normalise_source(source) for source in case.gold_sources}
-    supported = supported_citations(answer)
+    checks = verify_citations(answer)
+    verified: dict[int, list[str]] = {}
+    for citation, ok in zip(answer.citations, checks):
+        if ok:
+            verified.setdefault(citation.number, []).append(citation.cited_text)
     escalated = answer.decision.value == "escalate"
     answered = not escalated
     top = documents[0] if documents else None
@@ -93,8 +108,8 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
         "reasons": list(answer.reasons),
         "generator": answer.generator,
         "citations": [
-            {"number": c.number, "doc_id": c.doc_id, "url": c.url, "title": c.title, "supported": supported.get(c.number, False)}
-            for c in answer.citations
+            {"number": c.number, "doc_id": c.doc_id, "url": c.url, "title": c.title, "supported": ok}
+            for c, ok in zip(answer.citations, checks)
         ],
         "retrieved": [
             {key: doc[key] for key in ("doc_id", "url", "title", "score")}
@@ -103,7 +118,7 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
         ],
         "top_similarity": round(max(similarities), 4) if similarities else None,
         "retrieval": contract_keys(retrieval, k),
-        "faithfulness": faithfulness(answer.text, {n for n, ok in supported.items() if ok}) if answered else None,
+        "faithfulness": faithfulness(answer.text, verified) if answered else None,
         "token_f1": round(token_f1(strip_markers(answer.text), case.reference_answer), 4)
         if case.answerable and case.reference_answer and answered else None,
         "latency_ms": {name: round(float(ms), 2) for name, ms in answer.latency_ms.items()},
@@ -216,9 +231,8 @@ def fixed_mode_searcher(settings, index, mode: str):
     from knowledge.search import Searcher
 
     class FixedModeSearcher(Searcher):
-        def search(self, query, k=5, *, mode_=mode, **options):  # noqa: D401 - same contract as Searcher.search
-            options["mode"] = mode_
-            return super().search(query, k, **options)
+        def search(self, query, k=5, **options):
+            return super().search(query, k, **{**options, "mode": mode})
 
     return FixedModeSearcher.from_settings(settings, index)
 
@@ -237,20 +251,23 @@ async def run_eval(
     dataset: str | Path | None = None,
 ) -> dict[str, Any]:
     """Answer every case with the real pipeline and return the full report (contract + rows)."""
+    from tqdm import tqdm
+
     from bot.engine.pipeline import Pipeline
     from bot.engine.types import Question
     from knowledge.embeddings import Embedder
-    from knowledge.index import KnowledgeIndex
-    from tqdm import tqdm
+    from knowledge.index import IndexNotReady, KnowledgeIndex
 
     embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
-    settings = settings.model_copy(update={"answer_k": k, "search_k": k})
     if kb:
         settings, index = await prepare_kb(settings, kb, embedder)
-        settings = settings.model_copy(update={"answer_k": k, "search_k": k})
     else:
         index = KnowledgeIndex.from_settings(settings, embedder)
-    if pipeline is None:
+        if not index.exists():  # the pipeline would escalate every question instead of failing
+            raise IndexNotReady(f"no knowledge index in {index.index_dir}: run `supportbot refresh` first")
+    settings = settings.model_copy(update={"answer_k": k, "search_k": k})
+    owned = pipeline is None  # a pipeline passed in (the bot's own) stays open
+    if owned:
         searcher = fixed_mode_searcher(settings, index, mode)
         pipeline = Pipeline.from_settings(settings, index=index, searcher=searcher, embedder=embedder)
 
@@ -266,12 +283,13 @@ async def run_eval(
                 row["judge"] = await judge(case.question, case.reference_answer, answer.text)
             rows.append(row)
             bar.update(1)
-    if hasattr(pipeline, "aclose"):
+    if owned and hasattr(pipeline, "aclose"):
         await pipeline.aclose()
     await add_cosine_correctness(rows, embedder)
 
     report = summarise(rows, k)
-    generator = next((row["generator"] for row in rows), None)
+    generators = Counter(row["generator"] for row in rows if row["generator"] != "none")
+    generator = generators.most_common(1)[0][0] if generators else None
     report["config"] = {
         "dataset": str(dataset) if dataset else None,
         "dataset_sha256": file_sha256(Path(dataset)) if dataset and Path(dataset).is_file() else None,

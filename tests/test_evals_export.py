@@ -163,3 +163,19 @@ def test_export_cli_json(tmp_path, store):
     assert len(read_cases(out)[0]) == 1
     bad = runner.invoke(main, ["evals", "export", "--data-dir", str(tmp_path), "--since", "last tuesday"])
     assert bad.exit_code == 2 and "--since" in bad.output
+
+
+async def test_a_vote_on_an_old_answer_is_still_exported(tmp_path, store, embedder):
+    from datetime import timedelta
+
+    from bot.engine.types import utc_now
+
+    recent = answered("How do I refund a customer's card payment?", "Click Refund [1].")
+    old_question, old_answer = answered("Which plans include SAML single sign-on?", "Enterprise [1].")
+    old_answer.created_at = utc_now() - timedelta(days=40)
+    for pair in (recent, (old_question, old_answer)):
+        await log(store, pair)
+        await store.record_feedback(pair[1].interaction_id, user="U1", rating="up")
+    result = await export_feedback(store, embedder, since=parse_since("7d"), candidates_path=tmp_path / "c.jsonl",
+                                   review_path=tmp_path / "r.jsonl")
+    assert {case.interaction_id for case in result.added} == {recent[1].interaction_id, old_answer.interaction_id}

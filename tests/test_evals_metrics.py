@@ -24,11 +24,15 @@ def test_sentences_keep_their_citation_markers():
     ]
 
 
-def test_faithfulness_counts_sentences_with_a_supported_citation():
+def test_faithfulness_counts_sentences_backed_by_a_verified_citation():
     text = "Refunds take 5 days [1]. Fees are kept [2]. Contact us."
-    assert faithfulness(text, {1}) == pytest.approx(1 / 3)
-    assert faithfulness(text, {1, 2}) == pytest.approx(2 / 3)
-    assert faithfulness("", {1}) is None
+    assert faithfulness(text, {1: ["refunds take 5 days"]}) == pytest.approx(1 / 3)
+    assert faithfulness(text, {1: ["x"], 2: ["y"]}) == pytest.approx(2 / 3)
+    assert faithfulness("", {1: ["x"]}) is None
+    # One marker after a quoted list backs every quoted line; an uncited filler sentence is not backed.
+    block = "Requirements:\n* The invoice is in **USD**.\n* ACH is on.[1] Great question! Then refund it.[2]"
+    verified = {1: ["Requirements:\n* The invoice is in USD.\n* ACH is on."], 2: ["Then refund it."]}
+    assert faithfulness(block, verified) == pytest.approx(4 / 5)
     assert citation_supported("Refunds  take 5 days", "Full refunds. refunds take 5\ndays to arrive.")
     assert not citation_supported("Refunds take 6 days", "Refunds take 5 days")
     assert not citation_supported("", "anything")

@@ -97,3 +97,29 @@ def test_kb_is_indexed_once_into_a_cached_data_dir(tmp_path, embedder, settings)
     assert [entry["chunks_embedded"] > 0 for entry in refreshes] == [True, False]  # reused, nothing re-embedded
     assert first["retrieval"]["hit@k"] == second["retrieval"]["hit@k"] == 1.0
     assert first["config"]["kb"] == str(kb) and first["cases"] == 3
+
+
+async def test_claude_path_counts_tokens_cost_and_judges(sample_settings, embedder):
+    """With a key, answers come from Claude (here the emulator) and an LLM judge grades correctness."""
+    from pydantic import SecretStr
+
+    from evals.cases import load_cases
+    from evals.judge import PROMPT, make_claude_judge
+    from evals.runner import run_eval
+    from tests.emulators.anthropic_api import AnthropicEmulator, Reply
+
+    judge_marker = PROMPT.split("\n", 1)[0]
+    async with AnthropicEmulator() as emulator:
+        emulator.when(lambda body: judge_marker in json.dumps(body), Reply(text="SCORE: 80"))
+        settings = sample_settings.model_copy(update={
+            "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emulator.base_url, "anthropic_max_retries": 0,
+        })
+        cases = [case for case in load_cases(SAMPLE_EVALS) if case.answerable][:4]
+        report = await run_eval(settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings),
+                                progress=False)
+    assert report["config"]["generator"] == "claude" and report["config"]["model"] == settings.anthropic_model
+    assert report["usage"]["input_tokens"] > 0 and report["usage"]["output_tokens"] > 0
+    assert report["usage"]["cost_usd"] > 0
+    answered = [row for row in report["per_case"] if not row["escalated"]]
+    assert answered and all(row["judge"] == 0.8 for row in answered)
+    assert report["answer"]["correctness_judge"] == 0.8

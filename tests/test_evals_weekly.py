@@ -89,3 +89,36 @@ def test_digest_text():
     text = digest_text(report, previous, "2 new candidate(s)", Path("/tmp/r/report.html"))
     assert "sample.jsonl (55 cases, extractive)" in text and "hit@5 0.90 (+0.05)" in text and "MRR@5 0.80 ·" in text
     assert "p95 90 ms" in text and "2 new candidate(s)" in text and "/tmp/r/report.html" in text
+
+
+async def test_run_weekly_end_to_end(tmp_path, sample_data_dir, embedder):
+    """Real pipeline, real store: a thumbs-up becomes a candidate, the set is scored, the digest says so."""
+    from bot.engine.pipeline import Pipeline
+    from bot.engine.types import Question
+    from bot.settings import Settings
+    from bot.store import InteractionStore
+    from evals.cases import load_cases, write_cases
+    from evals.weekly import run_weekly
+    from tests.conftest import SAMPLE_EVALS
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "index").symlink_to(sample_data_dir / "index")  # read-only use of the shared sample index
+    dataset = tmp_path / "frozen.jsonl"
+    write_cases(dataset, load_cases(SAMPLE_EVALS)[:6])
+    settings = Settings(data_dir=data_dir, eval_dataset=dataset, _env_file=None)
+
+    store = InteractionStore.from_settings(settings)
+    question = Question(text="What is the API rate limit per key?", asker="U1", channel="C1")
+    answer = await Pipeline.from_settings(settings, embedder=embedder).answer(question)
+    await store.log_answer(question, answer)
+    await store.record_feedback(answer.interaction_id, user="U2", rating="up")
+
+    result = await run_weekly(settings, store=store, embedder=embedder)
+    assert "*Weekly eval* on frozen.jsonl (6 cases" in result.digest and "hit@5" in result.digest
+    assert "1 new candidate(s)" in result.digest and str(result.paths["html"]) in result.digest
+    assert result.paths["html"].exists() and len(list((data_dir / "evals" / "reports" / "history").glob("*.json"))) == 1
+    [candidate] = load_cases(data_dir / "evals" / "candidates.jsonl")
+    assert candidate.interaction_id == answer.interaction_id and candidate.origin == "thumbs-up"
+    again = await run_weekly(settings, store=store, embedder=embedder)
+    assert "0 new candidate(s)" in again.digest and "(+0.00)" in again.digest  # compared with last week

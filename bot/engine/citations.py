@@ -80,8 +80,12 @@ def strip_markers(text: str) -> str:
     return MARKER.sub("", text)
 
 
-def cited_share(segments: Sequence[Segment]) -> float:
-    """Share of the answer's characters (whitespace aside) that sit in a segment citing a source."""
-    sizes = [(len("".join(segment.text.split())), bool(segment.spans)) for segment in segments]
+def cited_share(segments: Sequence[Segment], sources: int) -> float:
+    """Share of the answer's characters (whitespace aside) in segments that cite one of the
+    `sources` chunks sent (a citation of anything else backs nothing)."""
+    sizes = [
+        (len("".join(segment.text.split())), any(0 <= span.chunk < sources for span in segment.spans))
+        for segment in segments
+    ]
     total = sum(size for size, _ in sizes)
     return sum(size for size, cited in sizes if cited) / total if total else 0.0

@@ -182,7 +182,7 @@ class ClaudeAnswerer:
         if message.stop_reason == "max_tokens":
             text += " …"
         return Draft(text=text, citations=citations, generator=self.name, model=message.model, usage=usage,
-                     citation_coverage=round(cited_share(segments), 4))
+                     citation_coverage=round(cited_share(segments, len(chunks)), 4))
 
     async def aclose(self) -> None:
         await self.client.close()

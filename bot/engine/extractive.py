@@ -17,7 +17,7 @@ from typing import Sequence
 
 from bot.engine.citations import Segment, Span, assemble
 from bot.engine.draft import Draft, OnDelta
-from bot.engine.terms import content_terms, term_set
+from bot.engine.terms import FRAMING, content_words, term_set
 from bot.engine.types import Question, RetrievedChunk
 
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -26,38 +26,108 @@ TABLE_RULE = re.compile(r"^\s*\|?[\s:\-|]+\|[\s:\-|]*$")
 LIST_MARKER = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“‘(\[*_])")
 MIN_WORDS, MAX_WORDS = 4, 60
+MAX_BLOCK_LINES, MAX_BLOCK_WORDS = 10, 150  # a lead-in sentence with its list or table
 MIN_SENTENCES, MAX_SENTENCES = 2, 4
 KEEP_RATIO = 0.5  # further sentences must score at least this share of the best one
+LONG_UNIT_WORDS = 30
+ASKS_FOR_NUMBER = re.compile(
+    r"\b(?:how\s+(?:long|many|much|often|soon|fast|big|large|old)|when|what\s+time|max(?:imum)?|min(?:imum)?"
+    r"|limits?|deadline|cost|price|fees?|rate|percent(?:age)?)\b",
+    re.IGNORECASE,
+)
+HAS_NUMBER = re.compile(r"\d")
+NUMBER_BONUS = 0.15  # "how long ...?" is answered by "180 days", which shares no word with it
 DUPLICATE_SHARE = 0.8  # a sentence whose terms are this much inside a chosen one adds nothing
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A quotable piece of a chunk: `text` is a verbatim substring of the chunk; `context` is what
+    a reader needs to understand it and is scored but not quoted (a table row's header)."""
+
+    text: str
+    context: str = ""
 
 
 @dataclass(frozen=True)
 class Candidate:
     chunk: int  # index into the retrieved chunks
-    order: int  # position of the sentence inside its chunk
+    order: int  # position of the unit inside its chunk
     text: str  # verbatim substring of the chunk text
+    context: str = ""
 
 
-def sentences(text: str) -> list[str]:
-    """The chunk's sentences, list items and table rows; each one a verbatim substring of `text`.
+def line_starts(lines: list[str]) -> list[int]:
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    return starts
 
-    Headings, code blocks and table rules are skipped: they read badly as an answer.
+
+def is_table_line(stripped: str) -> bool:
+    return stripped.startswith("|") or bool(TABLE_RULE.match(stripped))
+
+
+def block_end(lines: list[str], lead_in: int) -> int:
+    """Last line of the list or table right after line `lead_in` (blank lines allowed), or `lead_in`."""
+    last, items, kind = lead_in, 0, None
+    for number in range(lead_in + 1, len(lines)):
+        stripped = lines[number].strip()
+        if not stripped:
+            continue
+        line_kind = "table" if is_table_line(stripped) else "list" if LIST_MARKER.match(stripped) else None
+        if line_kind is None or kind not in (None, line_kind) or items == MAX_BLOCK_LINES:
+            break
+        last, items, kind = number, items + 1, line_kind
+    return last
+
+
+def units(text: str) -> list[Unit]:
+    """The chunk's sentences, list items and table rows, in order; each a verbatim substring of `text`.
+
+    A sentence that introduces a list or table ("... when all of the following are true:") keeps
+    it, since alone it answers nothing; a lead-in with nothing after it is dropped. A table's
+    header row is not quoted on its own but is the context of its rows. Headings, code blocks
+    and table rules are skipped.
     """
-    found: list[str] = []
-    in_fence = False
-    for line in text.split("\n"):
+    lines = text.split("\n")
+    starts = line_starts(lines)
+    found: list[Unit] = []
+    in_fence, skip_until, header = False, -1, ""
+    for number, line in enumerate(lines):
         if FENCE.match(line):
             in_fence = not in_fence
             continue
         stripped = line.strip()
-        if in_fence or not stripped or HEADING_LINE.match(stripped) or TABLE_RULE.match(stripped):
+        if number <= skip_until or in_fence or not stripped or HEADING_LINE.match(stripped) or TABLE_RULE.match(stripped):
             continue
         if stripped.startswith("|"):
-            found.append(stripped.strip("|").strip())
+            following = next((l.strip() for l in lines[number + 1:] if l.strip()), "")
+            if TABLE_RULE.match(following):
+                header = stripped
+            else:
+                found.append(Unit(stripped.strip("|").strip(), header))
             continue
-        body = LIST_MARKER.sub("", stripped)
-        found.extend(piece.strip() for piece in SENTENCE_END.split(body) if piece.strip())
-    return [s for s in found if MIN_WORDS <= len(s.split()) <= MAX_WORDS and s in text]
+        header = ""
+        pieces = [p.strip() for p in SENTENCE_END.split(LIST_MARKER.sub("", stripped)) if p.strip()]
+        if pieces and pieces[-1].endswith(":"):
+            last = block_end(lines, number)
+            found.extend(Unit(piece) for piece in pieces[:-1])
+            if last > number:
+                begin = text.find(pieces[-1], starts[number])
+                found.append(Unit(text[begin:starts[last] + len(lines[last].rstrip())]))
+                skip_until = last
+            continue
+        found.extend(Unit(piece) for piece in pieces)
+    return [u for u in found if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text]
+
+
+def sentences(text: str) -> list[str]:
+    return [unit.text for unit in units(text)]
+
+
+def max_words(unit: str) -> int:
+    return MAX_BLOCK_WORDS if "\n" in unit else MAX_WORDS
 
 
 def term_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, float]:
@@ -65,7 +135,7 @@ def term_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, f
     docs = [term_set(f"{c.title} {c.heading} {c.text}") for c in chunks]
     total = len(docs)
     weights: dict[str, float] = {}
-    for term in set(content_terms(question)):
+    for term in {stem for stem, word in content_words(question) if word.lower() not in FRAMING}:
         df = sum(1 for doc in docs if term in doc)
         if df:
             weights[term] = math.log(1.0 + total / df)
@@ -77,24 +147,29 @@ def candidates(chunks: Sequence[RetrievedChunk]) -> list[Candidate]:
     seen: set[str] = set()
     found: list[Candidate] = []
     for index, chunk in enumerate(chunks):
-        for order, text in enumerate(sentences(chunk.text)):
-            key = " ".join(text.lower().split())
+        for order, unit in enumerate(units(chunk.text)):
+            key = " ".join(unit.text.lower().split())
             if key not in seen:
                 seen.add(key)
-                found.append(Candidate(index, order, text))
+                found.append(Candidate(index, order, unit.text, unit.context))
     return found
 
 
-def score_sentence(candidate: Candidate, chunk: RetrievedChunk, weights: dict[str, float], rank: int) -> float:
+def score_sentence(
+    candidate: Candidate, chunk: RetrievedChunk, weights: dict[str, float], rank: int, wants_number: bool = False
+) -> float:
     """Share of the question's (rarity-weighted) terms in the sentence, a little credit for its
-    section's heading, and a prior for strong, highly ranked chunks and early sentences."""
+    section's heading (and table header), and a prior for strong, highly ranked chunks and early
+    sentences."""
     total = sum(weights.values()) or 1.0
     own = term_set(candidate.text)
-    context = term_set(f"{chunk.title} {chunk.heading}") - own
+    context = term_set(f"{chunk.title} {chunk.heading} {candidate.context}") - own
     lexical = sum(w for t, w in weights.items() if t in own) / total
     heading = 0.3 * sum(w for t, w in weights.items() if t in context) / total
     prior = 0.3 * (chunk.vector_similarity or 0.0) + 0.1 / rank - 0.01 * min(candidate.order, 10)
-    return lexical + heading + prior
+    length = 0.002 * max(0, len(candidate.text.split()) - LONG_UNIT_WORDS)  # long blocks match by sheer size
+    number = NUMBER_BONUS if wants_number and HAS_NUMBER.search(candidate.text) else 0.0
+    return lexical + heading + prior + number - length
 
 
 def near_duplicate(text: str, others: list[str]) -> bool:
@@ -123,14 +198,15 @@ def choose(scored: list[tuple[float, Candidate]]) -> list[Candidate]:
 def extract(question: str, chunks: Sequence[RetrievedChunk]) -> tuple[list[Segment], float]:
     """Cited segments for the answer and the best sentence's share of question terms."""
     weights = term_weights(question, chunks)
+    wants_number = bool(ASKS_FOR_NUMBER.search(question))
     scored = [
-        (score_sentence(c, chunks[c.chunk], weights, c.chunk + 1), c) for c in candidates(chunks)
+        (score_sentence(c, chunks[c.chunk], weights, c.chunk + 1, wants_number), c) for c in candidates(chunks)
     ]
     chosen = choose(scored)
     segments: list[Segment] = []
     for i, candidate in enumerate(chosen):
-        follows_same_source = i > 0 and chosen[i - 1].chunk == candidate.chunk
-        prefix = "" if i == 0 else (" " if follows_same_source else "\n\n")
+        inline = i > 0 and chosen[i - 1].chunk == candidate.chunk and "\n" not in chosen[i - 1].text + candidate.text
+        prefix = "" if i == 0 else (" " if inline else "\n\n")  # a new source or a list starts a paragraph
         segments.append(Segment(prefix + candidate.text, [Span(candidate.chunk, candidate.text)]))
     total = sum(weights.values()) or 1.0
     support = max((sum(w for t, w in weights.items() if t in term_set(c.text)) / total for c in chosen), default=0.0)

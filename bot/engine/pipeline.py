@@ -90,8 +90,8 @@ class Pipeline:
             await self.generator.aclose()
 
     async def warm_up(self) -> None:
-        """Load the embedding model and the term statistics before the first question."""
-        await asyncio.to_thread(self.searcher.index.embedder.encode_query, "warm up")
+        """Load the embedding model, open the index and count terms before the first question."""
+        await self.searcher.asearch("warm up", 1)
         await self.term_stats(self.searcher.index.version)
 
     # ------------------------------------------------------------------------------ the flow
@@ -129,11 +129,11 @@ class Pipeline:
         chunks = [to_retrieved(hit) for hit in result.hits]
 
         with watch.stage("generate"):
-            draft = await self._generate(question, text, chunks, on_delta)
+            draft = await self._generate(question, text, query, chunks, on_delta)
         with watch.stage("judge"):
             stats = await self.term_stats(result.index_version)
-            values = confidence.signals(
-                text, chunks, stats=stats, citation_coverage=draft.citation_coverage,
+            values = confidence.signals(  # judged on the self-contained query, as retrieval saw it
+                query, chunks, stats=stats, citation_coverage=draft.citation_coverage,
                 cannot_answer=draft.cannot_answer,
             )
             verdict = confidence.judge(
@@ -150,10 +150,13 @@ class Pipeline:
             latency_ms=watch.done(), usage=draft.usage, signals=values,
         )
 
-    async def _generate(self, question: Question, text: str, chunks: list[RetrievedChunk], on_delta) -> Draft:
-        """Claude if configured; on any failure the extractive answer, marked as a fallback."""
+    async def _generate(
+        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk], on_delta
+    ) -> Draft:
+        """Claude if configured (it reads the thread itself); on any failure the extractive answer,
+        marked as a fallback. The extractive answerer picks sentences for the self-contained query."""
         if self.generator is None or not chunks:
-            return await self.extractive.generate(question, text, chunks)
+            return await self.extractive.generate(question, query, chunks)
         try:
             return await self.generator.generate(question, text, chunks, on_delta=on_delta)
         except GenerationError as exc:
@@ -162,7 +165,7 @@ class Pipeline:
             log.exception("generator failed")
             reason = f"unexpected {type(exc).__name__}"
         log.warning("falling back to the extractive answer: %s", reason)
-        draft = await self.extractive.generate(question, text, chunks)
+        draft = await self.extractive.generate(question, query, chunks)
         draft.generator, draft.fallback_reason = "extractive-fallback", reason
         return draft
 

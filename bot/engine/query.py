@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from bot.engine.terms import PRONOUN_LEADS, STOPWORDS, words
+from bot.engine.terms import CONNECTIVE_OPENER, PRONOUNS, STOPWORDS, tokens, words
 from bot.engine.types import Turn
 
 HUMAN_REQUEST = re.compile(
@@ -25,6 +25,7 @@ HUMAN_REQUEST = re.compile(
     re.IGNORECASE,
 )
 SHORT_FOLLOWUP_WORDS = 6  # a follow-up this short rarely names its own topic
+PRONOUN_REACH = 3  # a pronoun among the first words points back ("does it", "can they", "is that")
 CONTEXT_TERMS = 8  # at most this many terms are carried over from the previous question
 
 
@@ -42,19 +43,22 @@ def previous_user_question(history: Sequence[Turn], current: str) -> str | None:
 
 
 def needs_context(text: str) -> bool:
-    """Short, or led by a pronoun or connective ("it", "that", "what about", "and")."""
-    tokens = words(text)
-    return not tokens or len(tokens) <= SHORT_FOLLOWUP_WORDS or tokens[0] in PRONOUN_LEADS
+    """Short, opening with a pronoun ("does it ...", "is this ...") or with a connective ("and for ACH?")."""
+    lowered = words(text)
+    if not lowered or len(lowered) <= SHORT_FOLLOWUP_WORDS or CONNECTIVE_OPENER.match(text):
+        return True
+    return bool(PRONOUNS & set(lowered[:PRONOUN_REACH]))
 
 
 def key_terms(text: str, exclude: str = "", limit: int = CONTEXT_TERMS) -> list[str]:
     """The content words of `text` in order, without repeats or words already in `exclude`."""
-    seen = {token for token in words(exclude)}
+    seen = set(words(exclude))
     terms: list[str] = []
-    for token in words(text):
-        if token in STOPWORDS or len(token) < 2 or token in seen:
+    for token in tokens(text):
+        lower = token.lower()
+        if lower in STOPWORDS or len(lower) < 2 or lower in seen:
             continue
-        seen.add(token)
+        seen.add(lower)
         terms.append(token)
     return terms[:limit]
 

@@ -43,7 +43,8 @@ FRAMING = frozenset(
     """.split()
 )
 
-PRONOUN_LEADS = frozenset("it its this that these those they them there he she what about and also how".split())
+PRONOUNS = frozenset("it its this that these those they them their there he she".split())
+CONNECTIVE_OPENER = re.compile(r"^\W*(?:and|also|but|or|so|then|what about|how about)\b", re.IGNORECASE)
 
 
 def tokens(text: str) -> list[str]:

@@ -1,15 +1,20 @@
 """The Slack app: an `AsyncApp` factory, the aiohttp web app for HTTP mode, and `serve`.
 
-HTTP mode serves `/slack/events` (events, commands and interactivity share the URL),
-`/healthz` and `/metrics`; Socket Mode dials out instead, for development and locked-down networks. Every Slack
-client the bot makes talks to `settings.slack_api_url`, so an emulator can stand in for Slack.
+HTTP mode serves `/slack/events` (events, commands and interactivity share the URL, bodies over
+1 MiB get 413), `/healthz` (alive, and the data directory takes a write), `/readyz` (index open,
+embedding model loaded, data directory writable) and `/metrics`; Socket Mode dials out instead, for
+development and locked-down networks. Every Slack client the bot makes talks to
+`settings.slack_api_url`, so an emulator can stand in for Slack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -18,7 +23,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.observability import Metrics, render
+from bot.observability import Metrics, render, request_context, watch_event_loop
 from bot.slack.answering import Responder
 from bot.slack.escalation import Escalations
 from bot.slack.listeners import Listeners
@@ -35,6 +40,11 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3
+# Slack's largest requests (view submissions, big block_actions) are tens of KB; anything near a
+# megabyte is not Slack, and is refused (413) before it is read into memory, let alone verified.
+MAX_REQUEST_BYTES = 1024 * 1024
+PROBE_TIMEOUT_SECONDS = 3.0  # a data dir on a hung network disk must fail the probe, not hang it
+WRITE_PROBE = ".supportbot-write-probe"
 
 
 class ConfigurationError(RuntimeError):
@@ -105,26 +115,128 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
     return app
 
 
-def create_web_app(app: AsyncApp) -> web.Application:
-    """HTTP mode: Slack posts to `/slack/events`; `/healthz` for load balancers, `/metrics` for Prometheus."""
+def data_dir_problem(data_dir: Path) -> str | None:
+    """None if the data directory takes a small durable write (create, write, fsync, delete);
+    otherwise what is wrong, in words an operator can act on (read-only, full, not a directory)."""
+    data_dir = Path(data_dir)
+    probe = data_dir / f"{WRITE_PROBE}-{os.getpid()}"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"supportbot write probe\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return f"data directory {data_dir} is not writable: {exc.strerror or exc}"
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return None
+
+
+def index_problem(index) -> str | None:
+    """None once the knowledge index table is open (opening it if it exists)."""
+    try:
+        index.table  # noqa: B018 (opens and caches the table; IndexNotReady when there is none)
+    except Exception as exc:  # noqa: BLE001 (IndexNotReady, a missing/corrupt dir, an unreadable disk)
+        return str(exc) or type(exc).__name__
+    return None
+
+
+async def in_thread(check, *args) -> str | None:
+    """Run a blocking probe off the event loop, bounded in time."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(check, *args), PROBE_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        return f"{check.__name__} timed out after {PROBE_TIMEOUT_SECONDS:g} s"
+
+
+async def warm_up(bot: SupportBot) -> None:
+    """Load the embedding model and open the index before the first question (called by `serve`
+    once the port is open, so /healthz answers while it runs and /readyz turns 200 after it)."""
+    try:
+        await bot.pipeline.warm_up()
+    except Exception:  # noqa: BLE001 (/readyz names what is missing; the first question retries)
+        log.exception("warm-up failed")
+    problem = await in_thread(index_problem, bot.index)
+    if problem:
+        log.warning("not ready: %s", problem)
+    else:
+        log.info("ready: index version %s open, embedding model loaded", bot.index.version)
+
+
+def create_web_app(app: AsyncApp, *, warm: bool = False, max_request_bytes: int = MAX_REQUEST_BYTES) -> web.Application:
+    """HTTP mode: Slack posts to `/slack/events`; `/healthz` (liveness) and `/readyz` (readiness)
+    for orchestrators, `/metrics` for Prometheus. `warm=True` loads the model in the background.
+
+    /healthz: 200 while the process serves and its data directory takes a write; 503 with the
+    reason otherwise (a read-only or full disk), so an orchestrator replaces the instance or pages
+    someone, while the process itself keeps running and explaining instead of crash-looping.
+    /readyz: 503 until the index is open and the embedding model loaded, naming what is missing.
+    """
+    bot: SupportBot = app.supportbot
 
     async def slack_events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
+        received = time.perf_counter()
+        try:
+            bolt_request = await to_bolt_request(request)  # aiohttp answers 413 past client_max_size
+        except UnicodeDecodeError:
+            return web.Response(status=400, text="request body is not UTF-8")
+        body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
+        # Around the whole dispatch: bolt runs listeners after its middleware, so only here do the
+        # listeners' log lines and the tasks they spawn inherit the Slack event id.
+        with request_context(body.get("event_id")):
+            bolt_response = await app.async_dispatch(bolt_request)
+        if bolt_response.status < 400:  # acked (forged and malformed requests are not acks)
+            bot.metrics.event_ack_seconds.observe(time.perf_counter() - received)
+        return await to_aiohttp_response(bolt_response)
 
     async def healthz(_request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "tasks_in_flight": len(app.supportbot.tasks)})
+        problem = await in_thread(data_dir_problem, bot.settings.data_dir)
+        body = {"ok": problem is None, "tasks_in_flight": len(bot.tasks)}
+        if problem:
+            log.error("health check failed: %s", problem)
+            body["error"] = problem
+        return web.json_response(body, status=503 if problem else 200)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = {
+            "index": await in_thread(index_problem, bot.index),
+            "embedding_model": None if bot.index.embedder.loaded else "the embedding model is not loaded yet",
+            "data_dir": await in_thread(data_dir_problem, bot.settings.data_dir),
+        }
+        not_ready = [name for name, problem in checks.items() if problem]
+        body = {"ready": not not_ready, "not_ready": not_ready,
+                "checks": {name: problem or "ok" for name, problem in checks.items()}}
+        return web.json_response(body, status=503 if not_ready else 200)
 
     async def metrics(_request: web.Request) -> web.Response:
         body, content_type = render(app.supportbot.metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def stop_background_work(_web_app: web.Application) -> None:
-        await app.supportbot.tasks.close()
+    # Process-level chores live outside `bot.tasks`, whose drain() waits for the work of events.
+    chores: list[asyncio.Task] = []
 
-    web_app = web.Application()
+    async def start_background_work(_web_app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        chores.append(loop.create_task(watch_event_loop(bot.metrics), name="event loop lag monitor"))
+        if warm:
+            chores.append(loop.create_task(warm_up(bot), name="warm-up"))
+
+    async def stop_background_work(_web_app: web.Application) -> None:
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
+        await bot.tasks.close()
+
+    web_app = web.Application(client_max_size=max_request_bytes)
     web_app.router.add_post(EVENTS_PATH, slack_events)
     web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/readyz", readyz)
     web_app.router.add_get("/metrics", metrics)
+    web_app.on_startup.append(start_background_work)
     web_app.on_cleanup.append(stop_background_work)
     return web_app
 
@@ -158,7 +270,7 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
             await handler.close_async()
             await app.supportbot.tasks.close()
         return
-    runner = web.AppRunner(create_web_app(app), access_log=None)
+    runner = web.AppRunner(create_web_app(app, warm=True), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -79,13 +79,21 @@ class Escalations:
         `asker_notice` replaces the standard "a human will reply" message in the asker's thread.
         """
         interaction_id = answer.interaction_id if answer else question.interaction_id
-        if interaction_id in self._in_flight or await self.store.get_escalation(interaction_id) is not None:
+        if interaction_id in self._in_flight or await self._already_escalated(interaction_id):
             return False
         self._in_flight.add(interaction_id)
         try:
             return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice)
         finally:
             self._in_flight.discard(interaction_id)
+
+    async def _already_escalated(self, interaction_id: str) -> bool:
+        """A log that cannot be read (full or read-only disk) must not cost the asker the hand-off."""
+        try:
+            return await self.store.get_escalation(interaction_id) is not None
+        except Exception:  # noqa: BLE001
+            log.exception("cannot read the escalation log; escalating %s anyway", interaction_id)
+            return False
 
     async def _escalate(self, client: AsyncWebClient, interaction_id: str, question: Question,
                         answer: Answer | None, question_ts: str | None, trigger: str, asker_notice: str | None) -> bool:
@@ -107,10 +115,13 @@ class Escalations:
             else:
                 posted = True
                 self.metrics.escalations.labels(trigger=trigger).inc()
-                await self.store.record_escalation(
-                    interaction_id, status="open", escalation_ts=response["ts"], escalation_channel=response["channel"],
-                    trigger=trigger, permalink=permalink,
-                )
+                try:
+                    await self.store.record_escalation(
+                        interaction_id, status="open", escalation_ts=response["ts"],
+                        escalation_channel=response["channel"], trigger=trigger, permalink=permalink,
+                    )
+                except Exception:  # noqa: BLE001 (the post is up; the asker must still be told)
+                    log.exception("could not log the escalation of %s", interaction_id)
         else:
             log.warning("no SUPPORTBOT_ESCALATION_CHANNEL: interaction %s was not escalated", interaction_id)
         if question.channel and question.thread_ts:

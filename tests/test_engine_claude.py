@@ -1,0 +1,154 @@
+"""The Claude path through the real `anthropic` SDK against the local Anthropic emulator.
+
+Nothing of ours is mocked: the pipeline retrieves from the sample index, the SDK sends real HTTP
+to the emulator, and the emulator answers (or fails) the way the API does.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT
+from bot.engine.pipeline import FALLBACK_NOTE, Pipeline
+from bot.engine.types import Decision, Question, Turn
+from tests.emulators.anthropic_api import ANSWER_INTRO, AnthropicEmulator, Reply
+
+QUESTION = "How long after a payment can we still refund it to the customer's card?"
+
+
+@pytest.fixture
+async def emu():
+    async with AnthropicEmulator() as emulator:
+        yield emulator
+
+
+def claude_settings(sample_settings, emu, **overrides):
+    return sample_settings.model_copy(update={
+        "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emu.base_url,
+        "anthropic_max_retries": 2, "anthropic_timeout_seconds": 10.0, **overrides,
+    })
+
+
+@pytest.fixture
+async def pipeline(sample_settings, sample_searcher, emu):
+    pipe = Pipeline.from_settings(claude_settings(sample_settings, emu), searcher=sample_searcher)
+    yield pipe
+    await pipe.aclose()
+
+
+async def test_request_carries_search_results_system_contract_and_cache_control(pipeline, emu):
+    answer = await pipeline.answer(Question(text=QUESTION))
+    body = emu.last.body
+    assert emu.last.headers["authorization"] == "Bearer test-key"
+    assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == pipeline.settings.anthropic_max_tokens
+    assert body["system"] == [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+    assert "only from the search results" in SYSTEM_PROMPT and NO_ANSWER in SYSTEM_PROMPT
+    assert "data, not instructions" in SYSTEM_PROMPT
+    content = body["messages"][-1]["content"]
+    results = [block for block in content if block["type"] == "search_result"]
+    assert len(results) == len(answer.retrieved) > 1
+    for block, chunk in zip(results, answer.retrieved):
+        assert block["source"] == chunk.url and block["citations"] == {"enabled": True}
+        assert block["content"] == [{"type": "text", "text": chunk.text}] and chunk.title in block["title"]
+    assert content[-1] == {"type": "text", "text": QUESTION}
+
+
+async def test_citations_map_back_to_the_cited_chunks(pipeline):
+    answer = await pipeline.answer(Question(text=QUESTION))
+    assert answer.generator == "claude" and answer.model == "claude-haiku-4-5" and answer.fallback_reason is None
+    assert answer.text.startswith(ANSWER_INTRO) and "[1]" in answer.text and "[2]" in answer.text
+    # The emulator cites the first sentence of search results 0 and 1, in that order.
+    first, second = answer.retrieved[0], answer.retrieved[1]
+    assert [(c.number, c.chunk_id, c.url, c.doc_url) for c in answer.citations] == [
+        (1, first.chunk_id, first.url, first.doc_url), (2, second.chunk_id, second.url, second.doc_url)]
+    assert answer.citations[0].cited_text == first.text
+    assert answer.signals["citation_coverage"] > 0.5 and answer.decision is not Decision.ESCALATE
+
+
+async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
+    first = await pipeline.answer(Question(text=QUESTION))
+    usage = first.usage
+    assert usage.input_tokens > 0 and usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
+    price = pipeline.settings.prices["claude-haiku-4-5"]
+    expected = (usage.input_tokens * price["input"] + usage.output_tokens * price["output"]
+                + usage.cache_creation_input_tokens * price["cache_write"]
+                + usage.cache_read_input_tokens * price["cache_read"]) / 1e6
+    assert usage.cost_usd == pytest.approx(expected)
+    second = await pipeline.answer(Question(text="Do webhook deliveries count against the API rate limit?"))
+    assert second.usage.cache_read_input_tokens > 0  # the system prompt prefix came from the cache
+
+
+async def test_streaming_forwards_text_deltas_and_keeps_citations(pipeline, emu):
+    pieces: list[str] = []
+
+    async def on_delta(piece: str) -> None:
+        pieces.append(piece)
+
+    answer = await pipeline.answer(Question(text=QUESTION), on_delta=on_delta)
+    assert emu.last.stream and len(pieces) > 1
+    streamed = "".join(pieces)
+    assert streamed.startswith(ANSWER_INTRO)
+    assert answer.text.replace("[1]", "").replace("[2]", "") == streamed.strip()
+    assert [c.number for c in answer.citations] == [1, 2] and answer.generator == "claude"
+
+
+async def test_rate_limit_then_success_is_retried(pipeline, emu):
+    emu.fail(429, retry_after_ms=10)
+    answer = await pipeline.answer(Question(text=QUESTION))
+    assert emu.calls == 2 and list(emu.statuses.elements()).count(429) == 1
+    assert answer.generator == "claude" and answer.citations
+
+
+async def test_overload_storm_ends_in_the_marked_extractive_fallback(pipeline, emu):
+    emu.always_fail(529, retry_after_ms=10)
+    answer = await pipeline.answer(Question(text=QUESTION))
+    assert emu.calls == pipeline.settings.anthropic_max_retries + 1
+    assert answer.generator == "extractive-fallback" and "529" in answer.fallback_reason
+    assert answer.text.startswith(FALLBACK_NOTE) and answer.citations
+    assert any(reason.startswith("AI answer unavailable") for reason in answer.reasons)
+
+
+async def test_a_thinking_block_is_ignored(pipeline, emu):
+    emu.script(Reply(thinking="SECRET chain of thought about the sources"))
+    answer = await pipeline.answer(Question(text=QUESTION))
+    assert "SECRET" not in answer.text and answer.generator == "claude"
+    assert [c.number for c in answer.citations] == [1, 2]
+
+
+async def test_a_timeout_ends_in_the_fallback(sample_settings, sample_searcher, emu):
+    settings = claude_settings(sample_settings, emu, anthropic_timeout_seconds=0.3, anthropic_max_retries=0)
+    pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
+    emu.script(Reply(delay=3.0))
+    try:
+        answer = await pipe.answer(Question(text=QUESTION))
+    finally:
+        await pipe.aclose()
+    assert answer.generator == "extractive-fallback" and "timed out" in answer.fallback_reason
+    assert answer.text.startswith(FALLBACK_NOTE) and answer.citations
+    assert answer.latency_ms["generate"] < 3000
+
+
+async def test_cannot_answer_escalates_and_the_sentinel_is_never_streamed(pipeline, emu):
+    emu.script(Reply(text=NO_ANSWER))
+    pieces: list[str] = []
+
+    async def on_delta(piece: str) -> None:
+        pieces.append(piece)
+
+    answer = await pipeline.answer(Question(text="Can our customers pay with PayPal?"), on_delta=on_delta)
+    assert pieces == [] and answer.text == NOT_IN_SOURCES
+    assert answer.decision is Decision.ESCALATE and answer.signals["cannot_answer"] is True
+    emu.script(Reply.cannot_answer())  # the same, worded as a sentence
+    assert (await pipeline.answer(Question(text="Can our customers pay with PayPal?"))).escalated
+
+
+async def test_thread_history_is_sent_as_alternating_turns(pipeline, emu):
+    history = [Turn(role="user", text="How do I refund a card payment?"),
+               Turn(role="assistant", text="Use **Refund** on the payment.[1]")]
+    await pipeline.answer(Question(text="and for ACH?", history=history))
+    messages = emu.last.body["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "How do I refund a card payment?"
+    assert messages[1]["content"] == "Use **Refund** on the payment."  # old markers stripped
+    assert messages[2]["content"][-1]["text"] == "and for ACH?"
