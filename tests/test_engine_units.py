@@ -31,6 +31,8 @@ def chunk(n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a 
     ("mail <mailto:help@x.example|help@x.example>", "mail help@x.example"),
     ("<!here> Q &amp; A &lt;3 &gt; 2", "@here Q & A <3 > 2"),
     ("<!subteam^S123|@support> help", "@support help"),
+    ("<@U123ABC> :wave:", ":wave:"),  # an emoji right after the mention is not a "@bot:" separator
+    ("<@U123ABC>: how do refunds work", "how do refunds work"),
 ])
 def test_normalise_slack(raw, expected):
     assert normalise_slack(raw) == expected

@@ -14,7 +14,7 @@ CHANNEL = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 SPECIAL = re.compile(r"<!([a-z^]+)([^>|]*)(?:\|([^>]*))?>")
 LINK = re.compile(r"<((?:https?|mailto|tel):[^>|]+)(?:\|([^>]*))?>")
 SHORTCODE = re.compile(r":[a-z0-9_+\-']+:")
-LEADING_MENTIONS = re.compile(r"^(?:\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*)+")
+LEADING_MENTIONS = re.compile(r"^(?:\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>(?:[\s,]|:(?=\s|$))*)+")  # "@bot: q", not ":wave:"
 
 
 def _mention(match: re.Match) -> str:
