@@ -48,6 +48,8 @@ PROMPT_KINDS = ("input", "cache_read", "cache_write")
 LOOP_LAG_INTERVAL = 0.01  # the monitor's timer: 10 ms
 LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REFRESH_CHANGES = ("added", "updated", "unchanged", "deleted", "failed")
+REFRESH_OUTCOMES = ("ok", "partial", "failed")
+FEEDBACK_RATINGS = ("up", "down")
 
 
 class Metrics:
@@ -95,6 +97,12 @@ class Metrics:
             self.stage_seconds.labels(stage=stage)
         for kind in TOKEN_FIELDS:
             self.llm_tokens.labels(kind=kind)
+        for rating in FEEDBACK_RATINGS:
+            self.feedback.labels(rating=rating)
+        for outcome in REFRESH_OUTCOMES:
+            self.refreshes.labels(outcome=outcome)
+        for change in REFRESH_CHANGES:
+            self.refresh_documents.labels(change=change)
         self._prompt_tokens = 0
         self._cache_read_tokens = 0
 

@@ -38,6 +38,13 @@ pytestmark = pytest.mark.timeout(240)
 
 QUESTIONS = ["How do I create an API key?", "How do I refund a payment?", "How do I export my data?"]
 LLM_KEY = "sk-ant-test-faults"
+# What /metrics must carry (issue 6): events, answers, escalations, feedback by rating, latency per
+# stage, LLM tokens and cost, prompt-cache read ratio, refreshes, plus ack time and loop lag.
+PRODUCTION_SERIES = (
+    "events_received", "answers", "escalations", "feedback", "stage_seconds", "llm_tokens", "llm_cost_usd",
+    "llm_prompt_cache_read_ratio", "refreshes", "refresh_documents", "last_refresh_timestamp_seconds",
+    "event_ack_seconds", "event_loop_lag_seconds",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +58,14 @@ def claude(llm: AnthropicEmulator, **more) -> dict:
 
 
 async def metric_samples(bot: BotUnderTest) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as Prometheus parses it; families without samples as (name, None)."""
     async with bot.session.get(f"{bot.base_url}/metrics") as resp:
         text = await resp.text()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    got: dict[tuple[str, tuple | None], float] = {}
+    for family in text_string_to_metric_families(text):
+        got[(family.name, None)] = len(family.samples)
+        got.update({(s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples})
+    return got
 
 
 def thread_text(calls) -> str:
@@ -83,12 +94,18 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
             assert len(rows) == 3 and {row["generator"] for row in rows} == {"extractive-fallback"}
             assert all("529" in row["fallback_reason"] and row["answer"].startswith(FALLBACK_NOTE) for row in rows)
 
-            llm.always_fail(None)  # the storm passes: the next question is answered by Claude again
-            _, reply = await bot.next_post(bot.event(app_mention_event(ANSWERABLE)), timeout=30)
-            assert "AI answer unavailable" not in thread_text([reply])
-            assert (await bot.interaction())["generator"] == "claude"
+            llm.always_fail(None)  # the storm passes: the next questions are answered by Claude again
+            for question in (ANSWERABLE, ANSWERABLE + " Thanks!"):
+                _, reply = await bot.next_post(bot.event(app_mention_event(question)), timeout=30)
+                assert "AI answer unavailable" not in thread_text([reply])
+                assert (await bot.interaction())["generator"] == "claude"
 
             got = await metric_samples(bot)
+            families = {name for name, labels in got if labels is None}
+            assert {f"supportbot_{series}" for series in PRODUCTION_SERIES} <= families, \
+                {f"supportbot_{series}" for series in PRODUCTION_SERIES} - families
+            assert got[("supportbot_event_loop_lag_seconds_count", ())] > 0
+            assert 0 < got[("supportbot_llm_prompt_cache_read_ratio", ())] < 1  # the system prompt, read back
             assert got[("supportbot_answers_total", (("decision", rows[0]["decision"]), ("generator", "extractive-fallback")))] >= 1
             assert sum(v for (name, labels), v in got.items() if name == "supportbot_answers_total"
                        and ("generator", "extractive-fallback") in labels) == 3

@@ -215,7 +215,5 @@ def test_normalise_leaves_no_raw_mentions(text):
     assert not RAW_MENTION.search(normalise_slack(text)), normalise_slack(text)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (reported): a mention typed as text, which Slack sends as "
-                   "&lt;@U…&gt;, is unescaped after markup substitution and comes out as raw <@U…>")
 def test_normalise_does_not_turn_typed_mention_text_into_markup():
     assert not RAW_MENTION.search(normalise_slack("how do I tag &lt;@U0123ABC&gt; in a reply?"))

@@ -506,3 +506,34 @@ async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts)
         finally:
             await handler.close_async()
             await app.supportbot.tasks.close()
+
+
+# --------------------------------------------------------------------------- weekly eval digest
+
+
+async def test_weekly_digest_is_posted_to_the_report_channel_once(slack_bot, tmp_path):
+    """The scheduler `serve` starts: a due run posts its digest through the bot's Slack client, once."""
+    from datetime import datetime, timedelta, timezone
+
+    from bot.slack.app import weekly_scheduler
+    from evals.weekly import WeeklyResult
+
+    settings = slack_bot.app.supportbot.settings.model_copy(
+        update={"data_dir": tmp_path / "weekly", "weekly_eval": True, "eval_report_channel": "C0EVALS"}
+    )
+    runs = []
+
+    async def job(settings_, **options):
+        runs.append(options)
+        return WeeklyResult("*Weekly eval*: recall@5 0.91, escalation AUROC 0.93", {}, {}, "")
+
+    now = [datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)]  # a Monday, before the 09:00 slot
+    scheduler = weekly_scheduler(slack_bot.app, settings, marker="x")
+    scheduler.job, scheduler.clock = job, lambda: now[0]
+    assert await scheduler.run_if_due() is None  # armed now; the first slot is 09:00
+    now[0] += timedelta(hours=2)
+    assert "recall@5 0.91" in await scheduler.run_if_due()
+    assert await scheduler.run_if_due() is None  # not again until next week
+    [post] = slack_bot.emu.calls_to("chat.postMessage")
+    assert post.args["channel"] == "C0EVALS" and "AUROC 0.93" in post.args["text"]
+    assert runs == [{"marker": "x"}]

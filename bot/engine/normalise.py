@@ -43,12 +43,13 @@ def _link(match: re.Match) -> str:
 
 def normalise_slack(text: str) -> str:
     """Slack mrkdwn markup to plain text: the bot mention at the start goes, the rest is spelled out."""
-    text = LEADING_MENTIONS.sub("", text or "")
+    # Unescape first: a mention typed as text arrives as "&lt;@U1&gt;" and must not survive as raw markup.
+    text = html.unescape(text or "")
+    text = LEADING_MENTIONS.sub("", text)
     text = MENTION.sub(_mention, text)
     text = CHANNEL.sub(_channel, text)
     text = SPECIAL.sub(_special, text)
     text = LINK.sub(_link, text)
-    text = html.unescape(text)
     lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip()
 

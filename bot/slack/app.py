@@ -108,6 +108,9 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
         request_verification_enabled=bool(signing_secret) and not socket_mode,
         process_before_response=True,  # listeners only ack and spawn tasks; no untracked futures
         name="supportbot",
+        # A base logger of our own (level NOTSET): without one, bolt copies the root logger's level
+        # *at that moment* onto its loggers (including "supportbot"), freezing them at it.
+        logger=logging.getLogger("bot.slack.bolt"),
     )
     bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client)
     Listeners(bot).register(app)
@@ -260,6 +263,8 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
     pipeline = Pipeline.from_settings(settings, index=index)
     store = InteractionStore.from_settings(settings)
     app = create_app(settings, pipeline, store, index, socket_mode=socket_mode)
+    weekly = weekly_scheduler(app, settings, store=store, pipeline=pipeline, embedder=index.embedder)
+    weekly.start()
     if socket_mode:
         handler = create_socket_mode_handler(app, settings)
         try:
@@ -267,6 +272,7 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
             log.info("supportbot connected in Socket Mode")
             await asyncio.Event().wait()
         finally:
+            await weekly.stop()
             await handler.close_async()
             await app.supportbot.tasks.close()
         return
@@ -277,4 +283,20 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
         log.info("supportbot listening on http://%s:%d%s", host, port, EVENTS_PATH)
         await asyncio.Event().wait()
     finally:
+        await weekly.stop()
         await runner.cleanup()
+
+
+def weekly_scheduler(app: AsyncApp, settings, **job_options):
+    """The weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true); its digest goes to the report channel."""
+    from evals.weekly import WeeklyScheduler
+
+    async def post_digest(digest: str) -> None:
+        if not settings.eval_report_channel:
+            log.warning("weekly eval digest not posted: SUPPORTBOT_EVAL_REPORT_CHANNEL is not set")
+            return
+        await app.client.chat_postMessage(
+            channel=settings.eval_report_channel, text=digest, unfurl_links=False, unfurl_media=False
+        )
+
+    return WeeklyScheduler(settings, post_digest=post_digest, **job_options)
