@@ -95,11 +95,14 @@ def split_by_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]
     pieces: list[str] = []
     current: list[str] = []
     words = [piece for word in text.split() for piece in split_long_word(word, max_tokens, count)]
+    current_tokens = 0
     for word in words:
-        if current and count(" ".join(current + [word])) > max_tokens:
+        word_tokens = count(word)  # word pieces never cross whitespace, so counts add up
+        if current and current_tokens + word_tokens > max_tokens:
             pieces.append(" ".join(current))
-            current = []
+            current, current_tokens = [], 0
         current.append(word)
+        current_tokens += word_tokens
     if current:
         pieces.append(" ".join(current))
     return pieces
@@ -242,6 +245,7 @@ def wordpiece_counter(model_dir: str) -> TokenCounter:
     tokenizer.no_padding()
     tokenizer.no_truncation()
 
+    @lru_cache(maxsize=65536)  # packing asks for the same units' counts again and again
     def count(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
