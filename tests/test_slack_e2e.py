@@ -508,6 +508,31 @@ async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts)
             await app.supportbot.tasks.close()
 
 
+async def test_socket_mode_serves_health_and_metrics_but_no_http_events(tmp_path, sample_settings, engine_parts):
+    """The container HEALTHCHECK works in Socket Mode too; events never arrive unsigned over HTTP."""
+    settings = sample_settings.model_copy(update={
+        "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
+        "data_dir": tmp_path / "data",
+    })
+    app = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
+                     engine_parts["index"], socket_mode=True)
+    runner = web.AppRunner(create_web_app(app, events=False))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"{base}/metrics") as response:
+                assert response.status == 200 and "supportbot_" in await response.text()
+            async with session.post(f"{base}/slack/events", data=b"{}") as response:
+                assert response.status == 404
+    finally:
+        await runner.cleanup()
+
+
 # --------------------------------------------------------------------------- weekly eval digest
 
 

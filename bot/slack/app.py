@@ -170,9 +170,13 @@ async def warm_up(bot: SupportBot) -> None:
         log.info("ready: index version %s open, embedding model loaded", bot.index.version)
 
 
-def create_web_app(app: AsyncApp, *, warm: bool = False, max_request_bytes: int = MAX_REQUEST_BYTES) -> web.Application:
+def create_web_app(
+    app: AsyncApp, *, warm: bool = False, max_request_bytes: int = MAX_REQUEST_BYTES, events: bool = True
+) -> web.Application:
     """HTTP mode: Slack posts to `/slack/events`; `/healthz` (liveness) and `/readyz` (readiness)
     for orchestrators, `/metrics` for Prometheus. `warm=True` loads the model in the background.
+    `events=False` (Socket Mode) serves only the health and metrics routes: events come over the
+    websocket, and an unsigned-by-design app must not accept them over HTTP.
 
     /healthz: 200 while the process serves and its data directory takes a write; 503 with the
     reason otherwise (a read-only or full disk), so an orchestrator replaces the instance or pages
@@ -235,7 +239,8 @@ def create_web_app(app: AsyncApp, *, warm: bool = False, max_request_bytes: int 
         await bot.tasks.close()
 
     web_app = web.Application(client_max_size=max_request_bytes)
-    web_app.router.add_post(EVENTS_PATH, slack_events)
+    if events:
+        web_app.router.add_post(EVENTS_PATH, slack_events)
     web_app.router.add_get("/healthz", healthz)
     web_app.router.add_get("/readyz", readyz)
     web_app.router.add_get("/metrics", metrics)
@@ -265,25 +270,22 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
     app = create_app(settings, pipeline, store, index, socket_mode=socket_mode)
     weekly = weekly_scheduler(app, settings, store=store, pipeline=pipeline, embedder=index.embedder)
     weekly.start()
-    if socket_mode:
-        handler = create_socket_mode_handler(app, settings)
-        try:
-            await handler.connect_async()
-            log.info("supportbot connected in Socket Mode")
-            await asyncio.Event().wait()
-        finally:
-            await weekly.stop()
-            await handler.close_async()
-            await app.supportbot.tasks.close()
-        return
-    runner = web.AppRunner(create_web_app(app, warm=True), access_log=None)
+    # Both modes serve /healthz, /readyz and /metrics on the port (the container's HEALTHCHECK needs them).
+    runner = web.AppRunner(create_web_app(app, warm=True, events=not socket_mode), access_log=None)
     await runner.setup()
+    handler = create_socket_mode_handler(app, settings) if socket_mode else None
     try:
         await web.TCPSite(runner, host, port).start()
-        log.info("supportbot listening on http://%s:%d%s", host, port, EVENTS_PATH)
+        if handler is not None:
+            await handler.connect_async()
+            log.info("supportbot connected in Socket Mode; health and metrics on port %d", port)
+        else:
+            log.info("supportbot listening on http://%s:%d%s", host, port, EVENTS_PATH)
         await asyncio.Event().wait()
     finally:
         await weekly.stop()
+        if handler is not None:
+            await handler.close_async()
         await runner.cleanup()
 
 
