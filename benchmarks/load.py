@@ -32,9 +32,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from tests.emulators.processes import stop_gracefully  # noqa: E402
 from tests.emulators.slack_api import SlackEmulator  # noqa: E402
 from tests.emulators.slack_payloads import app_mention_event, event_callback, json_body, sign_request  # noqa: E402
 
@@ -283,12 +282,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     llm_stats = await resp.json()
             memory = proc_status(server.pid)
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        if server is not None:
+            stop_gracefully(server)
         llm.kill()
         llm.wait()
 

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from bot.engine.pipeline import FALLBACK_NOTE
 from bot.slack import blocks
 from tests.conftest import ROOT, SAMPLE_KNOWLEDGE
 from tests.emulators.anthropic_api import AnthropicEmulator
+from tests.emulators.processes import stop_gracefully
 from tests.emulators.slack_api import SlackEmulator
 from tests.emulators.slack_payloads import CHANNEL_ID, app_mention_event, block_actions_payload
 from tests.test_slack_e2e import ANSWERABLE, ESCALATION_CHANNEL, SECRET, BotUnderTest, running_bot
@@ -365,12 +365,7 @@ async def test_full_then_read_only_data_dir_fails_health_without_a_crash_loop(tm
                 await mention_is_answered()
                 assert server.poll() is None  # still the same process: no crash, no restart
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_gracefully(server)
     logged = log_path.read_text()
     assert "No space left on device" in logged and "Read-only file system" in logged
     assert "health check failed: data directory" in logged

@@ -13,7 +13,6 @@ import json
 import re
 import string
 
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
