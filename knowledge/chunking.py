@@ -196,7 +196,7 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int = 200, ov
     id_prefix = hashlib.sha1(f"{doc.source}\0{doc.doc_id}".encode("utf-8")).hexdigest()[:16]
     chunks: list[Chunk] = []
     for section in merged:
-        path = [part for part in section.path if part.strip() != doc.title.strip()] or []
+        path = [part for part in section.path if part.strip() != doc.title.strip()]
         heading = " > ".join(path)
         context_tokens = count(" > ".join(filter(None, (doc.title, heading)))) + 2
         budget = max(32, max_tokens - context_tokens)

@@ -9,6 +9,7 @@ Each finished refresh is tagged, and `rollback` restores the version of the refr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -142,6 +143,7 @@ class KnowledgeIndex:
         self.fetch_concurrency = fetch_concurrency
         self._db = None
         self._table = None
+        self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
     def from_settings(cls, settings, embedder: Embedder | None = None) -> "KnowledgeIndex":
@@ -183,7 +185,10 @@ class KnowledgeIndex:
 
     @property
     def version(self) -> int:
-        return int(self.table.version) if self.exists() else 0
+        """Asked on every search: an opened table answers without listing the directory."""
+        if self._table is None and not self.exists():
+            return 0
+        return int(self.table.version)
 
     def count_rows(self) -> int:
         return int(self.table.count_rows()) if self.exists() else 0
@@ -203,7 +208,12 @@ class KnowledgeIndex:
         return query.select([*RESULT_COLUMNS, "_score"]).to_list()
 
     def has_index(self, column: str) -> bool:
-        return any(column in index.columns for index in self.table.list_indices())
+        """Cached per table version: every full-text query asks, and indexes only change with a version."""
+        version = int(self.table.version)
+        if self._indexed_columns is None or self._indexed_columns[0] != version:
+            columns = frozenset(c for index in self.table.list_indices() for c in index.columns)
+            self._indexed_columns = (version, columns)
+        return column in self._indexed_columns[1]
 
     def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
         """(source, doc_id) -> fingerprint of every document in the index."""
@@ -261,20 +271,26 @@ class KnowledgeIndex:
                 )
                 for spec in specs
             ]
-            report.version_before = self.version
-            new_chunks, stale = self._plan(loads, report)
+            # Everything that touches LanceDB or chunks text runs in a worker thread: the bot's event
+            # loop keeps answering while a /kb-refresh from Slack writes.
+            report.version_before = await asyncio.to_thread(lambda: self.version)
+            new_chunks, stale = await asyncio.to_thread(self._plan, loads, report)
             vectors = await self._embed(new_chunks, show_progress)
             report.chunks_embedded = len(new_chunks)
-            if new_chunks or stale:
-                report.chunks_deleted = self._commit(new_chunks, vectors, stale)
-                self._maintain_indexes()
-                self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
-            elif self.exists() and not self._tags():
-                self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
-            report.version_after = self.version
+            await asyncio.to_thread(self._write, report, new_chunks, vectors, stale)
             report.seconds = time.perf_counter() - started
-            append_refresh_log(self.index_dir, report)
+            await asyncio.to_thread(append_refresh_log, self.index_dir, report)
         return report
+
+    def _write(self, report: RefreshReport, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]) -> None:
+        """Commit, bring the indexes up to date and tag the new version (or tag a never-tagged index)."""
+        if chunks or stale:
+            report.chunks_deleted = self._commit(chunks, vectors, stale)
+            self._maintain_indexes()
+            self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
+        elif self.exists() and not self._tags():
+            self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
+        report.version_after = self.version
 
     def _plan(self, loads: list[SourceLoad], report: RefreshReport) -> tuple[list[Chunk], dict[str, set[str]]]:
         """Decide per document: skip, (re)chunk, or delete. Returns new chunks and stale doc ids per source."""
@@ -319,7 +335,6 @@ class KnowledgeIndex:
 
     def _commit(self, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]) -> int:
         """One table version for all inserts, updates and deletes of this refresh."""
-        rows_before = self.count_rows()
         data = chunks_to_arrow(chunks, vectors)
         if not self.exists():
             self._table = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
@@ -332,10 +347,8 @@ class KnowledgeIndex:
             builder = self.table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
             if delete_condition:
                 builder = builder.when_not_matched_by_source_delete(delete_condition)
-            builder.execute(data)
-        elif delete_condition:
-            self.table.delete(delete_condition)
-        return max(0, rows_before + len(chunks) - self.count_rows()) if delete_condition else 0
+            return int(builder.execute(data).num_deleted_rows)
+        return int(self.table.delete(delete_condition).num_deleted_rows)
 
     def _maintain_indexes(self) -> None:
         """Full-text index over everything (no unindexed tail), vector index once it pays off."""

@@ -51,16 +51,21 @@ def test_second_refresh_embeds_nothing_and_edits_reembed_one_document(tmp_path, 
     assert second.chunks_embedded == 0 and embedder.texts_encoded == before
     assert (second.total("unchanged"), second.version_after) == (4, first.version_after)
 
+    sso_before = sum(1 for r in index.table.to_arrow().to_pylist() if r["doc_id"] == "sso.md")
     (folder / "sso.md").write_text(ARTICLES["sso.md"] + "\nSCIM provisioning is supported for Okta.", encoding="utf-8")
     edit = refresh(index, folder)
     sso_chunks = [r for r in index.table.to_arrow().to_pylist() if r["doc_id"] == "sso.md"]
     assert (edit.total("updated"), edit.total("unchanged")) == (1, 3)
     assert edit.chunks_embedded == len(sso_chunks) and embedder.texts_encoded == before + len(sso_chunks)
     assert edit.version_after == edit.version_before + 2  # one commit for the data, one for the index update
+    # Replaced chunks are updates, not deletions: the count is exact, from LanceDB's own merge result.
+    assert edit.chunks_deleted == max(0, sso_before - len(sso_chunks))
+    export_chunks = sum(1 for r in index.table.to_arrow().to_pylist() if r["doc_id"] == "export.md")
 
     (folder / "export.md").unlink()
     delete = refresh(index, folder)
     assert (delete.total("deleted"), delete.chunks_embedded) == (1, 0)
+    assert delete.chunks_deleted == export_chunks > 0
     assert "export.md" not in {r["doc_id"] for r in index.table.to_arrow().to_pylist()}
 
     hits = Searcher(index).search("SCIM provisioning Okta", 3).hits
