@@ -411,6 +411,11 @@ def print_eval_summary(report: dict[str, Any]) -> None:
     usage = report["usage"]
     click.echo(f"latency     p50 {lat['p50']:.0f} ms  p95 {lat['p95']:.0f} ms   tokens {usage['input_tokens']} in / "
                f"{usage['output_tokens']} out  cost ${usage['cost_usd']:.4f}")
+    from evals.report import threshold_summary
+
+    advice = threshold_summary(report.get("threshold_advice"))
+    if advice:
+        click.echo(f"threshold   {advice}")
 
 
 @evals_group.command("weekly")

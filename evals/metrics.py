@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 
 def normalise_source(value: str) -> str:
@@ -125,6 +125,45 @@ def escalation_scores(escalated: Sequence[bool], answerable: Sequence[bool]) -> 
             sum(1 for e, a in zip(escalated, answerable) if a and not e) / max(1, sum(answerable)), 4
         ),
     }
+
+
+TARGET_ESCALATED = 0.80  # of unanswerable questions, handed to a human
+TARGET_ANSWERED = 0.85  # of answerable questions, answered
+
+
+def operating_point(confidences: Sequence[float], answerable: Sequence[bool], threshold: float) -> tuple[float, float]:
+    """(share of unanswerable questions escalated, share of answerable ones answered) when the bot
+    escalates below `threshold`: the two rates a support lead trades against each other."""
+    unanswerable = [c for c, a in zip(confidences, answerable) if not a]
+    answerable_scores = [c for c, a in zip(confidences, answerable) if a]
+    escalated = sum(c < threshold for c in unanswerable) / max(1, len(unanswerable))
+    answered = sum(c >= threshold for c in answerable_scores) / max(1, len(answerable_scores))
+    return escalated, answered
+
+
+def threshold_advice(
+    confidences: Sequence[float], answerable: Sequence[bool], current: float, *,
+    min_escalated: float = TARGET_ESCALATED, min_answered: float = TARGET_ANSWERED,
+) -> dict[str, Any]:
+    """Where the escalation threshold should sit on this eval set: the rates at `current`, the range
+    of thresholds (on a 0.05 grid) that meet both targets, and a suggestion. The suggestion is the
+    meeting threshold with the most room on its tighter target or, when none meets both, the one
+    closest to meeting them; None without both kinds of question."""
+    escalated, answered = operating_point(confidences, answerable, current)
+    advice: dict[str, Any] = {"current": current, "escalated": round(escalated, 4), "answered": round(answered, 4),
+                              "targets": [min_escalated, min_answered], "meeting": None, "suggested": None}
+    if all(answerable) or not any(answerable):
+        return advice
+    grid = [round(0.05 * i, 2) for i in range(1, 20)]
+    room = {t: min(e - min_escalated, a - min_answered)
+            for t, (e, a) in ((t, operating_point(confidences, answerable, t)) for t in grid)}
+    meeting = [t for t in grid if room[t] >= 0]
+    if meeting:
+        advice["meeting"] = [meeting[0], meeting[-1]]
+    suggested = max(grid, key=lambda t: (room[t], -abs(t - current)))
+    advice["suggested"] = suggested
+    advice["suggested_rates"] = [round(rate, 4) for rate in operating_point(confidences, answerable, suggested)]
+    return advice
 
 
 # ---------------------------------------------------------------------------- latency

@@ -55,6 +55,25 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def threshold_summary(advice: dict[str, Any] | None) -> str | None:
+    """One paragraph on the escalation threshold: what it does on this eval set and where it should sit."""
+    if not advice or advice.get("suggested") is None:
+        return None
+    low_escalated, low_answered = advice["targets"]
+    text = (f"At the escalation threshold {advice['current']:.2f}, {advice['escalated']:.0%} of unanswerable questions "
+            f"were escalated and {advice['answered']:.0%} of answerable ones answered (targets {low_escalated:.0%} "
+            f"and {low_answered:.0%}). ")
+    escalated, answered = advice["suggested_rates"]
+    if advice["meeting"]:
+        low, high = advice["meeting"]
+        if low == high:
+            return text + f"Only {low:.2f} meets both ({escalated:.0%} / {answered:.0%})."
+        return text + (f"Thresholds {low:.2f} to {high:.2f} meet both; {advice['suggested']:.2f} leaves the most room "
+                       f"({escalated:.0%} / {answered:.0%}).")
+    return text + (f"No threshold meets both on this set; {advice['suggested']:.2f} comes closest ({escalated:.0%} / "
+                   f"{answered:.0%}). The confidence signals, not the threshold, need work.")
+
+
 def reason_label(reason: str) -> str:
     """Group reasons that differ only in numbers or quoted words ("top similarity 0.31 < 0.40")."""
     label = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|‘[^’]*’|“[^”]*”", "…", reason)
@@ -298,6 +317,9 @@ def render_markdown(
               f"(${usage.get('cost_per_case_usd', 0):.5f} per question).", ""]
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
+    threshold = threshold_summary(report.get("threshold_advice"))
+    if threshold:
+        lines += ["## Escalation threshold", "", _md(threshold), ""]
     reasons = escalation_reasons(rows)
     if reasons:
         lines += ["## Why the bot escalated", ""] + [f"- {count} × {_md(label)}" for label, count in reasons] + [""]
@@ -411,6 +433,7 @@ def render_html(
 <p class="meta">Tokens: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out · cost ${usage.get('cost_usd', 0):.4f} (${usage.get('cost_per_case_usd', 0):.5f} per question)</p>
 <h2>Confidence calibration</h2>
 <div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
+<p>{_e(threshold_summary(report.get("threshold_advice")) or "")}</p>
 <h2>Trend</h2>{trend}
 <div class="grid"><div><h2>Why the bot escalated</h2>
 {_figure_html(plots, "escalation-reasons", "escalation reasons") or "<p>No escalations.</p>"}</div>

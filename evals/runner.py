@@ -37,6 +37,7 @@ from evals.metrics import (
     retrieval_scores,
     source_keys,
     strip_markers,
+    threshold_advice,
     token_f1,
     unique_documents,
 )
@@ -288,6 +289,9 @@ async def run_eval(
     await add_cosine_correctness(rows, embedder)
 
     report = summarise(rows, k)
+    report["threshold_advice"] = threshold_advice(
+        [row["confidence"] for row in rows], [row["answerable"] for row in rows], settings.caveat_threshold
+    )
     generators = Counter(row["generator"] for row in rows if row["generator"] != "none")
     generator = generators.most_common(1)[0][0] if generators else None
     report["config"] = {

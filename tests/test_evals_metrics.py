@@ -6,9 +6,10 @@ import pytest
 
 from evals.compare import compare_reports
 from evals.metrics import (
-    citation_supported, expected_calibration_error, faithfulness, reliability_bins, retrieval_scores, source_keys,
-    split_sentences, unique_documents,
+    citation_supported, expected_calibration_error, faithfulness, operating_point, reliability_bins, retrieval_scores,
+    source_keys, split_sentences, threshold_advice, unique_documents,
 )
+from evals.report import threshold_summary
 from evals.pii import scrub
 from evals.topics import topic_of_document
 
@@ -67,6 +68,31 @@ def test_reliability_bins_and_calibration_error():
 ])
 def test_scrub(text, expected):
     assert scrub(text) == expected
+
+
+def test_operating_point_counts_both_kinds_of_question():
+    confidences = [0.1, 0.3, 0.5, 0.2, 0.6, 0.9, 0.4]
+    answerable = [False, False, False, True, True, True, True]
+    assert operating_point(confidences, answerable, 0.35) == (pytest.approx(2 / 3), 0.75)
+    assert operating_point(confidences, answerable, 0.0) == (0.0, 1.0)
+
+
+def test_threshold_advice_finds_the_range_that_meets_both_targets():
+    # 10 unanswerable at 0.05..0.50, 20 answerable at 0.40..0.99: only a cut at 0.45 escalates >= 80%
+    # of the first (8 of 10) and answers >= 85% of the second (18 of 20); 0.50 answers 16 of 20.
+    unanswerable = [0.05 * i for i in range(1, 11)]
+    answerable = [0.40 + 0.031 * i for i in range(20)]
+    confidences, labels = unanswerable + answerable, [False] * 10 + [True] * 20
+    advice = threshold_advice(confidences, labels, 0.35)
+    assert (advice["escalated"], advice["answered"]) == (0.6, 1.0)
+    assert advice["meeting"] == [0.45, 0.45]
+    assert (advice["suggested"], advice["suggested_rates"]) == (0.45, [0.8, 0.9])
+    assert "Only 0.45 meets both (80% / 90%)" in threshold_summary(advice)
+
+    hopeless = threshold_advice([0.9, 0.1], [False, True], 0.35)  # inverted: nothing works
+    assert hopeless["meeting"] is None and "No threshold meets both" in threshold_summary(hopeless)
+    assert threshold_advice([0.5, 0.6], [True, True], 0.35)["suggested"] is None  # undefined, not a guess
+    assert threshold_summary(None) is None
 
 
 def test_topics():

@@ -47,6 +47,11 @@ def test_sample_run_writes_every_contract_metric(sample_report):
     assert report["retrieval"]["hit@k"] >= 0.8  # the sample set is easy for hybrid retrieval
     assert 0.5 <= report["escalation"]["auroc"] <= 1.0
     assert report["latency_ms"]["p95"] >= report["latency_ms"]["p50"] > 0
+    advice = report["threshold_advice"]  # computed from the same rows as the escalation metrics
+    assert advice["current"] == report["config"]["caveat_threshold"]
+    assert advice["escalated"] == pytest.approx(report["escalation"]["recall"], abs=1e-4)
+    assert advice["answered"] == pytest.approx(report["escalation"]["answered_when_answerable"], abs=1e-4)
+    assert advice["suggested"] is not None
     assert "retrieval   hit@5" in result.stdout
     html = (report_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and (report_dir / "report.md").exists()
