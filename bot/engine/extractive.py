@@ -38,6 +38,10 @@ ASKS_FOR_NUMBER = re.compile(
 HAS_NUMBER = re.compile(r"\d")
 NUMBER_BONUS = 0.15  # "how long ...?" is answered by "180 days", which shares no word with it
 DUPLICATE_SHARE = 0.8  # a sentence whose terms are this much inside a chosen one adds nothing
+# A lower-case word running into the next heading with no space: "prompts?When", "promptsHow",
+# "cases.GitHub". Brand names start with a capital (QuickBooks, SharePoint) and do not count.
+GLUED_HEADING = re.compile(r"\b[a-z]{3,}([?:!.]?)[A-Z][a-z]")
+CODE_HINT = re.compile(r"[=(){}\[\]<>`]|--|[a-z0-9]\.[a-z0-9_]")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,16 @@ class Candidate:
     order: int  # position of the unit inside its chunk
     text: str  # verbatim substring of the chunk text
     context: str = ""
+
+
+def is_scraped_menu(text: str) -> bool:
+    """A menu or table of contents that page scraping ran together ("Why chain prompts?When to chain
+    promptsHow to chain prompts"): it repeats the knowledge's headings and answers nothing. Three
+    glued headings, or two with one glued after punctuation; code (camelCase) never counts."""
+    if CODE_HINT.search(text):
+        return False
+    glued = GLUED_HEADING.findall(text)
+    return len(glued) >= 3 or (len(glued) >= 2 and any(glued))
 
 
 def line_starts(lines: list[str]) -> list[int]:
@@ -119,7 +133,8 @@ def units(text: str) -> list[Unit]:
                 skip_until = last
             continue
         found.extend(Unit(piece) for piece in pieces)
-    return [u for u in found if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text]
+    return [u for u in found if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text
+            and not is_scraped_menu(u.text)]
 
 
 def sentences(text: str) -> list[str]:
