@@ -411,6 +411,10 @@ def print_eval_summary(report: dict[str, Any]) -> None:
     usage = report["usage"]
     click.echo(f"latency     p50 {lat['p50']:.0f} ms  p95 {lat['p95']:.0f} ms   tokens {usage['input_tokens']} in / "
                f"{usage['output_tokens']} out  cost ${usage['cost_usd']:.4f}")
+    judge = usage.get("judge") or {}
+    if judge.get("calls"):
+        click.echo(f"judge       {judge['calls']} calls, {judge.get('failed', 0)} failed, "
+                   f"{judge.get('input_tokens', 0)} in / {judge.get('output_tokens', 0)} out  cost ${judge.get('cost_usd', 0):.4f}")
     from evals.report import threshold_summary
 
     advice = threshold_summary(report.get("threshold_advice"))

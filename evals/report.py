@@ -55,6 +55,18 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def usage_summary(usage: dict[str, Any]) -> str:
+    """The bot's tokens and cost, then the LLM judge's (an eval cost, not the bot's) when it ran."""
+    text = (f"Tokens: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out; cost "
+            f"${usage.get('cost_usd', 0):.4f} (${usage.get('cost_per_case_usd', 0):.5f} per question).")
+    judge = usage.get("judge") or {}
+    if judge.get("calls"):
+        failed = f", {judge['failed']} failed" if judge.get("failed") else ""
+        text += (f" LLM judge: {judge['calls']} calls{failed}, {judge.get('input_tokens', 0)} in, "
+                 f"{judge.get('output_tokens', 0)} out, ${judge.get('cost_usd', 0):.4f}.")
+    return text
+
+
 def threshold_summary(advice: dict[str, Any] | None) -> str | None:
     """One paragraph on the escalation threshold: what it does on this eval set and where it should sit."""
     if not advice or advice.get("suggested") is None:
@@ -312,9 +324,7 @@ def render_markdown(
         flag = " **regressed**" if row["regressed"] else ""
         delta = f"{row['delta']:+.3f}{flag}" if row["delta"] is not None else ""
         lines.append(f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |")
-    usage = report.get("usage") or {}
-    lines += ["", f"Tokens: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out; cost ${usage.get('cost_usd', 0):.4f} "
-              f"(${usage.get('cost_per_case_usd', 0):.5f} per question).", ""]
+    lines += ["", usage_summary(report.get("usage") or {}), ""]
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
     threshold = threshold_summary(report.get("threshold_advice"))
@@ -430,7 +440,7 @@ def render_html(
 <h1>{_e(_title(report))}</h1><div class="meta">{_e(_config_line(report))}</div>
 <h2>Headline metrics</h2>
 <table><tr><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>meaning</th></tr>{table}</table>
-<p class="meta">Tokens: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out · cost ${usage.get('cost_usd', 0):.4f} (${usage.get('cost_per_case_usd', 0):.5f} per question)</p>
+<p class="meta">{_e(usage_summary(usage))}</p>
 <h2>Confidence calibration</h2>
 <div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
 <p>{_e(threshold_summary(report.get("threshold_advice")) or "")}</p>

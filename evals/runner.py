@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from evals.cases import EvalCase
 from evals.metrics import (
@@ -44,7 +44,10 @@ from evals.metrics import (
 from evals.topics import topic_of_document
 
 REPORT_VERSION = 1
-Judge = Callable[[str, str, str], Awaitable[float | None]]  # (question, reference, answer) -> score in [0, 1]
+if TYPE_CHECKING:
+    from evals.judge import Grade
+
+Judge = Callable[[str, str, str], Awaitable["Grade"]]  # (question, reference, answer) -> evals.judge.Grade
 
 
 # ------------------------------------------------------------------------------ scoring (pure)
@@ -149,6 +152,10 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     usage = {name: sum(row["usage"].get(name, 0) for row in rows)
              for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")}
     cost = sum(row["usage"].get("cost_usd", 0.0) for row in rows)
+    graded = [row for row in rows if "judge_usage" in row]
+    judge = {name: sum(row["judge_usage"].get(name, 0) for row in graded) for name in ("input_tokens", "output_tokens")}
+    judge.update(cost_usd=round(sum(row["judge_usage"].get("cost_usd", 0.0) for row in graded), 6),
+                 calls=len(graded), failed=sum(1 for row in graded if row.get("judge_error")))
     return {
         "retrieval": {name: retrieval.get(name) for name in ("hit@k", "mrr@k", "recall@k", "ndcg@k")},
         "escalation": {
@@ -174,7 +181,8 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
             "stages_p50": {stage: round(percentile([row["latency_ms"].get(stage, 0.0) for row in rows], 50), 1)
                            for stage in stages},
         },
-        "usage": {**usage, "cost_usd": round(cost, 6), "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0},
+        "usage": {**usage, "cost_usd": round(cost, 6), "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0,
+                  "judge": judge},
         "calibration": {"bins": bins},
         "cases": len(rows),
         "k": k,
@@ -281,7 +289,10 @@ async def run_eval(
             answer = await pipeline.answer(Question(text=case.question))
             row = score_case(case, answer, k)
             if judge and case.answerable and case.reference_answer and not row["escalated"]:
-                row["judge"] = await judge(case.question, case.reference_answer, answer.text)
+                grade = await judge(case.question, case.reference_answer, answer.text)
+                row["judge"], row["judge_usage"] = grade.score, grade.usage.model_dump()
+                if grade.error:
+                    row["judge_error"] = grade.error
             rows.append(row)
             bar.update(1)
     if owned and hasattr(pipeline, "aclose"):

@@ -111,7 +111,7 @@ async def test_claude_path_counts_tokens_cost_and_judges(sample_settings, embedd
     from evals.cases import load_cases
     from evals.judge import PROMPT, make_claude_judge
     from evals.runner import run_eval
-    from tests.emulators.anthropic_api import AnthropicEmulator, Reply
+    from tests.emulators.anthropic_api import AnthropicEmulator, Failure, Reply
 
     judge_marker = PROMPT.split("\n", 1)[0]
     async with AnthropicEmulator() as emulator:
@@ -122,9 +122,22 @@ async def test_claude_path_counts_tokens_cost_and_judges(sample_settings, embedd
         cases = [case for case in load_cases(SAMPLE_EVALS) if case.answerable][:4]
         report = await run_eval(settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings),
                                 progress=False)
+        emulator.reset()  # now every judge call is overloaded: those cases go ungraded, the run completes
+        emulator.when(lambda body: judge_marker in json.dumps(body), Failure(529))
+        overloaded = await run_eval(settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings),
+                                    progress=False)
     assert report["config"]["generator"] == "claude" and report["config"]["model"] == settings.anthropic_model
     assert report["usage"]["input_tokens"] > 0 and report["usage"]["output_tokens"] > 0
     assert report["usage"]["cost_usd"] > 0
     answered = [row for row in report["per_case"] if not row["escalated"]]
     assert answered and all(row["judge"] == 0.8 for row in answered)
     assert report["answer"]["correctness_judge"] == 0.8
+    judge = report["usage"]["judge"]  # the judge's own tokens, priced apart from the bot's
+    assert judge["calls"] == len(answered) and judge["failed"] == 0
+    assert judge["input_tokens"] > 0 and judge["cost_usd"] > 0
+    assert report["usage"]["cost_usd"] == pytest.approx(sum(row["usage"]["cost_usd"] for row in report["per_case"]), abs=1e-6)
+
+    graded = [row for row in overloaded["per_case"] if "judge_usage" in row]
+    assert graded and all(row["judge"] is None and row["judge_error"] == "OverloadedError" for row in graded)
+    assert overloaded["usage"]["judge"]["failed"] == len(graded)
+    assert overloaded["answer"]["correctness_judge"] is None and overloaded["answer"]["correctness"] is not None

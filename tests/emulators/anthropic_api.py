@@ -255,7 +255,7 @@ class AnthropicEmulator:
         self.statuses: Counter[int] = Counter()
         self.cache = PromptCache()
         self._queue: deque[Reply | Failure] = deque()
-        self._rules: list[tuple[Callable[[dict], bool], Reply]] = []
+        self._rules: list[tuple[Callable[[dict], bool], Reply | Failure]] = []
         self._storm: Failure | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -275,8 +275,9 @@ class AnthropicEmulator:
         """Fail every request (an outage/overload storm) until called with `None`."""
         self._storm = None if status is None else Failure(status, retry_after_ms=retry_after_ms)
 
-    def when(self, predicate: Callable[[dict], bool], reply: Reply) -> None:
-        """Persistent rule, e.g. answer classification calls (matched on the body) with a label."""
+    def when(self, predicate: Callable[[dict], bool], reply: Reply | Failure) -> None:
+        """Persistent rule, e.g. answer classification calls (matched on the body) with a label, or
+        fail them."""
         self._rules.append((predicate, reply))
 
     def reset(self) -> None:
