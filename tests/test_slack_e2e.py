@@ -156,6 +156,15 @@ async def test_mention_is_acked_at_once_then_answered_in_thread_with_sources(sla
     assert logged["slack"]["surface"] == "mention" and logged["latency_ms"]
 
 
+async def test_web_api_calls_share_kept_alive_connections(slack_bot):
+    """slack_sdk alone opens a connection per call; the bot gives every client one pooled session."""
+    for n in range(3):
+        await slack_bot.event(app_mention_event(ANSWERABLE, user=f"UPOOL{n}"), event_id=f"EvPool{n}")
+        await slack_bot.emu.wait_for("chat.postMessage", count=n + 1, timeout=20)
+    calls = [call for call in slack_bot.emu.calls if call.peer]
+    assert len(calls) >= 3 and len({call.peer for call in calls}) < len(calls) / 2
+
+
 async def test_dm_is_answered_in_its_thread(slack_bot):
     dm = message_event(ANSWERABLE, channel="D0DIRECT")
     _, reply = await slack_bot.next_post(slack_bot.event(dm))

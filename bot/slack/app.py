@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3
+SLACK_CONNECTIONS = 32  # kept-alive connections to the Web API, shared by every call the bot makes
 # Slack's largest requests (view submissions, big block_actions) are tens of KB; anything near a
 # megabyte is not Slack, and is refused (413) before it is read into memory, let alone verified.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -225,8 +227,14 @@ def create_web_app(
 
     # Process-level chores live outside `bot.tasks`, whose drain() waits for the work of events.
     chores: list[asyncio.Task] = []
+    sessions: list[aiohttp.ClientSession] = []
 
     async def start_background_work(_web_app: web.Application) -> None:
+        if bot.client.session is None:
+            # Without a session slack_sdk opens (TCP + TLS) and closes a connection for every call;
+            # bolt's per-request clients copy this one's session, so all calls share the pool.
+            bot.client.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=SLACK_CONNECTIONS))
+            sessions.append(bot.client.session)
         loop = asyncio.get_running_loop()
         chores.append(loop.create_task(watch_event_loop(bot.metrics), name="event loop lag monitor"))
         if warm:
@@ -237,6 +245,9 @@ def create_web_app(
             chore.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
         await bot.tasks.close()
+        for session in sessions:  # after the tasks: their last posts still use it
+            bot.client.session = None
+            await session.close()
 
     web_app = web.Application(client_max_size=max_request_bytes)
     if events:

@@ -52,6 +52,7 @@ class Call:
     time: float
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    peer: tuple | None = None  # the client's (host, port): one per TCP connection
 
 
 @dataclass
@@ -560,7 +561,9 @@ class SlackEmulator:
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else args.pop("token", None)
         status, body, headers = self._respond(method, args, token)
         text = json.dumps(body)
-        self.calls.append(Call(method, args, token, authorization, request.method, time.time(), status, json.loads(text)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.calls.append(Call(method, args, token, authorization, request.method, time.time(), status, json.loads(text),
+                               tuple(peer) if peer else None))
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
