@@ -89,6 +89,15 @@ def test_digest_text():
     text = digest_text(report, previous, "2 new candidate(s)", Path("/tmp/r/report.html"))
     assert "sample.jsonl (55 cases, extractive)" in text and "hit@5 0.90 (+0.05)" in text and "MRR@5 0.80 ·" in text
     assert "p95 90 ms" in text and "2 new candidate(s)" in text and "/tmp/r/report.html" in text
+    assert "threshold" not in text  # no advice in the report: nothing to say
+
+    fits = {"current": 0.35, "escalated": 0.86, "answered": 0.87, "targets": [0.8, 0.85], "meeting": [0.3, 0.4],
+            "suggested": 0.35, "suggested_rates": [0.86, 0.87]}
+    assert "threshold" not in digest_text({**report, "threshold_advice": fits}, None, "", Path("r.html"))
+    misses = {**fits, "escalated": 0.93, "answered": 0.72, "meeting": [0.2, 0.2], "suggested": 0.2,
+              "suggested_rates": [0.8, 0.85]}
+    text = digest_text({**report, "threshold_advice": misses}, None, "", Path("r.html"))
+    assert "At the escalation threshold 0.35, 93% of unanswerable" in text and "Only 0.20 meets both" in text
 
 
 async def test_run_weekly_end_to_end(tmp_path, sample_data_dir, embedder):
