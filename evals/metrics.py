@@ -166,6 +166,12 @@ def threshold_advice(
     return advice
 
 
+def meets_targets(advice: dict[str, Any]) -> bool:
+    """Whether the configured threshold itself reaches both targets (the rates at it, not the grid)."""
+    low_escalated, low_answered = advice["targets"]
+    return advice["escalated"] >= low_escalated and advice["answered"] >= low_answered
+
+
 # ---------------------------------------------------------------------------- latency
 
 

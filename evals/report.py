@@ -386,6 +386,10 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _paragraph(text: str | None) -> str:
+    return f"<p>{_e(text)}</p>" if text else ""
+
+
 def _figure_html(plots: dict[str, bytes], name: str, alt: str) -> str:
     return f'<figure><img alt="{_e(alt)}" src="{data_uri(plots[name])}"></figure>' if name in plots else ""
 
@@ -443,7 +447,7 @@ def render_html(
 <p class="meta">{_e(usage_summary(usage))}</p>
 <h2>Confidence calibration</h2>
 <div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
-<p>{_e(threshold_summary(report.get("threshold_advice")) or "")}</p>
+{_paragraph(threshold_summary(report.get("threshold_advice")))}
 <h2>Trend</h2>{trend}
 <div class="grid"><div><h2>Why the bot escalated</h2>
 {_figure_html(plots, "escalation-reasons", "escalation reasons") or "<p>No escalations.</p>"}</div>

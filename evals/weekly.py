@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from evals.compare import compare_reports
+from evals.metrics import meets_targets
 from evals.report import history_entry, load_history, threshold_summary, write_report
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,7 @@ def digest_text(report: dict[str, Any], previous: dict[str, Any] | None, export_
         f"Report: {html_path}",
     ]
     advice = report.get("threshold_advice") or {}
-    meeting = advice.get("meeting")
-    if advice.get("suggested") is not None and not (meeting and meeting[0] <= advice["current"] <= meeting[1]):
+    if advice.get("suggested") is not None and not meets_targets(advice):
         lines.insert(-2, threshold_summary(advice))  # only when the threshold misses: then it is news
     return "\n".join(lines)
 
