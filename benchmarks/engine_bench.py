@@ -37,10 +37,13 @@ def offline_settings(data_dir: Path, source: str) -> Settings:
 async def indexed_pipeline(data_dir: Path, source: str, *, embedder=None) -> Pipeline:
     from knowledge.index import KnowledgeIndex
 
+    from bot.engine.calibration import calibrator_for, ensure_calibrated
+
     settings = offline_settings(data_dir, source)
     index = KnowledgeIndex.from_settings(settings, embedder)
-    report = await index.refresh([source])
+    report = await index.refresh([source], after_write=calibrator_for(settings))
     print(f"refresh {source}: {report.summary}", file=sys.stderr)
+    print(f"calibration: {await ensure_calibrated(index, settings)}", file=sys.stderr)
     pipeline = Pipeline.from_settings(settings, index=index)
     await pipeline.warm_up()
     return pipeline

@@ -61,6 +61,8 @@ def main() -> None:
 @json_option
 def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
     """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded."""
+    from bot.engine.calibration import calibrator_for
+    from bot.engine.calibration import describe as describe_calibration
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
@@ -69,7 +71,7 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
-        report = asyncio.run(index.refresh(specs, show_progress=progress))
+        report = asyncio.run(index.refresh(specs, show_progress=progress, after_write=calibrator_for(settings)))
     except RefreshInProgress as exc:
         fail(str(exc))
     except OSError as exc:
@@ -87,6 +89,8 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
                 f"deleted {counts.deleted}, failed {counts.failed}"
             )
         click.echo(f"refresh done: {report.summary}")
+        if report.calibration:
+            click.echo(describe_calibration(report.calibration))
 
 
 @main.command()
@@ -145,7 +149,13 @@ def status(data_dir: Path | None, as_json: bool) -> None:
     """Index size, version and last refresh."""
     from knowledge.index import KnowledgeIndex
 
-    stats = KnowledgeIndex.from_settings(load_settings(data_dir)).stats()
+    from bot.engine import calibration
+
+    index = KnowledgeIndex.from_settings(load_settings(data_dir))
+    stats = index.stats()
+    if stats["exists"]:
+        found = calibration.load(index.index_dir, index.serving_version())
+        stats["calibration"] = found.summary() if found else None
     if as_json:
         print_json(stats)
         return
@@ -154,6 +164,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
         return
     click.echo(f"{stats['documents']} documents, {stats['chunks']} chunks, version {stats['version']}")
     click.echo(f"indexes: {', '.join(stats['indexes']) or 'none'}")
+    click.echo(calibration.describe(stats.get("calibration")))
     last = stats.get("last_refresh") or {}
     if last:
         totals = last.get("totals", {})
@@ -178,6 +189,29 @@ async def answer_questions(settings: Settings, questions, on_answer) -> None:
             on_answer(await pipeline.answer(question))
     finally:
         await pipeline.aclose()
+
+
+@main.command()
+@data_dir_option
+@json_option
+def calibrate(data_dir: Path | None, as_json: bool) -> None:
+    """Re-run the index's self-calibration for the version being served (refresh does this itself)."""
+    from bot.engine.calibration import IndexCalibrator, describe
+    from knowledge.index import KnowledgeIndex, RefreshInProgress
+
+    settings = load_settings(data_dir)
+    index = KnowledgeIndex.from_settings(settings)
+    if not index.exists():
+        fail("no index yet: run `supportbot refresh` first")
+    try:
+        with index.write_lock():
+            summary = asyncio.run(IndexCalibrator(settings)(index, index.serving_version()))
+    except RefreshInProgress as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"calibration": summary})
+    else:
+        click.echo(describe(summary) if summary else "too few sections to calibrate: fixed thresholds stay in force")
 
 
 @main.command()

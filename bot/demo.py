@@ -41,11 +41,15 @@ async def run(data_dir: Path, source: Path) -> None:
     settings = Settings().model_copy(update={"data_dir": data_dir, "sources": [str(source)]})
     print(heading(f"1. Indexing {source.relative_to(ROOT) if source.is_relative_to(ROOT) else source}"))
     index = KnowledgeIndex.from_settings(settings)
-    report = await index.refresh([str(source)])
+    from bot.engine.calibration import calibrator_for, describe
+
+    report = await index.refresh([str(source)], after_write=calibrator_for(settings))
     for counts in report.sources:
         print(f"  added {counts.added}, updated {counts.updated}, unchanged {counts.unchanged}, "
               f"deleted {counts.deleted}, failed {counts.failed}")
     print(f"  {index.count_rows()} chunks, index version {index.version}, {report.seconds:.1f} s")
+    if report.calibration:
+        print(f"  {describe(report.calibration)}")
 
     pipeline = Pipeline.from_settings(settings, index=index)
     mode = f"Claude ({settings.anthropic_model})" if settings.has_anthropic_key else "offline extractive answerer"

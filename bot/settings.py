@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     answer_threshold: float = 0.60  # confidence at or above: answer plainly
     caveat_threshold: float = 0.35  # at or above (and below answer_threshold): answer with a caveat; below: escalate
     max_question_chars: int = 4000
+    # Each refresh calibrates the score on the index itself (bot/engine/calibration.py); the two
+    # thresholds above are then levels of the calibrated scale. False: fixed thresholds on the raw score.
+    self_calibration: bool = True
 
     # --- Slack ---------------------------------------------------------------------------------
     slack_bot_token: SecretStr | None = Field(

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Awaitable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,14 @@ def chunk_schema(dimensions: int = DIMENSIONS) -> pa.Schema:
     )
 
 
+class AfterWrite(Protocol):
+    """Work that belongs to a new index version and must see it first (the engine's self-calibration).
+    Called inside the write lock, only when a refresh wrote a new version; what it returns is kept
+    in the refresh report. knowledge/ knows only this shape, never the engine behind it."""
+
+    def __call__(self, index: "KnowledgeIndex", version: int) -> Awaitable[dict[str, Any] | None]: ...
+
+
 class RefreshInProgress(RuntimeError):
     """Another refresh holds the write lock on this data directory."""
 
@@ -87,6 +95,7 @@ class RefreshReport:
     version_after: int = 0
     seconds: float = 0.0
     started_at: str = ""
+    calibration: dict[str, Any] | None = None  # what the AfterWrite hook reported for the new version
 
     def total(self, name: str) -> int:
         return sum(getattr(counts, name) for counts in self.sources)
@@ -259,8 +268,11 @@ class KnowledgeIndex:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    async def refresh(self, specs: Sequence[str], *, show_progress: bool | None = None) -> RefreshReport:
-        """Bring the index up to date with `specs`; only the documents of those sources are touched."""
+    async def refresh(
+        self, specs: Sequence[str], *, show_progress: bool | None = None, after_write: AfterWrite | None = None
+    ) -> RefreshReport:
+        """Bring the index up to date with `specs`; only the documents of those sources are touched.
+        `after_write` runs once a new version is committed and tagged (never for a no-op refresh)."""
         started = time.perf_counter()
         report = RefreshReport(started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self.write_lock():
@@ -278,6 +290,8 @@ class KnowledgeIndex:
             vectors = await self._embed(new_chunks, show_progress)
             report.chunks_embedded = len(new_chunks)
             await asyncio.to_thread(self._write, report, new_chunks, vectors, stale)
+            if after_write is not None and report.version_after != report.version_before:
+                report.calibration = await after_write(self, report.version_after)
             report.seconds = time.perf_counter() - started
             await asyncio.to_thread(append_refresh_log, self.index_dir, report)
         return report
@@ -375,6 +389,14 @@ class KnowledgeIndex:
             for name, info in self.table.tags.list().items()
             if name.startswith(TAG_PREFIX)
         )
+
+    def serving_version(self) -> int:
+        """The refresh whose content is being served: the newest refresh tag (after a rollback, the
+        tag it restored), else the table version. Per-version artefacts are keyed by it."""
+        if not self.exists():
+            return 0
+        tags = self._tags()
+        return tags[-1][0] if tags else self.version
 
     def rollback(self) -> tuple[int, int]:
         """Restore the version of the refresh before the last one; returns (from, to) versions."""

@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 from knowledge.index import KnowledgeIndex
 
@@ -181,6 +181,22 @@ class Searcher:
             top_fts_score=max((float(r["_score"]) for r in fts_rows), default=0.0),
             index_version=self.index.version, timings_ms={name: round(ms, 2) for name, ms in timings.items()},
         )
+
+    def search_masked(
+        self, query: str, vector: Any, k: int, *, per_doc: int, masked: Collection[str]
+    ) -> tuple[list[SearchHit], list[SearchHit]]:
+        """Hybrid hits for `query` as is, and with the chunks `masked` left out, from one candidate
+        retrieval (self-calibration asks this of every probe, so the pair costs one search, not two).
+        Filtering the candidate lists after retrieval equals a pre-filtered search as long as fewer
+        chunks are masked than the candidate lists are long, which a section's few chunks always are."""
+        limit = max(self.candidates, k * 10)
+        text = fts_query_text(query)
+        vector_rows = self.index.vector_search(vector, limit)
+        fts_rows = self.index.fts_search(text, limit) if text else []
+        options = dict(k=k, per_doc=per_doc, vector_weight=self.vector_weight, fts_weight=self.fts_weight,
+                       rrf_k=self.rrf_k)
+        kept = [[row for row in rows if row["chunk_id"] not in masked] for rows in (vector_rows, fts_rows)]
+        return fuse(vector_rows, fts_rows, **options), fuse(kept[0], kept[1], **options)
 
     async def asearch(self, query: str, k: int = 5, **options: Any) -> SearchResult:
         return await asyncio.to_thread(self.search, query, k, **options)

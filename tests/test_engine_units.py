@@ -102,7 +102,8 @@ def test_score_is_monotonic_in_the_evidence_and_capped_by_cannot_answer():
             "heading_match": 0.2, "citation_coverage": 1.0, "cannot_answer": False}
     strong = {**weak, "top_similarity": 0.8, "term_coverage": 0.9, "phrase_match": 0.6, "heading_match": 1.0}
     assert 0 <= confidence.score(weak) < confidence.score(strong) <= 1
-    assert confidence.score({**strong, "cannot_answer": True}) <= confidence.CANNOT_ANSWER_CAP
+    vetoed = confidence.judge({**strong, "cannot_answer": True}, answer_threshold=0.6, caveat_threshold=0.35)
+    assert vetoed.confidence <= confidence.CANNOT_ANSWER_CAP and vetoed.decision is Decision.ESCALATE
     assert confidence.score({**strong, "citation_coverage": 0.0}) == pytest.approx(confidence.score(strong) / 2, abs=1e-3)
     assert confidence.score({**strong, "sources": 0}) == 0.0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from bot.engine.terms import FRAMING, TermStats, content_words, term_set
 from bot.engine.types import Decision, RetrievedChunk
@@ -129,15 +129,14 @@ def signals(
 def score(
     values: dict[str, Any], *, intercept: float = INTERCEPT, coefficients: dict[str, float] = COEFFICIENTS
 ) -> float:
-    """Logistic combination of the fitted signals, then the generator's own verdict.
+    """Logistic combination of the fitted signals, lowered for uncited text: the raw score, before
+    the index's calibration and the generator's own verdict (`judge` applies both).
     (`intercept`/`coefficients` are parameters so the fitting script scores folds the same way.)"""
     if not values.get("sources"):
         return 0.0
     z = intercept + sum(weight * float(values.get(name, 0.0)) for name, weight in coefficients.items())
     probability = 1.0 / (1.0 + math.exp(-z))
     probability *= min(1.0, 0.5 + float(values.get("citation_coverage", 1.0)))  # mostly uncited: up to halved
-    if values.get("cannot_answer"):
-        probability = min(probability, CANNOT_ANSWER_CAP)
     return round(probability, 4)
 
 
@@ -166,16 +165,31 @@ def reasons(values: dict[str, Any], confidence: float, decision: Decision, cavea
         found.append(f"the best source covers only {values['term_coverage']:.0%} of the question's key terms")
     if values["citation_coverage"] < 0.9:
         found.append(f"only {values['citation_coverage']:.0%} of the answer is backed by a citation")
+    calibrated = " (calibrated on this index)" if values.get("calibration") else ""
     if decision is Decision.ESCALATE:
-        found.append(f"confidence {confidence:.2f} is below the escalation threshold {caveat_threshold:.2f}")
+        found.append(f"confidence {confidence:.2f} is below the escalation threshold {caveat_threshold:.2f}{calibrated}")
     else:
-        found.append(f"confidence {confidence:.2f}")
+        found.append(f"confidence {confidence:.2f}{calibrated}")
     return found
 
 
+class Scale(Protocol):
+    """Maps a raw score onto the common scale (bot/engine/calibration.py's Calibration)."""
+
+    def to_scale(self, raw: float, *, caveat_at: float, answer_at: float) -> float: ...
+
+
 def judge(
-    values: dict[str, Any], *, answer_threshold: float, caveat_threshold: float
+    values: dict[str, Any], *, answer_threshold: float, caveat_threshold: float, calibration: Scale | None = None
 ) -> Judgement:
-    confidence = score(values)
+    """Raw score -> this index's calibrated scale (when it has one) -> the generator's veto -> decision.
+    `values` gains `raw_score`, so evals and the next calibration can read the unscaled score."""
+    raw = score(values)
+    values["raw_score"] = raw
+    confidence = raw
+    if calibration is not None:
+        confidence = calibration.to_scale(raw, caveat_at=caveat_threshold, answer_at=answer_threshold)
+    if values.get("cannot_answer"):  # the generator said the sources do not answer: escalate whatever retrieval says
+        confidence = min(confidence, CANNOT_ANSWER_CAP, caveat_threshold - 0.01)
     decision = decide(confidence, answer_threshold, caveat_threshold)
     return Judgement(confidence, decision, reasons(values, confidence, decision, caveat_threshold))

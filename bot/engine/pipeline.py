@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from bot.engine import calibration as calibrations
 from bot.engine import confidence
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
@@ -68,6 +69,7 @@ class Pipeline:
         self.generator = generator  # None: the extractive answerer is the generator
         self.extractive = ExtractiveAnswerer()
         self._term_stats: tuple[int, TermStats] | None = None
+        self._calibration: tuple[int, calibrations.Calibration | None] | None = None
 
     @classmethod
     def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> "Pipeline":
@@ -93,6 +95,7 @@ class Pipeline:
         """Load the embedding model, open the index and count terms before the first question."""
         await self.searcher.asearch("warm up", 1)
         await self.term_stats(self.searcher.index.version)
+        await self.calibration(self.searcher.index.version)
 
     # ------------------------------------------------------------------------------ the flow
 
@@ -137,8 +140,11 @@ class Pipeline:
                 query, chunks, stats=stats, citation_coverage=draft.citation_coverage,
                 cannot_answer=draft.cannot_answer,
             )
+            scale = await self.calibration(result.index_version)
+            values["calibration"] = scale.index_version if scale else None
             verdict = confidence.judge(
-                values, answer_threshold=self.settings.answer_threshold, caveat_threshold=self.settings.caveat_threshold
+                values, answer_threshold=self.settings.answer_threshold,
+                caveat_threshold=self.settings.caveat_threshold, calibration=scale,
             )
         if draft.fallback_reason:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
@@ -180,6 +186,22 @@ class Pipeline:
                 return None
             self._term_stats = (version, stats)
         return self._term_stats[1]
+
+    async def calibration(self, version: int) -> calibrations.Calibration | None:
+        """The self-calibration of the refresh being served (reloaded when the index version
+        changes, so a rollback brings back its own); None when off, missing or unreadable."""
+        if not getattr(self.settings, "self_calibration", True):
+            return None
+        if self._calibration is None or self._calibration[0] != version:
+            index = self.searcher.index
+            try:
+                serving = await asyncio.to_thread(index.serving_version)
+                found = await asyncio.to_thread(calibrations.load, index.index_dir, serving)
+            except Exception as exc:  # the raw score with fixed thresholds is the fallback
+                log.warning("calibration unavailable: %s", exc)
+                found = None
+            self._calibration = (version, found)
+        return self._calibration[1]
 
     def _reply(self, question: Question, text: str, decision: Decision, reasons: list[str], watch: Stopwatch,
                *, search_query: str = "") -> Answer:

@@ -1,0 +1,277 @@
+"""Self-calibration: each index version learns, from itself, where to draw the escalation line.
+
+The confidence score ranks questions well in every domain we measured, but its level does not
+carry: a help center whose staff write "money back" where the page says "refund" scores lower
+across the board than the docs it was fitted on, so one fixed threshold escalates half of its
+answerable questions. No deployment has labels on day one, but every index can ask itself:
+
+1. write probes from its own sections (`bot/engine/probes.py`);
+2. search each probe twice: as is (answerable), and with its section masked out, siblings left in
+   (the unanswerable twin: relevant-looking knowledge that lacks the answer);
+3. place the escalation line at a fixed quantile of the twins' scores ("escalate unless the
+   question beats what most near misses of *this* index score"), and the plain-answer line at a
+   higher one.
+
+The raw score is then mapped onto a common scale on which the configured thresholds
+(`caveat_threshold`, `answer_threshold`) mean the same thing on every index: a raw score at the
+escalation line becomes exactly `caveat_threshold`. The quantiles are the only fitted constants;
+they were chosen leave-one-domain-out (benchmarks/escalation.py, benchmarks/RESULTS.md).
+
+A calibration is stored per tagged index version (`<index>/calibration/v<version>.json`), so a
+rollback serves the calibration of the version it restores. An incremental refresh re-scores only
+the probes of sections that changed; a refresh that changes nothing never gets here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, Field
+
+from bot.engine import confidence
+from bot.engine.probes import Probe, Section, make_probes, sections_from_chunks
+from bot.engine.terms import TermStats
+
+log = logging.getLogger(__name__)
+
+METHOD = "twin-quantile-v1"
+ESCALATE_QUANTILE = 0.80  # share of masked twins that fall below the escalation line
+ANSWER_QUANTILE = 0.95  # ... below the plain-answer line (between the two: an answer with a caveat)
+PROBE_LIMIT = 150  # probes per index: enough for a stable 80th percentile, cheap next to embedding
+MIN_PROBES = 30  # fewer usable sections than this: too little to calibrate, the raw score is used
+RESCORE_ALL_SHARE = 0.3  # when more than this share of probes changed, re-score every probe
+KEPT_SIGNALS = (*confidence.COEFFICIENTS, "second_similarity", "rank_agreement", "question_terms", "sources")
+
+
+class ScoredProbe(BaseModel):
+    """One probe and the signals of its two searches (raw, so a new score needs no new search)."""
+
+    section_key: str
+    kind: str
+    question: str
+    found: bool  # the answerable search retrieved the probe's own document
+    answerable: dict[str, float]
+    masked: dict[str, float]
+
+
+class Calibration(BaseModel):
+    index_version: int
+    method: str = METHOD
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    escalate_quantile: float = ESCALATE_QUANTILE
+    answer_quantile: float = ANSWER_QUANTILE
+    raw_escalate: float  # raw score below which a question is escalated
+    raw_answer: float  # raw score at or above which it is answered without a caveat
+    separation_auroc: float | None  # how well the score tells probes from their twins
+    probes: list[ScoredProbe]
+    rescored: int = 0  # probes searched for this version (the rest were reused)
+    seconds: float = 0.0
+
+    @property
+    def pairs(self) -> int:
+        return len(self.probes)
+
+    def to_scale(self, raw: float, *, caveat_at: float, answer_at: float) -> float:
+        """Raw score -> the common scale: piecewise linear through (raw_escalate, caveat_at) and
+        (raw_answer, answer_at), 0 and 1 fixed. Monotone, so the ranking is untouched."""
+        points = [(0.0, 0.0), (self.raw_escalate, caveat_at), (self.raw_answer, answer_at), (1.0, 1.0)]
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            if raw <= x1:
+                return round(y0 + (y1 - y0) * ((raw - x0) / (x1 - x0) if x1 > x0 else 1.0), 4)
+        return 1.0
+
+    def summary(self) -> dict[str, Any]:
+        """What `refresh`, `status`, `/kb-status` and the eval report show."""
+        return {
+            "method": self.method, "index_version": self.index_version, "pairs": self.pairs,
+            "separation_auroc": self.separation_auroc, "escalate_below_raw": round(self.raw_escalate, 4),
+            "answer_from_raw": round(self.raw_answer, 4), "escalate_quantile": self.escalate_quantile,
+            "rescored": self.rescored, "seconds": round(self.seconds, 2),
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+        }
+
+
+def describe(summary: dict[str, Any] | None) -> str:
+    """One line for people: which calibration is in force and how good it is."""
+    if not summary:
+        return "no calibration (fixed thresholds on the raw score): run `supportbot calibrate`"
+    auroc = summary.get("separation_auroc")
+    return (f"calibrated on index v{summary['index_version']}: {summary['pairs']} probe pairs, "
+            f"separation AUROC {auroc:.2f}, escalates below raw {summary['escalate_below_raw']:.3f}"
+            if auroc is not None else f"calibrated on index v{summary['index_version']}")
+
+
+# ------------------------------------------------------------------------------------------ fitting
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), without numpy in the serving path."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    position = q * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def separation(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    if not positives or not negatives:
+        return None
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
+    return round(wins / (len(positives) * len(negatives)), 4)
+
+
+def fit(index_version: int, probes: list[ScoredProbe], *, escalate_quantile: float = ESCALATE_QUANTILE,
+        answer_quantile: float = ANSWER_QUANTILE, rescored: int = 0, seconds: float = 0.0) -> Calibration:
+    """The lines from the twins' raw scores; the separation from both sides."""
+    twins = [confidence.score(p.masked) for p in probes]
+    found = [confidence.score(p.answerable) for p in probes]
+    escalate = quantile(twins, escalate_quantile)
+    answer = max(quantile(twins, answer_quantile), escalate + 1e-3)
+    return Calibration(
+        index_version=index_version, escalate_quantile=escalate_quantile, answer_quantile=answer_quantile,
+        raw_escalate=round(escalate, 4), raw_answer=round(min(answer, 0.999), 4),
+        separation_auroc=separation(found, twins), probes=probes, rescored=rescored, seconds=seconds,
+    )
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def calibration_dir(index_dir: Path) -> Path:
+    return Path(index_dir) / "calibration"
+
+
+def save(index_dir: Path, calibration: Calibration) -> Path:
+    """Write atomically (temp file, then rename): a crash never leaves half a calibration."""
+    folder = calibration_dir(index_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"v{calibration.index_version}.json"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(calibration.model_dump_json(), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def load(index_dir: Path, version: int) -> Calibration | None:
+    path = calibration_dir(index_dir) / f"v{version}.json"
+    try:
+        return Calibration.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # a damaged file must not take answering down: raw scores are the fallback
+        log.warning("ignoring unreadable calibration %s: %s", path, exc)
+        return None
+
+
+def latest(index_dir: Path, before: int | None = None) -> Calibration | None:
+    """The newest stored calibration (at or below version `before`), the base of an incremental one."""
+    folder = calibration_dir(index_dir)
+    versions = sorted((int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit()), reverse=True)
+    for version in versions:
+        if before is None or version <= before:
+            found = load(index_dir, version)
+            if found is not None:
+                return found
+    return None
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _kept(values: dict[str, Any]) -> dict[str, float]:
+    return {name: float(values.get(name, 0.0)) for name in KEPT_SIGNALS}
+
+
+def score_probe(searcher, probe: Probe, section: Section, vector, stats: TermStats | None, k: int,
+                per_doc: int) -> ScoredProbe:
+    """One candidate retrieval through the serving path, fused with and without the probe's section,
+    and the judge's signals for each (sync: run in a thread)."""
+    from bot.engine.pipeline import to_retrieved
+
+    found_hits, masked_hits = searcher.search_masked(probe.question, vector, k, per_doc=per_doc,
+                                                     masked=set(section.chunk_ids))
+    signals = {}
+    for name, hits in (("answerable", found_hits), ("masked", masked_hits)):
+        chunks = [to_retrieved(hit) for hit in hits]
+        signals[name] = _kept(confidence.signals(probe.question, chunks, stats=stats))
+    found = any(hit.doc_id == section.doc_id for hit in found_hits)
+    return ScoredProbe(section_key=probe.section_key, kind=probe.kind, question=probe.question, found=found, **signals)
+
+
+def read_sections(index) -> list[Section]:
+    table = index.table.to_lance().to_table(columns=["chunk_id", "doc_id", "title", "heading", "text", "position"])
+    return sections_from_chunks(table.to_pylist())
+
+
+def calibrate_sync(index, searcher, stats: TermStats | None, *, version: int, previous: Calibration | None,
+                   k: int, per_doc: int, limit: int = PROBE_LIMIT) -> Calibration | None:
+    started = time.perf_counter()
+    sections = read_sections(index)
+    probes = make_probes(sections, limit=limit, stats=stats)
+    if len(probes) < MIN_PROBES:
+        log.info("calibration skipped: %d usable probes (at least %d needed)", len(probes), MIN_PROBES)
+        return None
+    by_key = {section.key: section for section in sections}
+    cached = {(p.section_key, p.question): p for p in (previous.probes if previous else [])}
+    fresh = [probe for probe in probes if (probe.section_key, probe.question) not in cached]
+    if len(fresh) > RESCORE_ALL_SHARE * len(probes):
+        cached, fresh = {}, probes  # much changed: neighbours and term rarity moved too
+    vectors = dict(zip((p.question for p in fresh), index.embedder.encode([p.question for p in fresh])))
+    scored = []
+    for probe in probes:
+        hit = cached.get((probe.section_key, probe.question))
+        scored.append(hit or score_probe(searcher, probe, by_key[probe.section_key], vectors[probe.question], stats,
+                                         k, per_doc))
+    return fit(version, scored, rescored=len(fresh), seconds=time.perf_counter() - started)
+
+
+class IndexCalibrator:
+    """Called by `KnowledgeIndex.refresh` after each write (knowledge/ only sees its Protocol).
+    Returns the calibration's summary for the refresh report, or None when there was too little to go on."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+
+    async def __call__(self, index, version: int) -> dict[str, Any] | None:
+        from bot.engine.pipeline import load_term_stats
+        from knowledge.search import Searcher
+
+        searcher = Searcher.from_settings(self.settings, index)
+        stats = await asyncio.to_thread(load_term_stats, index)
+        previous = await asyncio.to_thread(latest, index.index_dir, version)
+        calibration = await asyncio.to_thread(
+            calibrate_sync, index, searcher, stats, version=version, previous=previous,
+            k=self.settings.answer_k, per_doc=self.settings.answer_chunks_per_doc,
+        )
+        if calibration is None:
+            return None
+        await asyncio.to_thread(save, index.index_dir, calibration)
+        return calibration.summary()
+
+
+def summary_json(summary: dict[str, Any] | None) -> str:
+    return json.dumps(summary or {}, sort_keys=True)
+
+
+def calibrator_for(settings) -> IndexCalibrator | None:
+    """The `after_write` hook every refresh path passes (CLI, Slack, schedule, evals, benchmarks)."""
+    return IndexCalibrator(settings) if getattr(settings, "self_calibration", True) else None
+
+
+async def ensure_calibrated(index, settings) -> dict[str, Any] | None:
+    """The calibration of the version being served, made now if it is missing (an index built
+    before calibration existed, or with it switched off); its summary, or None."""
+    version = await asyncio.to_thread(index.serving_version)
+    found = await asyncio.to_thread(load, index.index_dir, version)
+    if found is not None:
+        return found.summary()
+    calibrator = calibrator_for(settings)
+    return await calibrator(index, version) if calibrator is not None else None
