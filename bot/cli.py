@@ -454,6 +454,9 @@ def print_eval_summary(report: dict[str, Any]) -> None:
     advice = threshold_summary(report.get("threshold_advice"))
     if advice:
         click.echo(f"threshold   {advice}")
+    from bot.engine.calibration import describe
+
+    click.echo(f"calibration {describe(report.get('calibration'))}")
 
 
 @evals_group.command("weekly")

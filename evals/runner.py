@@ -316,12 +316,21 @@ async def run_eval(
         "judge": bool(judge), "answer_threshold": settings.answer_threshold,
         "caveat_threshold": settings.caveat_threshold, "data_dir": str(settings.data_dir),
     }
+    report["calibration"] = await calibration_in_force(pipeline, index)
     report["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report["git_commit"] = git_commit(Path(__file__).resolve().parents[1])
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["version"] = REPORT_VERSION
     report["per_case"] = rows
     return report
+
+
+async def calibration_in_force(pipeline, index) -> dict[str, Any] | None:
+    """The summary of the self-calibration the answers were judged with (None: raw score, fixed thresholds)."""
+    if not hasattr(pipeline, "calibration"):
+        return None
+    found = await pipeline.calibration(index.version)
+    return found.summary() if found is not None else None
 
 
 async def add_cosine_correctness(rows: list[dict[str, Any]], embedder) -> None:

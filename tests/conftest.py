@@ -36,12 +36,15 @@ def sample_data_dir(tmp_path_factory, embedder):
     """A data dir whose index holds examples/knowledge; built once, read by many tests."""
     import asyncio
 
+    from bot.engine.calibration import calibrator_for
     from bot.settings import Settings
     from knowledge.index import KnowledgeIndex
 
     data_dir = tmp_path_factory.mktemp("sample-data")
     settings = Settings(data_dir=data_dir, sources=[str(SAMPLE_KNOWLEDGE)], _env_file=None)
-    report = asyncio.run(KnowledgeIndex.from_settings(settings, embedder).refresh(settings.sources))
+    index = KnowledgeIndex.from_settings(settings, embedder)
+    report = asyncio.run(index.refresh(settings.sources, after_write=calibrator_for(settings)))  # as a user's refresh
+    assert report.calibration is not None
     assert report.total("failed") == 0, report.failures
     return data_dir
 
