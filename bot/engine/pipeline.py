@@ -1,4 +1,5 @@
 """A Question in, an Answer out: normalise -> retrieve -> generate -> judge -> decide.
+(The decision: `confidence.judge`, then `verdict.review` with Claude's own verdict, when it gave one.)
 
 The one place that sequences the engine and owns its edges (the index, the Claude client).
 Every Answer carries its timings per stage, tokens, cost, index version and the query used.
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from bot.engine import confidence
+from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question, normalise_slack, truncate
@@ -140,6 +142,9 @@ class Pipeline:
             verdict = confidence.judge(
                 values, answer_threshold=self.settings.answer_threshold, caveat_threshold=self.settings.caveat_threshold
             )
+            # Claude's own verdict and its checked citations can overrule the lexical judgement
+            verdict, extra = claude_verdict.review(verdict, draft.verdict, draft.citation_check, chunks)
+            values = {**values, **extra}
         if draft.fallback_reason:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
         body = f"{FALLBACK_NOTE}\n\n{draft.text}" if draft.fallback_reason else draft.text
