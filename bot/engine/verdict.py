@@ -131,7 +131,7 @@ class CitationCheck:
             return "the answer cites nothing"
         text = f"{self.verified}/{self.total} citations verified"
         if self.unverified:
-            text += f" ({self.unverified} not found in the source {'it' if self.unverified == 1 else 'they'} cite)"
+            text += f" ({self.unverified} not found in {'its source' if self.unverified == 1 else 'their sources'})"
         if self.coverage < FULLY_CITED:
             text += f", only {self.coverage:.0%} of the answer cited"
         return text
