@@ -1,5 +1,4 @@
 """A Question in, an Answer out: normalise -> retrieve -> generate -> judge -> decide.
-(The decision: `confidence.judge`, then `verdict.review` with Claude's own verdict, when it gave one.)
 
 The one place that sequences the engine and owns its edges (the index, the Claude client).
 Every Answer carries its timings per stage, tokens, cost, index version and the query used.
