@@ -8,7 +8,7 @@ import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types import CitationsSearchResultLocation, Message
 
-from tests.emulators.anthropic_api import CANNOT_ANSWER_TEXT, AnthropicEmulator, Reply
+from tests.emulators.anthropic_api import CANNOT_ANSWER_TEXT, INVENTED_CITATION, AnthropicEmulator, Reply
 
 MODEL = "claude-sonnet-5-5"
 
@@ -182,3 +182,31 @@ async def test_slow_answer_times_out_in_the_sdk(emu, client):
     with pytest.raises(anthropic.APITimeoutError):
         await client.messages.create(model=MODEL, max_tokens=10, messages=question_with_sources(), timeout=0.2)
     assert emu.calls == 1
+
+
+async def test_scripted_verdict_and_citation_shapes(emu, client):
+    """The verdict ends the reply as its own text block; citations can cite the source, something
+    the source never said, or nothing."""
+    emu.script(Reply(verdict="partial"), Reply(cite="invented", tail="<verdict>maybe"), Reply(cite="none"))
+    verified = await client.messages.create(model=MODEL, max_tokens=500, messages=question_with_sources())
+    assert verified.content[-1].text == "\n\n<verdict>partial</verdict>" and not verified.content[-1].citations
+    assert cited_blocks(verified)[0].citations[0].cited_text == "Open the portal and click Reset token. Then wait."
+
+    invented = await client.messages.create(model=MODEL, max_tokens=500, messages=question_with_sources())
+    assert invented.content[-1].text == "<verdict>maybe"
+    assert {b.citations[0].cited_text for b in cited_blocks(invented)} == {INVENTED_CITATION}
+
+    uncited = await client.messages.create(model=MODEL, max_tokens=500, messages=question_with_sources())
+    assert not cited_blocks(uncited) and "Open the portal" in "".join(b.text for b in uncited.content)
+
+
+async def test_stream_in_character_pieces_splits_the_tag(emu, client):
+    emu.script(Reply(verdict="full", delta_chars=4))
+    async with client.messages.stream(model=MODEL, max_tokens=500, messages=question_with_sources()) as stream:
+        pieces = [piece async for piece in stream.text_stream]
+        final = await stream.get_final_message()
+    assert all(len(piece) <= 4 for piece in pieces)
+    assert pieces[-7:] == ["\n\n<v", "erdi", "ct>f", "ull<", "/ver", "dict", ">"]
+    assert "".join(pieces) == "".join(b.text for b in final.content) and final.content[-1].text.endswith(
+        "<verdict>full</verdict>")
+    assert [b.citations[0].search_result_index for b in cited_blocks(final)] == [1, 2]

@@ -1,7 +1,9 @@
 """What a generator hands back to the pipeline, and how it says it could not.
 
 A Draft is an answer before judgement: text with markers, citations, usage and whether the
-generator itself said the sources do not answer the question. Generators raise
+generator itself said the sources do not answer the question. A generator that gives its own
+verdict (Claude) also fills `verdict` and `citation_check`; `verdict=None` (the extractive
+answerer) leaves the decision to the retrieval confidence alone. Generators raise
 `GenerationError` (never an SDK exception) so the pipeline can fall back without knowing
 which generator failed or why.
 """
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol, Sequence
 
 from bot.engine.types import Citation, Question, RetrievedChunk, Usage
+from bot.engine.verdict import CitationCheck, Verdict
 
 OnDelta = Callable[[str], Awaitable[None]]
 
@@ -26,6 +29,8 @@ class Draft:
     cannot_answer: bool = False  # the generator itself found no answer in the sources
     citation_coverage: float = 1.0  # share of the answer text backed by a citation
     fallback_reason: str | None = None
+    verdict: Verdict | None = None  # the generator's own verdict; None: it gives none
+    citation_check: CitationCheck = field(default_factory=CitationCheck)  # its citations against their sources
 
 
 class GenerationError(RuntimeError):

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
+from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question, normalise_slack, truncate
@@ -146,6 +147,9 @@ class Pipeline:
                 values, answer_threshold=self.settings.answer_threshold,
                 caveat_threshold=self.settings.caveat_threshold, calibration=scale,
             )
+            # Claude's own verdict and its checked citations can overrule the lexical judgement
+            verdict, extra = claude_verdict.review(verdict, draft.verdict, draft.citation_check, chunks)
+            values = {**values, **extra}
         if draft.fallback_reason:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
         body = f"{FALLBACK_NOTE}\n\n{draft.text}" if draft.fallback_reason else draft.text

@@ -41,13 +41,31 @@ ERROR_MESSAGES = {429: "Rate limit exceeded", 500: "Internal server error", 529:
 @dataclass
 class Reply:
     """One scripted answer. `text=None` keeps the default answer (search-result citations or
-    `default_text`) but still applies `thinking`/`delay`; `delay=None` uses `default_delay`."""
+    `default_text`) but still applies `thinking`/`delay`; `delay=None` uses `default_delay`.
+
+    The answer contract's verdict: `verdict="full"` ends the reply with a last text block
+    `\n\n<verdict>full</verdict>`; `tail` appends any raw text instead (a malformed tag).
+    `cite` shapes the default answer's citations: "source" (the cited block's text, as the API
+    does), "invented" (a `cited_text` that is NOT in the source: must fail verification) or
+    "none" (no citations). `delta_chars` streams text in pieces of that many characters, so a
+    test can split the tag at every position (default: a few words a piece)."""
 
     text: str | None = None
     citations: list[dict] | None = None
     thinking: str | None = None
     delay: float | None = None
     stop_reason: str = "end_turn"
+    verdict: str | None = None
+    tail: str | None = None
+    cite: str = "source"
+    delta_chars: int | None = None
+
+    @property
+    def ending(self) -> str:
+        """The text appended after the answer: the verdict tag, or the raw `tail`."""
+        if self.tail is not None:
+            return self.tail
+        return f"\n\n<verdict>{self.verdict}</verdict>" if self.verdict is not None else ""
 
     @classmethod
     def cannot_answer(cls) -> Reply:
@@ -136,18 +154,24 @@ def last_user_search_results(body: dict) -> list[tuple[int, dict]]:
     return found
 
 
-def cited_answer(results: list[tuple[int, dict]]) -> list[dict]:
-    """Intro text, then one block per (first two) search results holding its first sentence."""
+INVENTED_CITATION = "This sentence was never in any source: refunds are possible for ten years."
+
+
+def cited_answer(results: list[tuple[int, dict]], cite: str = "source") -> list[dict]:
+    """Intro text, then one block per (first two) search results holding its first sentence.
+    `cite`: "source" cites the whole result block (as the API does), "invented" cites text that
+    is not in the result, "none" cites nothing."""
     blocks: list[dict] = [{"type": "text", "text": ANSWER_INTRO}]
     chosen = results[:2]
     for n, (index, result) in enumerate(chosen):
         first_text = next((c.get("text", "") for c in result.get("content") or [] if c.get("type") == "text"), "")
         block = {"type": "text", "text": first_sentence(first_text) + (" " if n < len(chosen) - 1 else "")}
-        if (result.get("citations") or {}).get("enabled"):
+        if (result.get("citations") or {}).get("enabled") and cite != "none":
             block["citations"] = [
                 {
                     "type": "search_result_location",
-                    "cited_text": first_text,  # the whole cited block, as the API documents
+                    # the whole cited block, as the API documents (or, scripted, something it never said)
+                    "cited_text": INVENTED_CITATION if cite == "invented" else first_text,
                     "source": result.get("source"),
                     "title": result.get("title"),
                     "search_result_index": index,
@@ -205,8 +229,9 @@ def _delta(index: int, kind: str, key: str, value: Any) -> dict:
     return {"type": "content_block_delta", "index": index, "delta": {"type": kind, key: value}}
 
 
-def stream_events(message: dict) -> Iterator[dict]:
-    """The SSE event sequence the API sends for `message`, block by block."""
+def stream_events(message: dict, delta_chars: int | None = None) -> Iterator[dict]:
+    """The SSE event sequence the API sends for `message`, block by block (text deltas of
+    `delta_chars` characters when given, else a few words each)."""
     usage = message["usage"]
     yield {"type": "message_start",
            "message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}
@@ -221,7 +246,8 @@ def stream_events(message: dict) -> Iterator[dict]:
             start = {"type": "text", "text": "", **({"citations": []} if "citations" in block else {})}
             yield {"type": "content_block_start", "index": i, "content_block": start}
             yield from (_delta(i, "citations_delta", "citation", c) for c in block.get("citations") or [])
-            yield from (_delta(i, "text_delta", "text", p) for p in text_pieces(block["text"]))
+            pieces = char_pieces(block["text"], delta_chars) if delta_chars else text_pieces(block["text"])
+            yield from (_delta(i, "text_delta", "text", p) for p in pieces)
         yield {"type": "content_block_stop", "index": i}
     yield {"type": "message_delta",
            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
@@ -233,6 +259,11 @@ def text_pieces(text: str, words: int = 3) -> list[str]:
     """Split text into small deltas (a few words each), concatenating back to the original."""
     tokens = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
     return ["".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]
+
+
+def char_pieces(text: str, size: int) -> list[str]:
+    """Split text into deltas of `size` characters (the last may be shorter)."""
+    return [text[i:i + size] for i in range(0, len(text), size)]
 
 
 class AnthropicEmulator:
@@ -385,7 +416,7 @@ class AnthropicEmulator:
             return action.response(request_id)
         message = self.build_message(record.body, action)
         if record.stream:
-            return await self._stream(request, message, request_id)
+            return await self._stream(request, message, request_id, action.delta_chars)
         return web.json_response(message, headers={"request-id": request_id})
 
     def build_message(self, body: dict, reply: Reply) -> dict:
@@ -397,7 +428,9 @@ class AnthropicEmulator:
             content = [text_block]
         else:
             results = last_user_search_results(body)
-            content = cited_answer(results) if results else [{"type": "text", "text": self.default_text}]
+            content = cited_answer(results, reply.cite) if results else [{"type": "text", "text": self.default_text}]
+        if reply.ending:
+            content.append({"type": "text", "text": reply.ending})
         thinking = reply.thinking
         if thinking is None and (body.get("thinking") or {}).get("type") == "enabled":
             thinking = "Let me check the provided sources."
@@ -416,11 +449,12 @@ class AnthropicEmulator:
             "usage": {**self.cache.usage(body), "output_tokens": estimate_tokens(output)},
         }
 
-    async def _stream(self, request: web.Request, message: dict, request_id: str) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, message: dict, request_id: str,
+                      delta_chars: int | None = None) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
                                                "cache-control": "no-cache", "request-id": request_id})
         await response.prepare(request)
-        for event in stream_events(message):
+        for event in stream_events(message, delta_chars):
             await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
