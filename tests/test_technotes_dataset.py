@@ -70,6 +70,9 @@ def test_removed_notes_are_out_of_the_kb(kb, removed):
     assert len(removed) >= 10
     assert not kb_ids & removed_ids
     assert all(doc_id.startswith(URL_PREFIX) for doc_id in removed_ids)
+    for doc in removed:  # written as full technotes, so adding one back is a realistic knowledge change
+        assert "## Resolving the problem" in doc.text and "## Related information" in doc.text, doc.doc_id
+        assert doc.text.count("```") % 2 == 0, f"unbalanced code fence in {doc.doc_id}"
 
 
 def test_cases_counts_and_unique_ids(cases):
