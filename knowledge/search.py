@@ -190,7 +190,7 @@ class Searcher:
         self.rrf_k = rrf_k
         self.candidates = candidates
         # Document-level lists (whole-note embedding, summed BM25 of a note's chunks) are off by
-        # default: on long technotes they lifted MRR@5 0.987 -> 0.993, on anthropic-docs sections
+        # default: on long technotes they lifted MRR@5 0.987 -> 0.991, on anthropic-docs sections
         # they cut it 0.930 -> 0.889 (benchmarks/RESULTS.md, "Retrieval against a whole-article
         # baseline"), and the chunk-level hybrid already beats the whole-article baseline everywhere.
         self.doc_vector_weight = doc_vector_weight
