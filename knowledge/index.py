@@ -216,6 +216,25 @@ class KnowledgeIndex:
             query = query.where(where, prefilter=True)
         return query.select([*RESULT_COLUMNS, "_score"]).to_list()
 
+    def document_vectors(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
+        """(source, doc_id) -> the vectors of all that document's chunks, for document-level ranking."""
+        by_source: dict[str, list[str]] = {}
+        for source, doc_id in keys:
+            by_source.setdefault(source, []).append(doc_id)
+        if not by_source:
+            return {}
+        condition = " OR ".join(
+            f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(set(ids)))}))"
+            for source, ids in sorted(by_source.items())
+        )
+        arrow = self.table.to_lance().to_table(columns=["source", "doc_id", "vector"], filter=condition)
+        vectors = arrow.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        matrix = vectors.reshape(arrow.num_rows, -1) if arrow.num_rows else vectors.reshape(0, DIMENSIONS)
+        grouped: dict[tuple[str, str], list[int]] = {}
+        for row, key in enumerate(zip(arrow.column("source").to_pylist(), arrow.column("doc_id").to_pylist())):
+            grouped.setdefault(key, []).append(row)
+        return {key: matrix[rows] for key, rows in grouped.items()}
+
     def has_index(self, column: str) -> bool:
         """Cached per table version: every full-text query asks, and indexes only change with a version."""
         version = int(self.table.version)
