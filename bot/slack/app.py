@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler, AsyncServerErrorRetryHandler, async_default_handlers,
 )
@@ -73,6 +75,7 @@ class SupportBot:
     escalations: Escalations = field(init=False)
     alerts: Alerts = field(init=False)
     accepting: bool = True  # False once shutdown began: new events get 503 so Slack redelivers them later
+    signing_secret: str | None = None  # set in HTTP mode: requests are verified before anything is parsed
 
     def __post_init__(self) -> None:
         self.alerts = Alerts(self.settings)
@@ -124,10 +127,23 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
         # *at that moment* onto its loggers (including "supportbot"), freezing them at it.
         logger=logging.getLogger("bot.slack.bolt"),
     )
-    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client)
+    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client,
+                     signing_secret=signing_secret if signing_secret and not socket_mode else None)
     Listeners(bot).register(app)
     app.supportbot = bot
     return app
+
+
+def signature_problem(signing_secret: str, raw: bytes, headers) -> str | None:
+    """None if Slack signed this body within the last 5 minutes; otherwise why not. Checked on
+    the raw bytes, before parsing: a forged request must not reach any parser."""
+    timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+    signature = headers.get("X-Slack-Signature") or ""
+    if not timestamp.isdigit() or not signature:
+        return "missing or malformed signature headers"
+    if not SignatureVerifier(signing_secret).is_valid(raw, timestamp, signature):
+        return "invalid or expired signature"
+    return None
 
 
 def data_dir_problem(data_dir: Path) -> str | None:
@@ -201,10 +217,16 @@ def create_web_app(
         received = time.perf_counter()
         if not bot.accepting:  # shutting down: Slack retries, and the next instance answers
             return web.Response(status=503, text="shutting down", headers={"Retry-After": "5"})
+        raw = await request.read()  # aiohttp answers 413 past client_max_size
+        if bot.signing_secret and (problem := signature_problem(bot.signing_secret, raw, request.headers)):
+            return web.Response(status=401, text=problem)  # before any byte of the body is parsed
         try:
-            bolt_request = await to_bolt_request(request)  # aiohttp answers 413 past client_max_size
+            bolt_request = AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string,
+                                            headers=request.headers)  # type: ignore[arg-type]
         except UnicodeDecodeError:
             return web.Response(status=400, text="request body is not UTF-8")
+        except Exception:  # noqa: BLE001 (a malformed JSON or form body: the sender's mistake, not ours)
+            return web.Response(status=400, text="malformed request body")
         body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
         # Around the whole dispatch: bolt runs listeners after its middleware, so only here do the
         # listeners' log lines and the tasks they spawn inherit the Slack event id.
