@@ -23,7 +23,7 @@ from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
     ANSWERABLE, ESCALATION_CHANNEL, SECRET, BotUnderTest, build_pipeline, engine_parts,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index
 
 
 class HeldPipeline:

@@ -26,7 +26,7 @@ from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
     ANSWERABLE, ESCALATION_CHANNEL, UNANSWERABLE, engine_parts, running_bot,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index
 
 
 def answer(text: str, citations=(), decision: Decision = Decision.ANSWER, **extra) -> Answer:
