@@ -129,3 +129,31 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
                 answering.RECOVER_MAX_AGE_SECONDS = old
             [apology] = replies_in(emu, mention["ts"])
             assert "restarted" in apology["text"] and store.unfinished() == []
+
+
+async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unused_tcp_port):
+    """What `docker stop` sends: serve() returns (it is not killed) after draining."""
+    import os
+    import signal
+
+    from bot.slack.app import serve
+
+    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
+                                                  "slack_signing_secret": SecretStr(SECRET),
+                                                  "shutdown_drain_seconds": 1.0})
+    server = asyncio.create_task(serve(settings, host="127.0.0.1", port=unused_tcp_port))
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            try:
+                async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            server.cancel()
+            pytest.fail("serve() never answered /healthz")
+    os.kill(os.getpid(), signal.SIGTERM)  # serve's handler catches it; without one, pytest would die here
+    await asyncio.wait_for(server, 60)
+    assert server.done() and server.exception() is None

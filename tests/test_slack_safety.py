@@ -293,3 +293,32 @@ async def test_kb_status_acks_before_reading_the_index(slack_bot_e2e):
         assert "index is empty" in reply["text"]
     finally:
         del index.stats
+
+
+async def test_long_threads_are_read_to_their_latest_message():
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.answering import read_thread
+    from tests.emulators.slack_api import SlackEmulator
+
+    async with SlackEmulator() as emu:
+        parent = emu.add_message(CHANNEL_ID, "parent")
+        for n in range(450):
+            emu.add_message(CHANNEL_ID, f"reply {n}", thread_ts=parent["ts"])
+        thread = await read_thread(AsyncWebClient(token="xoxb-test", base_url=emu.api_url), CHANNEL_ID, parent["ts"])
+        assert len(thread) == 451 and thread[-1]["text"] == "reply 449"
+        assert len(emu.calls_to("conversations.replies")) == 3  # 200 a page, following the cursor
+
+
+async def test_group_dm_history_is_readable_with_the_manifests_scopes():
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.answering import read_thread
+    from tests.emulators.slack_api import SlackEmulator
+
+    async with SlackEmulator() as emu:  # scopes: exactly what slack-manifest.yml asks for
+        emu.add_channel("G0GROUPDM", is_mpim=True)
+        parent = emu.add_message("G0GROUPDM", "question in a group DM")
+        emu.add_message("G0GROUPDM", "more", thread_ts=parent["ts"])
+        thread = await read_thread(AsyncWebClient(token="xoxb-test", base_url=emu.api_url), "G0GROUPDM", parent["ts"])
+        assert [m["text"] for m in thread] == ["question in a group DM", "more"]

@@ -42,6 +42,7 @@ REACTIONS = {"working": "eyes", "answered": "white_check_mark", "escalated": "ra
 RESTARTED_TEXT = ("Sorry, I was restarted before I could answer this, and it's been a while. "
                   "Please ask again if you still need an answer.")
 RECOVER_MAX_AGE_SECONDS = 3600  # older unfinished questions get an apology instead of a late answer
+REACTIONS_PAUSE_SECONDS = 60.0
 HISTORY_PAGE = 200
 HISTORY_MAX_PAGES = 10
 
@@ -93,13 +94,17 @@ class Responder:
         self.answered_messages = TTLSet(ttl_seconds=6 * 3600)  # one message, one answer
         self.answered_threads = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread, asker) for follow-ups
         self.reactions_allowed = True
+        self.reactions_paused_until = 0.0
         self.in_flight: dict[tuple[str, str], Ask] = {}  # received and not yet finished
 
     async def react(self, client: AsyncWebClient, ask: Ask, state: str, *, remove: str | None = None) -> None:
         """A status reaction on the asker's message; cosmetic, so failures are only logged, and a
         token without reactions:write stops trying after the first `missing_scope`."""
-        if not self.reactions_allowed:
+        if not self.reactions_allowed or time.monotonic() < self.reactions_paused_until:
             return
+        # no retry handlers: a rate-limited reaction is skipped, never waited for (answers come first)
+        client = AsyncWebClient(token=client.token, base_url=client.base_url, session=client.session,
+                                timeout=client.timeout, retry_handlers=[])
         calls = [("remove", REACTIONS[remove])] if remove else []
         calls.append(("add", REACTIONS[state]))
         for verb, name in calls:
@@ -110,6 +115,9 @@ class Responder:
                     await client.reactions_remove(channel=ask.channel, timestamp=ask.message_ts, name=name)
             except SlackApiError as exc:
                 code = exc.response.get("error")
+                if getattr(exc.response, "status_code", 200) == 429:
+                    self.reactions_paused_until = time.monotonic() + REACTIONS_PAUSE_SECONDS
+                    return
                 if code in ("missing_scope", "not_allowed_token_type", "invalid_auth"):
                     self.reactions_allowed = False
                     log.warning("status reactions are off: %s", code)

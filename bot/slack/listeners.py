@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.observability import record_refresh, request_context
 from bot.slack import blocks
-from bot.slack.answering import Ask, best_effort
+from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
 from bot.slack.ttlcache import TTLSet
@@ -153,15 +153,15 @@ class Listeners:
             if key in self.not_followups:
                 return
             try:
-                replies = await client.conversations_replies(channel=ask.channel, ts=ask.thread_ts, limit=200)
+                thread = await read_thread(client, ask.channel, ask.thread_ts)  # every page: the latest are last
             except SlackApiError as exc:
                 log.warning("cannot read thread %s/%s: %s", ask.channel, ask.thread_ts, exc.response.get("error"))
                 return
-            messages = [m for m in replies["messages"] if float(m["ts"]) < float(ask.message_ts)]
+            messages = [m for m in thread if float(m["ts"]) < float(ask.message_ts)]
             if not bot_answered(messages, ask.user, ask.bot_user_id, ask.bot_id):
                 self.not_followups.add(key)
                 return
-            ask.thread_messages = replies["messages"]
+            ask.thread_messages = thread
         await self.responder.respond(client, ask)
 
     # ------------------------------------------------------------------ assistant threads

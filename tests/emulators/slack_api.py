@@ -75,6 +75,7 @@ READ_SCOPE = {"im": "im:read", "mpim": "mpim:read", "private": "groups:read", "p
 RATE_TIERS: dict[str, int] = {
     "chat.startStream": 20, "chat.stopStream": 20, "chat.appendStream": 100, "conversations.replies": 50,
     "conversations.info": 50, "users.info": 100, "usergroups.users.list": 20, "auth.test": 100, "views.open": 100,
+    "reactions.add": 50, "reactions.remove": 50,
 }
 REPLIES_MAX_LIMIT = 1000
 
