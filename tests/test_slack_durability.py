@@ -157,3 +157,36 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unus
     os.kill(os.getpid(), signal.SIGTERM)  # serve's handler catches it; without one, pytest would die here
     await asyncio.wait_for(server, 60)
     assert server.done() and server.exception() is None
+
+
+class KilledAfterPosting(InteractionStore):
+    """The process dies right after the escalation post, before its "open" row is written."""
+
+    async def record_escalation(self, interaction_id, *, status, **fields):
+        if status == "open":
+            raise asyncio.CancelledError("killed")
+        return await super().record_escalation(interaction_id, status=status, **fields)
+
+
+async def test_a_kill_between_the_escalation_post_and_its_record_makes_no_duplicate(tmp_path, sample_settings):
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.engine.types import Answer, Decision, Question
+    from bot.observability import Metrics
+    from bot.slack.escalation import TRIGGER_ASKED, Escalations
+
+    async with SlackEmulator() as emu:
+        settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question = Question(text="help", asker="U0ASKER", channel=CHANNEL_ID, thread_ts="1700000000.000100",
+                            interaction_id="i-kill")
+        answer = Answer(interaction_id="i-kill", question="help", text="draft", decision=Decision.ESCALATE)
+        before_restart = Escalations(settings, KilledAfterPosting(tmp_path / "logs"), Metrics())
+        with pytest.raises(asyncio.CancelledError):
+            await before_restart.escalate(client, question=question, answer=answer, question_ts=None,
+                                          trigger=TRIGGER_ASKED)
+        after_restart = Escalations(settings, InteractionStore(tmp_path / "logs"), Metrics())
+        assert await after_restart.escalate(client, question=question, answer=answer, question_ts=None,
+                                            trigger=TRIGGER_ASKED) is False
+        posts = [c for c in emu.calls_to("chat.postMessage") if c.args.get("channel") == ESCALATION_CHANNEL]
+        assert len(posts) == 1

@@ -59,7 +59,7 @@ SITES = ["answer", "stream", "escalation", "notice"]
 # the error code an alert must name, when the fault outlives the SDK's retries
 EXPECTED_CODE = {"http_503_x3": "http_503", "http_429_x4": "ratelimited", "msg_blocks_too_long": "msg_blocks_too_long",
                  "invalid_blocks": "invalid_blocks", "not_in_channel": "not_in_channel",
-                 "channel_not_found": "channel_not_found", "start_stream_failure": "stream: http_500",
+                 "channel_not_found": "channel_not_found", "start_stream_failure": "http_500",
                  "cut_claude_stream": "Claude stream was cut"}
 
 

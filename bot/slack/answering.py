@@ -24,7 +24,7 @@ from bot.engine.types import Answer, Decision, Question, Turn
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
 from bot.slack.conversation import thread_history
-from bot.slack.delivery import Alerts, Delivery, deliver, error_code
+from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_code
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
@@ -365,7 +365,11 @@ class AnswerStream:
                 await self._stream.stop(markdown_text=text, blocks=footer or None)
                 return True
             except Exception as exc:  # noqa: BLE001
-                self.errors.append(f"stopStream: {error_code(exc)}")
+                code = error_code(exc)
+                # the SDK starts a short stream only at stop(): a failure then is the start's
+                self.errors.append(f"{'stopStream' if self.ts else 'stream'}: {code}")
+                if code.split(" ")[0] not in CONTENT_ERRORS:
+                    return False  # not the footer's fault: the whole answer is posted another way
                 text = None if self._stream.ts else text  # the SDK flushed what it had before failing
         return False
 
