@@ -249,6 +249,10 @@ class Responder:
                                      blocks.answer_body(answer), what="answer (replacing a cut stream)")
             else:  # streamed, then escalated or a clarifying question: that message becomes the notice
                 ask.reply_ts = await stream.close()
+                problems = [*stream.errors, *([answer.fallback_reason] if answer.fallback_reason else [])]
+                if problems:
+                    await self.alerts.alert(client, f"streamed reply in {ask.channel}/{ask.thread_ts} closed "
+                                                    f"({answer.decision.value})", problems)
         elif is_answer:
             await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
                           variants=blocks.answer_variants(answer, notes=notes), text=blocks.answer_body(answer),
