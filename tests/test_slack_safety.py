@@ -322,3 +322,19 @@ async def test_group_dm_history_is_readable_with_the_manifests_scopes():
         emu.add_message("G0GROUPDM", "more", thread_ts=parent["ts"])
         thread = await read_thread(AsyncWebClient(token="xoxb-test", base_url=emu.api_url), "G0GROUPDM", parent["ts"])
         assert [m["text"] for m in thread] == ["question in a group DM", "more"]
+
+
+async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_record_votes(slack_bot_e2e):
+    bot = slack_bot_e2e
+    bot.emu.inject("chat.postMessage", error="invalid_blocks", times=1,
+                   when=lambda args: "context_actions" in json.dumps(args.get("blocks") or []))
+    mention, reply, iid = await answered(bot)
+    kinds = [b["type"] for b in reply.args["blocks"]]
+    assert "context_actions" not in kinds and kinds[-1] == "actions"  # the degraded variant arrived
+    up = next(e for e in reply.args["blocks"][-1]["elements"] if e["action_id"] == blocks.FEEDBACK_UP_ACTION)
+    await bot.click(block_actions_payload(blocks.FEEDBACK_UP_ACTION, up["value"], message_ts=reply.response["ts"],
+                                          thread_ts=reply.args["thread_ts"]))
+    await bot.app.supportbot.tasks.drain(timeout=20)
+    assert [r["rating"] for r in bot.store.feedback() if r["interaction_id"] == iid] == ["up"]
+    _, second, _ = await answered(bot, "How do I rotate an API key?")  # no second refused attempt
+    assert "context_actions" not in json.dumps(second.args["blocks"])

@@ -102,7 +102,7 @@ METHOD_SCOPES = {
     "conversations_replies": "channels:history groups:history im:history mpim:history",
     "usergroups_users_list": "usergroups:read", "chat_stopStream": "chat:write",
     "reactions_add": "reactions:write", "reactions_remove": "reactions:write", "auth_test": None,
-    "conversations_info": "channels:read groups:read im:read mpim:read",
+    "conversations_info": None,  # doctor only, optional: without channels:read it probes membership another way
 }
 # Bolt helpers used by the listeners -> scope.
 BOLT_HELPER_SCOPES = {"set_status": "assistant:write", "set_title": "assistant:write",

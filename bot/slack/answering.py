@@ -95,6 +95,7 @@ class Responder:
         self.answered_threads = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread, asker) for follow-ups
         self.reactions_allowed = True
         self.reactions_paused_until = 0.0
+        self.plain_feedback_only = False
         self.in_flight: dict[tuple[str, str], Ask] = {}  # received and not yet finished
 
     async def react(self, client: AsyncWebClient, ask: Ask, state: str, *, remove: str | None = None) -> None:
@@ -254,9 +255,15 @@ class Responder:
                     await self.alerts.alert(client, f"streamed reply in {ask.channel}/{ask.thread_ts} closed "
                                                     f"({answer.decision.value})", problems)
         elif is_answer:
-            await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
-                          variants=blocks.answer_variants(answer, notes=notes), text=blocks.answer_body(answer),
-                          alerts=self.alerts, what="answer", dm_user=ask.user)
+            variants = blocks.answer_variants(answer, notes=notes)
+            if self.plain_feedback_only:  # Slack refused feedback buttons on chat.postMessage before
+                variants = variants[1:]
+            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts, variants=variants,
+                                   text=blocks.answer_body(answer), alerts=self.alerts, what="answer",
+                                   dm_user=ask.user)
+            if result.variant == "degraded" and "blocks: invalid_blocks" in result.errors:
+                self.plain_feedback_only = True
+                log.warning("Slack refused context_actions feedback buttons; answers use plain buttons from now on")
         if answer.decision is Decision.CLARIFY:  # no question found: the engine says what it needs
             await self.post_notice(client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]),
                                    update_ts=ask.reply_ts)
