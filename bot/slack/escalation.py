@@ -94,6 +94,12 @@ class Escalations:
         self._in_flight.add(interaction_id)
         try:
             if not await self._reserve(interaction_id, trigger):
+                if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
+                    # answering this question again (a restart's recovery): the asker still hears back
+                    await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
+                                  variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
+                                  text=ALREADY_ESCALATED_TEXT, alerts=self.alerts, what="escalation notice",
+                                  dm_user=question.asker, update_ts=notice_ts)
                 return False
             return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice,
                                         notice_ts)
