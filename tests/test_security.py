@@ -106,8 +106,9 @@ async def test_other_workspaces_get_nothing_on_any_surface(tmp_path, sample_sett
         assert {call.method for call in bot.emu.calls} <= {"auth.test"}  # bolt's own token check, nothing else
         assert bot.store.feedback() == [] and bot.store.interactions() == []
     async with running_bot(tmp_path, sample_settings, engine_parts, allowed_team_ids=[TEAM_ID]) as bot:
-        _, text = await bot.command("/kb-status")
-        assert "Knowledge index" in text  # the allowed workspace is served
+        await bot.command("/kb-status")
+        [reply] = await bot.emu.wait_for_response(timeout=20)  # acked first, answered through response_url
+        assert "Knowledge index" in reply["text"]  # the allowed workspace is served
 
 
 async def test_channels_outside_the_allowlist_are_not_answered(tmp_path, sample_settings, engine_parts):

@@ -328,7 +328,12 @@ async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_reco
     bot = slack_bot_e2e
     bot.emu.inject("chat.postMessage", error="invalid_blocks", times=1,
                    when=lambda args: "context_actions" in json.dumps(args.get("blocks") or []))
-    mention, reply, iid = await answered(bot)
+    mention = app_mention_event(ANSWERABLE)
+    await bot.event(mention)
+    await bot.emu.wait_for("chat.postMessage", 2, timeout=30)
+    [refused, reply] = bot.posts_in(CHANNEL_ID, mention["ts"])
+    assert refused.response["error"] == "invalid_blocks" and reply.response["ok"]
+    iid = (await bot.interaction())["interaction_id"]
     kinds = [b["type"] for b in reply.args["blocks"]]
     assert "context_actions" not in kinds and kinds[-1] == "actions"  # the degraded variant arrived
     up = next(e for e in reply.args["blocks"][-1]["elements"] if e["action_id"] == blocks.FEEDBACK_UP_ACTION)
@@ -337,4 +342,4 @@ async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_reco
     await bot.app.supportbot.tasks.drain(timeout=20)
     assert [r["rating"] for r in bot.store.feedback() if r["interaction_id"] == iid] == ["up"]
     _, second, _ = await answered(bot, "How do I rotate an API key?")  # no second refused attempt
-    assert "context_actions" not in json.dumps(second.args["blocks"])
+    assert "context_actions" not in json.dumps(second.args["blocks"]) and second.response["ok"]

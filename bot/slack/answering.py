@@ -238,7 +238,7 @@ class Responder:
                 await self.post_notice(client, ask, SORRY_TEXT)
             return None
         record_answer(self.metrics, answer)
-        await self._log(question, answer, ask, streamed=bool(stream and stream.ts))
+        await self._log(question, answer, ask, streamed=bool(stream and stream.touched))
         is_answer = answer.decision in (Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT)
         if stream is not None and stream.touched:
             if is_answer and not answer.fallback_reason:
