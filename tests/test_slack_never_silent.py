@@ -142,3 +142,21 @@ async def test_fifty_concurrent_ask_a_human_clicks_make_one_post(tmp_path, sampl
         await bot.app.supportbot.tasks.drain(timeout=60)
         assert len(bot.posts_in(ESCALATION_CHANNEL)) == 1
         assert (await bot.store.get_escalation(iid))["status"] == "open"
+
+
+async def test_a_rate_limited_stream_start_posts_the_answer_at_once(tmp_path, sample_settings, engine_parts):
+    """Tier 2: when startStream is rate-limited, the answer is posted normally without waiting out Retry-After."""
+    import time
+
+    async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS, stream_answers=True) as bot:
+        responder = bot.app.supportbot.responder
+        responder.pipeline = StreamingPipeline(responder.pipeline)
+        bot.emu.inject("chat.startStream", status=429, retry_after=30, times=5)
+        mention = app_mention_event(ANSWERABLE)
+        bot.emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
+        started = time.monotonic()
+        await bot.event(mention)
+        await bot.app.supportbot.tasks.drain(timeout=25)
+        assert time.monotonic() - started < 25  # not 30 s per Retry-After
+        [shown] = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
+        assert "context_actions" in json.dumps(shown.get("blocks")) and "ratelimited" in alerts_text(bot.emu)

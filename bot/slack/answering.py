@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.normalise import normalise_slack
@@ -335,6 +336,12 @@ class AnswerStream:
 
     def __init__(self, client: AsyncWebClient, ask: Ask) -> None:
         self.client = client
+        # chat.startStream/stopStream are Tier 2 (~20 a minute per workspace): when Slack says wait,
+        # the answer is posted normally at once instead of after a Retry-After of up to a minute.
+        self.stream_client = AsyncWebClient(
+            token=client.token, base_url=client.base_url, session=client.session, timeout=client.timeout,
+            retry_handlers=[h for h in client.retry_handlers if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
+        )
         self.ask = ask
         self.sanitizer = blocks.StreamSanitizer()
         self._stream = None
@@ -359,7 +366,7 @@ class AnswerStream:
             return
         try:
             if self._stream is None:
-                self._stream = await self.client.chat_stream(
+                self._stream = await self.stream_client.chat_stream(
                     channel=self.ask.channel, thread_ts=self.ask.thread_ts, buffer_size=STREAM_BUFFER_CHARS,
                     recipient_team_id=self.ask.team_id, recipient_user_id=self.ask.user,
                 )
@@ -395,7 +402,7 @@ class AnswerStream:
                 self.errors.append(f"stopStream: {error_code(exc)}")
         elif self.ts:
             try:
-                await self.client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
+                await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"stopStream: {error_code(exc)}")
         return self.ts
@@ -424,7 +431,7 @@ class AnswerStream:
                 self.errors.append(f"stopStream: {error_code(exc)}")
         elif self.ts:
             try:  # a broken stream may still be open: close it before rewriting it
-                await self.client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
+                await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"stopStream: {error_code(exc)}")
         result = Delivery()
