@@ -289,6 +289,36 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         pass
 
 
+@main.command()
+@data_dir_option
+@json_option
+def doctor(data_dir: Path | None, as_json: bool) -> None:
+    """Check the Slack setup: token and its scopes, manifest vs code, the bot's channel memberships."""
+    from bot.slack.app import create_web_client, secret
+    from bot.slack.doctor import as_dicts, run_checks, summary
+
+    settings = load_settings(data_dir)
+    if not secret(settings.slack_bot_token):
+        fail("SLACK_BOT_TOKEN is not set")
+
+    async def check():
+        client = create_web_client(settings)
+        try:
+            return await run_checks(settings, client)
+        finally:
+            if client.session is not None:
+                await client.session.close()
+
+    checks = asyncio.run(check())
+    report, ok = summary(checks)
+    if as_json:
+        print_json({"ok": ok, "checks": as_dicts(checks)})
+    else:
+        click.echo(report)
+    if not ok:
+        sys.exit(1)
+
+
 # --------------------------------------------------------------------------- evals
 
 

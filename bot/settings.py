@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     escalation_channel: str = ""
     oncall_usergroup: str = ""
+    escalation_actions_oncall_only: bool = False  # Claim/Resolve only by members of oncall_usergroup
+    alerts_channel: str = ""  # where failures to reach someone are reported; empty: DM the admin_users
+    shutdown_drain_seconds: float = 20.0  # on SIGTERM/SIGINT, how long in-flight answers may finish
     admin_users: CommaList = Field(default_factory=list)
     admin_usergroup: str = ""
     allowed_channels: CommaList = Field(default_factory=list)  # empty: every channel

@@ -22,11 +22,19 @@ Field names are a contract (the weekly eval export reads them); add fields, neve
 
 `feedback()` rows, one per vote and one per escalation (key `key`):
     key, interaction_id, kind ("vote" | "escalation"), user (voter, or the last human who acted),
-    rating ("up" | "down" | None), comment, status ("open" | "claimed" | "resolved" | None),
+    rating ("up" | "down" | None), comment, status ("pending" | "failed" | "open" | "claimed" |
+    "resolved" | None; one-way, see `record_escalation`),
     claimed_by, resolved_by, human_answer (the reference answer a human gave), trigger (why it was
     escalated: "low confidence", "asked for a human", "thumbs down"), escalation_channel and
     escalation_ts (where the escalation post is), permalink (the asker's message),
     created_at, updated_at (UTC datetimes)
+
+`received()` rows, one per question the bot accepted, written before any work on it (key `key`,
+"channel:message_ts"): key, channel, message_ts, thread_ts, user, team_id, surface, ask (JSON: what
+is needed to answer it again), status ("received" | "done" | "unfinished" | "apologised"),
+created_at, updated_at. A row that is not "done" or "apologised" after a restart is a question
+the bot owes an answer; a row of any status means an event for that message was already taken,
+so dedupe survives restarts.
 
 `since` filters interactions on `created_at` and feedback on `updated_at` (a changed vote is new).
 """
@@ -51,7 +59,28 @@ INTERACTIONS = "interactions"
 FEEDBACK = "feedback"
 COMPACT_AFTER_FRAGMENTS = 64
 VOTE_RATINGS = ("up", "down")
-ESCALATION_STATUSES = ("open", "claimed", "resolved")
+ESCALATION_STATUSES = ("pending", "failed", "open", "claimed", "resolved")
+# One-way: a status may only move up this ranking ("resolved" is final), except that a post that
+# failed ("failed") may be tried again ("pending").
+ESCALATION_RANK = {"pending": 0, "failed": 0, "open": 1, "claimed": 2, "resolved": 3}
+
+
+def escalation_transition_allowed(old: str | None, new: str) -> bool:
+    """Whether an escalation in status `old` may move to `new` (pure; the store enforces it)."""
+    if old is None:
+        return True
+    if (old, new) in (("pending", "failed"), ("failed", "pending")):
+        return True
+    return ESCALATION_RANK[new] > ESCALATION_RANK.get(old, -1)
+
+
+class EscalationConflict(Exception):
+    """A refused escalation transition (e.g. claim after resolve); `current` is the stored row."""
+
+    def __init__(self, current: dict[str, Any], wanted: str):
+        super().__init__(f"escalation of {current.get('interaction_id')} is {current.get('status')}; cannot become {wanted}")
+        self.current = current
+        self.wanted = wanted
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 INTERACTION_SCHEMA = pa.schema(
@@ -107,6 +136,29 @@ FEEDBACK_SCHEMA = pa.schema(
         pa.field("updated_at", TIMESTAMP),
     ]
 )
+
+RECEIVED = "received"
+RECEIVED_STATUSES = ("received", "done", "unfinished", "apologised")
+RECEIVED_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("channel", pa.string()),
+        pa.field("message_ts", pa.string()),
+        pa.field("thread_ts", pa.string()),
+        pa.field("user", pa.string()),
+        pa.field("team_id", pa.string()),
+        pa.field("surface", pa.string()),
+        pa.field("ask", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("created_at", TIMESTAMP),
+        pa.field("updated_at", TIMESTAMP),
+    ]
+)
+
+
+def received_key(channel: str, message_ts: str) -> str:
+    return f"{channel}:{message_ts}"
+
 
 # A queued change: the row's key and a function from the stored row (or None) to the new row.
 Patch = Callable[[dict[str, Any] | None], dict[str, Any]]
@@ -250,6 +302,7 @@ class InteractionStore:
         self._db = None
         self._interactions = _KeyedTable(self, INTERACTIONS, INTERACTION_SCHEMA, "interaction_id")
         self._feedback = _KeyedTable(self, FEEDBACK, FEEDBACK_SCHEMA, "key")
+        self._received = _KeyedTable(self, RECEIVED, RECEIVED_SCHEMA, "key")
 
     @classmethod
     def from_settings(cls, settings) -> "InteractionStore":
@@ -305,12 +358,20 @@ class InteractionStore:
 
         Fields not given keep their stored value, so "resolve" keeps who claimed it and where the
         escalation post is; `human_answer` becomes the interaction's reference answer.
+        Transitions are one-way (pending -> open -> claimed -> resolved, resolved is final), checked
+        against the stored row inside the serialised write, so of two racing writers exactly one
+        wins; the loser gets `EscalationConflict`. Writing "pending" first is how a poster
+        reserves the one post an interaction may have.
         """
         if status not in ESCALATION_STATUSES:
             raise ValueError(f"status must be one of {ESCALATION_STATUSES}, not {status!r}")
         key = escalation_key(interaction_id)
+        refused: list[dict[str, Any]] = []
 
         def patch(stored: dict[str, Any] | None) -> dict[str, Any]:
+            if stored is not None and not escalation_transition_allowed(stored.get("status"), status):
+                refused.append(stored)
+                return stored
             now = utc_now()
             row = dict(stored or {"key": key, "interaction_id": interaction_id, "kind": "escalation", "created_at": now})
             row.update(status=status, updated_at=now)
@@ -325,7 +386,53 @@ class InteractionStore:
             row.update({name: value for name, value in given.items() if value is not None})
             return row
 
-        return await self._feedback.write(key, patch)
+        row = await self._feedback.write(key, patch)
+        if refused:
+            raise EscalationConflict(refused[0], status)
+        return row
+
+    async def receive(self, channel: str, message_ts: str, *, thread_ts: str | None = None, user: str | None = None,
+                      team_id: str | None = None, surface: str | None = None,
+                      ask: dict[str, Any] | None = None) -> bool:
+        """Record a question as received, before any work on it; False if this message was already
+        received (by this process or one before a restart): then it must not be answered again."""
+        key = received_key(channel, message_ts)
+        fresh: list[bool] = []
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any]:
+            if stored is not None:
+                return stored
+            fresh.append(True)
+            now = utc_now()
+            return {"key": key, "channel": channel, "message_ts": message_ts, "thread_ts": thread_ts, "user": user,
+                    "team_id": team_id, "surface": surface, "ask": dumps(ask or {}), "status": "received",
+                    "created_at": now, "updated_at": now}
+
+        await self._received.write(key, patch)
+        return bool(fresh)
+
+    async def mark_received(self, channel: str, message_ts: str, status: str) -> None:
+        """Move a received question on ("done", "unfinished", "apologised")."""
+        if status not in RECEIVED_STATUSES:
+            raise ValueError(f"status must be one of {RECEIVED_STATUSES}, not {status!r}")
+        key = received_key(channel, message_ts)
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any]:
+            row = dict(stored or {"key": key, "channel": channel, "message_ts": message_ts, "created_at": utc_now()})
+            row.update(status=status, updated_at=utc_now())
+            return row
+
+        await self._received.write(key, patch)
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Questions received but neither answered nor apologised for, oldest first (`ask` decoded)."""
+        rows = self._received.select("status = 'received' OR status = 'unfinished'")
+        for row in rows:
+            row["ask"] = json.loads(row["ask"]) if row.get("ask") else {}
+        return sorted(rows, key=lambda row: row["created_at"])
+
+    def received(self) -> list[dict[str, Any]]:
+        return sorted(self._received.select(), key=lambda row: row["created_at"])
 
     # ------------------------------------------------------------------ reading
 

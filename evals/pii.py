@@ -3,12 +3,15 @@
 Eval cases come from real Slack threads; anything committed to the repository must not name a
 person, a channel or carry a credential. Each kind is replaced by a readable placeholder so the
 question still makes sense to a reviewer ("email <EMAIL> about it").
-Order matters: tokens and keys first (they may contain '@' or digits that look like phones).
+Order matters: tokens and keys first (they may contain '@' or digits that look like phones),
+then card numbers and IBANs (checksummed, so order numbers and long ids are left alone), then
+IPv4 addresses, emails, bare Slack ids and @handles, and phones last.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # Slack tokens (bot, user, app, refresh, config) and webhook URLs.
@@ -33,17 +36,58 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"(?<![A-Za-z0-9+/_.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])"
         r"[A-Za-z0-9+/_-]{32,}={0,2}"
     )),
+    # Payment cards: 13-19 digits, optionally in groups, that pass the Luhn check (see CHECKS).
+    ("<CARD>", re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])")),
+    # IBANs: country, check digits, 11-30 letters/digits (optionally in groups of 4), mod-97 checked.
+    ("<IBAN>", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")),
+    ("<IP>", re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])")),
+    # Bare Slack user ids (U…/W…, with a digit), as pasted outside of <@…> markup.
+    ("<USER>", re.compile(r"\b[UW](?=[A-Z0-9]*\d)[A-Z0-9]{8,11}\b")),
+    # @handles (after emails, which contain an @ too).
+    ("<HANDLE>", re.compile(r"(?<![\w.@<])@[A-Za-z0-9][A-Za-z0-9._-]{1,79}\b")),
     # Phone numbers: 9-15 digits with the usual separators, optionally international.
     ("<PHONE>", re.compile(r"(?<![\w.])(?:\+|00)?\d(?:[\s().-]{0,2}\d){8,14}(?![\w.])")),
 ]
 
 
+def luhn_ok(candidate: str) -> bool:
+    """The Luhn checksum every payment card number satisfies (and most random numbers do not)."""
+    digits = [int(c) for c in candidate if c.isdigit()]
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return 13 <= len(digits) <= 19 and total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    """ISO 13616 mod-97: the four first characters moved to the end, letters as 10..35."""
+    compact = candidate.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+# A match is only replaced if its check passes (others are left for the later patterns).
+CHECKS: dict[str, Callable[[str], bool]] = {"<CARD>": luhn_ok, "<IBAN>": iban_ok}
+
+
+def _sub(placeholder: str, pattern: re.Pattern[str], text: str) -> str:
+    check = CHECKS.get(placeholder)
+    if check is None:
+        return pattern.sub(placeholder, text)
+    return pattern.sub(lambda m: placeholder if check(m.group(0)) else m.group(0), text)
+
+
 def scrub(text: str | None) -> str | None:
-    """`text` with emails, phones, Slack mentions, tokens, keys and long secrets replaced."""
+    """`text` with emails, phones, cards, IBANs, IPs, Slack ids and mentions, @handles, tokens,
+    keys and long secrets replaced."""
     if not text:
         return text
     for placeholder, pattern in PATTERNS:
-        text = pattern.sub(placeholder, text)
+        text = _sub(placeholder, pattern, text)
     return text
 
 
@@ -53,7 +97,9 @@ def scrub_found(text: str | None) -> list[str]:
         return []
     found: list[str] = []
     for placeholder, pattern in PATTERNS:
-        if pattern.search(text):
-            found.append(placeholder)
-            text = pattern.sub(placeholder, text)
+        scrubbed = _sub(placeholder, pattern, text)
+        if scrubbed != text:
+            if placeholder not in found:
+                found.append(placeholder)
+            text = scrubbed
     return found

@@ -12,15 +12,17 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.emulators.slack_api import SlackEmulator
-from tests.emulators.slack_payloads import app_mention_event, event_callback, sign_request
+from tests.emulators.slack_api import SlackEmulator, manifest_scopes
+from tests.emulators.slack_payloads import app_mention_event, event_callback, new_trigger_id, sign_request
 
 pytestmark = pytest.mark.timeout(15)  # pytest-timeout
 
 
 @pytest.fixture
 async def emu():
-    async with SlackEmulator() as emulator:
+    # more than the bot's manifest grants: these tests exercise every method the emulator has
+    extra = {"users:read", "channels:read", "groups:read", "im:read", "reactions:write"}
+    async with SlackEmulator(scopes=manifest_scopes() | extra) as emulator:
         yield emulator
 
 
@@ -71,7 +73,10 @@ async def test_stream_start_append_stop_assembles_text(emu, client):
     start = await client.chat_startStream(channel="D123", thread_ts=parent["ts"], markdown_text="Hello")
     await client.chat_appendStream(channel="D123", ts=start["ts"], markdown_text=", wor")
     stop = await client.chat_stopStream(channel="D123", ts=start["ts"], markdown_text="ld!",
-                                        blocks=[{"type": "context_actions", "elements": []}])
+                                        blocks=[{"type": "context_actions", "elements": [{
+                                            "type": "feedback_buttons", "action_id": "fb",
+                                            "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "up"},
+                                            "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": "down"}}]}])
     assert stop["message"]["text"] == "Hello, world!"
     assert emu.message("D123", start["ts"])["blocks"][0]["type"] == "context_actions"
     with pytest.raises(SlackApiError) as err:
@@ -107,7 +112,7 @@ async def test_stateful_seeded_lookups_views_reactions_and_assistant(emu, client
     assert (await client.chat_postEphemeral(channel="C123", user="U777", text="psst"))["message_ts"]
 
     view = {"type": "modal", "title": {"type": "plain_text", "text": "Ticket"}, "blocks": []}
-    opened = await client.views_open(trigger_id="t-1", view=view)
+    opened = await client.views_open(trigger_id=new_trigger_id(), view=view)
     updated = await client.views_update(view_id=opened["view"]["id"], view={**view, "callback_id": "ticket"})
     assert updated["view"]["id"] == opened["view"]["id"] and updated["view"]["callback_id"] == "ticket"
 

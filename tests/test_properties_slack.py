@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from bot.engine.normalise import normalise_slack
 from bot.engine.types import Answer, Citation, Decision
 from bot.slack import blocks
+from tests.emulators.slack_api import validate_message_blocks
 
 PROPERTIES = settings(max_examples=100, deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -80,6 +81,8 @@ def texts(payload) -> list[str]:
 
 
 def assert_within_limits(message: list[dict]) -> None:
+    validate_message_blocks(message)  # what the strict emulator (and Slack) would refuse, ~12k text included
+    assert blocks.text_size(message) <= blocks.MESSAGE_TEXT_BUDGET
     assert len(message) <= blocks.MESSAGE_BLOCK_LIMIT
     for block in message:
         if block["type"] == "section":
@@ -178,7 +181,8 @@ def test_streamed_text_never_pings_however_it_is_split(markdown, cuts):
     pieces.append(markdown[start:])
     streamed = "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
     assert_no_pings(streamed)
-    assert streamed.replace(blocks.WORD_JOINER, "") == blocks.neutralize_pings(markdown).replace(blocks.WORD_JOINER, "")
+    assert streamed.replace(blocks.WORD_JOINER, "") == blocks.stream_safe(markdown).replace(blocks.WORD_JOINER, "")
+    assert "<" not in streamed and ">" not in streamed  # no Slack markup survives in streamed text
 
 
 # --------------------------------------------------------------------------- reading Slack text

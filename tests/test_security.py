@@ -106,8 +106,9 @@ async def test_other_workspaces_get_nothing_on_any_surface(tmp_path, sample_sett
         assert {call.method for call in bot.emu.calls} <= {"auth.test"}  # bolt's own token check, nothing else
         assert bot.store.feedback() == [] and bot.store.interactions() == []
     async with running_bot(tmp_path, sample_settings, engine_parts, allowed_team_ids=[TEAM_ID]) as bot:
-        _, text = await bot.command("/kb-status")
-        assert "Knowledge index" in text  # the allowed workspace is served
+        await bot.command("/kb-status")
+        [reply] = await bot.emu.wait_for_response(timeout=20)  # acked first, answered through response_url
+        assert "Knowledge index" in reply["text"]  # the allowed workspace is served
 
 
 async def test_channels_outside_the_allowlist_are_not_answered(tmp_path, sample_settings, engine_parts):
@@ -137,11 +138,11 @@ async def test_an_admin_removed_between_two_calls_is_refused_on_the_second(tmp_p
         assert "Knowledge refreshed by <@U0KBADMIN>" in done.args["text"]
 
         bot.emu.add_usergroup("S0ADMINS", [])  # revoked in Slack; no restart, no cache to expire
-        before = len(bot.emu.calls_to("chat.postEphemeral"))
+        before = len(bot.emu.responses)
         await bot.command("/kb-refresh", user="U0KBADMIN")
-        refusal = (await bot.emu.wait_for("chat.postEphemeral", before + 1, timeout=20))[before]
+        refusal = (await bot.emu.wait_for_response(before + 1, timeout=20))[before]  # via response_url
         await bot.app.supportbot.tasks.drain(timeout=10)
-        assert "only knowledge admins" in refusal.args["text"] and refusal.args["user"] == "U0KBADMIN"
+        assert "only knowledge admins" in refusal["text"]
         assert len(bot.emu.calls_to("usergroups.users.list")) == 2  # asked Slack on each call
         assert len(bot.emu.calls_to("chat.postMessage")) == 1 and len(index.stats()["last_refresh"]) > 0
 

@@ -87,6 +87,8 @@ def test_limits_sections_and_block_count():
     long_text = "\n\n".join(f"Paragraph {n}: " + "word " * 400 for n in range(60))  # ~120k characters
     rendered = answer_blocks(make_answer(text=long_text))
     assert len(rendered) <= blocks.MESSAGE_BLOCK_LIMIT
+    # Slack refuses more than ~12,000 characters of block text in one message: 120k cannot "fit"
+    assert blocks.text_size(rendered) <= blocks.MESSAGE_TEXT_BUDGET and "was too long" in all_text(rendered)
     assert all(len(b["text"]["text"]) <= blocks.SECTION_LIMIT for b in rendered if b["type"] == "section")
     assert rendered[-1]["type"] == "actions" and any(b["type"] == "context_actions" for b in rendered)
     one_line = "x" * 7000  # no break at all: hard cut

@@ -99,7 +99,10 @@ async def test_background_tasks_log_failures_and_close(caplog):
 METHOD_SCOPES = {
     "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
     "chat_stream": "chat:write", "chat_getPermalink": None, "views_open": None,
-    "conversations_replies": "channels:history groups:history im:history", "usergroups_users_list": "usergroups:read",
+    "conversations_replies": "channels:history groups:history im:history mpim:history",
+    "usergroups_users_list": "usergroups:read", "chat_stopStream": "chat:write",
+    "reactions_add": "reactions:write", "reactions_remove": "reactions:write", "auth_test": None,
+    "conversations_info": None,  # doctor only, optional: without channels:read it probes membership another way
 }
 # Bolt helpers used by the listeners -> scope.
 BOLT_HELPER_SCOPES = {"set_status": "assistant:write", "set_title": "assistant:write",

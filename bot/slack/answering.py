@@ -2,15 +2,22 @@
 
 Every surface (mention, DM, assistant thread, thread follow-up, auto-answer channel) ends here,
 so rate limiting, streaming, logging and escalation behave the same wherever a question is asked.
+
+Never silent: every reply goes through `delivery.deliver` (richest blocks, then degraded, then
+trimmed, then plain text, then a DM), a stream that fails falls back to a normal post or an
+update of the streamed message, and every failure is alerted with Slack's error code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.normalise import normalise_slack
@@ -18,15 +25,27 @@ from bot.engine.types import Answer, Decision, Question, Turn
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
 from bot.slack.conversation import thread_history
+from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_code
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
 
 log = logging.getLogger(__name__)
 
-SORRY_TEXT = "Sorry, something went wrong while I was looking that up. Please try again in a minute."
+SORRY_TEXT = ("Sorry, something went wrong while I was looking that up, and the team has been alerted. "
+              "Please try again in a minute.")
 WORKING_STATUS = "is searching the knowledge base…"
-STREAM_BUFFER_CHARS = 120
+# chat.appendStream is rate-limited per workspace: ~600 characters per call keeps a 4,000-character
+# answer to about 7 calls instead of ~33 at 120.
+STREAM_BUFFER_CHARS = 600
+# Status reactions on the asker's message (needs reactions:write; skipped for good if not granted).
+REACTIONS = {"working": "eyes", "answered": "white_check_mark", "escalated": "raising_hand", "failed": "warning"}
+RESTARTED_TEXT = ("Sorry, I was restarted before I could answer this, and it's been a while. "
+                  "Please ask again if you still need an answer.")
+RECOVER_MAX_AGE_SECONDS = 3600  # older unfinished questions get an apology instead of a late answer
+REACTIONS_PAUSE_SECONDS = 60.0
+HISTORY_PAGE = 200
+HISTORY_MAX_PAGES = 10
 
 
 @dataclass
@@ -44,10 +63,20 @@ class Ask:
     bot_id: str | None = None
     files: list[str] = field(default_factory=list)
     thread_messages: list[dict[str, Any]] | None = None  # already fetched (conversations.replies)
+    reply_ts: str | None = None  # a streamed message to turn into the notice (one visible outcome)
 
     @property
     def in_thread(self) -> bool:
         return self.thread_ts != self.message_ts
+
+    def to_record(self) -> dict[str, Any]:
+        """What the received-questions log keeps to answer it again after a restart."""
+        return {k: v for k, v in asdict(self).items() if k not in ("thread_messages", "reply_ts")}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Ask":
+        names = set(cls.__dataclass_fields__) - {"thread_messages", "reply_ts"}
+        return cls(**{k: v for k, v in record.items() if k in names})
 
 
 SetStatus = Callable[[str], Awaitable[Any]]
@@ -55,8 +84,9 @@ SetStatus = Callable[[str], Awaitable[Any]]
 
 class Responder:
     def __init__(self, settings, pipeline, store, escalations: Escalations, limiter: AnswerLimiter,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
+        self.alerts = alerts or escalations.alerts
         self.metrics = metrics
         self.pipeline = pipeline
         self.store = store
@@ -64,10 +94,106 @@ class Responder:
         self.limiter = limiter
         self.answered_messages = TTLSet(ttl_seconds=6 * 3600)  # one message, one answer
         self.answered_threads = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread, asker) for follow-ups
+        self.reactions_allowed = True
+        self.reactions_paused_until = 0.0
+        self.plain_feedback_only = False
+        self.in_flight: dict[tuple[str, str], Ask] = {}  # received and not yet finished
 
-    async def respond(self, client: AsyncWebClient, ask: Ask, *, set_status: SetStatus | None = None) -> Answer | None:
-        if not self.answered_messages.first_time((ask.channel, ask.message_ts)):
+    async def react(self, client: AsyncWebClient, ask: Ask, state: str, *, remove: str | None = None) -> None:
+        """A status reaction on the asker's message; cosmetic, so failures are only logged, and a
+        token without reactions:write stops trying after the first `missing_scope`."""
+        if not self.reactions_allowed or time.monotonic() < self.reactions_paused_until:
+            return
+        # no retry handlers: a rate-limited reaction is skipped, never waited for (answers come first)
+        client = AsyncWebClient(token=client.token, base_url=client.base_url, session=client.session,
+                                timeout=client.timeout, retry_handlers=[])
+        calls = [("remove", REACTIONS[remove])] if remove else []
+        calls.append(("add", REACTIONS[state]))
+        for verb, name in calls:
+            try:
+                if verb == "add":
+                    await client.reactions_add(channel=ask.channel, timestamp=ask.message_ts, name=name)
+                else:
+                    await client.reactions_remove(channel=ask.channel, timestamp=ask.message_ts, name=name)
+            except SlackApiError as exc:
+                code = exc.response.get("error")
+                if getattr(exc.response, "status_code", 200) == 429:
+                    self.reactions_paused_until = time.monotonic() + REACTIONS_PAUSE_SECONDS
+                    return
+                if code in ("missing_scope", "not_allowed_token_type", "invalid_auth"):
+                    self.reactions_allowed = False
+                    log.warning("status reactions are off: %s", code)
+                    return
+                log.info("status reaction %s failed: %s", name, code)
+            except Exception as exc:  # noqa: BLE001
+                log.info("status reaction %s failed: %s", name, exc)
+
+    async def respond(self, client: AsyncWebClient, ask: Ask, *, set_status: SetStatus | None = None,
+                      recovering: bool = False) -> Answer | None:
+        """Answer one message, once: the in-memory guard is taken before any await, then the
+        question is recorded as received in the store (which also refuses a message already
+        received before a restart), and marked done once its thread shows an outcome."""
+        key = (ask.channel, ask.message_ts)
+        if not self.answered_messages.first_time(key):
             return None
+        if not recovering and not await self._receive(ask):
+            return None
+        self.in_flight[key] = ask
+        try:
+            answer = await self._respond(client, ask, set_status)
+        finally:
+            self.in_flight.pop(key, None)
+        await self._mark(ask, "done")
+        return answer
+
+    async def _receive(self, ask: Ask) -> bool:
+        try:
+            return await self.store.receive(ask.channel, ask.message_ts, thread_ts=ask.thread_ts, user=ask.user,
+                                            team_id=ask.team_id, surface=ask.surface, ask=ask.to_record())
+        except Exception:  # noqa: BLE001 (a broken log must not cost the asker the answer)
+            log.exception("could not record received question %s/%s", ask.channel, ask.message_ts)
+            return True
+
+    async def _mark(self, ask: Ask, status: str) -> None:
+        try:
+            await self.store.mark_received(ask.channel, ask.message_ts, status)
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark %s/%s %s", ask.channel, ask.message_ts, status)
+
+    async def record_unfinished(self) -> int:
+        """On shutdown: every question still in flight is recorded as unfinished (for `recover`)."""
+        asks = list(self.in_flight.values())
+        for ask in asks:
+            await self._mark(ask, "unfinished")
+        return len(asks)
+
+    async def recover(self, client: AsyncWebClient, spawn: Callable[[Any, str], Any]) -> int:
+        """On start: answer the questions a previous run received but never finished, or, when
+        they are too old for a late answer to help, apologise for them. Returns how many."""
+        try:
+            rows = await asyncio.to_thread(self.store.unfinished)
+        except Exception:  # noqa: BLE001
+            log.exception("could not read unfinished questions")
+            return 0
+        now = time.time()
+        for row in rows:
+            try:
+                ask = Ask.from_record(row["ask"])
+            except (TypeError, KeyError):
+                log.warning("unfinished question %s cannot be rebuilt", row["key"])
+                continue
+            age = now - row["created_at"].timestamp()
+            if age <= RECOVER_MAX_AGE_SECONDS:
+                spawn(self.respond(client, ask, recovering=True), f"recover {ask.channel}/{ask.message_ts}")
+            else:
+                spawn(self._apologise(client, ask), f"apologise {ask.channel}/{ask.message_ts}")
+        return len(rows)
+
+    async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
+        if (await self.post_notice(client, ask, RESTARTED_TEXT, what="apology after restart")).ok:
+            await self._mark(ask, "apologised")
+
+    async def _respond(self, client: AsyncWebClient, ask: Ask, set_status: SetStatus | None) -> Answer | None:
         notes = [note for note in [blocks.attachments_note(ask.files)] if note]
         question = Question(
             text=normalise_slack(ask.text), history=await self.history(client, ask), asker=ask.user,
@@ -80,16 +206,21 @@ class Responder:
         async with self.limiter.slot(ask.user, on_queued=tell_queued):
             if set_status is not None:
                 await best_effort(set_status(WORKING_STATUS))
+            await self.react(client, ask, "working")
             answer = await self._answer_and_reply(client, ask, question, notes)
         if answer is None:
+            await self.react(client, ask, "failed", remove="working")
             return None
         if answer.decision is Decision.ESCALATE:
-            await self.escalations.escalate(
+            posted = await self.escalations.escalate(
                 client, question=question, answer=answer, question_ts=ask.message_ts, trigger=TRIGGER_DECISION,
-                asker_notice=None if blocks.has_draft(answer) else answer.text,
+                asker_notice=None if blocks.has_draft(answer) else answer.text, notice_ts=ask.reply_ts,
             )
-        elif answer.decision is not Decision.CLARIFY:
-            self.answered_threads.add((ask.channel, ask.thread_ts, ask.user))
+            await self.react(client, ask, "escalated" if posted else "failed", remove="working")
+        else:
+            if answer.decision is not Decision.CLARIFY:
+                self.answered_threads.add((ask.channel, ask.thread_ts, ask.user))
+            await self.react(client, ask, "answered", remove="working")
         return answer
 
     async def _answer_and_reply(
@@ -98,27 +229,47 @@ class Responder:
         stream = AnswerStream(client, ask) if self.settings.stream_answers else None
         try:
             answer = await self.pipeline.answer(question, on_delta=stream.append if stream else None)
-        except Exception:
+        except Exception as exc:
             log.exception("answering %s/%s failed", ask.channel, ask.message_ts)
-            if stream is not None and stream.started:
-                await best_effort(stream.stop([blocks.context(SORRY_TEXT)]))
+            await self.alerts.alert(client, f"answering {ask.channel}/{ask.message_ts} failed", [error_code(exc)])
+            if stream is not None and stream.ts:
+                await stream.replace(self.alerts, [("blocks", blocks.notice_blocks(SORRY_TEXT))], SORRY_TEXT,
+                                     what="apology")
             else:
-                await best_effort(self.post_notice(client, ask, SORRY_TEXT))
+                await self.post_notice(client, ask, SORRY_TEXT)
             return None
         record_answer(self.metrics, answer)
-        await self._log(question, answer, ask, streamed=bool(stream and stream.started))
-        if stream is not None and stream.started:
-            footer = [blocks.context(blocks.CAVEAT_TEXT)] if answer.escalated \
-                else blocks.answer_footer_blocks(answer, notes=notes)
-            await stream.stop(footer)
-        elif answer.decision in (Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT):
-            await client.chat_postMessage(
-                channel=ask.channel, thread_ts=ask.thread_ts, blocks=blocks.answer_blocks(answer, notes=notes),
-                text=blocks.fallback_text(blocks.answer_body(answer)), unfurl_links=False, unfurl_media=False,
-            )
-        elif answer.decision is Decision.CLARIFY:  # no question found: the engine says what it needs
-            await self.post_notice(client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]))
-        elif notes:  # escalated: the hand-off notice follows from Escalations
+        await self._log(question, answer, ask, streamed=bool(stream and stream.touched))
+        is_answer = answer.decision in (Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT)
+        if stream is not None and stream.touched:
+            if is_answer and not answer.fallback_reason:
+                await stream.finish(self.alerts, answer, notes)
+            elif is_answer:  # the stream was cut and the engine answered another way: replace the text
+                await self.alerts.alert(client, f"streamed answer in {ask.channel}/{ask.thread_ts} replaced",
+                                        [answer.fallback_reason or "stream replaced"])
+                await stream.replace(self.alerts, blocks.answer_variants(answer, notes=notes),
+                                     blocks.answer_body(answer), what="answer (replacing a cut stream)")
+            else:  # streamed, then escalated or a clarifying question: that message becomes the notice
+                ask.reply_ts = await stream.close()
+                problems = [*stream.errors, *([answer.fallback_reason] if answer.fallback_reason else [])]
+                if problems:
+                    await self.alerts.alert(client, f"streamed reply in {ask.channel}/{ask.thread_ts} closed "
+                                                    f"({answer.decision.value})", problems)
+        elif is_answer:
+            variants = blocks.answer_variants(answer, notes=notes)
+            if self.plain_feedback_only:  # Slack refused feedback buttons on chat.postMessage before
+                variants = variants[1:]
+            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts, variants=variants,
+                                   text=blocks.answer_body(answer), alerts=self.alerts, what="answer",
+                                   dm_user=ask.user)
+            if result.variant == "degraded" and "blocks: invalid_blocks" in result.errors:
+                self.plain_feedback_only = True
+                log.warning("Slack refused context_actions feedback buttons; answers use plain buttons from now on")
+        if answer.decision is Decision.CLARIFY:  # no question found: the engine says what it needs
+            await self.post_notice(client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]),
+                                   update_ts=ask.reply_ts)
+        elif notes and not (stream is not None and stream.touched) and answer.decision is Decision.ESCALATE:
+            # escalated: the hand-off notice follows from Escalations
             await self.post_notice(client, ask, notes[0])
         return answer
 
@@ -137,45 +288,165 @@ class Responder:
         messages = ask.thread_messages
         if messages is None:
             try:
-                messages = (await client.conversations_replies(channel=ask.channel, ts=ask.thread_ts, limit=50))["messages"]
+                messages = await read_thread(client, ask.channel, ask.thread_ts)
             except SlackApiError as exc:
                 log.warning("no thread history for %s/%s: %s", ask.channel, ask.thread_ts, exc.response.get("error"))
                 return []
         return thread_history(messages, before_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
 
-    async def post_notice(self, client: AsyncWebClient, ask: Ask, mrkdwn: str) -> None:
-        await client.chat_postMessage(channel=ask.channel, thread_ts=ask.thread_ts, text=blocks.fallback_text(mrkdwn),
-                                      blocks=blocks.notice_blocks(mrkdwn), unfurl_links=False, unfurl_media=False)
+    async def post_notice(self, client: AsyncWebClient, ask: Ask, mrkdwn: str, what: str = "notice",
+                          update_ts: str | None = None) -> Delivery:
+        """A notice in the asker's thread (or, with `update_ts`, in place of a streamed message)."""
+        result = Delivery()
+        if update_ts:
+            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
+                                   variants=[("blocks", blocks.notice_blocks(mrkdwn))], text=mrkdwn,
+                                   alerts=self.alerts, what=what, update_ts=update_ts)
+        if not result.ok:
+            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
+                                   variants=[("blocks", blocks.notice_blocks(mrkdwn))], text=mrkdwn,
+                                   alerts=self.alerts, what=what, dm_user=ask.user)
+        return result
+
+
+async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    """Every message of a thread, oldest first, following `has_more`/`next_cursor` (a long thread
+    must not lose its most recent messages, which are on the last page)."""
+    messages: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(HISTORY_MAX_PAGES):
+        page = await client.conversations_replies(channel=channel, ts=thread_ts, limit=HISTORY_PAGE,
+                                                  **({"cursor": cursor} if cursor else {}))
+        seen = {m.get("ts") for m in messages}
+        messages.extend(m for m in page.get("messages") or [] if m.get("ts") not in seen)
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not (page.get("has_more") and cursor):
+            break
+    return messages
 
 
 class AnswerStream:
     """Streams the engine's text deltas into the thread (chat.startStream/appendStream/stopStream).
 
-    The stream starts on the first delta, so an answer that never streams is posted normally.
+    The stream starts on the first delta, so an answer that never streams is posted normally. A
+    Slack failure while streaming stops the streaming (the engine keeps working) and `finish`
+    or `replace` then falls back: no message yet -> a normal post; a started message -> an
+    update of it with the whole answer. Streamed text is escaped like posted text.
     """
 
     def __init__(self, client: AsyncWebClient, ask: Ask) -> None:
         self.client = client
+        # chat.startStream/stopStream are Tier 2 (~20 a minute per workspace): when Slack says wait,
+        # the answer is posted normally at once instead of after a Retry-After of up to a minute.
+        self.stream_client = AsyncWebClient(
+            token=client.token, base_url=client.base_url, session=client.session, timeout=client.timeout,
+            retry_handlers=[h for h in client.retry_handlers if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
+        )
         self.ask = ask
         self.sanitizer = blocks.StreamSanitizer()
         self._stream = None
+        self.errors: list[str] = []
+        self.touched = False  # the engine streamed something (so the reply is this stream's job)
+
+    @property
+    def ts(self) -> str | None:
+        return self._stream.ts if self._stream is not None else None
 
     @property
     def started(self) -> bool:
-        return self._stream is not None
+        return self.ts is not None
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.errors)
 
     async def append(self, piece: str) -> None:
-        if self._stream is None:
-            self._stream = await self.client.chat_stream(
-                channel=self.ask.channel, thread_ts=self.ask.thread_ts, buffer_size=STREAM_BUFFER_CHARS,
-                recipient_team_id=self.ask.team_id, recipient_user_id=self.ask.user,
-            )
-        safe = self.sanitizer.feed(piece)
-        if safe:
-            await self._stream.append(markdown_text=safe)
+        self.touched = True
+        if self.broken:
+            return
+        try:
+            if self._stream is None:
+                self._stream = await self.stream_client.chat_stream(
+                    channel=self.ask.channel, thread_ts=self.ask.thread_ts, buffer_size=STREAM_BUFFER_CHARS,
+                    recipient_team_id=self.ask.team_id, recipient_user_id=self.ask.user,
+                )
+            safe = self.sanitizer.feed(piece)
+            if safe:
+                await self._stream.append(markdown_text=safe)
+        except Exception as exc:  # noqa: BLE001 (the answer still comes, by another route)
+            self.errors.append(f"stream: {error_code(exc)}")
 
-    async def stop(self, footer: list[dict[str, Any]]) -> None:
-        await self._stream.stop(markdown_text=self.sanitizer.flush() or None, blocks=footer)
+    async def _stop(self, footers: list[list[dict[str, Any]]], *, text: str | None) -> bool:
+        """chat.stopStream with each footer in turn until one is accepted."""
+        for footer in footers:
+            try:
+                await self._stream.stop(markdown_text=text, blocks=footer or None)
+                return True
+            except Exception as exc:  # noqa: BLE001
+                code = error_code(exc)
+                # the SDK starts a short stream only at stop(): a failure then is the start's
+                self.errors.append(f"{'stopStream' if self.ts else 'stream'}: {code}")
+                if code.split(" ")[0] not in CONTENT_ERRORS:
+                    return False  # not the footer's fault: the whole answer is posted another way
+                text = None if self._stream.ts else text  # the SDK flushed what it had before failing
+        return False
+
+    async def close(self) -> str | None:
+        """End the stream without a footer (its text is about to be replaced); the message's ts."""
+        if self._stream is None:
+            return None
+        if not self.broken:
+            try:
+                await self._stream.stop()
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"stopStream: {error_code(exc)}")
+        elif self.ts:
+            try:
+                await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"stopStream: {error_code(exc)}")
+        return self.ts
+
+    async def finish(self, alerts: Alerts, answer: Answer, notes: list[str]) -> None:
+        """Close the stream with the footer (sources, feedback); on failure, fall back."""
+        if not self.broken and self._stream is not None:
+            footers = [blocks.answer_footer_blocks(answer, notes=notes),
+                       blocks.answer_footer_blocks(answer, notes=notes, plain_feedback=True)]
+            if await self._stop(footers, text=self.sanitizer.flush() or None):
+                if self.errors:
+                    await alerts.alert(self.client, f"streamed answer in {self.ask.channel}/{self.ask.thread_ts} "
+                                                    "delivered with a plainer footer", self.errors)
+                return
+        await self.replace(alerts, blocks.answer_variants(answer, notes=notes), blocks.answer_body(answer),
+                           what="streamed answer")
+
+    async def replace(self, alerts: Alerts, variants: list[tuple[str, list[dict[str, Any]]]], text: str,
+                      *, what: str) -> Delivery:
+        """Put the whole message in place of the stream: an update of the streamed message if there
+        is one (so no truncated text stays behind), else a normal post."""
+        if self._stream is not None and self.ts and not self.broken:
+            try:
+                await self._stream.stop()
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"stopStream: {error_code(exc)}")
+        elif self.ts:
+            try:  # a broken stream may still be open: close it before rewriting it
+                await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"stopStream: {error_code(exc)}")
+        result = Delivery()
+        if self.ts:
+            result = await deliver(self.client, channel=self.ask.channel, thread_ts=self.ask.thread_ts,
+                                   variants=variants, text=text, alerts=None, what=what, update_ts=self.ts)
+            self.errors.extend(f"update {e}" for e in result.errors)
+        if not result.ok:
+            result = await deliver(self.client, channel=self.ask.channel, thread_ts=self.ask.thread_ts,
+                                   variants=variants, text=text, alerts=None, what=what, dm_user=self.ask.user)
+            self.errors.extend(result.errors)
+        if self.errors:
+            outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
+            await alerts.alert(self.client, f"{what} in {self.ask.channel}/{self.ask.thread_ts} {outcome}", self.errors)
+        return result
 
 
 async def best_effort(awaitable: Awaitable[Any]) -> None:

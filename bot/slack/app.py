@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,18 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler, AsyncServerErrorRetryHandler, async_default_handlers,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.observability import Metrics, render, request_context, watch_event_loop
 from bot.slack.answering import Responder
+from bot.slack.delivery import Alerts
 from bot.slack.escalation import Escalations
 from bot.slack.listeners import Listeners
 from bot.slack.ratelimit import AnswerLimiter
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 RATE_LIMIT_RETRIES = 3
+SERVER_ERROR_RETRIES = 2  # HTTP 500/503 from Slack: two more tries with backoff, then the fallback chain
 SLACK_CONNECTIONS = 32  # kept-alive connections to the Web API, shared by every call the bot makes
 # Slack's largest requests (view submissions, big block_actions) are tens of KB; anything near a
 # megabyte is not Slack, and is refused (413) before it is read into memory, let alone verified.
@@ -66,11 +73,15 @@ class SupportBot:
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     responder: Responder = field(init=False)
     escalations: Escalations = field(init=False)
+    alerts: Alerts = field(init=False)
+    accepting: bool = True  # False once shutdown began: new events get 503 so Slack redelivers them later
+    signing_secret: str | None = None  # set in HTTP mode: requests are verified before anything is parsed
 
     def __post_init__(self) -> None:
-        self.escalations = Escalations(self.settings, self.store, self.metrics)
+        self.alerts = Alerts(self.settings)
+        self.escalations = Escalations(self.settings, self.store, self.metrics, self.alerts)
         self.responder = Responder(self.settings, self.pipeline, self.store, self.escalations,
-                                   AnswerLimiter.from_settings(self.settings), self.metrics)
+                                   AnswerLimiter.from_settings(self.settings), self.metrics, self.alerts)
 
 
 def secret(value) -> str | None:
@@ -78,11 +89,13 @@ def secret(value) -> str | None:
 
 
 def create_web_client(settings, token: str | None = None) -> AsyncWebClient:
-    """A Web API client on `settings.slack_api_url` that waits out 429s (Retry-After) and retries."""
+    """A Web API client on `settings.slack_api_url` that waits out 429s (Retry-After) and retries
+    connection errors and HTTP 500/503 (slack_sdk retries neither 5xx by default)."""
     base_url = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
     return AsyncWebClient(
         token=token or secret(settings.slack_bot_token), base_url=base_url,
-        retry_handlers=[*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES)],
+        retry_handlers=[*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+                        AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES)],
     )
 
 
@@ -114,10 +127,23 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
         # *at that moment* onto its loggers (including "supportbot"), freezing them at it.
         logger=logging.getLogger("bot.slack.bolt"),
     )
-    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client)
+    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client,
+                     signing_secret=signing_secret if signing_secret and not socket_mode else None)
     Listeners(bot).register(app)
     app.supportbot = bot
     return app
+
+
+def signature_problem(signing_secret: str, raw: bytes, headers) -> str | None:
+    """None if Slack signed this body within the last 5 minutes; otherwise why not. Checked on
+    the raw bytes, before parsing: a forged request must not reach any parser."""
+    timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+    signature = headers.get("X-Slack-Signature") or ""
+    if not timestamp.isdigit() or not signature:
+        return "missing or malformed signature headers"
+    if not SignatureVerifier(signing_secret).is_valid(raw, timestamp, signature):
+        return "invalid or expired signature"
+    return None
 
 
 def data_dir_problem(data_dir: Path) -> str | None:
@@ -189,10 +215,18 @@ def create_web_app(
 
     async def slack_events(request: web.Request) -> web.Response:
         received = time.perf_counter()
+        if not bot.accepting:  # shutting down: Slack retries, and the next instance answers
+            return web.Response(status=503, text="shutting down", headers={"Retry-After": "5"})
+        raw = await request.read()  # aiohttp answers 413 past client_max_size
+        if bot.signing_secret and (problem := signature_problem(bot.signing_secret, raw, request.headers)):
+            return web.Response(status=401, text=problem)  # before any byte of the body is parsed
         try:
-            bolt_request = await to_bolt_request(request)  # aiohttp answers 413 past client_max_size
+            bolt_request = AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string,
+                                            headers=request.headers)  # type: ignore[arg-type]
         except UnicodeDecodeError:
             return web.Response(status=400, text="request body is not UTF-8")
+        except Exception:  # noqa: BLE001 (a malformed JSON or form body: the sender's mistake, not ours)
+            return web.Response(status=400, text="malformed request body")
         body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
         # Around the whole dispatch: bolt runs listeners after its middleware, so only here do the
         # listeners' log lines and the tasks they spawn inherit the Slack event id.
@@ -239,12 +273,14 @@ def create_web_app(
         chores.append(loop.create_task(watch_event_loop(bot.metrics), name="event loop lag monitor"))
         if warm:
             chores.append(loop.create_task(warm_up(bot), name="warm-up"))
+            # questions a previous run received but never finished: answered now, or apologised for
+            chores.append(loop.create_task(bot.responder.recover(bot.client, bot.tasks.spawn), name="recover"))
 
     async def stop_background_work(_web_app: web.Application) -> None:
         for chore in chores:
             chore.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
-        await bot.tasks.close()
+        await shutdown(bot, bot.settings.shutdown_drain_seconds)
         for session in sessions:  # after the tasks: their last posts still use it
             bot.client.session = None
             await session.close()
@@ -260,6 +296,22 @@ def create_web_app(
     return web_app
 
 
+async def shutdown(bot: SupportBot, timeout: float) -> int:
+    """Stop taking events, let in-flight answers finish for up to `timeout` seconds, record the
+    ones that did not (the next start answers them), then cancel them. Returns how many."""
+    bot.accepting = False
+    if len(bot.tasks):
+        try:
+            await bot.tasks.drain(timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d task(s) still running after %.0f s", len(bot.tasks), timeout)
+    unfinished = await bot.responder.record_unfinished()
+    if unfinished:
+        log.warning("shutdown: %d unfinished question(s) recorded; they are answered on the next start", unfinished)
+    await bot.tasks.close()
+    return unfinished
+
+
 def create_socket_mode_handler(app: AsyncApp, settings):
     """Socket Mode: bolt's aiohttp client, reusing the app's Web API client (same base URL)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -269,7 +321,9 @@ def create_socket_mode_handler(app: AsyncApp, settings):
 
 
 async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", port: int = 3000) -> None:
-    """Run the bot until cancelled (Ctrl-C / SIGTERM)."""
+    """Run the bot until cancelled or sent SIGTERM/SIGINT (what `docker stop` and Ctrl-C send):
+    then it stops accepting events, drains in-flight answers (`SUPPORTBOT_SHUTDOWN_DRAIN_SECONDS`),
+    records what is unfinished, and exits; the next start answers those."""
     check_settings(settings, socket_mode=socket_mode)
     from bot.engine.pipeline import Pipeline
     from bot.store import InteractionStore
@@ -292,12 +346,26 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
             log.info("supportbot connected in Socket Mode; health and metrics on port %d", port)
         else:
             log.info("supportbot listening on http://%s:%d%s", host, port, EVENTS_PATH)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
+                pass
+        await stop.wait()
+        log.info("supportbot: shutdown requested; draining in-flight answers")
     finally:
+        app.supportbot.accepting = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                asyncio.get_running_loop().remove_signal_handler(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
         await weekly.stop()
         if handler is not None:
-            await handler.close_async()
-        await runner.cleanup()
+            await handler.close_async()  # no new Socket Mode events
+        await runner.cleanup()  # drains and records unfinished (stop_background_work)
 
 
 def weekly_scheduler(app: AsyncApp, settings, **job_options):

@@ -1,9 +1,12 @@
 """Block Kit rendering: pure functions from engine objects to Slack payloads, no I/O.
 
 Everything user-visible passes through here, so this is where Slack's limits are kept (3,000
-characters per section, 50 blocks per message) and where broadcast pings are defused: an answer
-quoting `@here` or a `<!subteam^...>` from the knowledge must never page a whole channel. The one
-deliberate ping, the on-call tag in an escalation post, is added by `escalation_blocks` itself.
+characters per section, 50 blocks per message, and the undocumented ~12,000 characters of text
+per message, link markup included: we stay under `MESSAGE_TEXT_BUDGET`) and where broadcast pings
+are defused: an answer quoting `@here` or a `<!subteam^...>` from the knowledge must never page a
+whole channel. The one deliberate ping, the on-call tag in an escalation post, is added by
+`escalation_blocks` itself. Text is cut only between lines or words, never inside a code fence or
+a `<…|…>` link; source lists drop whole lines. Only http, https and mailto URLs become links.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from bot.engine.types import Answer, Citation, Decision
 
 SECTION_LIMIT = 3000
 MESSAGE_BLOCK_LIMIT = 50
+# Slack refuses (msg_blocks_too_long) a message whose blocks hold more than about 12,000 characters
+# of text; it is undocumented (bolt-js#2509, #2867), so we keep a margin below it.
+MESSAGE_TEXT_BUDGET = 11_000
+ESCALATION_QUESTION_CHARS = 1500  # the rest of a long question goes to the escalation post's thread
+ESCALATION_DRAFT_CHARS = 6000
+LINK_SCHEMES = ("http://", "https://", "mailto:")
 FALLBACK_TEXT_LIMIT = 3000  # the notification / screen-reader text beside the blocks
 WORD_JOINER = "\u2060"  # invisible; breaks "@here" so Slack does not read it as a ping
 
 # Action ids: the listeners route clicks by these, the button values carry the interaction id.
 FEEDBACK_ACTION = "answer_feedback"
+FEEDBACK_UP_ACTION, FEEDBACK_DOWN_ACTION = "answer_feedback_up", "answer_feedback_down"  # plain-button fallback
 ASK_HUMAN_ACTION = "ask_human"
 CLAIM_ACTION = "escalation_claim"
 RESOLVE_ACTION = "escalation_resolve"
@@ -37,6 +47,8 @@ QUEUED_TEXT = "You're in the queue: lots of questions right now. I'll answer her
 ATTACHMENTS_TEXT = "I can't read attachments yet: {names}"
 THANKS_UP = "Thanks for the feedback! Glad it helped."
 THANKS_DOWN = "Thanks for the feedback: it helps us improve the answers."
+CUT_NOTE = "_…the answer was too long for one message and was cut here._"
+CONTINUED_NOTE = "_…continued in the thread below._"
 
 
 # --------------------------------------------------------------------------- text
@@ -58,10 +70,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def safe_url(url: str | None) -> bool:
+    """Only web and mail links: `javascript:`, `data:`, `file://` and server paths never become links."""
+    return bool(url) and url.strip().lower().startswith(LINK_SCHEMES)
+
+
 def link(url: str, label: str) -> str:
-    """A Slack link; `|` and `>` would end it early, so they are escaped in both parts."""
-    safe_url = url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C").replace(" ", "%20")
-    return f"<{safe_url}|{escape(label).replace('|', '¦')}>"
+    """A Slack link; `|` and `>` would end it early, so they are escaped in both parts.
+    A URL with any other scheme is not linked: the label is shown as plain text."""
+    if not safe_url(url):
+        return escape(label)
+    clean = url.strip().replace("|", "%7C").replace(">", "%3E").replace("<", "%3C").replace(" ", "%20")
+    return f"<{clean}|{escape(label).replace('|', '¦')}>"
 
 
 _CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.DOTALL)
@@ -130,25 +150,85 @@ def link_citation_markers(mrkdwn: str, citations: Iterable[Citation]) -> str:
     return re.sub(r"(?<![<|\w])\[(\d{1,3})\](?![(|>])", to_link, mrkdwn)
 
 
+_FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_ANGLE = re.compile(r"<[^<>\n]*>")
+FENCE = "```"
+
+
+def _protected(text: str) -> list[tuple[int, int]]:
+    """Spans a cut must not fall inside: code fences and `<…>` links/mentions."""
+    return [m.span() for m in _FENCE.finditer(text)] + [m.span() for m in _ANGLE.finditer(text)]
+
+
+def _inside(position: int, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
+    return next(((start, end) for start, end in spans if start < position < end), None)
+
+
+def safe_cut(text: str, limit: int) -> int:
+    """Where to cut `text` so the first part has at most `limit` characters: the last paragraph,
+    line or word break outside any code fence or `<…>`; else just before the span that crosses
+    `limit`; else (one unbroken word) at `limit`."""
+    if len(text) <= limit:
+        return len(text)
+    spans = _protected(text)
+    for pattern, floor in (("\n\n", limit // 2), ("\n", limit // 2), (" ", limit // 4)):
+        position = text.rfind(pattern, 0, limit + 1)
+        while position > floor and _inside(position, spans):
+            position = text.rfind(pattern, 0, position)
+        if position > floor:
+            return position
+    crossing = _inside(limit, spans)
+    if crossing and crossing[0] > 0:
+        return crossing[0]
+    return limit
+
+
 def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
-    """Pieces of at most `limit` characters, cut at paragraph, line or word boundaries."""
-    pieces = []
+    """Pieces of at most `limit` characters, cut at paragraph, line or word boundaries and never
+    inside a `<…>` link. A code fence longer than a piece is closed and reopened at a line break."""
+    pieces: list[str] = []
     while len(text) > limit:
-        window = text[:limit]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"))
-        if cut < limit // 2:
-            cut = window.rfind(" ")
-        if cut < limit // 2:
-            cut = limit
-        pieces.append(text[:cut].rstrip())
+        cut = safe_cut(text, limit)
+        fence = _inside(cut, [m.span() for m in _FENCE.finditer(text)]) if cut == limit else None
+        if fence is not None or (cut == limit and text[:limit].count(FENCE) % 2):
+            # a fence longer than the limit: cut it at a line break, close it, reopen it after
+            room = limit - len(FENCE) - 1
+            line = text.rfind("\n", 0, room)
+            cut = line if line > room // 4 else room
+            pieces.append(text[:cut].rstrip() + "\n" + FENCE)
+            text = FENCE + "\n" + text[cut:].lstrip("\n")
+            continue
+        head = text[:cut].rstrip()
+        if head:
+            pieces.append(head)
         text = text[cut:].lstrip()
     if text:
         pieces.append(text)
     return pieces
 
 
+def cut_to(text: str, budget: int) -> tuple[str, bool]:
+    """At most `budget` characters of `text`, cut at a safe boundary (see `safe_cut`); and whether
+    it was cut. A code fence left open by the cut is closed."""
+    if len(text) <= budget:
+        return text, False
+    head = text[: safe_cut(text, max(budget - len(FENCE) - 1, 0))].rstrip()
+    if head.count(FENCE) % 2:
+        head += "\n" + FENCE
+    return head, True
+
+
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def text_size(payload: Any) -> int:
+    """Characters of text in a Block Kit payload, as Slack counts toward its ~12,000 limit."""
+    if isinstance(payload, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else text_size(v) for k, v in payload.items())
+    if isinstance(payload, list):
+        return sum(text_size(item) for item in payload)
+    return 0
 
 
 # --------------------------------------------------------------------------- blocks
@@ -169,7 +249,7 @@ def button(text: str, action_id: str, value: str, style: str | None = None) -> d
     return element
 
 
-def sources_block(citations: Iterable[Citation]) -> dict[str, Any] | None:
+def sources_block(citations: Iterable[Citation], limit: int = SECTION_LIMIT) -> dict[str, Any] | None:
     """"Sources" with one numbered link per marker number, in marker order."""
     by_number: dict[int, Citation] = {}
     for citation in citations:
@@ -177,14 +257,36 @@ def sources_block(citations: Iterable[Citation]) -> dict[str, Any] | None:
     if not by_number:
         return None
     lines = [
-        f"{number}. {link(c.url, c.title or c.url) if c.url else escape(c.title or c.doc_id)}"
+        neutralize_pings(f"{number}. {link(c.url, c.title or c.url) if safe_url(c.url) else escape(c.title or c.doc_id)}")
         for number, c in sorted(by_number.items())
     ]
-    return context(neutralize_pings("*Sources*\n" + "\n".join(lines)))
+    return context(fit_lines("*Sources*", lines, limit))
 
 
-def feedback_blocks(interaction_id: str) -> list[dict[str, Any]]:
-    """👍/👎 as Slack's feedback buttons, plus the "Ask a human" button."""
+def fit_lines(title: str, lines: list[str], limit: int) -> str:
+    """`title` and as many whole lines as fit in `limit` characters; the rest are counted, not cut."""
+    kept, size = [], len(title)
+    for index, line in enumerate(lines):
+        more = f"\n…and {len(lines) - index} more" if index < len(lines) else ""
+        if size + 1 + len(line) + (len(more) if index < len(lines) - 1 else 0) > limit:
+            return "\n".join([title, *kept, truncate(more.strip(), limit - size - 1)])
+        kept.append(line)
+        size += 1 + len(line)
+    return "\n".join([title, *kept])
+
+
+def feedback_blocks(interaction_id: str, *, plain: bool = False) -> list[dict[str, Any]]:
+    """👍/👎 as Slack's feedback buttons, plus the "Ask a human" button.
+
+    `plain=True` is the fallback when Slack refuses `context_actions` on a message
+    (`invalid_blocks`): the same three choices as ordinary buttons in one actions block.
+    """
+    if plain:
+        return [{"type": "actions", "block_id": f"{FEEDBACK_BLOCK_PREFIX}{interaction_id}", "elements": [
+            button("👍", FEEDBACK_UP_ACTION, f"up:{interaction_id}"),
+            button("👎", FEEDBACK_DOWN_ACTION, f"down:{interaction_id}"),
+            button("Ask a human", ASK_HUMAN_ACTION, interaction_id),
+        ]}]
     thumbs = {
         "type": "context_actions",
         "block_id": f"{FEEDBACK_BLOCK_PREFIX}{interaction_id}",
@@ -220,26 +322,58 @@ def answer_body(answer: Answer) -> str:
     return link_citation_markers(markdown_to_mrkdwn(answer.text), answer.citations)
 
 
-def answer_footer_blocks(answer: Answer, *, notes: Iterable[str] = ()) -> list[dict[str, Any]]:
+def answer_footer_blocks(answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False,
+                         sources_limit: int = SECTION_LIMIT) -> list[dict[str, Any]]:
     """Everything below the answer text: caveat, notes, sources, feedback and "Ask a human"."""
     blocks: list[dict[str, Any]] = []
     if answer.decision is Decision.ANSWER_WITH_CAVEAT:
         blocks.append(context(CAVEAT_TEXT))
     blocks.extend(context(neutralize_pings(note)) for note in notes)
-    if (sources := sources_block(answer.citations)) is not None:
+    if (sources := sources_block(answer.citations, sources_limit)) is not None:
         blocks.append(sources)
-    blocks.extend(feedback_blocks(answer.interaction_id))
+    blocks.extend(feedback_blocks(answer.interaction_id, plain=plain_feedback))
     return blocks
 
 
-def answer_blocks(answer: Answer, *, notes: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """The whole answer message; the body is cut before the footer is ever dropped."""
-    footer = answer_footer_blocks(answer, notes=notes)
-    body = sections(answer_body(answer))
-    room = MESSAGE_BLOCK_LIMIT - len(footer)
-    if len(body) > room:
-        body = body[: room - 1] + [context("_…the answer was too long for one message and was cut here._")]
-    return body + footer
+def fit_body(body_mrkdwn: str, head: list[dict[str, Any]], tail: list[dict[str, Any]],
+             budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
+    """`head` + the body as sections + `tail`, within `budget` characters of text and 50 blocks:
+    the body is cut (at a safe boundary, with a note) before `head` or `tail` lose anything."""
+    room_chars = budget - text_size(head) - text_size(tail)
+    room_blocks = MESSAGE_BLOCK_LIMIT - len(head) - len(tail)
+    body, cut = cut_to(body_mrkdwn, max(room_chars - len(CUT_NOTE) - 1, 0))
+    pieces = sections(body) if body else []
+    if len(pieces) > room_blocks - (1 if cut else 0):
+        pieces, cut = pieces[: max(room_blocks - 1, 0)], True
+    if cut:
+        pieces.append(context(CUT_NOTE))
+    return head + pieces + tail
+
+
+def answer_blocks(answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False,
+                  budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
+    """The whole answer message within Slack's limits; the body is cut before the footer is ever dropped."""
+    notes = list(notes)
+    footer = answer_footer_blocks(answer, notes=notes, plain_feedback=plain_feedback)
+    if text_size(footer) > budget // 2:  # huge notes or source lists give way to the answer
+        footer = answer_footer_blocks(answer, notes=[truncate(n, 500) for n in notes],
+                                      plain_feedback=plain_feedback, sources_limit=1500)
+    return fit_body(answer_body(answer), [], footer, budget)
+
+
+TRIMMED_BODY_CHARS = 2500
+
+
+def answer_variants(answer: Answer, *, notes: Iterable[str] = ()) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The answer from richest to plainest, for the delivery chain: Slack's feedback buttons;
+    then the same with plain buttons (if `context_actions` is refused); then a short version."""
+    notes = list(notes)
+    return [
+        ("blocks", answer_blocks(answer, notes=notes)),
+        ("degraded", answer_blocks(answer, notes=notes, plain_feedback=True)),
+        ("trimmed", answer_blocks(answer, notes=[truncate(n, 300) for n in notes], plain_feedback=True,
+                                  budget=TRIMMED_BODY_CHARS + 1500)),
+    ]
 
 
 def fallback_text(mrkdwn: str) -> str:
@@ -253,7 +387,7 @@ def attachments_note(names: Iterable[str]) -> str | None:
 
 
 def notice_blocks(mrkdwn: str) -> list[dict[str, Any]]:
-    return sections(neutralize_pings(mrkdwn))[:MESSAGE_BLOCK_LIMIT]
+    return fit_body(neutralize_pings(mrkdwn), [], [])
 
 
 def status_text(stats: dict[str, Any]) -> str:
@@ -267,8 +401,17 @@ def status_text(stats: dict[str, Any]) -> str:
         counts = ", ".join(f"{name} {totals.get(name, 0)}" for name in ("added", "updated", "unchanged", "deleted", "failed"))
         lines.append(f"*Last refresh*: {escape(str(last.get('started_at') or 'unknown'))} ({counts})")
     if stats.get("sources"):
-        lines.append("*Sources*: " + ", ".join(f"`{escape(source)}`" for source in stats["sources"][:20]))
+        lines.append("*Sources*: " + ", ".join(f"`{escape(display_source(source))}`" for source in stats["sources"][:20]))
     return neutralize_pings("\n".join(lines))
+
+
+def display_source(source: str) -> str:
+    """A source as users may see it: URLs whole, local paths by their last two parts only
+    (a server's directory layout is nobody's business in Slack)."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE) and not source.lower().startswith("file:"):
+        return source
+    parts = [part for part in re.split(r"[\\/]+", source.removeprefix("file://")) if part and part != "."]
+    return "/".join(parts[-2:]) or source
 
 
 def refresh_text(summary: str, user: str) -> str:
@@ -292,32 +435,56 @@ def escalation_blocks(
     """The escalation channel post: who asked what, where, the draft answer, and why it's here.
 
     `question_mrkdwn` is the asker's Slack text; the on-call tag is the only ping that survives.
+    The post quotes the first ~1,500 characters of the question and ~6,000 of the draft (whole
+    lines, never inside a link or code fence); `escalation_overflow` is the rest, for its thread.
     """
     tag = f"<!subteam^{oncall_usergroup}> " if oncall_usergroup else ""
     where = f" · {link(permalink, 'open thread')}" if permalink else ""
     who = f"<@{asker}>" if asker else "someone"
-    blocks: list[dict[str, Any]] = [
+    question, question_cut = cut_to(neutralize_pings(question_mrkdwn), ESCALATION_QUESTION_CHARS)
+    head: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(
             f"{tag}:sos: *Question needs a human* ({escape(trigger)}) from {who}{where}", SECTION_LIMIT)}},
-        *sections("*Question*\n" + quote(neutralize_pings(question_mrkdwn)))[:4],
+        *sections("*Question*\n" + quote(question)),
     ]
+    if question_cut:
+        head.append(context(CONTINUED_NOTE))
+    tail: list[dict[str, Any]] = []
+    draft = ""
     if answer is not None:
         facts = f"*Confidence* {answer.confidence:.2f} · *Decision* {answer.decision.value}"
         if answer.reasons:
-            facts += "\n*Reasons*\n" + "\n".join(f"• {escape(reason)}" for reason in answer.reasons[:10])
-        blocks.append(context(facts))
+            facts += "\n*Reasons*\n" + "\n".join(f"• {escape(truncate(reason, 300))}" for reason in answer.reasons[:10])
+        head.append(context(facts))
         if has_draft(answer):
-            blocks.extend(sections("*Draft answer*\n" + quote(answer_body(answer)))[:20])
-        if (sources := sources_block(answer.citations)) is not None:
-            blocks.append(sources)
+            body, draft_cut = cut_to(answer_body(answer), ESCALATION_DRAFT_CHARS)
+            draft = "*Draft answer*\n" + quote(body) + (f"\n{CONTINUED_NOTE}" if draft_cut else "")
+        if (sources := sources_block(answer.citations, 1500)) is not None:
+            tail.append(sources)
     if status_line:
-        blocks.append(context(status_line))
+        tail.append(context(status_line))
     if actions:
-        blocks.append({"type": "actions", "block_id": f"escalation:{interaction_id}", "elements": [
+        tail.append({"type": "actions", "block_id": f"escalation:{interaction_id}", "elements": [
             button("Claim", CLAIM_ACTION, interaction_id, "primary"),
             button("Resolve", RESOLVE_ACTION, interaction_id),
         ]})
-    return blocks[:MESSAGE_BLOCK_LIMIT]
+    return fit_body(draft, head, tail)
+
+
+def escalation_overflow(question_mrkdwn: str, answer: Answer | None) -> list[str]:
+    """What the escalation post left out (the question past ~1,500 characters, the draft past
+    ~6,000), as mrkdwn messages for the post's thread; empty when everything fitted."""
+    out = []
+    question = neutralize_pings(question_mrkdwn)
+    head, cut = cut_to(question, ESCALATION_QUESTION_CHARS)
+    if cut:
+        out.append("*Question (continued)*\n" + question[len(head.removesuffix(FENCE).rstrip()):].lstrip())
+    if answer is not None and has_draft(answer):
+        body = answer_body(answer)
+        head, cut = cut_to(body, ESCALATION_DRAFT_CHARS)
+        if cut:
+            out.append("*Draft answer (continued)*\n" + body[len(head.removesuffix(FENCE).rstrip()):].lstrip())
+    return out
 
 
 def quote(mrkdwn: str) -> str:
@@ -352,30 +519,48 @@ def human_answer_blocks(human_answer: str, responder: str | None) -> list[dict[s
 
 # --------------------------------------------------------------------------- streaming
 
-class StreamSanitizer:
-    """Defuses pings in streamed Markdown even when a token is split across two deltas.
+_MD_LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 
-    It holds back a short tail that could still grow into `<!here>` or `@channel`.
+
+def stream_safe(text: str) -> str:
+    """Streamed Markdown made as safe as posted text: pings defused, Slack's control characters
+    escaped (so no `<@U…>`, `<!subteam^…>` or spoofed `<url|label>` survives), and Markdown links
+    to anything but http, https or mailto reduced to their label."""
+    text = _MD_LINK_TARGET.sub(lambda m: m.group(0) if safe_url(m.group(1)) else "]", text)
+    return escape(neutralize_pings(text))
+
+
+class StreamSanitizer:
+    """Makes streamed text safe (see `stream_safe`) even when a token is split across deltas.
+
+    It holds back everything from the last `<` that has no `>` yet, however far back (a
+    `<!channel|…>` label can be long), a trailing `@word` that could still become `@channel`,
+    and an unfinished Markdown link target.
     """
 
-    HOLD = 64  # longer than any ping token worth holding back for
+    HOLD = 64  # how far back a trailing "@…" or "](…" is looked for
 
     def __init__(self) -> None:
         self._pending = ""
 
     def feed(self, piece: str) -> str:
         text = self._pending + piece
-        tail = max(0, len(text) - self.HOLD)
         cut = len(text)
-        bracket = text.rfind("<", tail)
+        bracket = text.rfind("<")
         if bracket != -1 and ">" not in text[bracket:]:
             cut = bracket
+        tail = max(0, len(text) - self.HOLD)
         at = text.rfind("@", tail)
         if at != -1 and re.fullmatch(r"[A-Za-z]{0,8}", text[at + 1:]):
             cut = min(cut, at)
+        target = text.rfind("](")
+        if target != -1 and ")" not in text[target:]:
+            cut = min(cut, target)
+        elif text.endswith("]"):
+            cut = min(cut, len(text) - 1)
         self._pending = text[cut:]
-        return neutralize_pings(text[:cut])
+        return stream_safe(text[:cut])
 
     def flush(self) -> str:
         text, self._pending = self._pending, ""
-        return neutralize_pings(text)
+        return stream_safe(text)

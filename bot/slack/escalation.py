@@ -4,6 +4,11 @@ Three things hand a question to humans: the engine's escalate decision, the aske
 click, and (if configured) a thumbs-down. All land here, so the post looks the same whatever
 triggered it. State lives in the store's escalation row, not in memory, so "Claim" and "Resolve"
 work on posts made before a restart; the human answer becomes the reference answer for evals.
+
+One post per interaction: the in-flight guard is taken before any await, and a "pending" row is
+written (a one-way, compare-and-set transition in the store) before posting, so neither two
+quick clicks nor a crash between the post and its record make a second post. Claim and Resolve
+move the row one way (open -> claimed -> resolved; resolved is final).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.engine.types import Answer, Citation, Decision, Question
 from bot.observability import Metrics
 from bot.slack import blocks
+from bot.slack.delivery import Alerts, deliver
 from bot.slack.ttlcache import TTLSet
+from bot.store import EscalationConflict
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +34,7 @@ TRIGGER_THUMBS_DOWN = "thumbs down"
 
 NO_ESCALATION_TEXT = (
     "I couldn't find a confident answer in the knowledge base, and I couldn't reach the support team "
-    "right now. Please ask in your support channel."
+    "right now; the bot's admins have been alerted. Please ask in your support channel."
 )
 ALREADY_ESCALATED_TEXT = "This question is already with the support team."
 
@@ -56,10 +63,11 @@ def status_line(escalation: dict[str, Any]) -> str | None:
 
 
 class Escalations:
-    def __init__(self, settings, store, metrics: Metrics) -> None:
+    def __init__(self, settings, store, metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.alerts = alerts or Alerts(settings)
         self._in_flight: set[str] = set()  # two quick clicks must not make two posts
         self.handed_off = TTLSet(ttl_seconds=7 * 24 * 3600)  # (channel, thread): humans own it, no follow-ups
 
@@ -72,58 +80,80 @@ class Escalations:
         question_ts: str | None,
         trigger: str,
         asker_notice: str | None = None,
+        notice_ts: str | None = None,
     ) -> bool:
         """Post the case to the escalation channel and tell the asker; False if it was not posted.
 
         Only one escalation per interaction: a second trigger (another click) is a no-op.
-        `asker_notice` replaces the standard "a human will reply" message in the asker's thread.
+        `asker_notice` replaces the standard "a human will reply" message in the asker's thread;
+        `notice_ts` is a message of the bot's there (a streamed draft) to rewrite into the notice.
         """
         interaction_id = answer.interaction_id if answer else question.interaction_id
-        if interaction_id in self._in_flight or await self._already_escalated(interaction_id):
+        if interaction_id in self._in_flight:  # checked and taken before any await
             return False
         self._in_flight.add(interaction_id)
         try:
-            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice)
+            if not await self._reserve(interaction_id, trigger):
+                if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
+                    # answering this question again (a restart's recovery): the asker still hears back
+                    await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
+                                  variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
+                                  text=ALREADY_ESCALATED_TEXT, alerts=self.alerts, what="escalation notice",
+                                  dm_user=question.asker, update_ts=notice_ts)
+                return False
+            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice,
+                                        notice_ts)
         finally:
             self._in_flight.discard(interaction_id)
 
-    async def _already_escalated(self, interaction_id: str) -> bool:
-        """A log that cannot be read (full or read-only disk) must not cost the asker the hand-off."""
+    async def _reserve(self, interaction_id: str, trigger: str) -> bool:
+        """Write the "pending" row; False if the interaction already has an escalation (posted,
+        or being posted by another process). A log that cannot be written (full or read-only
+        disk) must not cost the asker the hand-off."""
         try:
-            return await self.store.get_escalation(interaction_id) is not None
-        except Exception:  # noqa: BLE001
-            log.exception("cannot read the escalation log; escalating %s anyway", interaction_id)
+            await self.store.record_escalation(interaction_id, status="pending", trigger=trigger)
+        except EscalationConflict:
             return False
+        except Exception:  # noqa: BLE001
+            log.exception("cannot write the escalation log; escalating %s anyway", interaction_id)
+        return True
 
     async def _escalate(self, client: AsyncWebClient, interaction_id: str, question: Question,
-                        answer: Answer | None, question_ts: str | None, trigger: str, asker_notice: str | None) -> bool:
+                        answer: Answer | None, question_ts: str | None, trigger: str, asker_notice: str | None,
+                        notice_ts: str | None = None) -> bool:
         channel = self.settings.escalation_channel
         posted = False
         if channel:
             permalink = await self._permalink(client, question.channel, question_ts)
+            question_mrkdwn = blocks.escape(question.text)
             post_blocks = blocks.escalation_blocks(
-                interaction_id=interaction_id, question_mrkdwn=blocks.escape(question.text), asker=question.asker,
+                interaction_id=interaction_id, question_mrkdwn=question_mrkdwn, asker=question.asker,
                 permalink=permalink, answer=answer, trigger=trigger, oncall_usergroup=self.settings.oncall_usergroup,
             )
-            try:
-                response = await client.chat_postMessage(
-                    channel=channel, blocks=post_blocks, text=self._summary(question, trigger),
-                    unfurl_links=False, unfurl_media=False,
-                )
-            except SlackApiError as exc:
-                log.error("could not post to the escalation channel %s: %s", channel, exc.response.get("error"))
-            else:
+            delivery = await deliver(client, channel=channel, thread_ts=None, variants=[("blocks", post_blocks)],
+                                     text=self._summary(question, trigger), alerts=self.alerts,
+                                     what=f"escalation of {interaction_id}")
+            if delivery.ok:
                 posted = True
                 self.metrics.escalations.labels(trigger=trigger).inc()
                 try:
                     await self.store.record_escalation(
-                        interaction_id, status="open", escalation_ts=response["ts"],
-                        escalation_channel=response["channel"], trigger=trigger, permalink=permalink,
+                        interaction_id, status="open", escalation_ts=delivery.ts,
+                        escalation_channel=delivery.channel, trigger=trigger, permalink=permalink,
                     )
                 except Exception:  # noqa: BLE001 (the post is up; the asker must still be told)
                     log.exception("could not log the escalation of %s", interaction_id)
+                for rest in blocks.escalation_overflow(question_mrkdwn, answer):
+                    await deliver(client, channel=delivery.channel or channel, thread_ts=delivery.ts,
+                                  variants=[("blocks", blocks.notice_blocks(rest))], text=rest, alerts=self.alerts,
+                                  what=f"escalation overflow of {interaction_id}")
+            else:
+                await self._mark_failed(interaction_id)
         else:
             log.warning("no SUPPORTBOT_ESCALATION_CHANNEL: interaction %s was not escalated", interaction_id)
+            await self.alerts.alert(client, f"interaction {interaction_id} needs a human, but no escalation "
+                                            "channel is configured", ["no_escalation_channel"])
+            await self._mark_failed(interaction_id)
         if question.channel and question.thread_ts:
             self.handed_off.add((question.channel, question.thread_ts))
             if not posted:
@@ -132,9 +162,23 @@ class Escalations:
                 text = blocks.markdown_to_mrkdwn(asker_notice)
             else:
                 text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
-            await client.chat_postMessage(channel=question.channel, thread_ts=question.thread_ts, text=text,
-                                          blocks=blocks.notice_blocks(text), unfurl_links=False, unfurl_media=False)
+            told = None
+            if notice_ts:
+                told = await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
+                                     variants=[("blocks", blocks.notice_blocks(text))], text=text, alerts=self.alerts,
+                                     what="escalation notice", update_ts=notice_ts)
+            if told is None or not told.ok:
+                await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
+                              variants=[("blocks", blocks.notice_blocks(text))], text=text, alerts=self.alerts,
+                              what="escalation notice", dm_user=question.asker)
         return posted
+
+    async def _mark_failed(self, interaction_id: str) -> None:
+        """The post did not happen: a later click (or a restart) may try again."""
+        try:
+            await self.store.record_escalation(interaction_id, status="failed")
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark the escalation of %s as failed", interaction_id)
 
     async def escalate_logged(self, client: AsyncWebClient, interaction_id: str, trigger: str) -> bool:
         """Escalate an interaction known only by id (a button click)."""
@@ -146,25 +190,38 @@ class Escalations:
         return await self.escalate(client, question=question, answer=answer,
                                    question_ts=(row.get("slack") or {}).get("message_ts"), trigger=trigger)
 
-    async def claim(self, client: AsyncWebClient, interaction_id: str, user: str) -> None:
-        escalation = await self.store.record_escalation(interaction_id, status="claimed", user=user)
+    async def claim(self, client: AsyncWebClient, interaction_id: str, user: str) -> dict[str, Any] | None:
+        """Claim an open escalation; None (nothing changed) if it is already claimed or resolved."""
+        try:
+            escalation = await self.store.record_escalation(interaction_id, status="claimed", user=user)
+        except EscalationConflict as conflict:
+            log.info("claim of %s refused: %s", interaction_id, conflict)
+            return None
         await self._refresh_post(client, interaction_id, escalation)
+        return escalation
 
     async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> None:
         await client.views_open(trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id))
 
-    async def resolve(self, client: AsyncWebClient, interaction_id: str, user: str, human_answer: str) -> None:
-        """Store the human answer first (it is the valuable part), then relay it and close the post."""
-        escalation = await self.store.record_escalation(
-            interaction_id, status="resolved", user=user, human_answer=human_answer
-        )
+    async def resolve(self, client: AsyncWebClient, interaction_id: str, user: str,
+                      human_answer: str) -> dict[str, Any] | None:
+        """Store the human answer first (it is the valuable part), then relay it and close the post.
+        None if it was already resolved: the first human answer stands and is relayed once."""
+        try:
+            escalation = await self.store.record_escalation(
+                interaction_id, status="resolved", user=user, human_answer=human_answer
+            )
+        except EscalationConflict as conflict:
+            log.info("resolve of %s refused: %s", interaction_id, conflict)
+            return None
         row = await self.store.get_interaction(interaction_id)
         if row and row.get("channel") and row.get("thread_ts"):
-            await client.chat_postMessage(
-                channel=row["channel"], thread_ts=row["thread_ts"], blocks=blocks.human_answer_blocks(human_answer, user),
-                text=blocks.fallback_text(blocks.markdown_to_mrkdwn(human_answer)), unfurl_links=False, unfurl_media=False,
-            )
+            mrkdwn = blocks.markdown_to_mrkdwn(human_answer)
+            await deliver(client, channel=row["channel"], thread_ts=row["thread_ts"],
+                          variants=[("blocks", blocks.human_answer_blocks(human_answer, user))], text=mrkdwn,
+                          alerts=self.alerts, what=f"human answer to {interaction_id}", dm_user=row.get("asker"))
         await self._refresh_post(client, interaction_id, escalation, row)
+        return escalation
 
     async def _refresh_post(self, client: AsyncWebClient, interaction_id: str, escalation: dict[str, Any],
                             row: dict[str, Any] | None = None) -> None:
@@ -179,10 +236,10 @@ class Escalations:
             oncall_usergroup=self.settings.oncall_usergroup, status_line=status_line(escalation),
             actions=escalation.get("status") != "resolved",
         )
-        await client.chat_update(
-            channel=escalation["escalation_channel"], ts=escalation["escalation_ts"], blocks=post_blocks,
-            text=self._summary(question, escalation.get("trigger") or "escalated"),
-        )
+        await deliver(client, channel=escalation["escalation_channel"], thread_ts=None,
+                      variants=[("blocks", post_blocks)], text=self._summary(question, escalation.get("trigger") or "escalated"),
+                      alerts=self.alerts, what=f"escalation status of {interaction_id}",
+                      update_ts=escalation["escalation_ts"])
 
     def _summary(self, question: Question, trigger: str) -> str:
         tag = f"<!subteam^{self.settings.oncall_usergroup}> " if self.settings.oncall_usergroup else ""

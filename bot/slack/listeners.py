@@ -1,13 +1,20 @@
 """Slack's events, clicks and commands, routed to the bot's behaviour.
 
 Every listener acks at once (Slack wants an answer within 3 s) and hands real work to a
-background task. A global guard drops other workspaces and redelivered events first.
+background task. A global guard drops other workspaces (by the acting user's team, so a Slack
+Connect guest from another organisation is dropped too) and redelivered events first.
+
+Clicks are checked before they act: Claim and Resolve only from the escalation channel (and, with
+`SUPPORTBOT_ESCALATION_ACTIONS_ONCALL_ONLY`, only by the on-call group); 👍/👎 and "Ask a human"
+only on the message of the interaction they name (same channel and thread; "Ask a human" only by
+the asker). Slash commands answer through `response_url`, which works where the bot is no member.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
@@ -17,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.observability import record_refresh, request_context
 from bot.slack import blocks
-from bot.slack.answering import Ask, best_effort
+from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
 from bot.slack.ttlcache import TTLSet
@@ -33,6 +40,12 @@ NOT_ADMIN_TEXT = "Sorry, only knowledge admins can run `/kb-refresh`. Ask one of
 REFRESH_STARTED_TEXT = "Refreshing the knowledge index… I'll post the counts here when it's done."
 REFRESH_BUSY_TEXT = "A refresh is already running; try again when it has finished."
 NOT_HERE_TEXT = "I only answer questions in {channels}, or in a direct message."
+WRONG_CHANNEL_TEXT = "Escalations can only be claimed or resolved from the escalation channel."
+NOT_ONCALL_TEXT = "Only the on-call group can claim or resolve escalations."
+ALREADY_HANDLED_TEXT = "This escalation is already {status}; nothing was changed."
+NOT_YOUR_QUESTION_TEXT = "Only the person who asked can hand this question to a human."
+STALE_BUTTON_TEXT = "That button doesn't belong to this conversation."
+FEEDBACK_ACTIONS = re.compile(rf"^{blocks.FEEDBACK_ACTION}(_up|_down)?$")
 
 
 class Listeners:
@@ -53,7 +66,7 @@ class Listeners:
         app.assistant(assistant)
         app.event("app_mention")(self.on_mention)
         app.event("message")(self.on_message)
-        app.action(blocks.FEEDBACK_ACTION)(self.on_feedback)
+        app.action(FEEDBACK_ACTIONS)(self.on_feedback)
         app.action(blocks.ASK_HUMAN_ACTION)(self.on_ask_human)
         app.action(blocks.CLAIM_ACTION)(self.on_claim)
         app.action(blocks.RESOLVE_ACTION)(self.on_resolve)
@@ -76,8 +89,10 @@ class Listeners:
         self.bot.metrics.events.labels(type=request_type(body)).inc()
         allowed = self.settings.allowed_team_ids
         team_id = context.team_id or body.get("team_id") or (body.get("team") or {}).get("id")
-        if allowed and team_id not in allowed:
-            log.warning("dropped a request from workspace %s (not in SUPPORTBOT_ALLOWED_TEAM_IDS)", team_id)
+        actor = actor_team(body)
+        if allowed and (team_id not in allowed or (actor is not None and actor not in allowed)):
+            log.warning("dropped a request from workspace %s / actor team %s (not in SUPPORTBOT_ALLOWED_TEAM_IDS)",
+                        team_id, actor)
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id")
         if event_id and not self.seen_events.first_time(event_id):
@@ -138,15 +153,15 @@ class Listeners:
             if key in self.not_followups:
                 return
             try:
-                replies = await client.conversations_replies(channel=ask.channel, ts=ask.thread_ts, limit=200)
+                thread = await read_thread(client, ask.channel, ask.thread_ts)  # every page: the latest are last
             except SlackApiError as exc:
                 log.warning("cannot read thread %s/%s: %s", ask.channel, ask.thread_ts, exc.response.get("error"))
                 return
-            messages = [m for m in replies["messages"] if float(m["ts"]) < float(ask.message_ts)]
+            messages = [m for m in thread if float(m["ts"]) < float(ask.message_ts)]
             if not bot_answered(messages, ask.user, ask.bot_user_id, ask.bot_id):
                 self.not_followups.add(key)
                 return
-            ask.thread_messages = replies["messages"]
+            ask.thread_messages = thread
         await self.responder.respond(client, ask)
 
     # ------------------------------------------------------------------ assistant threads
@@ -177,11 +192,34 @@ class Listeners:
 
     async def on_feedback(self, ack, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        rating, interaction_id = blocks.parse_feedback_value(action.get("value", ""))
+        try:
+            rating, interaction_id = blocks.parse_feedback_value(action.get("value", ""))
+        except ValueError:
+            log.warning("ignored a feedback click with a malformed value")
+            return
         self.spawn(self._feedback(client, body, rating, interaction_id), f"feedback {interaction_id}")
+
+    async def _clicked_on_its_interaction(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str,
+                                          *, asker_only: bool) -> dict[str, Any] | None:
+        """The logged interaction a button names, if the click came from its own message: same
+        channel and thread (and, for `asker_only`, the asker's own click); else None, and the
+        clicker is told."""
+        row = await self.bot.store.get_interaction(interaction_id)
+        channel, thread_ts = clicked_in(body)
+        user = body["user"]["id"]
+        if row is None or row.get("channel") != channel or (thread_ts and row.get("thread_ts") != thread_ts):
+            log.warning("refused a click naming interaction %s from %s/%s", interaction_id, channel, thread_ts)
+            await self._tell(client, channel, user, STALE_BUTTON_TEXT, thread_ts=thread_ts)
+            return None
+        if asker_only and row.get("asker") and row["asker"] != user:
+            await self._tell(client, channel, user, NOT_YOUR_QUESTION_TEXT, thread_ts=thread_ts)
+            return None
+        return row
 
     async def _feedback(self, client: AsyncWebClient, body: dict[str, Any], rating: str, interaction_id: str) -> None:
         user = body["user"]["id"]
+        if await self._clicked_on_its_interaction(client, body, interaction_id, asker_only=False) is None:
+            return
         await self.bot.store.record_feedback(interaction_id, user=user, rating=rating)  # durable before thanks
         self.bot.metrics.feedback.labels(rating=rating).inc()
         channel, thread_ts = clicked_in(body)
@@ -195,19 +233,59 @@ class Listeners:
         self.spawn(self._ask_human(client, body, action["value"]), f"ask human {action['value']}")
 
     async def _ask_human(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str) -> None:
-        if await self.bot.store.get_escalation(interaction_id) is not None:
+        if await self._clicked_on_its_interaction(client, body, interaction_id, asker_only=True) is None:
+            return
+        existing = await self.bot.store.get_escalation(interaction_id)
+        if existing is not None and existing.get("status") != "failed":
             channel, thread_ts = clicked_in(body)
             await self._tell(client, channel, body["user"]["id"], ALREADY_ESCALATED_TEXT, thread_ts=thread_ts)
             return
         await self.escalations.escalate_logged(client, interaction_id, TRIGGER_ASKED)
 
+    async def may_act_on_escalations(self, client: AsyncWebClient, body: dict[str, Any]) -> str | None:
+        """None if this click may claim or resolve; otherwise why not (told to the clicker)."""
+        channel, _ = clicked_in(body)
+        if not self.settings.escalation_channel or channel != self.settings.escalation_channel:
+            return WRONG_CHANNEL_TEXT
+        if self.settings.escalation_actions_oncall_only and self.settings.oncall_usergroup:
+            try:
+                members = (await client.usergroups_users_list(usergroup=self.settings.oncall_usergroup))["users"]
+            except SlackApiError as exc:
+                log.error("cannot read the on-call user group: %s", exc.response.get("error"))
+                return NOT_ONCALL_TEXT
+            if body["user"]["id"] not in members:
+                return NOT_ONCALL_TEXT
+        return None
+
     async def on_claim(self, ack, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        self.spawn(self.escalations.claim(client, action["value"], body["user"]["id"]), f"claim {action['value']}")
+        self.spawn(self._claim(client, body, action["value"]), f"claim {action['value']}")
+
+    async def _claim(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str) -> None:
+        channel, thread_ts = clicked_in(body)
+        user = body["user"]["id"]
+        if (refusal := await self.may_act_on_escalations(client, body)) is not None:
+            await self._tell(client, channel, user, refusal, thread_ts=thread_ts)
+            return
+        if await self.escalations.claim(client, interaction_id, user) is None:
+            current = await self.bot.store.get_escalation(interaction_id) or {}
+            await self._tell(client, channel, user, ALREADY_HANDLED_TEXT.format(status=current.get("status", "closed")),
+                             thread_ts=thread_ts)
 
     async def on_resolve(self, ack, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        # the trigger id expires within 3 s, so the modal opens right away rather than in a task
+        channel, thread_ts = clicked_in(body)
+        user = body["user"]["id"]
+        # the trigger id expires within 3 s and works once, so the checks are quick and the modal
+        # opens right away rather than in a task
+        if (refusal := await self.may_act_on_escalations(client, body)) is not None:
+            self.spawn(self._tell(client, channel, user, refusal, thread_ts=thread_ts), "refuse resolve")
+            return
+        current = await self.bot.store.get_escalation(action["value"])
+        if current is not None and current.get("status") == "resolved":
+            self.spawn(self._tell(client, channel, user, ALREADY_HANDLED_TEXT.format(status="resolved"),
+                                  thread_ts=thread_ts), "refuse resolve")
+            return
         await self.escalations.open_resolve_modal(client, action["value"], body["trigger_id"])
 
     async def on_resolve_submitted(self, ack, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
@@ -217,32 +295,51 @@ class Listeners:
             return
         await ack()
         interaction_id = view["private_metadata"]
-        self.spawn(self.escalations.resolve(client, interaction_id, body["user"]["id"], value.strip()),
-                   f"resolve {interaction_id}")
+        self.spawn(self._resolve(client, body, interaction_id, value.strip()), f"resolve {interaction_id}")
+
+    async def _resolve(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str, answer: str) -> None:
+        user = body["user"]["id"]
+        if self.settings.escalation_actions_oncall_only and \
+                await self.may_act_on_escalations(client, {**body, "channel": {"id": self.settings.escalation_channel}}):
+            await best_effort(client.chat_postMessage(channel=user, text=NOT_ONCALL_TEXT))
+            return
+        if await self.escalations.resolve(client, interaction_id, user, answer) is None:
+            await best_effort(client.chat_postMessage(
+                channel=user, text="That escalation was already resolved, so your answer was not sent."))
 
     # ------------------------------------------------------------------ slash commands
 
-    async def on_kb_refresh(self, ack, command: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_kb_refresh(self, ack, command: dict[str, Any], client: AsyncWebClient, respond) -> None:
         await ack()
-        self.spawn(self._refresh(client, command), "kb-refresh")
+        self.spawn(self._refresh(client, command, respond), "kb-refresh")
 
-    async def _refresh(self, client: AsyncWebClient, command: dict[str, Any]) -> None:
+    async def _reply(self, client: AsyncWebClient, command: dict[str, Any], respond, text: str) -> None:
+        """A private reply to a slash command: through its `response_url` (works in channels the
+        bot is not in), else ephemeral, else by DM."""
+        try:
+            await respond(text=text, response_type="ephemeral")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("response_url reply failed (%s); trying an ephemeral message", type(exc).__name__)
+            await self._tell(client, command["channel_id"], command["user_id"], text)
+
+    async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
         if not await self.is_admin(client, user):
-            await self._tell(client, channel, user, NOT_ADMIN_TEXT)
+            await self._reply(client, command, respond, NOT_ADMIN_TEXT)
             return
-        await self._tell(client, channel, user, REFRESH_STARTED_TEXT)
+        await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
             report = await self.bot.index.refresh(self.settings.sources)
         except RefreshInProgress:
-            await self._tell(client, channel, user, REFRESH_BUSY_TEXT)
+            await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
         except Exception as exc:
             log.exception("refresh from Slack failed")
             record_refresh(self.bot.metrics, None)
-            await self._tell(client, channel, user, f"The refresh failed: {blocks.escape(str(exc))[:500]}")
+            await self._reply(client, command, respond, f"The refresh failed: {blocks.escape(type(exc).__name__)}. "
+                                                        "The details are in the bot's log.")
             return
         record_refresh(self.bot.metrics, report)
         await self._announce(client, channel, user, blocks.refresh_text(report.summary, user))
@@ -260,9 +357,20 @@ class Listeners:
             return False
         return user in members
 
-    async def on_kb_status(self, ack, command: dict[str, Any]) -> None:
-        stats = await asyncio.to_thread(self.bot.index.stats)
-        await ack(text=blocks.status_text(stats))
+    async def on_kb_status(self, ack, command: dict[str, Any], client: AsyncWebClient, respond) -> None:
+        """Ack first (Slack's 3-second rule), then read the index and answer through `response_url`."""
+        await ack()
+
+        async def report() -> None:
+            try:
+                stats = await asyncio.to_thread(self.bot.index.stats)
+                text = blocks.status_text(stats)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("kb-status failed")
+                text = f"Couldn't read the knowledge index ({blocks.escape(type(exc).__name__)})."
+            await self._reply(client, command, respond, text)
+
+        self.spawn(report(), "kb-status")
 
     # ------------------------------------------------------------------ replies to one person
 
@@ -294,6 +402,18 @@ def request_type(body: dict[str, Any]) -> str:
     if body.get("view"):
         return body["view"].get("callback_id") or body.get("type", "view")
     return body.get("type") or "other"
+
+
+def actor_team(body: dict[str, Any]) -> str | None:
+    """The team of the person acting, which in a Slack Connect channel may not be the installing
+    workspace (`context.team_id`): `user_team` on events, `user.team_id` on clicks and modals,
+    `user_team_id`/`actor_team_id` where Slack sends them."""
+    event = body.get("event") or {}
+    user = body.get("user") if isinstance(body.get("user"), dict) else {}
+    for value in (event.get("user_team"), body.get("actor_team_id"), user.get("team_id"), body.get("user_team_id")):
+        if value:
+            return value
+    return None
 
 
 def clicked_in(body: dict[str, Any]) -> tuple[str, str | None]:

@@ -32,10 +32,15 @@ class BackgroundTasks:
         return len(self._tasks)
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the work in flight (and any it starts) to finish."""
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for the work in flight (and any it starts) to finish; TimeoutError after `timeout`
+        seconds, with the tasks left running (a shutdown records them before cancelling them)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._tasks:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{len(self._tasks)} task(s) still running after {timeout} s")
+            await asyncio.wait(set(self._tasks), timeout=remaining)  # unlike gather, never cancels them
 
     async def close(self) -> None:
         """Cancel whatever is still running; used on shutdown."""

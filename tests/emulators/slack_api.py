@@ -8,6 +8,14 @@ mocking client methods:
         await client.chat_postMessage(channel="C123", text="hi")
         [call] = await emu.wait_for("chat.postMessage")
         assert call.args["text"] == "hi"
+
+It is strict where Slack is strict, so the bot meets Slack's real rules here first: Block Kit
+types and per-field limits, at most 50 blocks and about 12,000 characters of block text per
+message (`invalid_blocks`, `msg_blocks_too_long`), channel membership (`not_in_channel`), the
+scopes the app's manifest grants (`missing_scope`), per-method rate tiers (429 + Retry-After),
+`limit`/`cursor` paging on `conversations.replies`, `trigger_id`s that expire after 3 s and work
+once, and DMs addressed by user id. `inject()` makes a method fail n times with an error or an
+HTTP status, optionally only for calls matching a predicate (e.g. one channel).
 """
 
 from __future__ import annotations
@@ -20,16 +28,236 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
-from .slack_payloads import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, USER_ID, sign_request  # noqa: F401 (re-export)
+from .slack_payloads import (  # noqa: F401 (re-export)
+    APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, USER_ID, TRIGGER_TTL_SECONDS, sign_request, trigger_issued_at,
+)
 
 PERMALINK_HOST = "https://emulator.slack.test"
 # Arguments the SDK JSON-encodes into a string when it sends a form body instead of a JSON body.
 JSON_ARGS = {"blocks", "attachments", "view", "metadata", "chunks", "prompts", "loading_messages", "user_auth_blocks"}
 CHANNEL_ID_RE = re.compile(r"[CDG][A-Z0-9]{2,}")
+USER_ID_RE = re.compile(r"[UW][A-Z0-9]{2,}")
+MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
+
+# Block Kit limits from Slack's reference (docs.slack.dev/reference/block-kit).
+MAX_BLOCKS = 50
+# Undocumented, but real: Slack refuses a message whose blocks hold more text than about this
+# (bolt-js#2509 measured ~13,200 with markdown blocks; 12,000 is the safe figure).
+MAX_BLOCKS_TEXT = 12_000
+MAX_TEXT_ARG = 40_000  # the top-level `text` argument (msg_too_long)
+BLOCK_ID_MAX, ACTION_ID_MAX, VALUE_MAX, URL_MAX = 255, 255, 2000, 3000
+TEXT_LIMITS = {"section": 3000, "header": 150, "context": 3000, "markdown": 12_000}
+SECTION_FIELDS_MAX, SECTION_FIELD_TEXT_MAX = 10, 2000
+CONTEXT_ELEMENTS_MAX, ACTIONS_ELEMENTS_MAX, CONTEXT_ACTIONS_ELEMENTS_MAX = 10, 25, 5
+BUTTON_TEXT_MAX, ACCESSIBILITY_LABEL_MAX = 75, 75
+MESSAGE_BLOCK_TYPES = {"section", "header", "context", "actions", "divider", "context_actions", "rich_text",
+                       "markdown", "image", "input", "file", "video"}
+MODAL_BLOCK_TYPES = MESSAGE_BLOCK_TYPES - {"context_actions", "markdown"}
+
+# Bot-token scopes each Web API method needs (any one of a set). Methods missing here need none.
+METHOD_SCOPES: dict[str, set[str]] = {
+    "chat.postMessage": {"chat:write"}, "chat.update": {"chat:write"}, "chat.postEphemeral": {"chat:write"},
+    "chat.startStream": {"chat:write"}, "chat.appendStream": {"chat:write"}, "chat.stopStream": {"chat:write"},
+    "reactions.add": {"reactions:write"}, "reactions.remove": {"reactions:write"},
+    "users.info": {"users:read"}, "usergroups.users.list": {"usergroups:read"},
+    "assistant.threads.setStatus": {"assistant:write"}, "assistant.threads.setSuggestedPrompts": {"assistant:write"},
+    "assistant.threads.setTitle": {"assistant:write"},
+}
+# conversations.* need the history/read scope of the conversation's type.
+HISTORY_SCOPE = {"im": "im:history", "mpim": "mpim:history", "private": "groups:history", "public": "channels:history"}
+READ_SCOPE = {"im": "im:read", "mpim": "mpim:read", "private": "groups:read", "public": "channels:read"}
+# Per-method rate tiers (calls per minute per workspace): Tier 2 ~20, Tier 3 ~50, Tier 4 ~100.
+RATE_TIERS: dict[str, int] = {
+    "chat.startStream": 20, "chat.stopStream": 20, "chat.appendStream": 100, "conversations.replies": 50,
+    "conversations.info": 50, "users.info": 100, "usergroups.users.list": 20, "auth.test": 100, "views.open": 100,
+    "reactions.add": 50, "reactions.remove": 50,
+}
+REPLIES_MAX_LIMIT = 1000
+
+
+def manifest_scopes(path: Path = MANIFEST) -> set[str]:
+    """The bot scopes `slack-manifest.yml` asks for: what an installed app's token would carry."""
+    import yaml
+
+    return set(yaml.safe_load(path.read_text())["oauth_config"]["scopes"]["bot"])
+
+
+class BlockKitError(Exception):
+    """A payload Slack would refuse; `error` is the API error code, `detail` says where."""
+
+    def __init__(self, error: str, detail: str):
+        super().__init__(f"{error}: {detail}")
+        self.error, self.detail = error, detail
+
+
+def _fail(detail: str) -> None:
+    raise BlockKitError("invalid_blocks", detail)
+
+
+def _text_object(obj: Any, where: str, limit: int, *, plain_only: bool = False) -> int:
+    """Check a text object; return its length (what counts toward the message's total)."""
+    if not isinstance(obj, dict) or obj.get("type") not in ("plain_text", "mrkdwn"):
+        _fail(f"{where}: not a text object")
+    if plain_only and obj["type"] != "plain_text":
+        _fail(f"{where}: must be plain_text")
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        _fail(f"{where}: text must be a non-empty string")
+    if len(text) > limit:
+        _fail(f"{where}: must be less than {limit + 1} characters")
+    if "emoji" in obj and obj["type"] == "mrkdwn":
+        _fail(f"{where}: emoji is only for plain_text")
+    return len(text)
+
+
+def _id(value: Any, where: str, limit: int) -> None:
+    if value is not None and (not isinstance(value, str) or not value or len(value) > limit):
+        _fail(f"{where}: must be a string of 1-{limit} characters")
+
+
+def _url(value: Any, where: str) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > URL_MAX):
+        _fail(f"{where}: must be a URL of at most {URL_MAX} characters")
+
+
+def _button(el: dict, where: str) -> int:
+    size = _text_object(el.get("text"), f"{where}.text", BUTTON_TEXT_MAX, plain_only=True)
+    _id(el.get("action_id"), f"{where}.action_id", ACTION_ID_MAX)
+    _id(el.get("value"), f"{where}.value", VALUE_MAX)
+    _url(el.get("url"), f"{where}.url")
+    if el.get("style") not in (None, "primary", "danger"):
+        _fail(f"{where}.style: must be primary or danger")
+    _id(el.get("accessibility_label"), f"{where}.accessibility_label", ACCESSIBILITY_LABEL_MAX)
+    return size
+
+
+def _feedback_buttons(el: dict, where: str) -> int:
+    _id(el.get("action_id"), f"{where}.action_id", ACTION_ID_MAX)
+    size = 0
+    for side in ("positive_button", "negative_button"):
+        part = el.get(side)
+        if not isinstance(part, dict):
+            _fail(f"{where}.{side}: required")
+        size += _text_object(part.get("text"), f"{where}.{side}.text", BUTTON_TEXT_MAX, plain_only=True)
+        if not isinstance(part.get("value"), str) or not part["value"] or len(part["value"]) > VALUE_MAX:
+            _fail(f"{where}.{side}.value: must be a string of 1-{VALUE_MAX} characters")
+        _id(part.get("accessibility_label"), f"{where}.{side}.accessibility_label", ACCESSIBILITY_LABEL_MAX)
+    return size
+
+
+def _element(el: Any, where: str, allowed: set[str]) -> int:
+    if not isinstance(el, dict) or el.get("type") not in allowed:
+        _fail(f"{where}: element type {el.get('type') if isinstance(el, dict) else el!r} not allowed here")
+    kind = el["type"]
+    if kind == "button":
+        return _button(el, where)
+    if kind == "feedback_buttons":
+        return _feedback_buttons(el, where)
+    if kind == "icon_button":
+        _id(el.get("action_id"), f"{where}.action_id", ACTION_ID_MAX)
+        return _text_object(el.get("text"), f"{where}.text", BUTTON_TEXT_MAX, plain_only=True)
+    if kind in ("plain_text", "mrkdwn"):
+        return _text_object(el, where, TEXT_LIMITS["context"])
+    if kind == "image":
+        _url(el.get("image_url"), f"{where}.image_url")
+        _id(el.get("alt_text"), f"{where}.alt_text", 2000)
+        return 0
+    if kind == "plain_text_input":
+        _id(el.get("action_id"), f"{where}.action_id", ACTION_ID_MAX)
+        if not 0 < int(el.get("max_length", 3000)) <= 3000:
+            _fail(f"{where}.max_length: at most 3000")
+        return 0
+    _id(el.get("action_id"), f"{where}.action_id", ACTION_ID_MAX)
+    return 0
+
+
+def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
+    """Raise `BlockKitError` where Slack would refuse `blocks`; return their total text length.
+
+    Per block type: required fields, text limits, element types and counts; `block_id`s unique and
+    at most 255 characters; at most 50 blocks (100 in a modal). The caller enforces the total.
+    """
+    allowed = MESSAGE_BLOCK_TYPES if surface == "message" else MODAL_BLOCK_TYPES
+    if not isinstance(blocks, list):
+        _fail("blocks must be an array")
+    if len(blocks) > (MAX_BLOCKS if surface == "message" else 100):
+        _fail(f"no more than {MAX_BLOCKS} items allowed")
+    total, seen_ids = 0, set()
+    for i, block in enumerate(blocks):
+        where = f"[{i}]"
+        if not isinstance(block, dict) or block.get("type") not in allowed:
+            _fail(f"{where}: unknown or unsupported block type")
+        block_id = block.get("block_id")
+        _id(block_id, f"{where}.block_id", BLOCK_ID_MAX)
+        if block_id is not None:
+            if block_id in seen_ids:
+                _fail(f"{where}.block_id: duplicate block_id {block_id!r}")
+            seen_ids.add(block_id)
+        kind = block["type"]
+        if kind == "section":
+            if "text" not in block and "fields" not in block:
+                _fail(f"{where}: section needs text or fields")
+            if "text" in block:
+                total += _text_object(block["text"], f"{where}.text", TEXT_LIMITS["section"])
+            fields = block.get("fields") or []
+            if len(fields) > SECTION_FIELDS_MAX:
+                _fail(f"{where}.fields: at most {SECTION_FIELDS_MAX}")
+            for j, f in enumerate(fields):
+                total += _text_object(f, f"{where}.fields[{j}]", SECTION_FIELD_TEXT_MAX)
+            if "accessory" in block:
+                total += _element(block["accessory"], f"{where}.accessory", {"button", "image", "overflow",
+                                                                            "static_select", "datepicker"})
+        elif kind == "header":
+            total += _text_object(block.get("text"), f"{where}.text", TEXT_LIMITS["header"], plain_only=True)
+        elif kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= CONTEXT_ELEMENTS_MAX:
+                _fail(f"{where}.elements: 1-{CONTEXT_ELEMENTS_MAX} items")
+            for j, el in enumerate(elements):
+                total += _element(el, f"{where}.elements[{j}]", {"plain_text", "mrkdwn", "image"})
+        elif kind == "actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= ACTIONS_ELEMENTS_MAX:
+                _fail(f"{where}.elements: 1-{ACTIONS_ELEMENTS_MAX} items")
+            for j, el in enumerate(elements):
+                total += _element(el, f"{where}.elements[{j}]", {"button", "overflow", "static_select",
+                                                                 "datepicker", "checkboxes", "radio_buttons"})
+        elif kind == "context_actions":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= CONTEXT_ACTIONS_ELEMENTS_MAX:
+                _fail(f"{where}.elements: 1-{CONTEXT_ACTIONS_ELEMENTS_MAX} items")
+            for j, el in enumerate(elements):
+                total += _element(el, f"{where}.elements[{j}]", {"feedback_buttons", "icon_button"})
+        elif kind == "markdown":
+            text = block.get("text")
+            if not isinstance(text, str) or not text or len(text) > TEXT_LIMITS["markdown"]:
+                _fail(f"{where}.text: 1-{TEXT_LIMITS['markdown']} characters")
+            total += len(text)
+        elif kind == "input":
+            total += _text_object(block.get("label"), f"{where}.label", 2000, plain_only=True)
+            if "hint" in block:
+                total += _text_object(block["hint"], f"{where}.hint", 2000, plain_only=True)
+            _element(block.get("element"), f"{where}.element", {"plain_text_input", "static_select", "checkboxes",
+                                                                  "radio_buttons", "datepicker"})
+        elif kind == "image":
+            _url(block.get("image_url"), f"{where}.image_url")
+        elif kind == "rich_text":
+            if not isinstance(block.get("elements"), list):
+                _fail(f"{where}.elements: required")
+            total += len(json.dumps(block["elements"]))  # an over-estimate of its text, on the safe side
+    return total
+
+
+def validate_message_blocks(blocks: Any) -> None:
+    """Per-block checks, then the whole message's text budget (`msg_blocks_too_long`)."""
+    total = validate_blocks(blocks)
+    if total > MAX_BLOCKS_TEXT:
+        raise BlockKitError("msg_blocks_too_long", f"{total} characters of block text (limit ~{MAX_BLOCKS_TEXT})")
 
 
 class ApiError(Exception):
@@ -53,6 +281,16 @@ class Call:
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
     peer: tuple | None = None  # the client's (host, port): one per TCP connection
+
+
+@dataclass
+class Fault:
+    """One injected failure: the HTTP status, body and headers to answer, and for which calls."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+    when: Callable[[dict], bool] | None = None
 
 
 @dataclass
@@ -86,6 +324,8 @@ class Workspace:
         self.reactions: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
         self.assistant_threads: dict[tuple[str, str], dict] = defaultdict(lambda: {"status_history": []})
         self.open_streams: set[tuple[str, str]] = set()
+        self.dm_channels: dict[str, str] = {}  # user id -> the bot's DM channel with them
+        self.used_triggers: set[str] = set()
         self._last_us = 0
         self._view_ids = itertools.count(1)
 
@@ -117,13 +357,33 @@ class Workspace:
     def is_channel(self, channel: str) -> bool:
         return channel in self.channels or bool(CHANNEL_ID_RE.fullmatch(channel or ""))
 
+    def dm_channel(self, user: str) -> str:
+        """The bot's DM channel with `user` (Slack opens it when a message is addressed to a user id)."""
+        if user not in self.dm_channels:
+            self.dm_channels[user] = "D" + user[1:]
+            self.channels.setdefault(self.dm_channels[user], {"user": user})
+        return self.dm_channels[user]
+
+    def kind(self, channel: str) -> str:
+        """"im", "mpim", "private" or "public": what decides the scopes a call in it needs."""
+        info = self.channels.get(channel, {})
+        if channel.startswith("D") or info.get("is_im"):
+            return "im"
+        if info.get("is_mpim"):
+            return "mpim"
+        return "private" if channel.startswith("G") or info.get("is_private") else "public"
+
+    def is_member(self, channel: str) -> bool:
+        """The bot is in every DM and, unless a test says otherwise, every channel."""
+        return channel.startswith("D") or self.channels.get(channel, {}).get("is_member", True)
+
     def channel_info(self, channel: str) -> dict | None:
         if not self.is_channel(channel):
             return None
         base: dict[str, Any] = {"id": channel, "created": 1700000000, "is_archived": False,
                                 "context_team_id": self.bot.team_id}
         if channel.startswith("D"):
-            base.update(is_im=True, is_channel=False, is_private=True, user=USER_ID, is_open=True)
+            base.update(is_im=True, is_channel=False, is_private=True, user=USER_ID, is_open=True, is_member=True)
         else:
             private = channel.startswith("G")
             base.update(name=f"channel-{channel.lower()}", is_im=False, is_channel=not private, is_group=private,
@@ -178,11 +438,29 @@ class WebApi:
         }
 
     # --- helpers -------------------------------------------------------------------------
-    def _channel(self, a: dict, key: str = "channel") -> str:
+    def _channel(self, a: dict, key: str = "channel", *, member: bool = False, users: bool = False) -> str:
+        """The conversation a call names; `users=True` accepts a user id (its DM with the bot),
+        `member=True` requires the bot to be in it, as posting and reading history do."""
         channel = a.get(key) or ""
+        if users and USER_ID_RE.fullmatch(channel):
+            return self.ws.dm_channel(channel)
         if not self.ws.is_channel(channel):
             raise ApiError("channel_not_found")
+        if self.ws.channels.get(channel, {}).get("is_archived"):
+            raise ApiError("is_archived")
+        if member and not self.ws.is_member(channel):
+            raise ApiError("not_in_channel")
         return channel
+
+    @staticmethod
+    def _blocks(a: dict) -> None:
+        if a.get("blocks") is not None:
+            try:
+                validate_message_blocks(a["blocks"])
+            except BlockKitError as exc:
+                raise ApiError(exc.error) from exc
+        if len(a.get("text") or "") > MAX_TEXT_ARG:
+            raise ApiError("msg_too_long")
 
     def _own_message(self, channel: str, ts: str | None) -> dict:
         msg = self.ws.message(channel, ts or "")
@@ -210,7 +488,8 @@ class WebApi:
                 "is_enterprise_install": False}
 
     def post_message(self, a: dict) -> dict:
-        channel = self._channel(a)
+        channel = self._channel(a, member=True, users=True)
+        self._blocks(a)
         if not any(a.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
             raise ApiError("no_text")
         msg = self._post(channel, a.get("text") or a.get("markdown_text") or "", a.get("thread_ts"),
@@ -218,7 +497,8 @@ class WebApi:
         return {"channel": channel, "ts": msg["ts"], "message": msg}
 
     def update(self, a: dict) -> dict:
-        channel = self._channel(a)
+        channel = self._channel(a, member=True)
+        self._blocks(a)
         msg = self._own_message(channel, a.get("ts"))
         if msg.get("bot_id") != self.bot.bot_id:
             raise ApiError("cant_update_message")
@@ -227,7 +507,8 @@ class WebApi:
         return {"channel": channel, "ts": msg["ts"], "text": msg.get("text", ""), "message": msg}
 
     def post_ephemeral(self, a: dict) -> dict:
-        channel = self._channel(a)
+        channel = self._channel(a, member=True)
+        self._blocks(a)
         if not a.get("user"):
             raise ApiError("user_not_found")
         if not any(a.get(k) for k in ("text", "blocks", "attachments")):
@@ -268,7 +549,7 @@ class WebApi:
         return channel, msg
 
     def start_stream(self, a: dict) -> dict:
-        channel = self._channel(a)
+        channel = self._channel(a, member=True)
         if not channel.startswith("D"):  # Slack requires the recipient outside DMs
             for key in ("recipient_team_id", "recipient_user_id"):
                 if not a.get(key):
@@ -285,6 +566,7 @@ class WebApi:
 
     def stop_stream(self, a: dict) -> dict:
         channel, msg = self._open_stream(a)
+        self._blocks(a)
         self._append_stream_content(msg, a)
         msg.update(self._pick(a, "blocks", "metadata"))
         self.ws.open_streams.discard((channel, msg["ts"]))
@@ -292,7 +574,7 @@ class WebApi:
 
     # --- reactions / conversations / users -------------------------------------------------
     def _react(self, a: dict, add: bool) -> dict:
-        channel = self._channel(a)
+        channel = self._channel(a, member=True)
         if not a.get("timestamp") or not a.get("name"):
             raise ApiError("no_item_specified" if not a.get("timestamp") else "invalid_name")
         users = self.ws.reactions[(channel, a["timestamp"])].setdefault(a["name"], [])
@@ -305,18 +587,28 @@ class WebApi:
         return {}
 
     def conversations_replies(self, a: dict) -> dict:
-        channel = self._channel(a)
+        """One page of a thread, oldest first: `limit` (default and max 1000) messages from
+        `cursor` on; `has_more` and `response_metadata.next_cursor` name the next page."""
+        channel = self._channel(a, member=True)
         ts = a.get("ts") or ""
         thread = self.ws.thread(channel, ts)
         if not thread:
             raise ApiError("thread_not_found")
+        try:
+            limit = max(1, min(int(a.get("limit") or REPLIES_MAX_LIMIT), REPLIES_MAX_LIMIT))
+            start = int(a["cursor"].removeprefix("dXNlcjo")) if a.get("cursor") else 0
+        except (TypeError, ValueError):
+            raise ApiError("invalid_cursor") from None
         replies = [m for m in thread if m["ts"] != ts]
         messages = [self._with_reactions(channel, m) for m in thread]
         for m in messages:
             if m["ts"] == ts and replies:
                 m.update(thread_ts=ts, reply_count=len(replies), latest_reply=replies[-1]["ts"],
                          reply_users=sorted({r["user"] for r in replies if r.get("user")}))
-        return {"messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
+        page = messages[start:start + limit]
+        more = start + limit < len(messages)
+        return {"messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": f"dXNlcjo{start + limit}" if more else ""}}
 
     def conversations_info(self, a: dict) -> dict:
         info = self.ws.channel_info(a.get("channel") or "")
@@ -338,10 +630,20 @@ class WebApi:
 
     # --- views / assistant -----------------------------------------------------------------
     def views_open(self, a: dict) -> dict:
-        if not a.get("trigger_id"):
+        """A trigger id works once, within 3 s of the interaction that carried it."""
+        trigger_id = a.get("trigger_id") or ""
+        issued = trigger_issued_at(trigger_id)
+        if issued is None:
             raise ApiError("invalid_trigger_id")
+        if trigger_id in self.ws.used_triggers or time.time() - issued > TRIGGER_TTL_SECONDS:
+            raise ApiError("expired_trigger_id")
         if not isinstance(a.get("view"), dict):
             raise ApiError("invalid_arguments")
+        try:
+            validate_blocks(a["view"].get("blocks") or [], surface="modal")
+        except BlockKitError as exc:
+            raise ApiError(exc.error) from exc
+        self.ws.used_triggers.add(trigger_id)
         view_id = self.ws.new_view_id()
         view = {**a["view"], "id": view_id, "team_id": self.bot.team_id, "app_id": self.bot.app_id,
                 "bot_id": self.bot.bot_id, "root_view_id": view_id, "hash": f"{view_id}-1",
@@ -449,20 +751,28 @@ class SocketModeHub:
 
 
 class SlackEmulator:
-    """The HTTP server: parses requests, checks tokens, injects faults, records every call.
+    """The HTTP server: parses requests, checks tokens and scopes, rate-limits by tier, injects
+    faults, records every call; also serves `response_url`s (slash commands, interactions).
 
     `valid_tokens=None` accepts any well-formed `xoxb-`/`xoxp-`/`xapp-` token; pass a set to be strict.
+    `scopes=None` grants the bot token what `slack-manifest.yml` asks for; `rate_tiers=None`
+    uses Slack's published tiers (`RATE_TIERS`); pass `{}` to switch rate limiting off.
     """
 
-    def __init__(self, *, bot: BotIdentity | None = None, valid_tokens: set[str] | None = None):
+    def __init__(self, *, bot: BotIdentity | None = None, valid_tokens: set[str] | None = None,
+                 scopes: set[str] | None = None, rate_tiers: dict[str, int] | None = None):
         self.bot = bot or BotIdentity()
         self.valid_tokens = valid_tokens
+        self.scopes = manifest_scopes() if scopes is None else set(scopes)
+        self.rate_tiers = dict(RATE_TIERS if rate_tiers is None else rate_tiers)
+        self._recent: dict[str, deque[float]] = defaultdict(deque)  # method -> times of accepted calls
+        self.responses: list[dict] = []  # what the bot POSTed to response_urls, in order
         self.workspace = Workspace(self.bot)
         self.socket = SocketModeHub(self.bot.app_id)
         self.api = WebApi(self.workspace, lambda: self.socket_url)
         self.calls: list[Call] = []
         self.port = 0
-        self._faults: dict[str, deque[tuple[int, dict, dict]]] = defaultdict(deque)
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -478,6 +788,7 @@ class SlackEmulator:
         self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/response/{kind}/{token}", self._handle_response_url)
         app.router.add_get("/socket-mode", self.socket.handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -493,6 +804,10 @@ class SlackEmulator:
     def api_url(self) -> str:
         """The slack_sdk `base_url` (the SDK urljoin()s method names onto it, so the trailing / matters)."""
         return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self, kind: str = "commands") -> str:
+        """A `response_url` for a payload: what the bot POSTs there lands in `self.responses`."""
+        return f"http://127.0.0.1:{self.port}/response/{kind}/{uuid.uuid4().hex[:12]}"
 
     @property
     def socket_url(self) -> str:
@@ -514,15 +829,27 @@ class SlackEmulator:
         return self.calls_to(method)
 
     # --- fault injection -----------------------------------------------------------------------
+    def inject(self, method: str, *, error: str | None = None, status: int = 200, times: int = 1,
+               retry_after: int | None = None, when: Callable[[dict], bool] | None = None) -> None:
+        """The next `times` calls to `method` (only those whose args satisfy `when`, if given) fail:
+        with HTTP `status` (429 adds `Retry-After`, 5xx is a server error) and/or `{"ok": false,
+        "error": error}`."""
+        if error is None:
+            error = {429: "ratelimited", 500: "internal_error", 503: "service_unavailable"}.get(status, "fatal_error")
+        headers = {"Retry-After": str(1 if retry_after is None else retry_after)} if status == 429 else {}
+        for _ in range(times):
+            self._faults[method].append(Fault(status, {"ok": False, "error": error}, headers, when))
+
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """The next `times` calls to `method` answer HTTP 429 + `Retry-After`, like Slack's limiter."""
-        for _ in range(times):
-            self._faults[method].append((429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}))
+        self.inject(method, status=429, times=times, retry_after=retry_after)
 
     def fail(self, method: str, error: str, times: int = 1) -> None:
         """The next `times` calls to `method` answer `{"ok": false, "error": error}`."""
-        for _ in range(times):
-            self._faults[method].append((200, {"ok": False, "error": error}, {}))
+        self.inject(method, error=error, times=times)
+
+    def pending_faults(self, method: str) -> int:
+        return len(self._faults[method])
 
     # --- seeding / inspection shortcuts -----------------------------------------------------------
     def add_message(self, channel: str, text: str, user: str = USER_ID, ts: str | None = None,
@@ -560,6 +887,8 @@ class SlackEmulator:
         authorization = request.headers.get("Authorization")
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else args.pop("token", None)
         status, body, headers = self._respond(method, args, token)
+        if token and token.startswith("xoxb-"):  # Slack reports the token's scopes on every response
+            headers = {**headers, "X-OAuth-Scopes": ",".join(sorted(self.scopes))}
         text = json.dumps(body)
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.calls.append(Call(method, args, token, authorization, request.method, time.time(), status, json.loads(text),
@@ -570,16 +899,25 @@ class SlackEmulator:
         return web.Response(text=text, status=status, headers=headers, content_type="application/json")
 
     def _respond(self, method: str, args: dict, token: str | None) -> tuple[int, dict, dict]:
-        if self._faults[method]:
-            return self._faults[method].popleft()
+        fault = next((f for f in self._faults[method] if f.when is None or f.when(args)), None)
+        if fault is not None:
+            self._faults[method].remove(fault)
+            return fault.status, fault.body, fault.headers
         handler = self.api.methods.get(method)
         try:
             if handler is None:
                 raise ApiError("unknown_method")
             self._authorize(method, token)
+            self._check_scope(method, args, token)
+            if (limited := self._rate_limited(method)) is not None:
+                return limited
             return 200, {"ok": True, **handler(args)}, {}
         except ApiError as e:
-            return 200, {"ok": False, "error": e.error}, {}
+            body = {"ok": False, "error": e.error}
+            if e.error == "missing_scope":
+                body.update(needed=",".join(sorted(self._needed_scopes(method, args))),
+                            provided=",".join(sorted(self.scopes)))
+            return 200, body, {}
 
     def _authorize(self, method: str, token: str | None) -> None:
         if not token:
@@ -589,6 +927,62 @@ class SlackEmulator:
             raise ApiError("invalid_auth")
         if (method == "apps.connections.open") != token.startswith("xapp-"):
             raise ApiError("not_allowed_token_type")
+
+    def _needed_scopes(self, method: str, args: dict) -> set[str]:
+        """Any one of these scopes lets the bot token call `method` with these args."""
+        if method == "conversations.replies":
+            return {HISTORY_SCOPE[self.workspace.kind(args.get("channel") or "")]}
+        if method == "conversations.info":
+            return {READ_SCOPE[self.workspace.kind(args.get("channel") or "")]}
+        return METHOD_SCOPES.get(method, set())
+
+    def _check_scope(self, method: str, args: dict, token: str | None) -> None:
+        needed = self._needed_scopes(method, args)
+        if token and token.startswith("xoxb-") and needed and not needed & self.scopes:
+            raise ApiError("missing_scope")
+
+    def _rate_limited(self, method: str) -> tuple[int, dict, dict] | None:
+        """A 429 with Retry-After once a method's tier is used up within the last minute."""
+        per_minute = self.rate_tiers.get(method)
+        if not per_minute:
+            return None
+        now, recent = time.monotonic(), self._recent[method]
+        while recent and now - recent[0] >= 60:
+            recent.popleft()
+        if len(recent) >= per_minute:
+            retry_after = max(1, int(60 - (now - recent[0])) + 1)
+            return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}
+        recent.append(now)
+        return None
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        """A `response_url` POST: Slack accepts a message body (JSON) and answers 200 "ok"."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if not isinstance(body, dict) or not (body.get("text") or body.get("blocks")):
+            return web.Response(status=400, text="no_text")
+        if body.get("blocks") is not None:
+            try:
+                validate_message_blocks(body["blocks"])
+            except BlockKitError as exc:
+                return web.Response(status=400, text=exc.error)
+        self.responses.append({"url": str(request.url), **body})
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+        return web.Response(text="ok")
+
+    async def wait_for_response(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """Wait until `count` response_url POSTs arrived; return them."""
+        assert self._changed is not None, "emulator not started"
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: len(self.responses) >= count), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"expected {count} response_url POST(s) within {timeout}s") from None
+        return self.responses
 
 
 async def _read_args(request: web.Request) -> dict[str, Any]:

@@ -20,6 +20,20 @@ BOT_USER_ID = "U000BOT"
 BOT_ID = "B000BOT"
 USER_ID = "U000USER"
 CHANNEL_ID = "C000CHAN"
+TRIGGER_TTL_SECONDS = 3.0  # a trigger_id opens a modal once, within 3 s of the interaction
+
+
+def new_trigger_id(issued_at: float | None = None) -> str:
+    """A trigger id as Slack makes them (`<n>.<n>.<hex>`), carrying when it was issued, so the
+    emulator can refuse it once expired without having to be told about it."""
+    issued_ms = int((time.time() if issued_at is None else issued_at) * 1000)
+    return f"{issued_ms}.{uuid.uuid4().int % 10**9}.{uuid.uuid4().hex[:20]}"
+
+
+def trigger_issued_at(trigger_id: str) -> float | None:
+    """When `new_trigger_id` issued this id (None if it is not one of ours)."""
+    head, _, rest = (trigger_id or "").partition(".")
+    return int(head) / 1000 if head.isdigit() and rest else None
 
 
 def sign_request(signing_secret: str, body: bytes | str, timestamp: int | None = None) -> dict[str, str]:
@@ -143,23 +157,26 @@ def block_actions_payload(
     thread_ts: str | None = None,
     block_id: str = "actions",
     trigger_id: str | None = None,
+    response_url: str | None = None,
+    team_id: str = TEAM_ID,
 ) -> dict[str, Any]:
-    """A button click (`block_actions`) on a message the bot posted."""
+    """A button click (`block_actions`) on a message the bot posted (`team_id`: the clicker's team)."""
     ts = message_ts or new_ts()
     message = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID, "ts": ts, "text": ""}
     if thread_ts:
         message["thread_ts"] = thread_ts
     return {
         "type": "block_actions",
-        "user": {"id": user, "username": f"user-{user.lower()}", "team_id": TEAM_ID},
+        "user": {"id": user, "username": f"user-{user.lower()}", "team_id": team_id},
         "api_app_id": APP_ID,
         "token": "verification-token",
-        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": trigger_id or f"trigger-{uuid.uuid4().hex[:8]}",
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False,
+                      **({"thread_ts": thread_ts} if thread_ts else {})},
+        "trigger_id": trigger_id or new_trigger_id(),
         "team": {"id": TEAM_ID, "domain": "emulator"},
         "channel": {"id": channel, "name": f"channel-{channel.lower()}"},
         "message": message,
-        "response_url": f"https://hooks.slack.test/actions/{TEAM_ID}/1/x",
+        "response_url": response_url or f"https://hooks.slack.test/actions/{TEAM_ID}/1/x",
         "actions": [
             {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": new_ts()}
         ],
@@ -181,7 +198,7 @@ def view_submission_payload(
         "user": {"id": user, "username": f"user-{user.lower()}", "team_id": TEAM_ID},
         "api_app_id": APP_ID,
         "token": "verification-token",
-        "trigger_id": f"trigger-{uuid.uuid4().hex[:8]}",
+        "trigger_id": new_trigger_id(),
         "view": {
             "id": view_id,
             "type": "modal",
@@ -195,7 +212,8 @@ def view_submission_payload(
 
 
 def slash_command_form(
-    command: str, text: str = "", user_id: str = USER_ID, channel_id: str = CHANNEL_ID, trigger_id: str | None = None
+    command: str, text: str = "", user_id: str = USER_ID, channel_id: str = CHANNEL_ID, trigger_id: str | None = None,
+    response_url: str | None = None,
 ) -> dict[str, str]:
     """Slash command fields: `form_body(...)` them for HTTP, or send as a Socket Mode payload."""
     return {
@@ -209,8 +227,8 @@ def slash_command_form(
         "command": command,
         "text": text,
         "api_app_id": APP_ID,
-        "response_url": f"https://hooks.slack.test/commands/{TEAM_ID}/1/x",
-        "trigger_id": trigger_id or f"trigger-{uuid.uuid4().hex[:8]}",
+        "response_url": response_url or f"https://hooks.slack.test/commands/{TEAM_ID}/1/x",
+        "trigger_id": trigger_id or new_trigger_id(),
     }
 
 

@@ -1,0 +1,192 @@
+"""Durability: a shutdown mid-answer loses no question, and a restart answers nothing twice.
+
+Two bot instances in turn over one store directory and one Slack emulator, as a container
+restart would be: the first is shut down (what `serve` does on SIGTERM) with 20 answers in
+flight, the second recovers, then Slack redelivers all 20 events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.slack.app import create_app, create_web_app, shutdown
+from bot.store import InteractionStore
+from tests.emulators.slack_api import SlackEmulator
+from tests.emulators.slack_payloads import CHANNEL_ID, app_mention_event
+from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
+    ANSWERABLE, ESCALATION_CHANNEL, SECRET, BotUnderTest, build_pipeline, engine_parts,
+)
+
+pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index
+
+
+class HeldPipeline:
+    """Answers only as the test releases them (a semaphore): work the shutdown finds in flight."""
+
+    def __init__(self, inner):
+        self.inner, self.release = inner, asyncio.Semaphore(0)
+
+    async def answer(self, question, *, on_delta=None):
+        await self.release.acquire()
+        return await self.inner.answer(question, on_delta=on_delta)
+
+
+@asynccontextmanager
+async def bot_instance(emu, logs, sample_settings, parts):
+    settings = sample_settings.model_copy(update={
+        "slack_bot_token": SecretStr("xoxb-test"), "slack_signing_secret": SecretStr(SECRET),
+        "slack_api_url": emu.api_url, "escalation_channel": ESCALATION_CHANNEL, "user_rate_per_minute": 1000,
+        "global_concurrency": 50, "shutdown_drain_seconds": 1.0,
+    })
+    store = InteractionStore(logs)
+    app = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
+    runner = web.AppRunner(create_web_app(app))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    async with aiohttp.ClientSession() as session:
+        try:
+            yield BotUnderTest(emu, app, f"http://127.0.0.1:{runner.addresses[0][1]}", session, store)
+        finally:
+            await runner.cleanup()
+
+
+def replies_in(emu, thread_ts: str) -> list[dict]:
+    return [m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts]
+
+
+async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_path, sample_settings, engine_parts):
+    mentions = [app_mention_event(f"{ANSWERABLE} ({n})", user=f"U0ASKER{n:02d}", ts=f"1700000{n:03d}.000100")
+                for n in range(20)]
+    async with SlackEmulator() as emu:
+        for mention in mentions:
+            emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as first:
+            responder = first.app.supportbot.responder
+            responder.pipeline = held = HeldPipeline(responder.pipeline)
+            for n, mention in enumerate(mentions):
+                assert (await first.event(mention, event_id=f"EvDur{n:02d}"))[0] == 200
+            for _ in range(200):
+                if len(responder.in_flight) == 20:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(responder.in_flight) == 20
+            for _ in range(8):  # some finish during the drain, the rest are cut off
+                held.release.release()
+            unfinished = await shutdown(first.app.supportbot, timeout=5.0)
+            assert 0 < unfinished < 20
+            status, _, _ = await first.event(app_mention_event(ANSWERABLE), event_id="EvLate")
+            assert status == 503  # a shutting-down instance takes no new work: Slack retries it later
+        answered_before = {m["ts"] for m in mentions if replies_in(emu, m["ts"])}
+        assert len(answered_before) == 20 - unfinished
+
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as second:
+            bot = second.app.supportbot
+            assert await bot.responder.recover(bot.client, bot.tasks.spawn) == unfinished
+            await bot.tasks.drain(timeout=90)
+            for n, mention in enumerate(mentions):  # Slack redelivers every event after the restart
+                assert (await second.event(mention, event_id=f"EvDur{n:02d}"))[0] == 200
+            await bot.tasks.drain(timeout=60)
+            assert InteractionStore(tmp_path / "logs").unfinished() == []
+        per_question = [len(replies_in(emu, mention["ts"])) for mention in mentions]
+        assert per_question == [1] * 20, per_question  # 20/20 answered, none twice
+
+
+async def test_dedupe_survives_a_restart(tmp_path, sample_settings, engine_parts):
+    mention = app_mention_event(ANSWERABLE)
+    async with SlackEmulator() as emu:
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as first:
+            await first.next_post(first.event(mention, event_id="Ev0ONCE"))
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as second:
+            await second.event(mention, event_id="Ev0ONCE")  # Slack's retry, to the restarted bot
+            await second.event(mention, event_id="Ev0OTHER")  # the same message under another event id
+            await second.app.supportbot.tasks.drain(timeout=30)
+        assert len(replies_in(emu, mention["ts"])) == 1
+
+
+async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings, engine_parts):
+    from bot.slack import answering
+
+    mention = app_mention_event(ANSWERABLE)
+    async with SlackEmulator() as emu:
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
+            ask = answering.Ask(channel=CHANNEL_ID, message_ts=mention["ts"], thread_ts=mention["ts"],
+                                user=mention["user"], text=mention["text"], surface="mention")
+            store = bot.app.supportbot.store
+            assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            old = answering.RECOVER_MAX_AGE_SECONDS
+            answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
+            try:
+                assert await bot.app.supportbot.responder.recover(bot.app.supportbot.client,
+                                                                  bot.app.supportbot.tasks.spawn) == 1
+                await bot.app.supportbot.tasks.drain(timeout=30)
+            finally:
+                answering.RECOVER_MAX_AGE_SECONDS = old
+            [apology] = replies_in(emu, mention["ts"])
+            assert "restarted" in apology["text"] and store.unfinished() == []
+
+
+async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unused_tcp_port):
+    """What `docker stop` sends: serve() returns (it is not killed) after draining."""
+    import os
+    import signal
+
+    from bot.slack.app import serve
+
+    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
+                                                  "slack_signing_secret": SecretStr(SECRET),
+                                                  "shutdown_drain_seconds": 1.0})
+    server = asyncio.create_task(serve(settings, host="127.0.0.1", port=unused_tcp_port))
+    async with aiohttp.ClientSession() as session:
+        for _ in range(600):
+            try:
+                async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+        else:
+            server.cancel()
+            pytest.fail("serve() never answered /healthz")
+    os.kill(os.getpid(), signal.SIGTERM)  # serve's handler catches it; without one, pytest would die here
+    await asyncio.wait_for(server, 60)
+    assert server.done() and server.exception() is None
+
+
+class KilledAfterPosting(InteractionStore):
+    """The process dies right after the escalation post, before its "open" row is written."""
+
+    async def record_escalation(self, interaction_id, *, status, **fields):
+        if status == "open":
+            raise asyncio.CancelledError("killed")
+        return await super().record_escalation(interaction_id, status=status, **fields)
+
+
+async def test_a_kill_between_the_escalation_post_and_its_record_makes_no_duplicate(tmp_path, sample_settings):
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.engine.types import Answer, Decision, Question
+    from bot.observability import Metrics
+    from bot.slack.escalation import TRIGGER_ASKED, Escalations
+
+    async with SlackEmulator() as emu:
+        settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question = Question(text="help", asker="U0ASKER", channel=CHANNEL_ID, thread_ts="1700000000.000100",
+                            interaction_id="i-kill")
+        answer = Answer(interaction_id="i-kill", question="help", text="draft", decision=Decision.ESCALATE)
+        before_restart = Escalations(settings, KilledAfterPosting(tmp_path / "logs"), Metrics())
+        with pytest.raises(asyncio.CancelledError):
+            await before_restart.escalate(client, question=question, answer=answer, question_ts=None,
+                                          trigger=TRIGGER_ASKED)
+        after_restart = Escalations(settings, InteractionStore(tmp_path / "logs"), Metrics())
+        assert await after_restart.escalate(client, question=question, answer=answer, question_ts=None,
+                                            trigger=TRIGGER_ASKED) is False
+        posts = [c for c in emu.calls_to("chat.postMessage") if c.args.get("channel") == ESCALATION_CHANNEL]
+        assert len(posts) == 1
