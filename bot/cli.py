@@ -151,11 +151,7 @@ def status(data_dir: Path | None, as_json: bool) -> None:
 
     from bot.engine import calibration
 
-    index = KnowledgeIndex.from_settings(load_settings(data_dir))
-    stats = index.stats()
-    if stats["exists"]:
-        found = calibration.load(index.index_dir, index.serving_version())
-        stats["calibration"] = found.summary() if found else None
+    stats = calibration.index_status(KnowledgeIndex.from_settings(load_settings(data_dir)))
     if as_json:
         print_json(stats)
         return

@@ -124,3 +124,15 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     index.rollback()
     assert index.serving_version() == v1
     assert asyncio.run(pipeline.calibration(index.version)).index_version == v1
+
+
+def test_status_and_refresh_texts_name_the_calibration_in_force():
+    from bot.slack import blocks
+
+    cal = Calibration(index_version=9, raw_escalate=0.21, raw_answer=0.5, separation_auroc=0.78, probes=[])
+    summary = cal.summary()
+    stats = {"exists": True, "documents": 3, "chunks": 40, "version": 11, "calibration": summary}
+    status = blocks.status_text(stats)
+    assert "*Escalation*: calibrated on index v9: 0 probe pairs, separation AUROC 0.78, escalates below raw 0.210" in status
+    assert "calibrated on index v9" in blocks.refresh_text("added 1", "U1", summary)
+    assert "not calibrated" in blocks.status_text({**stats, "calibration": None})

@@ -404,6 +404,7 @@ async def test_kb_refresh_by_admin_reports_counts_and_others_are_refused(tmp_pat
         assert status == 200 and text == ""  # acked at once; the numbers follow through response_url
         status_reply = (await bot.emu.wait_for_response(before + 1, timeout=20))[before]["text"]
         assert "2 documents" in status_reply and "version" in status_reply and str(tmp_path) not in status_reply
+        assert "*Escalation*: not calibrated (fewer than 30 usable sections" in status_reply  # 2 documents: too few
 
 
 # --------------------------------------------------------------------------- 5. safety

@@ -101,7 +101,8 @@ class Calibration(BaseModel):
 def describe(summary: dict[str, Any] | None) -> str:
     """One line for people: which calibration is in force and how good it is."""
     if not summary:
-        return "no calibration (fixed thresholds on the raw score): run `supportbot calibrate`"
+        return ("not calibrated (fewer than 30 usable sections, or an index from before calibration: "
+                "`supportbot calibrate`); fixed thresholds on the raw score")
     auroc = summary.get("separation_auroc")
     return (f"calibrated on index v{summary['index_version']}: {summary['pairs']} probe pairs, "
             f"separation AUROC {auroc:.2f}, escalates below raw {summary['escalate_below_raw']:.3f}"
@@ -275,3 +276,12 @@ async def ensure_calibrated(index, settings) -> dict[str, Any] | None:
         return found.summary()
     calibrator = calibrator_for(settings)
     return await calibrator(index, version) if calibrator is not None else None
+
+
+def index_status(index) -> dict[str, Any]:
+    """The index's stats plus the calibration in force (`status`, `/kb-status`)."""
+    stats = index.stats()
+    if stats.get("exists"):
+        found = load(index.index_dir, index.serving_version())
+        stats["calibration"] = found.summary() if found is not None else None
+    return stats

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from bot.engine.calibration import describe as describe_calibration
 from bot.engine.types import Answer, Citation, Decision
 
 SECTION_LIMIT = 3000
@@ -400,6 +401,8 @@ def status_text(stats: dict[str, Any]) -> str:
         totals = last.get("totals") or {}
         counts = ", ".join(f"{name} {totals.get(name, 0)}" for name in ("added", "updated", "unchanged", "deleted", "failed"))
         lines.append(f"*Last refresh*: {escape(str(last.get('started_at') or 'unknown'))} ({counts})")
+    if "calibration" in stats:
+        lines.append(f"*Escalation*: {escape(describe_calibration(stats['calibration']))}")
     if stats.get("sources"):
         lines.append("*Sources*: " + ", ".join(f"`{escape(display_source(source))}`" for source in stats["sources"][:20]))
     return neutralize_pings("\n".join(lines))
@@ -414,8 +417,9 @@ def display_source(source: str) -> str:
     return "/".join(parts[-2:]) or source
 
 
-def refresh_text(summary: str, user: str) -> str:
-    return f":books: Knowledge refreshed by <@{user}>: {escape(summary)}"
+def refresh_text(summary: str, user: str, calibration: dict[str, Any] | None = None) -> str:
+    text = f":books: Knowledge refreshed by <@{user}>: {escape(summary)}"
+    return f"{text}\n{escape(describe_calibration(calibration))}" if calibration else text
 
 
 # --------------------------------------------------------------------------- escalation

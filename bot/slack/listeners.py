@@ -22,6 +22,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine.calibration import index_status
 from bot.observability import record_refresh, request_context
 from bot.slack import blocks
 from bot.slack.answering import Ask, best_effort, read_thread
@@ -323,6 +324,7 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
+        from bot.engine.calibration import calibrator_for
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
@@ -331,7 +333,7 @@ class Listeners:
             return
         await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
-            report = await self.bot.index.refresh(self.settings.sources)
+            report = await self.bot.index.refresh(self.settings.sources, after_write=calibrator_for(self.settings))
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
@@ -342,7 +344,7 @@ class Listeners:
                                                         "The details are in the bot's log.")
             return
         record_refresh(self.bot.metrics, report)
-        await self._announce(client, channel, user, blocks.refresh_text(report.summary, user))
+        await self._announce(client, channel, user, blocks.refresh_text(report.summary, user, report.calibration))
 
     async def is_admin(self, client: AsyncWebClient, user: str) -> bool:
         """Checked on every call, so removing someone from the group takes effect at once."""
@@ -363,7 +365,7 @@ class Listeners:
 
         async def report() -> None:
             try:
-                stats = await asyncio.to_thread(self.bot.index.stats)
+                stats = await asyncio.to_thread(index_status, self.bot.index)
                 text = blocks.status_text(stats)
             except Exception as exc:  # noqa: BLE001
                 log.exception("kb-status failed")
