@@ -136,3 +136,14 @@ def test_status_and_refresh_texts_name_the_calibration_in_force():
     assert "*Escalation*: calibrated on index v9: 0 probe pairs, separation AUROC 0.78, escalates below raw 0.210" in status
     assert "calibrated on index v9" in blocks.refresh_text("added 1", "U1", summary)
     assert "not calibrated" in blocks.status_text({**stats, "calibration": None})
+
+
+def test_a_calibration_made_under_other_constants_is_refitted_on_load(tmp_path, monkeypatch):
+    probes = [ScoredProbe(section_key=str(i), kind="sentence", question="q", found=True,
+                          answerable=STRONG, masked={**WEAK, "top_similarity": 0.3 + i / 100}) for i in range(40)]
+    calibration.save(tmp_path, fit(4, probes))
+    before = calibration.load(tmp_path, 4)
+    monkeypatch.setitem(calibration.confidence.COEFFICIENTS, "top_similarity", 9.0)  # a new release's constants
+    after = calibration.load(tmp_path, 4)
+    assert after.fingerprint != before.fingerprint and after.raw_escalate > before.raw_escalate
+    assert after.pairs == before.pairs and calibration.load(tmp_path, 5) is None

@@ -25,6 +25,7 @@ the probes of sections that changed; a refresh that changes nothing never gets h
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -61,9 +62,18 @@ class ScoredProbe(BaseModel):
     masked: dict[str, float]
 
 
+def score_fingerprint() -> str:
+    """What the stored lines depend on besides the probes: the score's constants and the quantiles.
+    A calibration made under other constants is refitted from its stored signals (no new search)."""
+    parts = [METHOD, repr(confidence.INTERCEPT), repr(sorted(confidence.COEFFICIENTS.items())),
+             repr(ESCALATE_QUANTILE), repr(ANSWER_QUANTILE)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:12]
+
+
 class Calibration(BaseModel):
     index_version: int
     method: str = METHOD
+    fingerprint: str = Field(default_factory=score_fingerprint)
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     escalate_quantile: float = ESCALATE_QUANTILE
     answer_quantile: float = ANSWER_QUANTILE
@@ -164,12 +174,15 @@ def save(index_dir: Path, calibration: Calibration) -> Path:
 def load(index_dir: Path, version: int) -> Calibration | None:
     path = calibration_dir(index_dir) / f"v{version}.json"
     try:
-        return Calibration.model_validate_json(path.read_text(encoding="utf-8"))
+        found = Calibration.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except ValueError as exc:  # a damaged file must not take answering down: raw scores are the fallback
         log.warning("ignoring unreadable calibration %s: %s", path, exc)
         return None
+    if found.fingerprint != score_fingerprint():  # the score changed since (an upgrade): same probes, new lines
+        found = fit(found.index_version, found.probes, rescored=0, seconds=found.seconds)
+    return found
 
 
 def latest(index_dir: Path, before: int | None = None) -> Calibration | None:
