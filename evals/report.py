@@ -12,7 +12,7 @@ the files and appends the run to the history folder the trend plot reads.
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import json
 import re
@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
+
+import jinja2
 
 from evals.compare import Change
 from evals.schema import METRICS, EvalReport, UsageSummary
@@ -345,105 +347,55 @@ def render_markdown(
 
 # ------------------------------------------------------------------------------ HTML
 
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#111827;margin:0;background:#f9fafb}
-main{max-width:1100px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:1px solid #e5e7eb;padding-bottom:4px}
-.meta{color:#6b7280;font-size:13px}
-table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
-th,td{border:1px solid #e5e7eb;padding:6px 10px;text-align:left;vertical-align:top}th{background:#f3f4f6}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.bad{color:#b91c1c;font-weight:600}.good{color:#15803d}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
-figure{margin:0;background:#fff;border:1px solid #e5e7eb;padding:8px}figure img{width:100%;height:auto}
-.case{background:#fff;border:1px solid #e5e7eb;border-left:4px solid #dc2626;padding:10px 14px;margin:10px 0}
-.case .q{font-weight:600}.case .lbl{color:#6b7280;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.pill{display:inline-block;border-radius:9px;padding:0 8px;font-size:12px;background:#e5e7eb;margin-right:4px}
-.pill.gold{background:#dcfce7}.pill.miss{background:#fee2e2}
-"""
+TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text if text is not None else ""))
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """Autoescape on: every question, answer and title in the report is escaped by Jinja2, not by hand."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _paragraph(text: str | None) -> str:
-    return f"<p>{_e(text)}</p>" if text else ""
-
-
-def _figure_html(plots: dict[str, bytes], name: str, alt: str) -> str:
-    return f'<figure><img alt="{_e(alt)}" src="{data_uri(plots[name])}"></figure>' if name in plots else ""
-
-
-def _headline_html(row: dict[str, Any]) -> str:
-    baseline = format_value(row["baseline"]) if row["baseline"] is not None else ""
-    delta = "" if row["delta"] is None else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else "")
-    return (
-        f'<tr><td>{_e(row["label"])}</td><td class="num">{_e(format_value(row["value"]))}</td>'
-        f'<td class="num">{_e(baseline)}</td><td class="num{" bad" if row["regressed"] else ""}">{_e(delta)}</td>'
-        f'<td class="meta">{_e(row["meaning"])}</td></tr>'
-    )
-
-
-def _case_html(row: dict[str, Any]) -> str:
-    sources = "".join(
-        f'<span class="pill {"gold" if d["gold"] else "miss"}" title="{_e(d["url"])}">{_e(d["title"])}</span>'
-        for d in row["retrieved"][:5]
-    ) or "<em>nothing retrieved</em>"
-    reasons = f" · {_e('; '.join(row['reasons']))}" if row["reasons"] else ""
-    return (
-        f'<div class="case"><div class="q">{_e(row["id"])}: {_e(row["question"])}</div>'
-        f'<div class="meta">{_e(row["decision"])} · confidence {row["confidence"]:.2f}{reasons}</div>'
-        f'<div class="lbl">answer</div><div>{_e(_short(row["answer"], 700))}</div>'
-        f'<div class="lbl">reference</div><div>{_e(_short(row["reference_answer"], 500)) or "<em>none</em>"}</div>'
-        f'<div class="lbl">retrieved (green = gold)</div><div>{sources}</div></div>'
-    )
+def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
+                 ) -> dict[str, Any]:
+    """Everything the HTML template shows, already formatted (plain strings: the template escapes them)."""
+    rows = report.per_case
+    headline = [
+        {"label": row["label"], "value": format_value(row["value"]),
+         "baseline": format_value(row["baseline"]) if row["baseline"] is not None else "",
+         "delta": "" if row["delta"] is None else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else ""),
+         "regressed": row["regressed"], "meaning": row["meaning"]}
+        for row in headline_rows(report, changes)
+    ]
+    gaps = [{"topic": topic, "count": len(members), "questions": [_short(m["question"], 160) for m in members[:6]],
+             "more": max(len(members) - 6, 0)} for topic, members in knowledge_gaps(rows)]
+    sections = [
+        {"title": title, "why": why, "cases": [
+            {"id": row["id"], "question": row["question"], "decision": row["decision"],
+             "confidence": f"{row['confidence']:.2f}", "reasons": "; ".join(row["reasons"]),
+             "answer": _short(row["answer"], 700), "reference": _short(row["reference_answer"], 500),
+             "sources": [{"gold": d["gold"], "url": d["url"], "title": d["title"]} for d in row["retrieved"][:5]]}
+            for row in cases]}
+        for title, why, cases in worst_cases(rows, limit) if cases
+    ]
+    return {
+        "title": _title(report), "config_line": _config_line(report), "headline": headline,
+        "usage": usage_summary(report.usage), "threshold": threshold_summary(report.threshold_advice),
+        "plots": {name: data_uri(png) for name, png in plots.items()}, "gaps": gaps, "sections": sections,
+    }
 
 
 def render_html(
     report: Report, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
 ) -> str:
     """One self-contained page: plots inlined as base64 PNG data URIs, no external assets."""
-    report = EvalReport.of(report)
-    rows = report.per_case
-    table = "".join(_headline_html(row) for row in headline_rows(report, changes))
-    usage = report.usage
-    gaps = knowledge_gaps(rows)
-    gap_rows = "".join(
-        f'<tr><td>{_e(topic)}</td><td class="num">{len(members)}</td><td>'
-        + "<br>".join(_e(_short(m["question"], 160)) for m in members[:6])
-        + (f"<br><em>… and {len(members) - 6} more</em>" if len(members) > 6 else "") + "</td></tr>"
-        for topic, members in gaps
-    )
-    sections = "".join(
-        f"<h2>{_e(title)}</h2><p class='meta'>{_e(why)}</p>" + "".join(_case_html(row) for row in cases)
-        for title, why, cases in worst_cases(rows, limit) if cases
-    )
-    trend = _figure_html(plots, "trend", "metric trend") or "<p class='meta'>The trend appears from the second run on (history folder).</p>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(_title(report))}</title><style>{CSS}</style></head>
-<body><main>
-<h1>{_e(_title(report))}</h1><div class="meta">{_e(_config_line(report))}</div>
-<h2>Headline metrics</h2>
-<table><tr><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>meaning</th></tr>{table}</table>
-<p class="meta">{_e(usage_summary(usage))}</p>
-<h2>Confidence calibration</h2>
-<div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
-{_paragraph(threshold_summary(report.threshold_advice))}
-<h2>Trend</h2>{trend}
-<div class="grid"><div><h2>Why the bot escalated</h2>
-{_figure_html(plots, "escalation-reasons", "escalation reasons") or "<p>No escalations.</p>"}</div>
-<div><h2>Knowledge gaps</h2>
-{_figure_html(plots, "knowledge-gaps", "knowledge gaps by topic") or "<p>No knowledge gaps.</p>"}</div></div>
-<p class="meta">Knowledge gaps are questions with no good source: not answerable from the knowledge, or retrieval found no gold document; grouped by the topic of the best retrieved document.</p>
-<table><tr><th>topic</th><th>questions</th><th>examples</th></tr>{gap_rows or '<tr><td colspan="3">No question lacked a good source.</td></tr>'}</table>
-{sections}
-</main></body></html>
-"""
+    context = html_context(EvalReport.of(report), plots, changes, limit)
+    return _environment().get_template("report.html.j2").render(context)
 
 
 # ------------------------------------------------------------------------------ files
