@@ -44,6 +44,7 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from bot.engine.types import Answer, Question, utc_now
+from knowledge.text import sql_string
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,6 @@ def vote_key(interaction_id: str, user: str) -> str:
 
 def escalation_key(interaction_id: str) -> str:
     return f"{interaction_id}:escalation"
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def dumps(value: Any) -> str:

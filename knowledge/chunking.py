@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from knowledge.sources import Document
+from knowledge.text import FENCE, split_sentences
 
-CHUNKER_VERSION = "2"  # bump to force re-embedding everything after a chunking change
+CHUNKER_VERSION = "3"  # bump to force re-embedding everything after a chunking change
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-FENCE = re.compile(r"^\s*(```|~~~)")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 MIN_SECTION_TOKENS = 24  # smaller sections are merged into the next one
 
 TokenCounter = Callable[[str], int]
@@ -84,10 +83,6 @@ def split_sections(text: str) -> list[Section]:
 
 def split_paragraphs(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-
-
-def split_sentences(paragraph: str) -> list[str]:
-    return [part.strip() for part in SENTENCE_END.split(paragraph) if part.strip()]
 
 
 def split_by_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
 from knowledge.embeddings import DIMENSIONS, Embedder
 from knowledge.sources import Document, SourceLoad, load_source
+from knowledge.text import sql_string
 
 TABLE = "chunks"
 TAG_PREFIX = "refresh-"
@@ -104,10 +105,6 @@ class RefreshReport:
         data = asdict(self)
         data["totals"] = {name: self.total(name) for name in ("added", "updated", "unchanged", "deleted", "failed")}
         return data
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def fingerprint(doc: Document, model: str, max_tokens: int, overlap: int) -> str:

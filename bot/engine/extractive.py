@@ -19,12 +19,11 @@ from bot.engine.citations import Segment, Span, assemble
 from bot.engine.draft import Draft, OnDelta
 from bot.engine.terms import FRAMING, content_words, term_set
 from bot.engine.types import Question, RetrievedChunk
+from knowledge.text import FENCE, SENTENCE_END
 
-FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING_LINE = re.compile(r"^\s*#{1,6}\s")
 TABLE_RULE = re.compile(r"^\s*\|?[\s:\-|]+\|[\s:\-|]*$")
 LIST_MARKER = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“‘(\[*_])")
 MIN_WORDS, MAX_WORDS = 4, 60
 MAX_BLOCK_LINES, MAX_BLOCK_WORDS = 10, 150  # a lead-in sentence with its list or table
 MIN_SENTENCES, MAX_SENTENCES = 2, 4

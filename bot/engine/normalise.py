@@ -60,11 +60,3 @@ def has_question(text: str) -> bool:
     stripped = re.sub(r"@user\b|@here\b|@channel\b|@everyone\b", " ", stripped)
     return any(char.isalnum() for char in stripped)
 
-
-def truncate(text: str, limit: int) -> tuple[str, bool]:
-    """Cut an over-long question at a word boundary near `limit`; says whether it cut."""
-    if len(text) <= limit:
-        return text, False
-    cut = text[:limit]
-    space = cut.rfind(" ", int(limit * 0.9))
-    return (cut[:space] if space > 0 else cut).rstrip(), True

@@ -12,6 +12,7 @@ import re
 from typing import Any, Iterable
 
 from bot.engine.types import Answer, Citation, Decision
+from knowledge.text import truncate
 
 SECTION_LIMIT = 3000
 MESSAGE_BLOCK_LIMIT = 50
@@ -145,10 +146,6 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     if text:
         pieces.append(text)
     return pieces
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 # --------------------------------------------------------------------------- blocks
