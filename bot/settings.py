@@ -6,7 +6,6 @@ Secrets are `SecretStr` so they never print in a repr, a log line or a traceback
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -125,9 +124,3 @@ class Settings(BaseSettings):
     @property
     def has_anthropic_key(self) -> bool:
         return bool(self.anthropic_api_key and self.anthropic_api_key.get_secret_value())
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; tests build their own `Settings(...)` instead."""
-    return Settings()

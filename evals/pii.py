@@ -45,15 +45,3 @@ def scrub(text: str | None) -> str | None:
     for placeholder, pattern in PATTERNS:
         text = pattern.sub(placeholder, text)
     return text
-
-
-def scrub_found(text: str | None) -> list[str]:
-    """The placeholders `scrub` would insert, for reporting what an export removed."""
-    if not text:
-        return []
-    found: list[str] = []
-    for placeholder, pattern in PATTERNS:
-        if pattern.search(text):
-            found.append(placeholder)
-            text = pattern.sub(placeholder, text)
-    return found

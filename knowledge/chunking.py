@@ -44,10 +44,6 @@ class Chunk:
         context = " > ".join(part for part in (self.title, self.heading) if part)
         return f"{context}\n{self.text}" if context else self.text
 
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()
-
 
 @dataclass
 class Section:

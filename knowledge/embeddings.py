@@ -55,10 +55,6 @@ class Embedder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    @property
-    def dimensions(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension() or DIMENSIONS)
-
     def encode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
         """Vectors for `texts` in order; `progress` (a tqdm-like object) is advanced per batch.
 
@@ -80,11 +76,5 @@ class Embedder:
                 progress.update(len(batch))
         return vectors
 
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
-
     async def aencode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
         return await asyncio.to_thread(self.encode, texts, progress=progress)
-
-    async def aencode_query(self, text: str) -> np.ndarray:
-        return await asyncio.to_thread(self.encode_query, text)

@@ -136,10 +136,6 @@ def units(text: str) -> list[Unit]:
             and not is_scraped_menu(u.text)]
 
 
-def sentences(text: str) -> list[str]:
-    return [unit.text for unit in units(text)]
-
-
 def max_words(unit: str) -> int:
     return MAX_BLOCK_WORDS if "\n" in unit else MAX_WORDS
 

@@ -59,10 +59,6 @@ def thread_history(
     return turns[-limit:]
 
 
-def bot_took_part(messages: Iterable[dict[str, Any]], bot_user_id: str | None, bot_id: str | None) -> bool:
-    return any(is_bot_message(message, bot_user_id, bot_id) for message in messages)
-
-
 _ACKNOWLEDGEMENT = re.compile(
     r"^\W*(thanks?( you)?|thx|ty|cheers|ok(ay)?|great|perfect|cool|got it|nice|awesome|:[a-z0-9_+-]+:)\W*$",
     re.IGNORECASE,
