@@ -76,5 +76,8 @@ class Embedder:
                 progress.update(len(batch))
         return vectors
 
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
     async def aencode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
         return await asyncio.to_thread(self.encode, texts, progress=progress)
