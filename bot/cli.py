@@ -246,7 +246,8 @@ def chat(data_dir: Path | None) -> None:
 def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> None:
     """Run the Slack bot (HTTP mode serves /slack/events, /healthz and /metrics)."""
     from bot.observability import configure_logging, secret_values
-    from bot.slack.app import ConfigurationError, serve as run_bot
+    from bot.slack.app import ConfigurationError
+    from bot.slack.app import serve as run_bot
 
     settings = load_settings(data_dir)
     configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
@@ -345,7 +346,7 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
               offline: bool, judge: bool | None, progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
     """Answer every case with the real pipeline; print retrieval, answer, escalation and latency metrics."""
     from evals.cases import InvalidCases, load_cases
-    from evals.compare import compare_reports, comparability_warnings
+    from evals.compare import comparability_warnings, compare_reports
     from evals.report import history_entry, write_report
     from evals.runner import run_eval
     from evals.schema import EvalReport

@@ -7,10 +7,10 @@ Secrets are `SecretStr` so they never print in a repr, a log line or a traceback
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 # Comma-separated in the environment ("a,b,c"), a list in code.
 CommaList = Annotated[list[str], NoDecode]

@@ -36,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -176,7 +177,7 @@ class _Pending:
 class _KeyedTable:
     """One LanceDB table written by group commit: queued patches, one merge per batch."""
 
-    def __init__(self, store: "InteractionStore", name: str, schema: pa.Schema, key: str) -> None:
+    def __init__(self, store: InteractionStore, name: str, schema: pa.Schema, key: str) -> None:
         self.store = store
         self.name = name
         self.schema = schema
@@ -249,7 +250,7 @@ class InteractionStore:
         self._feedback = _KeyedTable(self, FEEDBACK, FEEDBACK_SCHEMA, "key")
 
     @classmethod
-    def from_settings(cls, settings) -> "InteractionStore":
+    def from_settings(cls, settings) -> InteractionStore:
         return cls(settings.data_dir / "logs")
 
     @property

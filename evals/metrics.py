@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from knowledge.text import FUNCTION_WORDS, MARKERS, split_answer_sentences
 from knowledge.text import strip_markers as _strip_markers

@@ -12,11 +12,11 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from evals.compare import compare_reports
 from evals.metrics import meets_targets

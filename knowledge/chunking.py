@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from knowledge.sources import Document
 from knowledge.text import FENCE, split_sentences
@@ -184,7 +184,7 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int = 200, ov
         merged.append(Section(path=[], lines=carry))
 
     doc_hash = doc.content_hash
-    id_prefix = hashlib.sha1(f"{doc.source}\0{doc.doc_id}".encode("utf-8")).hexdigest()[:16]
+    id_prefix = hashlib.sha1(f"{doc.source}\0{doc.doc_id}".encode()).hexdigest()[:16]
     chunks: list[Chunk] = []
     for section in merged:
         path = [part for part in section.path if part.strip() != doc.title.strip()]

@@ -17,10 +17,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -143,7 +144,7 @@ class KnowledgeIndex:
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
-    def from_settings(cls, settings, embedder: Embedder | None = None) -> "KnowledgeIndex":
+    def from_settings(cls, settings, embedder: Embedder | None = None) -> KnowledgeIndex:
         return cls(
             settings.index_dir,
             embedder or Embedder(settings.embedding_model, settings.embedding_batch_size),

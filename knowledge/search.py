@@ -147,7 +147,7 @@ class Searcher:
         self.candidates = candidates
 
     @classmethod
-    def from_settings(cls, settings, index: KnowledgeIndex) -> "Searcher":
+    def from_settings(cls, settings, index: KnowledgeIndex) -> Searcher:
         return cls(index, vector_weight=settings.vector_weight, fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
 
     def search(

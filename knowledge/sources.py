@@ -11,9 +11,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from xml.etree import ElementTree
 
 import yaml
@@ -383,7 +384,7 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
                 found_pages, nested = await asyncio.to_thread(parse_sitemap, body.decode("utf-8", errors="replace"))
                 pages.extend(found_pages)
                 sitemaps.extend(nested)
-            except (DocumentError, ElementTree.ParseError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, DocumentError, ElementTree.ParseError, aiohttp.ClientError) as exc:
                 if sitemap_url == spec:
                     result.complete = False
                 result.failures.append(LoadFailure(sitemap_url, describe_fetch_error(exc, timeout)))
@@ -401,7 +402,7 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
                     )
                     result.warnings.extend(warnings)
                     result.documents.append(doc)
-                except (DocumentError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, DocumentError, aiohttp.ClientError) as exc:
                     result.failures.append(LoadFailure(url, describe_fetch_error(exc, timeout), doc_id=url))
                     if url == spec:
                         result.complete = False

@@ -8,7 +8,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each command is a fresh process that loads torch and the embedding model
 
 CLI = [sys.executable, "-m", "bot.cli"]
 

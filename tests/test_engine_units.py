@@ -7,12 +7,12 @@ import pytest
 from bot.engine import confidence
 from bot.engine.citations import Segment, Span, assemble, cited_share, numbered_sources
 from bot.engine.normalise import has_question, normalise_slack
-from knowledge.text import truncate
 from bot.engine.pricing import cost_usd, price_for
 from bot.engine.query import search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Decision, RetrievedChunk, Turn, Usage
 from bot.settings import DEFAULT_PRICES
+from knowledge.text import truncate
 
 
 def chunk(n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a payment", heading: str = "") -> RetrievedChunk:

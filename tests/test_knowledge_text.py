@@ -6,7 +6,14 @@ import ast
 from pathlib import Path
 
 from knowledge.text import (
-    FENCE, FUNCTION_WORDS, STOPWORDS, split_answer_sentences, split_sentences, sql_string, strip_markers, truncate,
+    FENCE,
+    FUNCTION_WORDS,
+    STOPWORDS,
+    split_answer_sentences,
+    split_sentences,
+    sql_string,
+    strip_markers,
+    truncate,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,11 +8,10 @@ goes right after the text it supports. Pure functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from bot.engine.types import Citation, RetrievedChunk
-from knowledge.text import strip_markers
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from bot.engine.citations import Segment, Span, assemble
 from bot.engine.draft import Draft, OnDelta
@@ -115,7 +115,7 @@ def units(text: str) -> list[Unit]:
         if number <= skip_until or in_fence or not stripped or HEADING_LINE.match(stripped) or TABLE_RULE.match(stripped):
             continue
         if stripped.startswith("|"):
-            following = next((l.strip() for l in lines[number + 1:] if l.strip()), "")
+            following = next((later.strip() for later in lines[number + 1:] if later.strip()), "")
             if TABLE_RULE.match(following):
                 header = stripped
             else:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from bot.engine import confidence
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
@@ -71,7 +71,7 @@ class Pipeline:
         self._term_stats: tuple[int, TermStats] | None = None
 
     @classmethod
-    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> "Pipeline":
+    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> Pipeline:
         """Claude when an API key is configured, else the extractive answerer."""
         if searcher is None:
             from knowledge.index import KnowledgeIndex

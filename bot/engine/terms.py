@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 from knowledge.text import STOPWORDS
 
@@ -89,7 +89,7 @@ class TermStats:
         self.documents = documents
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "TermStats":
+    def from_texts(cls, texts: Iterable[str]) -> TermStats:
         df: Counter[str] = Counter()
         count = 0
         for text in texts:

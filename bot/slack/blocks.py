@@ -9,7 +9,8 @@ deliberate ping, the on-call tag in an escalation post, is added by `escalation_
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.engine.types import Answer, Citation, Decision
 from knowledge.text import truncate

@@ -8,7 +8,8 @@ turns, so a follow-up such as "and on Android?" is read in context.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.engine.normalise import MENTION, normalise_slack
 from bot.engine.types import Turn

@@ -36,7 +36,7 @@ NOT_HERE_TEXT = "I only answer questions in {channels}, or in a direct message."
 
 
 class Listeners:
-    def __init__(self, bot: "SupportBot") -> None:
+    def __init__(self, bot: SupportBot) -> None:
         self.bot = bot
         self.settings = bot.settings
         self.responder = bot.responder
