@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow  # each command is a fresh process that loads torch and the embedding model
+# Each command is a fresh process that loads torch and the embedding model; the first test also builds the sample index.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CLI = [sys.executable, "-m", "bot.cli"]
 
@@ -38,7 +39,8 @@ def test_ask_answers_with_sources_as_text_and_json(sample_data_dir):
 
 
 def test_chat_reads_questions_from_stdin_until_exit(sample_data_dir):
-    stdin = "How long can a card payment be refunded?\n\nhow many times is a webhook retried?\nexit\nnever asked\n"
+    stdin = ("How long after a payment can we still refund it to the customer's card?\n\n"
+             "how many times is a webhook retried?\nexit\nnever asked\n")
     done = subprocess.run([*CLI, "chat", "--data-dir", str(sample_data_dir)], input=stdin, env=env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
