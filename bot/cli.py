@@ -107,7 +107,7 @@ def search(query: str, k: int, mode: str, per_doc: int, data_dir: Path | None, a
     settings = load_settings(data_dir)
     index = KnowledgeIndex.from_settings(settings)
     try:
-        result = Searcher.from_settings(settings, index).search(query, k, mode=mode, per_doc=per_doc)
+        result = Searcher.from_settings(settings, index).search(query, k, mode=mode, per_doc=per_doc)  # type: ignore[arg-type]  # click.Choice checked it
     except IndexNotReady as exc:
         fail(str(exc))
     if as_json:

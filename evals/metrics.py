@@ -62,11 +62,11 @@ def retrieval_scores(hits: Sequence[Sequence[str]], gold_sources: Sequence[str],
 
 
 def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for row in rows:
         for name, value in row.items():
-            totals[name] += value
+            totals[name] = totals.get(name, 0.0) + value
             counts[name] += 1
     return {name: round(totals[name] / counts[name], 4) for name in totals}
 

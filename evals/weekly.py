@@ -63,7 +63,7 @@ def digest_text(report: EvalReport | Mapping[str, Any], previous: EvalReport | M
     ]
     advice = report.threshold_advice or {}
     if advice.get("suggested") is not None and not meets_targets(advice):
-        lines.insert(-2, threshold_summary(advice))  # only when the threshold misses: then it is news
+        lines.insert(-2, threshold_summary(advice) or "")  # only when the threshold misses: then it is news
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
+from knowledge.config import IndexSettings
 from knowledge.embeddings import DIMENSIONS, Embedder
 from knowledge.sources import Document, SourceLoad, load_source
 from knowledge.text import sql_string
@@ -144,7 +145,7 @@ class KnowledgeIndex:
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
-    def from_settings(cls, settings, embedder: Embedder | None = None) -> KnowledgeIndex:
+    def from_settings(cls, settings: IndexSettings, embedder: Embedder | None = None) -> KnowledgeIndex:
         return cls(
             settings.index_dir,
             embedder or Embedder(settings.embedding_model, settings.embedding_batch_size),

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from knowledge.config import SearchSettings
 from knowledge.index import KnowledgeIndex
 
 Mode = Literal["hybrid", "vector", "fts"]
@@ -147,7 +148,7 @@ class Searcher:
         self.candidates = candidates
 
     @classmethod
-    def from_settings(cls, settings, index: KnowledgeIndex) -> Searcher:
+    def from_settings(cls, settings: SearchSettings, index: KnowledgeIndex) -> Searcher:
         return cls(index, vector_weight=settings.vector_weight, fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
 
     def search(

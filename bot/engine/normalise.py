@@ -17,22 +17,22 @@ SHORTCODE = re.compile(r":[a-z0-9_+\-']+:")
 LEADING_MENTIONS = re.compile(r"^(?:\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>(?:[\s,]|:(?=\s|$))*)+")  # "@bot: q", not ":wave:"
 
 
-def _mention(match: re.Match) -> str:
+def _mention(match: re.Match[str]) -> str:
     return f"@{match.group(2)}" if match.group(2) else "@user"
 
 
-def _channel(match: re.Match) -> str:
+def _channel(match: re.Match[str]) -> str:
     return f"#{match.group(2)}" if match.group(2) else "#channel"
 
 
-def _special(match: re.Match) -> str:
+def _special(match: re.Match[str]) -> str:
     kind, _, label = match.group(1), match.group(2), match.group(3)
     if label:
         return label if label.startswith("@") or kind.startswith("date") else f"@{label}"
     return f"@{kind}" if kind in ("here", "channel", "everyone") else ""
 
 
-def _link(match: re.Match) -> str:
+def _link(match: re.Match[str]) -> str:
     target, label = match.group(1), match.group(2)
     if target.startswith(("mailto:", "tel:")):
         return label or target.split(":", 1)[1]

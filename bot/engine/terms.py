@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 
-from knowledge.text import STOPWORDS
+from knowledge.text import STOPWORDS as STOPWORDS  # re-exported: the query rewrite reads it here
 
 WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?", re.IGNORECASE)
 
