@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
 
-.PHONY: setup demo test eval-check eval-baseline lint bench clean
+.PHONY: setup demo test test-fast eval-check eval-baseline lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked `slow` (the Docker install in a fresh venv, CLI and demo subprocesses,
+# whole eval runs): the quick lane while working. `make test` (and CI) still runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Lint and types (not yet in CI: mypy still reports errors in files other branches are rewriting; see pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The frozen eval set against its committed baseline, offline answerer: fails naming each metric
 # that fell (evals/README.md). After an intended change, regenerate the baseline with `make eval-baseline`.

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_bench import answer_all, indexed_pipeline, load_jsonl, run  # noqa: E402
 
-from bot.engine.citations import strip_markers  # noqa: E402
 from evals.metrics import percentile, token_f1  # noqa: E402
+from knowledge.text import strip_markers  # noqa: E402
 
 
 def faithful(answer) -> bool:

@@ -211,7 +211,7 @@ async def drive(args: argparse.Namespace, base: str, emu: SlackEmulator, session
             record.status, record.acked = resp.status, time.time()
         try:
             await asyncio.wait_for(waiter, args.answer_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             run.waiters.pop(ts, None)
 
     async def worker() -> None:
@@ -239,7 +239,7 @@ async def main_async(args: argparse.Namespace) -> int:
     shutil.rmtree(data_dir / "logs", ignore_errors=True)  # a fresh interaction log for every run
 
     llm_port, bot_port = free_port(), free_port()
-    llm_log = open(work / "anthropic-emulator.log", "wb")
+    llm_log = open(work / "anthropic-emulator.log", "wb")  # noqa: SIM115 - open while the emulator runs
     llm = subprocess.Popen([sys.executable, "-m", "tests.emulators.anthropic_api", "--port", str(llm_port),
                             "--delay", str(args.llm_delay)], cwd=ROOT, env=env, stdout=llm_log, stderr=llm_log)
     server = None
@@ -254,7 +254,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
                 "SUPPORTBOT_GLOBAL_CONCURRENCY": str(args.global_concurrency),
             }
-            server_log = open(work / "server.log", "wb")
+            server_log = open(work / "server.log", "wb")  # noqa: SIM115 - open while the server runs
             started = time.monotonic()
             # cwd=work: no developer .env is read; everything is set above
             profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []

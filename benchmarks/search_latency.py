@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evals.metrics import percentile  # noqa: E402
 from knowledge.chunking import Chunk  # noqa: E402
 from knowledge.embeddings import Embedder  # noqa: E402
-from knowledge.index import KnowledgeIndex, chunks_to_arrow, TABLE, chunk_schema  # noqa: E402
+from knowledge.index import TABLE, KnowledgeIndex, chunk_schema, chunks_to_arrow  # noqa: E402
 from knowledge.search import Searcher  # noqa: E402
 
 WORDS = (
@@ -92,7 +92,7 @@ def main() -> None:
     embed_ms = [ms for _, ms in timed_vectors]
     numpy_ms, exact_ids = [], []
     for query_vector, _ in timed_vectors:
-        ids, ms = timed(lambda: np.argpartition(-(vectors @ query_vector), 10)[:10])
+        ids, ms = timed(lambda: np.argpartition(-(vectors @ query_vector), 10)[:10])  # noqa: B023 - called at once
         numpy_ms.append(ms)
         exact_ids.append(set(ids.tolist()))
     recalls = []

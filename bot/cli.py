@@ -10,11 +10,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from evals.schema import EvalReport
 
 
 def load_settings(data_dir: Path | None) -> Settings:
@@ -108,7 +111,7 @@ def search(query: str, k: int, mode: str, per_doc: int, data_dir: Path | None, a
     settings = load_settings(data_dir)
     index = KnowledgeIndex.from_settings(settings)
     try:
-        result = Searcher.from_settings(settings, index).search(query, k, mode=mode, per_doc=per_doc)
+        result = Searcher.from_settings(settings, index).search(query, k, mode=mode, per_doc=per_doc)  # type: ignore[arg-type]  # click.Choice checked it
     except IndexNotReady as exc:
         fail(str(exc))
     if as_json:
@@ -273,7 +276,8 @@ def chat(data_dir: Path | None) -> None:
 def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> None:
     """Run the Slack bot (HTTP mode serves /slack/events, /healthz and /metrics)."""
     from bot.observability import configure_logging, secret_values
-    from bot.slack.app import ConfigurationError, serve as run_bot
+    from bot.slack.app import ConfigurationError
+    from bot.slack.app import serve as run_bot
 
     settings = load_settings(data_dir)
     configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
@@ -402,9 +406,10 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
               offline: bool, judge: bool | None, progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
     """Answer every case with the real pipeline; print retrieval, answer, escalation and latency metrics."""
     from evals.cases import InvalidCases, load_cases
-    from evals.compare import compare_reports, comparability_warnings
+    from evals.compare import comparability_warnings, compare_reports
     from evals.report import history_entry, write_report
     from evals.runner import run_eval
+    from evals.schema import EvalReport
     from knowledge.index import IndexNotReady
 
     settings = load_settings(data_dir)
@@ -414,7 +419,7 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
         cases = load_cases(dataset)
     except InvalidCases as exc:
         fail(str(exc), 2)
-    previous = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
+    previous = EvalReport.load(baseline) if baseline else None
     use_judge = settings.has_anthropic_key if judge is None else judge
     if use_judge and not settings.has_anthropic_key:
         fail("--judge needs ANTHROPIC_API_KEY", 2)
@@ -424,17 +429,17 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
 
         judge_fn = make_claude_judge(settings)
     try:
-        report = asyncio.run(run_eval(
+        report = EvalReport.of(asyncio.run(run_eval(
             settings, cases, k=k, mode=mode, kb=kb, judge=judge_fn, dataset=dataset,
             progress=sys.stderr.isatty() if progress is None else progress,
-        ))
+        )))
     except IndexNotReady as exc:
         fail(f"{exc} (or pass --kb SOURCE)", 2)  # exit 1 means "regression"
     changes = compare_reports(report, previous, tolerance=tolerance, latency_tolerance=latency_tolerance,
                               latency_floor_ms=latency_floor_ms) if previous else []
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        json_out.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     if report_dir:
         paths = write_report(report, report_dir, changes)
         click.echo(f"report: {paths['html']}", err=True)
@@ -455,34 +460,37 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
         click.secho(f"no regression against {baseline} (tolerance {tolerance})", fg="green", err=True)
 
 
-def print_eval_summary(report: dict[str, Any]) -> None:
-    k = report.get("k")
-    r, a, e, lat = report["retrieval"], report["answer"], report["escalation"], report["latency_ms"]
-
-    def f(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    click.echo(f"{report['cases']} cases, k={k}, mode {report['config']['mode']}, generator {report['config']['generator']}")
-    click.echo(f"retrieval   hit@{k} {f(r['hit@k'])}  recall@{k} {f(r['recall@k'])}  MRR@{k} {f(r['mrr@k'])}  nDCG@{k} {f(r['ndcg@k'])}")
-    click.echo(f"answer      faithfulness {f(a['faithfulness'])}  correctness (F1) {f(a['correctness'])}  "
-               f"cosine {f(a['correctness_cosine'])}" + (f"  judge {f(a['correctness_judge'])}" if a.get("correctness_judge") is not None else ""))
-    click.echo(f"escalation  AUROC {f(e['auroc'])}  precision {f(e['precision'])}  recall {f(e['recall'])}  "
-               f"rate {f(e['escalation_rate'])}  answered-when-answerable {f(e['answered_when_answerable'])}")
-    usage = report["usage"]
-    click.echo(f"latency     p50 {lat['p50']:.0f} ms  p95 {lat['p95']:.0f} ms   tokens {usage['input_tokens']} in / "
-               f"{usage['output_tokens']} out  cost ${usage['cost_usd']:.4f}")
-    judge = usage.get("judge") or {}
-    if judge.get("calls"):
-        click.echo(f"judge       {judge['calls']} calls, {judge.get('failed', 0)} failed, "
-                   f"{judge.get('input_tokens', 0)} in / {judge.get('output_tokens', 0)} out  cost ${judge.get('cost_usd', 0):.4f}")
+def eval_summary_lines(report: EvalReport) -> list[str]:
+    """The terminal summary of a run: one line per report section, metrics from the registry."""
     from evals.report import threshold_summary
+    from evals.schema import metrics_in
 
-    advice = threshold_summary(report.get("threshold_advice"))
+    def line(section: str) -> str:
+        parts = [f"{metric.short_title(report.k)} {metric.format(report.value(metric))}" for metric in metrics_in(section)
+                 if section != "answer" or metric.name != "correctness_judge" or report.answer.correctness_judge is not None]
+        return f"{section:<11} " + "  ".join(parts)
+
+    usage, latency = report.usage, report.latency_ms
+    lines = [f"{report.cases} cases, k={report.k}, mode {report.config.mode}, generator {report.config.generator}",
+             line("retrieval"), line("answer"), line("escalation"),
+             f"latency     p50 {latency.p50 or 0:.0f} ms  p95 {latency.p95 or 0:.0f} ms   tokens {usage.input_tokens} in / "
+             f"{usage.output_tokens} out  cost ${usage.cost_usd:.4f}"]
+    judge = usage.judge
+    if judge.calls:
+        lines.append(f"judge       {judge.calls} calls, {judge.failed} failed, "
+                     f"{judge.input_tokens} in / {judge.output_tokens} out  cost ${judge.cost_usd:.4f}")
+    advice = threshold_summary(report.threshold_advice)
     if advice:
-        click.echo(f"threshold   {advice}")
+        lines.append(f"threshold   {advice}")
     from bot.engine.calibration import describe
 
-    click.echo(f"calibration {describe(report.get('calibration'))}")
+    lines.append(f"calibration {describe(report.calibration)}")
+    return lines
+
+
+def print_eval_summary(report: EvalReport) -> None:
+    for line in eval_summary_lines(report):
+        click.echo(line)
 
 
 @evals_group.command("weekly")

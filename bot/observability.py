@@ -20,8 +20,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import IO, TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from pythonjsonlogger.json import JsonFormatter
 
 if TYPE_CHECKING:

@@ -6,12 +6,11 @@ Secrets are `SecretStr` so they never print in a repr, a log line or a traceback
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 # Comma-separated in the environment ("a,b,c"), a list in code.
 CommaList = Annotated[list[str], NoDecode]
@@ -131,9 +130,3 @@ class Settings(BaseSettings):
     @property
     def has_anthropic_key(self) -> bool:
         return bool(self.anthropic_api_key and self.anthropic_api_key.get_secret_value())
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; tests build their own `Settings(...)` instead."""
-    return Settings()

@@ -44,14 +44,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
 from bot.engine.types import Answer, Question, utc_now
+from knowledge.text import sql_string
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +174,6 @@ def escalation_key(interaction_id: str) -> str:
     return f"{interaction_id}:escalation"
 
 
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
@@ -231,7 +229,7 @@ class _Pending:
 class _KeyedTable:
     """One LanceDB table written by group commit: queued patches, one merge per batch."""
 
-    def __init__(self, store: "InteractionStore", name: str, schema: pa.Schema, key: str) -> None:
+    def __init__(self, store: InteractionStore, name: str, schema: pa.Schema, key: str) -> None:
         self.store = store
         self.name = name
         self.schema = schema
@@ -305,7 +303,7 @@ class InteractionStore:
         self._received = _KeyedTable(self, RECEIVED, RECEIVED_SCHEMA, "key")
 
     @classmethod
-    def from_settings(cls, settings) -> "InteractionStore":
+    def from_settings(cls, settings) -> InteractionStore:
         return cls(settings.data_dir / "logs")
 
     @property

@@ -8,17 +8,11 @@ Metrics missing on either side (e.g. AUROC on a set with no unanswerable case) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-HIGHER_IS_BETTER = [
-    ("retrieval", "hit@k"), ("retrieval", "mrr@k"), ("retrieval", "recall@k"), ("retrieval", "ndcg@k"),
-    ("answer", "faithfulness"), ("answer", "correctness"), ("answer", "correctness_cosine"),
-    ("answer", "correctness_judge"),
-    ("escalation", "auroc"), ("escalation", "precision"), ("escalation", "recall"),
-    ("escalation", "answered_when_answerable"),
-]
-LOWER_IS_BETTER_LATENCY = [("latency_ms", "p50"), ("latency_ms", "p95")]
+from evals.schema import METRICS, EvalReport
 
 
 @dataclass(frozen=True)
@@ -38,37 +32,38 @@ class Change:
         return f"{self.metric}: {self.baseline:.4g} -> {self.current:.4g} ({self.delta:+.4g}, limit {self.allowed:.4g}) {verdict}"
 
 
-def metric(report: dict[str, Any], group: str, name: str) -> float | None:
-    value = (report.get(group) or {}).get(name)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def compare_reports(
-    current: dict[str, Any], baseline: dict[str, Any], *, tolerance: float = 0.02,
-    latency_tolerance: float = 0.5, latency_floor_ms: float = 50.0,
+    current: EvalReport | Mapping[str, Any], baseline: EvalReport | Mapping[str, Any], *,
+    tolerance: float | None = None, latency_tolerance: float | None = None, latency_floor_ms: float | None = None,
 ) -> list[Change]:
-    """Every metric present in both reports, with whether it fell beyond its allowance."""
+    """Every compared metric present in both reports, with whether it fell beyond its allowance.
+
+    The allowances are the registry's (`evals.schema.METRICS`); `tolerance` overrides the quality
+    metrics' absolute one, `latency_tolerance` and `latency_floor_ms` the latency ones.
+    """
+    now, before_report = EvalReport.of(current), EvalReport.of(baseline)
     changes: list[Change] = []
-    for group, name in HIGHER_IS_BETTER:
-        before, after = metric(baseline, group, name), metric(current, group, name)
-        if before is not None and after is not None:
-            allowed = before - tolerance
-            changes.append(Change(f"{group}.{name}", before, after, allowed, after < allowed - 1e-9))
-    for group, name in LOWER_IS_BETTER_LATENCY:
-        before, after = metric(baseline, group, name), metric(current, group, name)
-        if before is not None and after is not None:
-            allowed = before * (1 + latency_tolerance) + latency_floor_ms
-            changes.append(Change(f"{group}.{name}", before, after, allowed, after > allowed))
+    for metric in METRICS:
+        before, after = before_report.value(metric), now.value(metric)
+        if before is None or after is None:
+            continue
+        if metric.direction == "lower":
+            allowed = metric.allowed(before, latency_tolerance, latency_floor_ms)
+        else:
+            allowed = metric.allowed(before, tolerance)
+        if allowed is not None:
+            changes.append(Change(metric.key, before, after, allowed, metric.regressed(after, allowed)))
     return changes
 
 
-def comparability_warnings(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+def comparability_warnings(current: EvalReport | Mapping[str, Any], baseline: EvalReport | Mapping[str, Any]) -> list[str]:
     """Differences that make the comparison apples to oranges (reported, not fatal)."""
+    now, before_report = EvalReport.of(current), EvalReport.of(baseline)
     warnings = []
-    if current.get("cases") != baseline.get("cases"):
-        warnings.append(f"case count differs: baseline {baseline.get('cases')}, now {current.get('cases')}")
+    if now.cases != before_report.cases:
+        warnings.append(f"case count differs: baseline {before_report.cases}, now {now.cases}")
     for key in ("dataset_sha256", "generator"):
-        before, after = (baseline.get("config") or {}).get(key), (current.get("config") or {}).get(key)
+        before, after = getattr(before_report.config, key), getattr(now.config, key)
         if before and after and before != after:
             warnings.append(f"{key} differs: baseline {before}, now {after}")
     return warnings

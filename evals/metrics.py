@@ -9,7 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from knowledge.text import FUNCTION_WORDS, MARKERS, split_answer_sentences
+from knowledge.text import strip_markers as _strip_markers
 
 
 def normalise_source(value: str) -> str:
@@ -58,11 +62,11 @@ def retrieval_scores(hits: Sequence[Sequence[str]], gold_sources: Sequence[str],
 
 
 def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
-    totals: Counter[str] = Counter()
+    totals: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for row in rows:
         for name, value in row.items():
-            totals[name] += value
+            totals[name] = totals.get(name, 0.0) + value
             counts[name] += 1
     return {name: round(totals[name] / counts[name], 4) for name in totals}
 
@@ -70,14 +74,10 @@ def mean_scores(rows: Iterable[dict[str, float]]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- answers
 
 TOKEN = re.compile(r"[a-z0-9]+")
-STOPWORDS = frozenset(
-    "a an the and or of to in on for with by is are was were be been it its this that as at from "
-    "you your can do does how what which who when where why i we our they their".split()
-)
 
 
 def content_tokens(text: str) -> list[str]:
-    return [token for token in TOKEN.findall(text.lower()) if token not in STOPWORDS]
+    return [token for token in TOKEN.findall(text.lower()) if token not in FUNCTION_WORDS]
 
 
 def token_f1(prediction: str, reference: str) -> float:
@@ -217,31 +217,9 @@ def unique_documents(hits: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 
 # ---------------------------------------------------------------------------- faithfulness
 
-MARKERS = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-# A sentence ends at . ! ? (or after its markers) followed by a capital, digit, quote or bracket,
-# so "e.g. missing", "vs. speed" and "np . dot" do not split; line breaks always do.
-SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=\d\]))\s+(?=[A-Z0-9*_`\"'“‘(\[])|\n+")
-LEADING_MARKERS = re.compile(r"^((?:\s*\[\d+(?:\s*,\s*\d+)*\])+)\s*")
-HAS_WORD = re.compile(r"[A-Za-z0-9]")
-
-
-def strip_markers(text: str) -> str:
-    """Answer text without its citation markers, for comparing it with a reference."""
-    return " ".join(MARKERS.sub("", text or "").replace(" .", ".").split())
-
-
-def split_sentences(text: str) -> list[str]:
-    """Answer sentences, each with the citation markers that follow it (`days.[1]`, `days. [1]`)."""
-    sentences: list[str] = []
-    for piece in SENTENCE_BREAK.split(text or ""):
-        piece = piece.strip()
-        leading = LEADING_MARKERS.match(piece)
-        if leading and sentences:  # "... days. [1] Next": the marker belongs to the previous sentence
-            sentences[-1] += " " + leading.group(1).strip()
-            piece = piece[leading.end():]
-        if HAS_WORD.search(MARKERS.sub("", piece)):
-            sentences.append(piece)
-    return sentences
+def strip_markers(text: str | None) -> str:
+    """Answer text without its citation markers, white space folded, for comparing it with a reference."""
+    return _strip_markers(text, tidy=True)
 
 
 def citation_numbers(sentence: str) -> list[int]:
@@ -272,9 +250,9 @@ def cited_segments(text: str) -> list[tuple[list[str], list[int]]]:
     segments: list[tuple[list[str], list[int]]] = []
     start = 0
     for match in MARKER_RUN.finditer(text or ""):
-        segments.append((split_sentences(text[start:match.start()]), citation_numbers(match.group())))
+        segments.append((split_answer_sentences(text[start:match.start()]), citation_numbers(match.group())))
         start = match.end()
-    segments.append((split_sentences((text or "")[start:]), []))
+    segments.append((split_answer_sentences((text or "")[start:]), []))
     return [(sentences, numbers) for sentences, numbers in segments if sentences]
 
 

@@ -89,17 +89,3 @@ def scrub(text: str | None) -> str | None:
     for placeholder, pattern in PATTERNS:
         text = _sub(placeholder, pattern, text)
     return text
-
-
-def scrub_found(text: str | None) -> list[str]:
-    """The placeholders `scrub` would insert, for reporting what an export removed."""
-    if not text:
-        return []
-    found: list[str] = []
-    for placeholder, pattern in PATTERNS:
-        scrubbed = _sub(placeholder, pattern, text)
-        if scrubbed != text:
-            if placeholder not in found:
-                found.append(placeholder)
-            text = scrubbed
-    return found

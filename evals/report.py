@@ -12,35 +12,21 @@ the files and appends the run to the history folder the trend plot reads.
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+import jinja2
 
 from evals.compare import Change
+from evals.schema import METRICS, EvalReport, UsageSummary
 
-HEADLINE = [
-    ("retrieval", "hit@k", "Retrieval hit@k", "a gold document in the top k"),
-    ("retrieval", "recall@k", "Retrieval recall@k", "share of gold documents in the top k"),
-    ("retrieval", "mrr@k", "Retrieval MRR@k", "1 / rank of the first gold document"),
-    ("retrieval", "ndcg@k", "Retrieval nDCG@k", "rank-weighted recall"),
-    ("answer", "faithfulness", "Faithfulness", "answer sentences backed by a verified citation"),
-    ("answer", "correctness", "Correctness (token F1)", "overlap with the reference answer"),
-    ("answer", "correctness_cosine", "Correctness (cosine)", "embedding similarity to the reference"),
-    ("answer", "correctness_judge", "Correctness (LLM judge)", "Claude's grade against the reference"),
-    ("escalation", "auroc", "Escalation AUROC", "confidence separates answerable from not"),
-    ("escalation", "precision", "Escalation precision", "escalations that were unanswerable"),
-    ("escalation", "recall", "Escalation recall", "unanswerable questions escalated"),
-    ("escalation", "escalation_rate", "Escalation rate", "share of questions escalated"),
-    ("escalation", "answered_when_answerable", "Answered when answerable", "answerable questions not escalated"),
-    ("latency_ms", "p50", "Latency p50 (ms)", "end to end, per question"),
-    ("latency_ms", "p95", "Latency p95 (ms)", ""),
-]
-TREND = [("retrieval", "hit@k"), ("retrieval", "mrr@k"), ("answer", "faithfulness"), ("answer", "correctness"),
-         ("escalation", "auroc")]
+Report = EvalReport | Mapping[str, Any]  # the runner's dict is accepted and validated
 PALETTE = ["#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2"]
 
 
@@ -55,16 +41,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def usage_summary(usage: dict[str, Any]) -> str:
+def usage_summary(usage: UsageSummary) -> str:
     """The bot's tokens and cost, then the LLM judge's (an eval cost, not the bot's) when it ran."""
-    text = (f"Tokens: {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out; cost "
-            f"${usage.get('cost_usd', 0):.4f} (${usage.get('cost_per_case_usd', 0):.5f} per question).")
-    judge = usage.get("judge") or {}
-    if judge.get("calls"):
-        failed = f", {judge['failed']} failed" if judge.get("failed") else ""
-        text += (f" LLM judge: {judge['calls']} calls{failed}, {judge.get('input_tokens', 0)} in, "
-                 f"{judge.get('output_tokens', 0)} out, ${judge.get('cost_usd', 0):.4f}.")
+    text = (f"Tokens: {usage.input_tokens} in, {usage.output_tokens} out; cost "
+            f"${usage.cost_usd:.4f} (${usage.cost_per_case_usd:.5f} per question).")
+    judge = usage.judge
+    if judge.calls:
+        failed = f", {judge.failed} failed" if judge.failed else ""
+        text += (f" LLM judge: {judge.calls} calls{failed}, {judge.input_tokens} in, "
+                 f"{judge.output_tokens} out, ${judge.cost_usd:.4f}.")
     return text
+
+
+def calibration_summary(calibration: dict[str, Any] | None) -> str:
+    """Which self-calibration judged these answers: the line a reader compares runs by."""
+    from bot.engine.calibration import describe
+
+    return f"Calibration in force: {describe(calibration)}."
 
 
 def threshold_summary(advice: dict[str, Any] | None) -> str | None:
@@ -131,29 +124,30 @@ def worst_cases(rows: Sequence[dict[str, Any]], limit: int = 6) -> list[tuple[st
     ]
 
 
-def headline_rows(report: dict[str, Any], changes: Sequence[Change] = ()) -> list[dict[str, Any]]:
+def headline_rows(report: Report, changes: Sequence[Change] = ()) -> list[dict[str, Any]]:
+    report = EvalReport.of(report)
     by_metric = {change.metric: change for change in changes}
     rows = []
-    for group, name, label, meaning in HEADLINE:
-        value = (report.get(group) or {}).get(name)
-        if value is None and group != "retrieval":
+    for metric in METRICS:
+        value = report.value(metric)
+        if value is None and metric.section != "retrieval":
             continue
-        change = by_metric.get(f"{group}.{name}")
+        change = by_metric.get(metric.key)
         rows.append({
-            "label": label.replace("@k", f"@{report.get('k', 'k')}"), "value": value, "meaning": meaning,
+            "label": metric.title(report.k), "value": value, "meaning": metric.meaning,
             "baseline": change.baseline if change else None, "delta": change.delta if change else None,
             "regressed": bool(change and change.regressed),
         })
     return rows
 
 
-def trend_series(history: Sequence[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
+def trend_series(history: Sequence[Report]) -> dict[str, list[tuple[str, float]]]:
     series: dict[str, list[tuple[str, float]]] = {}
-    for past in sorted(history, key=lambda report: report.get("timestamp", "")):
-        for group, name in TREND:
-            value = (past.get(group) or {}).get(name)
-            if isinstance(value, (int, float)):
-                series.setdefault(f"{group}.{name}", []).append((past.get("timestamp", "?"), float(value)))
+    for past in sorted((EvalReport.of(report) for report in history), key=lambda report: report.timestamp or ""):
+        for metric in METRICS:
+            value = past.value(metric) if metric.trend else None
+            if value is not None:
+                series.setdefault(metric.key, []).append((past.timestamp or "?", value))
     return series
 
 
@@ -188,13 +182,12 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def plot_calibration(report: dict[str, Any]) -> bytes | None:
+def plot_calibration(report: EvalReport) -> bytes | None:
     """Reliability diagram: per confidence bin, the share of questions that were answerable."""
-    rows = report.get("per_case") or []
-    if not rows:
+    if not report.per_case:
         return None
-    bins = (report.get("calibration") or {}).get("bins") or []
-    config = report.get("config") or {}
+    bins = (report.calibration or {}).get("bins") or []
+    config = report.config.model_dump()
     fig, ax = _figure()
     ax.plot([0, 1], [0, 1], linestyle="--", color="#9ca3af", label="perfect calibration")
     if bins:
@@ -214,12 +207,12 @@ def plot_calibration(report: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def plot_confidence_histogram(report: dict[str, Any]) -> bytes | None:
+def plot_confidence_histogram(report: EvalReport) -> bytes | None:
     """Confidence of answerable vs unanswerable questions: the gap the thresholds must fall in."""
-    rows = report.get("per_case") or []
+    rows = report.per_case
     if not rows:
         return None
-    config = report.get("config") or {}
+    config = report.config.model_dump()
     fig, ax = _figure()
     edges = [i / 20 for i in range(21)]
     ax.hist([r["confidence"] for r in rows if r["answerable"]], bins=edges, alpha=0.7, color=PALETTE[1], label="answerable")
@@ -235,7 +228,7 @@ def plot_confidence_histogram(report: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def plot_trend(history: Sequence[dict[str, Any]]) -> bytes | None:
+def plot_trend(history: Sequence[Report]) -> bytes | None:
     series = trend_series(history)
     if not series or max(len(points) for points in series.values()) < 2:
         return None
@@ -275,9 +268,10 @@ def plot_gaps(gaps: Sequence[tuple[str, list[dict[str, Any]]]]) -> bytes | None:
     return _png(fig)
 
 
-def render_plots(report: dict[str, Any], history: Sequence[dict[str, Any]]) -> dict[str, bytes]:
+def render_plots(report: Report, history: Sequence[Report]) -> dict[str, bytes]:
     """Every plot that has data, by file stem."""
-    rows = report.get("per_case") or []
+    report = EvalReport.of(report)
+    rows = report.per_case
     plots = {
         "calibration": plot_calibration(report),
         "confidence": plot_confidence_histogram(report),
@@ -300,36 +294,37 @@ def _short(text: str | None, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _title(report: dict[str, Any]) -> str:
-    config = report.get("config") or {}
-    dataset = Path(config.get("dataset") or "dataset").name
+def _title(report: EvalReport) -> str:
+    dataset = Path(report.config.dataset or "dataset").name
     return f"Eval report: {dataset}"
 
 
-def _config_line(report: dict[str, Any]) -> str:
-    config = report.get("config") or {}
-    commit = (report.get("git_commit") or "no git")[:12]
-    return (f"{report.get('cases')} cases · k={report.get('k')} · mode {config.get('mode')} · generator "
-            f"{config.get('generator')} · knowledge {config.get('kb') or 'configured index'} · {report.get('timestamp')} · {commit}")
+def _config_line(report: EvalReport) -> str:
+    config = report.config
+    commit = (report.git_commit or "no git")[:12]
+    return (f"{report.cases} cases · k={report.k} · mode {config.mode} · generator "
+            f"{config.generator} · knowledge {config.kb or 'configured index'} · {report.timestamp} · {commit}")
 
 
 def render_markdown(
-    report: dict[str, Any], changes: Sequence[Change] = (), plots: Sequence[str] = (), limit: int = 6
+    report: Report, changes: Sequence[Change] = (), plots: Sequence[str] = (), limit: int = 6
 ) -> str:
     """The report as Markdown; `plots` are the PNG file names written beside it."""
-    rows = report.get("per_case") or []
+    report = EvalReport.of(report)
+    rows = report.per_case
     lines = [f"# {_title(report)}", "", _config_line(report), "", "## Headline metrics", "",
              "| metric | value | baseline | change | meaning |", "| --- | --- | --- | --- | --- |"]
     for row in headline_rows(report, changes):
         flag = " **regressed**" if row["regressed"] else ""
         delta = f"{row['delta']:+.3f}{flag}" if row["delta"] is not None else ""
         lines.append(f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |")
-    lines += ["", usage_summary(report.get("usage") or {}), ""]
+    lines += ["", usage_summary(report.usage), ""]
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
-    threshold = threshold_summary(report.get("threshold_advice"))
+    threshold = threshold_summary(report.threshold_advice)
+    lines += ["## Escalation threshold", "", _md(calibration_summary(report.calibration)), ""]
     if threshold:
-        lines += ["## Escalation threshold", "", _md(threshold), ""]
+        lines += [_md(threshold), ""]
     reasons = escalation_reasons(rows)
     if reasons:
         lines += ["## Why the bot escalated", ""] + [f"- {count} × {_md(label)}" for label, count in reasons] + [""]
@@ -360,142 +355,95 @@ def render_markdown(
 
 # ------------------------------------------------------------------------------ HTML
 
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#111827;margin:0;background:#f9fafb}
-main{max-width:1100px;margin:0 auto;padding:24px 32px 64px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:1px solid #e5e7eb;padding-bottom:4px}
-.meta{color:#6b7280;font-size:13px}
-table{border-collapse:collapse;width:100%;background:#fff;font-size:14px}
-th,td{border:1px solid #e5e7eb;padding:6px 10px;text-align:left;vertical-align:top}th{background:#f3f4f6}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.bad{color:#b91c1c;font-weight:600}.good{color:#15803d}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
-figure{margin:0;background:#fff;border:1px solid #e5e7eb;padding:8px}figure img{width:100%;height:auto}
-.case{background:#fff;border:1px solid #e5e7eb;border-left:4px solid #dc2626;padding:10px 14px;margin:10px 0}
-.case .q{font-weight:600}.case .lbl{color:#6b7280;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.pill{display:inline-block;border-radius:9px;padding:0 8px;font-size:12px;background:#e5e7eb;margin-right:4px}
-.pill.gold{background:#dcfce7}.pill.miss{background:#fee2e2}
-"""
+TEMPLATES = Path(__file__).parent / "templates"
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text if text is not None else ""))
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """Autoescape on: every question, answer and title in the report is escaped by Jinja2, not by hand."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True)
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _paragraph(text: str | None) -> str:
-    return f"<p>{_e(text)}</p>" if text else ""
-
-
-def _figure_html(plots: dict[str, bytes], name: str, alt: str) -> str:
-    return f'<figure><img alt="{_e(alt)}" src="{data_uri(plots[name])}"></figure>' if name in plots else ""
-
-
-def _headline_html(row: dict[str, Any]) -> str:
-    baseline = format_value(row["baseline"]) if row["baseline"] is not None else ""
-    delta = "" if row["delta"] is None else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else "")
-    return (
-        f'<tr><td>{_e(row["label"])}</td><td class="num">{_e(format_value(row["value"]))}</td>'
-        f'<td class="num">{_e(baseline)}</td><td class="num{" bad" if row["regressed"] else ""}">{_e(delta)}</td>'
-        f'<td class="meta">{_e(row["meaning"])}</td></tr>'
-    )
-
-
-def _case_html(row: dict[str, Any]) -> str:
-    sources = "".join(
-        f'<span class="pill {"gold" if d["gold"] else "miss"}" title="{_e(d["url"])}">{_e(d["title"])}</span>'
-        for d in row["retrieved"][:5]
-    ) or "<em>nothing retrieved</em>"
-    reasons = f" · {_e('; '.join(row['reasons']))}" if row["reasons"] else ""
-    return (
-        f'<div class="case"><div class="q">{_e(row["id"])}: {_e(row["question"])}</div>'
-        f'<div class="meta">{_e(row["decision"])} · confidence {row["confidence"]:.2f}{reasons}</div>'
-        f'<div class="lbl">answer</div><div>{_e(_short(row["answer"], 700))}</div>'
-        f'<div class="lbl">reference</div><div>{_e(_short(row["reference_answer"], 500)) or "<em>none</em>"}</div>'
-        f'<div class="lbl">retrieved (green = gold)</div><div>{sources}</div></div>'
-    )
+def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
+                 ) -> dict[str, Any]:
+    """Everything the HTML template shows, already formatted (plain strings: the template escapes them)."""
+    rows = report.per_case
+    headline = [
+        {"label": row["label"], "value": format_value(row["value"]),
+         "baseline": format_value(row["baseline"]) if row["baseline"] is not None else "",
+         "delta": "" if row["delta"] is None else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else ""),
+         "regressed": row["regressed"], "meaning": row["meaning"]}
+        for row in headline_rows(report, changes)
+    ]
+    gaps = [{"topic": topic, "count": len(members), "questions": [_short(m["question"], 160) for m in members[:6]],
+             "more": max(len(members) - 6, 0)} for topic, members in knowledge_gaps(rows)]
+    sections = [
+        {"title": title, "why": why, "cases": [
+            {"id": row["id"], "question": row["question"], "decision": row["decision"],
+             "confidence": f"{row['confidence']:.2f}", "reasons": "; ".join(row["reasons"]),
+             "answer": _short(row["answer"], 700), "reference": _short(row["reference_answer"], 500),
+             "sources": [{"gold": d["gold"], "url": d["url"], "title": d["title"]} for d in row["retrieved"][:5]]}
+            for row in cases]}
+        for title, why, cases in worst_cases(rows, limit) if cases
+    ]
+    return {
+        "title": _title(report), "config_line": _config_line(report), "headline": headline,
+        "usage": usage_summary(report.usage), "threshold": threshold_summary(report.threshold_advice),
+        "calibration": calibration_summary(report.calibration),
+        "plots": {name: data_uri(png) for name, png in plots.items()}, "gaps": gaps, "sections": sections,
+    }
 
 
 def render_html(
-    report: dict[str, Any], plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
+    report: Report, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
 ) -> str:
     """One self-contained page: plots inlined as base64 PNG data URIs, no external assets."""
-    rows = report.get("per_case") or []
-    table = "".join(_headline_html(row) for row in headline_rows(report, changes))
-    usage = report.get("usage") or {}
-    gaps = knowledge_gaps(rows)
-    gap_rows = "".join(
-        f'<tr><td>{_e(topic)}</td><td class="num">{len(members)}</td><td>'
-        + "<br>".join(_e(_short(m["question"], 160)) for m in members[:6])
-        + (f"<br><em>… and {len(members) - 6} more</em>" if len(members) > 6 else "") + "</td></tr>"
-        for topic, members in gaps
-    )
-    sections = "".join(
-        f"<h2>{_e(title)}</h2><p class='meta'>{_e(why)}</p>" + "".join(_case_html(row) for row in cases)
-        for title, why, cases in worst_cases(rows, limit) if cases
-    )
-    trend = _figure_html(plots, "trend", "metric trend") or "<p class='meta'>The trend appears from the second run on (history folder).</p>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(_title(report))}</title><style>{CSS}</style></head>
-<body><main>
-<h1>{_e(_title(report))}</h1><div class="meta">{_e(_config_line(report))}</div>
-<h2>Headline metrics</h2>
-<table><tr><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>meaning</th></tr>{table}</table>
-<p class="meta">{_e(usage_summary(usage))}</p>
-<h2>Confidence calibration</h2>
-<div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
-{_paragraph(threshold_summary(report.get("threshold_advice")))}
-<h2>Trend</h2>{trend}
-<div class="grid"><div><h2>Why the bot escalated</h2>
-{_figure_html(plots, "escalation-reasons", "escalation reasons") or "<p>No escalations.</p>"}</div>
-<div><h2>Knowledge gaps</h2>
-{_figure_html(plots, "knowledge-gaps", "knowledge gaps by topic") or "<p>No knowledge gaps.</p>"}</div></div>
-<p class="meta">Knowledge gaps are questions with no good source: not answerable from the knowledge, or retrieval found no gold document; grouped by the topic of the best retrieved document.</p>
-<table><tr><th>topic</th><th>questions</th><th>examples</th></tr>{gap_rows or '<tr><td colspan="3">No question lacked a good source.</td></tr>'}</table>
-{sections}
-</main></body></html>
-"""
+    context = html_context(EvalReport.of(report), plots, changes, limit)
+    return _environment().get_template("report.html.j2").render(context)
 
 
 # ------------------------------------------------------------------------------ files
 
 
-def history_entry(report: dict[str, Any]) -> dict[str, Any]:
+def history_entry(report: Report) -> dict[str, Any]:
     """What the history keeps of a run: everything but the per-case rows."""
-    return {key: value for key, value in report.items() if key != "per_case"}
+    return EvalReport.of(report).to_dict(per_case=False)
 
 
-def load_history(history_dir: Path, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Past reports of the same dataset (by file name), oldest first; unreadable files skipped."""
+def load_history(history_dir: Path, dataset: str | None = None) -> list[EvalReport]:
+    """Past reports of the same dataset (by file name), oldest first; unreadable or invalid files skipped."""
     reports = []
     for path in sorted(Path(history_dir).glob("*.json")):
         try:
-            past = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            past = EvalReport.load(path)
+        except (OSError, ValueError):  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
             continue
-        past_dataset = (past.get("config") or {}).get("dataset")
+        past_dataset = past.config.dataset
         if dataset is None or (past_dataset and Path(past_dataset).name == Path(dataset).name):
             reports.append(past)
-    return sorted(reports, key=lambda past: past.get("timestamp", ""))
+    return sorted(reports, key=lambda past: past.timestamp or "")
 
 
-def write_report(report: dict[str, Any], out_dir: Path, changes: Sequence[Change] = ()) -> dict[str, Path]:
+def write_report(report: Report, out_dir: Path, changes: Sequence[Change] = ()) -> dict[str, Path]:
     """Write report.md, report.html, the PNGs and report.json to `out_dir`; add the run to its history."""
+    report = EvalReport.of(report)
     out_dir = Path(out_dir)
     history_dir = out_dir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
-    stamp = re.sub(r"[^0-9T]", "", report.get("timestamp", "run"))
-    dataset = Path((report.get("config") or {}).get("dataset") or "dataset").stem
+    stamp = re.sub(r"[^0-9T]", "", report.timestamp or "run")
+    dataset = Path(report.config.dataset or "dataset").stem
     (history_dir / f"{stamp}-{dataset}.json").write_text(json.dumps(history_entry(report), indent=1), encoding="utf-8")
-    history = load_history(history_dir, (report.get("config") or {}).get("dataset"))
+    history = load_history(history_dir, report.config.dataset)
     plots = render_plots(report, history)
     for name, png in plots.items():
         (out_dir / f"{name}.png").write_bytes(png)
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html", "json": out_dir / "report.json"}
     paths["markdown"].write_text(render_markdown(report, changes, list(plots)), encoding="utf-8")
     paths["html"].write_text(render_html(report, plots, changes), encoding="utf-8")
-    paths["json"].write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=1, default=str), encoding="utf-8")
     return paths

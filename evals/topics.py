@@ -8,7 +8,8 @@ center (`payments/refund-a-payment.md` -> `payments`) or its url path (`/en/docs
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 GENERIC_SEGMENTS = {"en", "docs", "doc", "help", "kb", "articles", "article", "hc", "latest", "www"}

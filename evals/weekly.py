@@ -12,23 +12,20 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from evals.compare import compare_reports
 from evals.metrics import meets_targets
-from evals.report import history_entry, load_history, threshold_summary, write_report
+from evals.report import load_history, threshold_summary, write_report
+from evals.schema import METRICS, EvalReport
 
 log = logging.getLogger(__name__)
 
 PostDigest = Callable[[str], Awaitable[Any]]
-DIGEST_METRICS = [
-    ("retrieval", "hit@k", "hit@{k}"), ("retrieval", "mrr@k", "MRR@{k}"), ("answer", "faithfulness", "faithfulness"),
-    ("answer", "correctness", "correctness"), ("escalation", "auroc", "escalation AUROC"),
-    ("escalation", "escalation_rate", "escalation rate"),
-]
 
 
 def reports_dir(settings) -> Path:
@@ -38,34 +35,35 @@ def reports_dir(settings) -> Path:
 @dataclass
 class WeeklyResult:
     digest: str
-    report: dict[str, Any]
+    report: EvalReport
     paths: dict[str, Path]
     export_summary: str
 
 
-def digest_text(report: dict[str, Any], previous: dict[str, Any] | None, export_summary: str, html_path: Path) -> str:
-    """A few Slack lines: headline numbers with the change since the previous run."""
-    k = report.get("k", "k")
-    config = report.get("config") or {}
+def digest_text(report: EvalReport | Mapping[str, Any], previous: EvalReport | Mapping[str, Any] | None,
+                export_summary: str, html_path: Path) -> str:
+    """A few Slack lines: headline numbers (the registry's digest metrics) with the change since the previous run."""
+    report = EvalReport.of(report)
+    before_report = EvalReport.of(previous) if previous is not None else None
     parts = []
-    for group, name, label in DIGEST_METRICS:
-        value = (report.get(group) or {}).get(name)
+    for metric in METRICS:
+        value = report.value(metric) if metric.digest else None
         if value is None:
             continue
-        before = ((previous or {}).get(group) or {}).get(name)
-        change = f" ({value - before:+.2f})" if isinstance(before, (int, float)) else ""
-        parts.append(f"{label.format(k=k)} {value:.2f}{change}")
-    latency = report.get("latency_ms") or {}
+        before = before_report.value(metric) if before_report else None
+        change = f" ({value - before:+.2f})" if before is not None else ""
+        parts.append(f"{metric.short_title(report.k)} {value:.2f}{change}")
+    latency = report.latency_ms
     lines = [
-        f"*Weekly eval* on {Path(config.get('dataset') or 'dataset').name} ({report.get('cases')} cases, {config.get('generator')})",
+        f"*Weekly eval* on {Path(report.config.dataset or 'dataset').name} ({report.cases} cases, {report.config.generator})",
         " · ".join(parts),
-        f"latency p50 {latency.get('p50', 0):.0f} ms, p95 {latency.get('p95', 0):.0f} ms · cost ${(report.get('usage') or {}).get('cost_usd', 0):.4f}",
+        f"latency p50 {latency.p50 or 0:.0f} ms, p95 {latency.p95 or 0:.0f} ms · cost ${report.usage.cost_usd:.4f}",
         f"Feedback export: {export_summary}",
         f"Report: {html_path}",
     ]
-    advice = report.get("threshold_advice") or {}
+    advice = report.threshold_advice or {}
     if advice.get("suggested") is not None and not meets_targets(advice):
-        lines.insert(-2, threshold_summary(advice))  # only when the threshold misses: then it is news
+        lines.insert(-2, threshold_summary(advice) or "")  # only when the threshold misses: then it is news
     return "\n".join(lines)
 
 
@@ -85,15 +83,15 @@ async def run_weekly(settings, *, store=None, embedder=None, pipeline=None, sinc
         review_path=default_review_path(settings), frozen_paths=[Path(settings.eval_dataset)],
     )
     cases = load_cases(settings.eval_dataset)
-    report = await run_eval(settings, cases, k=settings.answer_k, embedder=embedder, pipeline=pipeline,
-                            progress=progress, dataset=settings.eval_dataset)
+    report = EvalReport.of(await run_eval(settings, cases, k=settings.answer_k, embedder=embedder, pipeline=pipeline,
+                            progress=progress, dataset=settings.eval_dataset))
     out = Path(report_dir) if report_dir else reports_dir(settings)
     history = load_history(out / "history", str(settings.eval_dataset))
     previous = history[-1] if history else None
     changes = compare_reports(report, previous) if previous else []
     paths = await asyncio.to_thread(write_report, report, out, changes)
     summary = exported.summary()
-    return WeeklyResult(digest_text(history_entry(report), previous, summary, paths["html"]), report, paths, summary)
+    return WeeklyResult(digest_text(report, previous, summary, paths["html"]), report, paths, summary)
 
 
 # ------------------------------------------------------------------------------ scheduling

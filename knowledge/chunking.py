@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from knowledge.sources import Document
+from knowledge.text import FENCE, split_sentences
 
-CHUNKER_VERSION = "2"  # bump to force re-embedding everything after a chunking change
+CHUNKER_VERSION = "3"  # bump to force re-embedding everything after a chunking change
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-FENCE = re.compile(r"^\s*(```|~~~)")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 MIN_SECTION_TOKENS = 24  # smaller sections are merged into the next one
 
 TokenCounter = Callable[[str], int]
@@ -44,10 +43,6 @@ class Chunk:
         """What the embedding model and the full-text index read: context first, then the body."""
         context = " > ".join(part for part in (self.title, self.heading) if part)
         return f"{context}\n{self.text}" if context else self.text
-
-    @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -84,10 +79,6 @@ def split_sections(text: str) -> list[Section]:
 
 def split_paragraphs(text: str) -> list[str]:
     return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-
-
-def split_sentences(paragraph: str) -> list[str]:
-    return [part.strip() for part in SENTENCE_END.split(paragraph) if part.strip()]
 
 
 def split_by_words(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
@@ -193,7 +184,7 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int = 200, ov
         merged.append(Section(path=[], lines=carry))
 
     doc_hash = doc.content_hash
-    id_prefix = hashlib.sha1(f"{doc.source}\0{doc.doc_id}".encode("utf-8")).hexdigest()[:16]
+    id_prefix = hashlib.sha1(f"{doc.source}\0{doc.doc_id}".encode()).hexdigest()[:16]
     chunks: list[Chunk] = []
     for section in merged:
         path = [part for part in section.path if part.strip() != doc.title.strip()]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +34,12 @@ class Embedder:
     def __init__(self, model: str = "", batch_size: int = 32) -> None:
         self.model_path = resolve_model_path(model)
         self.batch_size = batch_size
-        self._model = None
+        self._model: Any = None  # a SentenceTransformer once loaded (the library is untyped here)
         self._lock = threading.Lock()
         self.texts_encoded = 0  # counted so tests can prove unchanged documents are not re-embedded
 
     @property
-    def model(self):
+    def model(self) -> Any:
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,11 +56,7 @@ class Embedder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    @property
-    def dimensions(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension() or DIMENSIONS)
-
-    def encode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, progress: Any = None) -> np.ndarray:
         """Vectors for `texts` in order; `progress` (a tqdm-like object) is advanced per batch.
 
         Texts are encoded shortest first, so each batch pads to similar lengths (as
@@ -81,10 +78,8 @@ class Embedder:
         return vectors
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+        vector: np.ndarray = self.encode([text])[0]
+        return vector
 
-    async def aencode(self, texts: Sequence[str], *, progress=None) -> np.ndarray:
+    async def aencode(self, texts: Sequence[str], *, progress: Any = None) -> np.ndarray:
         return await asyncio.to_thread(self.encode, texts, progress=progress)
-
-    async def aencode_query(self, text: str) -> np.ndarray:
-        return await asyncio.to_thread(self.encode_query, text)

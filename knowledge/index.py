@@ -17,17 +17,21 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Awaitable
 
 import numpy as np
 import pyarrow as pa
 
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
+from knowledge.config import IndexSettings
 from knowledge.embeddings import DIMENSIONS, Embedder
 from knowledge.sources import Document, SourceLoad, load_source
+from knowledge.text import sql_string
 
 TABLE = "chunks"
 TAG_PREFIX = "refresh-"
@@ -115,10 +119,6 @@ class RefreshReport:
         return data
 
 
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def fingerprint(doc: Document, model: str, max_tokens: int, overlap: int) -> str:
     """A document's hash plus everything that shapes its chunks and vectors."""
     parts = [doc.content_hash, CHUNKER_VERSION, Path(model).name, str(max_tokens), str(overlap)]
@@ -155,7 +155,7 @@ class KnowledgeIndex:
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
-    def from_settings(cls, settings, embedder: Embedder | None = None) -> "KnowledgeIndex":
+    def from_settings(cls, settings: IndexSettings, embedder: Embedder | None = None) -> KnowledgeIndex:
         return cls(
             settings.index_dir,
             embedder or Embedder(settings.embedding_model, settings.embedding_batch_size),

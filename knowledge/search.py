@@ -16,6 +16,7 @@ from typing import Any, Collection, Literal, Sequence
 
 import numpy as np
 
+from knowledge.config import SearchSettings
 from knowledge.index import KnowledgeIndex
 
 Mode = Literal["hybrid", "vector", "fts"]
@@ -197,7 +198,7 @@ class Searcher:
         self.doc_fts_weight = doc_fts_weight
 
     @classmethod
-    def from_settings(cls, settings, index: KnowledgeIndex) -> "Searcher":
+    def from_settings(cls, settings: SearchSettings, index: KnowledgeIndex) -> Searcher:
         return cls(index, vector_weight=settings.vector_weight, fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
 
     def search(

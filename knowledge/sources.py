@@ -11,9 +11,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from xml.etree import ElementTree
 
 import yaml
@@ -380,10 +381,10 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
             seen_maps.add(sitemap_url)
             try:
                 _, body, _ = await fetch(sitemap_url)
-                found_pages, nested = parse_sitemap(body.decode("utf-8", errors="replace"))
+                found_pages, nested = await asyncio.to_thread(parse_sitemap, body.decode("utf-8", errors="replace"))
                 pages.extend(found_pages)
                 sitemaps.extend(nested)
-            except (DocumentError, ElementTree.ParseError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, DocumentError, ElementTree.ParseError, aiohttp.ClientError) as exc:
                 if sitemap_url == spec:
                     result.complete = False
                 result.failures.append(LoadFailure(sitemap_url, describe_fetch_error(exc, timeout)))
@@ -394,18 +395,14 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
             async with limiter:
                 try:
                     final_url, body, content_type = await fetch(url)
-                    if "pdf" in content_type or url.lower().endswith(".pdf"):
-                        title, text = pdf_to_text(body)
-                        doc = Document(doc_id=url, title=title, url=final_url, text=text.strip(), source=spec)
-                    else:
-                        html = decode_text(body, url, result.warnings)
-                        title, canonical, text, anchors = html_to_document_parts(html)
-                        doc = Document(
-                            doc_id=url, title=title, url=canonical or final_url, text=text,
-                            source=spec, anchors=anchors,
-                        )
-                    result.documents.append(check_document(doc, max_bytes))
-                except (DocumentError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    # Parsing a page takes tens of milliseconds of CPU: in a worker thread, so answers
+                    # keep flowing on the event loop during a /kb-refresh.
+                    doc, warnings = await asyncio.to_thread(
+                        document_from_page, body, url, final_url, content_type, spec, max_bytes
+                    )
+                    result.warnings.extend(warnings)
+                    result.documents.append(doc)
+                except (TimeoutError, DocumentError, aiohttp.ClientError) as exc:
                     result.failures.append(LoadFailure(url, describe_fetch_error(exc, timeout), doc_id=url))
                     if url == spec:
                         result.complete = False
@@ -413,6 +410,20 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
         await asyncio.gather(*(load_page(url) for url in dict.fromkeys(pages)))
     result.documents.sort(key=lambda doc: doc.doc_id)
     return result
+
+
+def document_from_page(
+    body: bytes, url: str, final_url: str, content_type: str, source: str, max_bytes: int
+) -> tuple[Document, list[str]]:
+    """A fetched page (HTML or PDF) as a checked Document, with the decoding warnings. CPU-bound: run it off the loop."""
+    warnings: list[str] = []
+    if "pdf" in content_type or url.lower().endswith(".pdf"):
+        title, text = pdf_to_text(body)
+        doc = Document(doc_id=url, title=title, url=final_url, text=text.strip(), source=source)
+    else:
+        title, canonical, text, anchors = html_to_document_parts(decode_text(body, url, warnings))
+        doc = Document(doc_id=url, title=title, url=canonical or final_url, text=text, source=source, anchors=anchors)
+    return check_document(doc, max_bytes), warnings
 
 
 def describe_fetch_error(exc: BaseException, timeout: float) -> str:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers")
 
 
@@ -25,6 +27,7 @@ def test_help_imports_no_heavy_library():
         assert run_python(code).strip() == "", f"supportbot {' '.join(args)} --help imported heavy modules"
 
 
+@pytest.mark.slow  # five CLI processes, each loading torch; the in-process tests cover the same functions
 def test_refresh_search_status_json(tmp_path):
     folder = tmp_path / "kb"
     folder.mkdir()

@@ -6,12 +6,13 @@ import pytest
 
 from bot.engine import confidence
 from bot.engine.citations import Segment, Span, assemble, cited_share, numbered_sources
-from bot.engine.normalise import has_question, normalise_slack, truncate
+from bot.engine.normalise import has_question, normalise_slack
 from bot.engine.pricing import cost_usd, price_for
 from bot.engine.query import search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Decision, RetrievedChunk, Turn, Usage
 from bot.settings import DEFAULT_PRICES
+from knowledge.text import truncate
 
 
 def chunk(n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a payment", heading: str = "") -> RetrievedChunk:
@@ -47,9 +48,9 @@ def test_has_question(text, expected):
 
 
 def test_truncate_cuts_at_a_word_boundary():
-    text, cut = truncate("word " * 100, 42)
-    assert cut and len(text) <= 42 and text.endswith("word")
-    assert truncate("short", 42) == ("short", False)
+    text = truncate("word " * 100, 42, ellipsis="", at_word=True)
+    assert len(text) <= 42 and text.endswith("word")
+    assert truncate("short", 42, ellipsis="", at_word=True) == "short"
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -7,8 +7,15 @@ import json
 import pytest
 
 from evals.cases import (
-    EvalCase, InvalidCases, append_cases, case_id_for_interaction, load_cases, next_free_id, parse_cases,
-    read_cases, write_cases,
+    EvalCase,
+    InvalidCases,
+    append_cases,
+    case_id_for_interaction,
+    load_cases,
+    next_free_id,
+    parse_cases,
+    read_cases,
+    write_cases,
 )
 from tests.conftest import SAMPLE_EVALS
 

@@ -6,12 +6,20 @@ import pytest
 
 from evals.compare import compare_reports
 from evals.metrics import (
-    citation_supported, expected_calibration_error, faithfulness, operating_point, reliability_bins, retrieval_scores,
-    source_keys, split_sentences, threshold_advice, unique_documents,
+    citation_supported,
+    expected_calibration_error,
+    faithfulness,
+    operating_point,
+    reliability_bins,
+    retrieval_scores,
+    source_keys,
+    threshold_advice,
+    unique_documents,
 )
-from evals.report import threshold_summary
 from evals.pii import scrub
+from evals.report import threshold_summary
 from evals.topics import topic_of_document
+from knowledge.text import split_answer_sentences as split_sentences
 
 
 def test_sentences_keep_their_citation_markers():

@@ -126,3 +126,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert result.returncode == 0, result.stderr
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 50_000  # a blank page compresses to a few KB
+
+
+def test_html_escapes_everything_users_wrote():
+    """Questions, answers and source titles come from users and pages: Jinja2's autoescape must neutralise them."""
+    report = sample_report()
+    row = next(row for row in report["per_case"] if row["id"] == "gap1")
+    row["question"] = "<script>alert(1)</script> & more"
+    row["retrieved"][0]["title"] = '<img src=x onerror="alert(2)">'
+    row["retrieved"][0]["url"] = 'https://x.example/" onmouseover="alert(3)'
+    html = render_html(report, {})
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in html
+    assert "<img src=x" not in html and 'onmouseover="' not in html
+    assert "The trend appears from the second run on" in html and "<p>No escalations.</p>" in html

@@ -168,6 +168,7 @@ def lock_is_held(lock: Path) -> bool:
         return False
 
 
+@pytest.mark.slow  # kills a real refresh subprocess, then starts the bot on what it left
 async def test_bot_starts_and_answers_after_a_refresh_was_killed(tmp_path, sample_settings, engine_parts, embedder):
     from knowledge.index import KnowledgeIndex
     from knowledge.search import Searcher

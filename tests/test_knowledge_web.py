@@ -72,3 +72,47 @@ async def test_sitemap_index_pages_errors_and_timeouts_are_named(site):
 async def test_unreachable_page_marks_the_source_incomplete(site):
     load = await load_source(f"{site}/broken", max_bytes=100_000)
     assert not load.complete and load.failures[0].reason == "HTTP 500"
+
+
+async def test_parsing_pages_does_not_block_the_event_loop():
+    """A refresh parses pages in a worker thread: a ticker on the loop keeps ticking while a big page is parsed."""
+    import time
+
+    rows = "".join(f"<tr><td><a href='/x{n}'>Item {n}</a></td><td><b>value</b> {n} <i>more</i></td></tr>" for n in range(2500))
+    html = PAGE.format(title="Big", body="Intro.").replace("</main>", f"<table>{rows}</table></main>")
+
+    async def big(request):
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]
+    await load_source(f"http://127.0.0.1:{port}/big", max_bytes=10_000_000)  # warm: imports bs4 and html2text
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    try:
+        ticking = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        load = await load_source(f"http://127.0.0.1:{port}/big", max_bytes=10_000_000)
+        seconds = time.perf_counter() - started  # almost all of it parsing
+        done.set()
+        await ticking
+    finally:
+        await runner.cleanup()
+    assert [doc.title for doc in load.documents] == ["Big"] and "Item 1000" in load.documents[0].text
+    print(f"load {seconds:.3f} s, longest loop stall {max(gaps):.3f} s")
+    assert seconds > 0.2, seconds  # the page really is heavy to parse
+    assert max(gaps) < seconds / 4, (max(gaps), seconds)  # parsing on the loop would stall it for most of `seconds`

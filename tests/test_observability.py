@@ -12,7 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.engine.types import Answer, Decision, Usage
 from bot.observability import (
-    Metrics, configure_logging, describe_text, record_answer, record_refresh, render, request_context,
+    Metrics,
+    configure_logging,
+    describe_text,
+    record_answer,
+    record_refresh,
+    render,
+    request_context,
     secret_values,
 )
 from bot.settings import Settings

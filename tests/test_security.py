@@ -26,7 +26,13 @@ from bot.slack.app import MAX_REQUEST_BYTES
 from tests.conftest import ROOT, SAMPLE_KNOWLEDGE
 from tests.emulators.anthropic_api import AnthropicEmulator
 from tests.emulators.slack_payloads import (
-    CHANNEL_ID, TEAM_ID, app_mention_event, block_actions_payload, event_callback, interactive_body, json_body,
+    CHANNEL_ID,
+    TEAM_ID,
+    app_mention_event,
+    block_actions_payload,
+    event_callback,
+    interactive_body,
+    json_body,
     sign_request,
 )
 from tests.test_slack_e2e import ANSWERABLE, running_bot

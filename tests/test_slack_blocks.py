@@ -9,7 +9,12 @@ import pytest
 from bot.engine.types import Answer, Citation, Decision
 from bot.slack import blocks
 from bot.slack.blocks import (
-    StreamSanitizer, answer_blocks, escalation_blocks, markdown_to_mrkdwn, neutralize_pings, parse_feedback_value,
+    StreamSanitizer,
+    answer_blocks,
+    escalation_blocks,
+    markdown_to_mrkdwn,
+    neutralize_pings,
+    parse_feedback_value,
 )
 from bot.slack.conversation import bot_answered, is_acknowledgement, thread_history
 

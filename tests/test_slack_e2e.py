@@ -22,8 +22,20 @@ from bot.slack.app import ConfigurationError, create_app, create_socket_mode_han
 from bot.store import InteractionStore
 from tests.emulators.slack_api import SlackEmulator
 from tests.emulators.slack_payloads import (
-    BOT_ID, BOT_USER_ID, CHANNEL_ID, USER_ID, app_mention_event, assistant_thread_started_event, block_actions_payload,
-    event_callback, form_body, interactive_body, json_body, message_event, sign_request, slash_command_form,
+    BOT_ID,
+    BOT_USER_ID,
+    CHANNEL_ID,
+    USER_ID,
+    app_mention_event,
+    assistant_thread_started_event,
+    block_actions_payload,
+    event_callback,
+    form_body,
+    interactive_body,
+    json_body,
+    message_event,
+    sign_request,
+    slash_command_form,
     view_submission_payload,
 )
 

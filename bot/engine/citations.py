@@ -8,13 +8,10 @@ goes right after the text it supports. Pure functions.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from bot.engine.types import Citation, RetrievedChunk
-
-MARKER = re.compile(r"\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -74,10 +71,6 @@ def numbered_sources(citations: Sequence[Citation]) -> list[Citation]:
     for citation in citations:
         first.setdefault(citation.number, citation)
     return [first[number] for number in sorted(first)]
-
-
-def strip_markers(text: str) -> str:
-    return MARKER.sub("", text)
 
 
 def cited_share(segments: Sequence[Segment], sources: int) -> float:

@@ -17,15 +17,17 @@ be the tag, so it never reaches Slack. `bot/engine/verdict.py` turns both into t
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import anthropic
 
-from bot.engine.citations import Segment, Span, assemble, cited_share, strip_markers
+from bot.engine.citations import Segment, Span, assemble, cited_share
 from bot.engine.draft import Draft, GenerationError, OnDelta
 from bot.engine.pricing import price_for, usage_from_api
 from bot.engine.types import Question, RetrievedChunk, Turn
 from bot.engine.verdict import TAG_START, CitationCheck, Verdict, split_tag, tag_start, verify_citations
+from knowledge.text import strip_markers
 
 NO_ANSWER = "NO_ANSWER"
 NOT_IN_SOURCES = "I couldn't find the answer to this in the knowledge base."

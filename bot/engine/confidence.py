@@ -19,8 +19,9 @@ the generator's own "cannot answer" caps the score and uncited answer text lower
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from bot.engine.terms import FRAMING, TermStats, content_words, term_set
 from bot.engine.types import Decision, RetrievedChunk

@@ -10,8 +10,9 @@ which generator failed or why.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol, Sequence
+from typing import Protocol
 
 from bot.engine.types import Citation, Question, RetrievedChunk, Usage
 from bot.engine.verdict import CitationCheck, Verdict

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from bot.engine.citations import Segment, Span, assemble
 from bot.engine.draft import Draft, OnDelta
 from bot.engine.terms import FRAMING, content_words, term_set
 from bot.engine.types import Question, RetrievedChunk
+from knowledge.text import FENCE, SENTENCE_END
 
-FENCE = re.compile(r"^\s*(```|~~~)")
 HEADING_LINE = re.compile(r"^\s*#{1,6}\s")
 TABLE_RULE = re.compile(r"^\s*\|?[\s:\-|]+\|[\s:\-|]*$")
 LIST_MARKER = re.compile(r"^(?:[-*+•]|\d{1,2}[.)])\s+")
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“‘(\[*_])")
 MIN_WORDS, MAX_WORDS = 4, 60
 MAX_BLOCK_LINES, MAX_BLOCK_WORDS = 10, 150  # a lead-in sentence with its list or table
 MIN_SENTENCES, MAX_SENTENCES = 2, 4
@@ -116,7 +115,7 @@ def units(text: str) -> list[Unit]:
         if number <= skip_until or in_fence or not stripped or HEADING_LINE.match(stripped) or TABLE_RULE.match(stripped):
             continue
         if stripped.startswith("|"):
-            following = next((l.strip() for l in lines[number + 1:] if l.strip()), "")
+            following = next((later.strip() for later in lines[number + 1:] if later.strip()), "")
             if TABLE_RULE.match(following):
                 header = stripped
             else:
@@ -135,10 +134,6 @@ def units(text: str) -> list[Unit]:
         found.extend(Unit(piece) for piece in pieces)
     return [u for u in found if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text
             and not is_scraped_menu(u.text)]
-
-
-def sentences(text: str) -> list[str]:
-    return [unit.text for unit in units(text)]
 
 
 def max_words(unit: str) -> int:

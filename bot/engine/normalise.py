@@ -17,22 +17,22 @@ SHORTCODE = re.compile(r":[a-z0-9_+\-']+:")
 LEADING_MENTIONS = re.compile(r"^(?:\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>(?:[\s,]|:(?=\s|$))*)+")  # "@bot: q", not ":wave:"
 
 
-def _mention(match: re.Match) -> str:
+def _mention(match: re.Match[str]) -> str:
     return f"@{match.group(2)}" if match.group(2) else "@user"
 
 
-def _channel(match: re.Match) -> str:
+def _channel(match: re.Match[str]) -> str:
     return f"#{match.group(2)}" if match.group(2) else "#channel"
 
 
-def _special(match: re.Match) -> str:
+def _special(match: re.Match[str]) -> str:
     kind, _, label = match.group(1), match.group(2), match.group(3)
     if label:
         return label if label.startswith("@") or kind.startswith("date") else f"@{label}"
     return f"@{kind}" if kind in ("here", "channel", "everyone") else ""
 
 
-def _link(match: re.Match) -> str:
+def _link(match: re.Match[str]) -> str:
     target, label = match.group(1), match.group(2)
     if target.startswith(("mailto:", "tel:")):
         return label or target.split(":", 1)[1]
@@ -60,11 +60,3 @@ def has_question(text: str) -> bool:
     stripped = re.sub(r"@user\b|@here\b|@channel\b|@everyone\b", " ", stripped)
     return any(char.isalnum() for char in stripped)
 
-
-def truncate(text: str, limit: int) -> tuple[str, bool]:
-    """Cut an over-long question at a word boundary near `limit`; says whether it cut."""
-    if len(text) <= limit:
-        return text, False
-    cut = text[:limit]
-    space = cut.rfind(" ", int(limit * 0.9))
-    return (cut[:space] if space > 0 else cut).rstrip(), True

@@ -11,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
 from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
-from bot.engine.normalise import has_question, normalise_slack, truncate
+from bot.engine.normalise import has_question, normalise_slack
 from bot.engine.query import search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Answer, Decision, Question, RetrievedChunk
+from knowledge.text import truncate
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Pipeline:
         self._calibration: tuple[int, calibrations.Calibration | None] | None = None
 
     @classmethod
-    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> "Pipeline":
+    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> Pipeline:
         """Claude when an API key is configured, else the extractive answerer."""
         if searcher is None:
             from knowledge.index import KnowledgeIndex
@@ -114,8 +115,8 @@ class Pipeline:
         if not has_question(text):
             return self._reply(question, EMPTY_REPLY, Decision.CLARIFY, ["empty question"], watch)
         notes: list[str] = []
-        text, cut = truncate(text, self.settings.max_question_chars)
-        if cut:
+        original, text = text, truncate(text, self.settings.max_question_chars, ellipsis="", at_word=True)
+        if text != original:
             notes.append(f"question truncated from {len(question.text):,} to {len(text):,} characters")
         if wants_human(text):
             return self._reply(question, HUMAN_REPLY, Decision.ESCALATE, ["asked for a human", *notes], watch)

@@ -6,7 +6,8 @@ priced separately, which is where prompt caching saves money.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bot.engine.types import Usage
 

@@ -8,7 +8,7 @@ follow-up is short or starts with a pronoun, the earlier question's key terms ar
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from bot.engine.terms import CONNECTIVE_OPENER, PRONOUNS, STOPWORDS, tokens, words
 from bot.engine.types import Turn

@@ -10,25 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
+
+from knowledge.text import STOPWORDS as STOPWORDS  # re-exported: the query rewrite reads it here
 
 WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?", re.IGNORECASE)
 
-STOPWORDS = frozenset(
-    """
-    a about above after again all also am an and any are as at be because been before being below between both
-    but by can cannot could did do does doing done down during each either else ever every few for from further
-    get gets getting got had has have having he her here hers him his how however i if in into is it its itself
-    just let like ll may me might mine more most much must my need needs no nor not now of off on once only or
-    other our ours out over own please re same shall she should so some such than that the their theirs them
-    then there these they this those through to too under until up upon us use used using very via want wants
-    was we were what whatever when where whether which while who whom whose why will with within without would
-    yes yet you your yours ve d s t m thing things way ways anyone someone something anything everything
-    hi hello hey thanks thank help know tell explain question
-    one two three key main certain specific according documentation docs doc
-    """.split()
-)
 
 # Words that frame a question rather than name its subject. They stay in the signals (their
 # pairs, like "refund" near "differ", do help tell sources apart) but are never reported as
@@ -101,7 +89,7 @@ class TermStats:
         self.documents = documents
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "TermStats":
+    def from_texts(cls, texts: Iterable[str]) -> TermStats:
         df: Counter[str] = Counter()
         count = 0
         for text in texts:

@@ -12,10 +12,12 @@ a `<…|…>` link; source lists drop whole lines. Only http, https and mailto U
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.engine.calibration import describe as describe_calibration
 from bot.engine.types import Answer, Citation, Decision
+from knowledge.text import truncate
 
 SECTION_LIMIT = 3000
 MESSAGE_BLOCK_LIMIT = 50
@@ -217,10 +219,6 @@ def cut_to(text: str, budget: int) -> tuple[str, bool]:
     if head.count(FENCE) % 2:
         head += "\n" + FENCE
     return head, True
-
-
-def truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def text_size(payload: Any) -> int:

@@ -8,7 +8,8 @@ turns, so a follow-up such as "and on Android?" is read in context.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.engine.normalise import MENTION, normalise_slack
 from bot.engine.types import Turn
@@ -57,10 +58,6 @@ def thread_history(
         if text:
             turns.append(Turn(role="assistant" if mine else "user", text=text))
     return turns[-limit:]
-
-
-def bot_took_part(messages: Iterable[dict[str, Any]], bot_user_id: str | None, bot_id: str | None) -> bool:
-    return any(is_bot_message(message, bot_user_id, bot_id) for message in messages)
 
 
 _ACKNOWLEDGEMENT = re.compile(

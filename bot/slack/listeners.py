@@ -50,7 +50,7 @@ FEEDBACK_ACTIONS = re.compile(rf"^{blocks.FEEDBACK_ACTION}(_up|_down)?$")
 
 
 class Listeners:
-    def __init__(self, bot: "SupportBot") -> None:
+    def __init__(self, bot: SupportBot) -> None:
         self.bot = bot
         self.settings = bot.settings
         self.responder = bot.responder

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
 
 
 class AnswerLimiter:
@@ -23,7 +23,7 @@ class AnswerLimiter:
         self._starts: dict[str, deque[float]] = defaultdict(deque)
 
     @classmethod
-    def from_settings(cls, settings) -> "AnswerLimiter":
+    def from_settings(cls, settings) -> AnswerLimiter:
         return cls(settings.user_rate_per_minute, settings.global_concurrency)
 
     def _reserve(self, user: str) -> float:

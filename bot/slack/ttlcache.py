@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 
 class TTLSet:
@@ -31,9 +31,6 @@ class TTLSet:
         self._expiry.pop(key, None)
         self._expiry[key] = self._clock() + self.ttl
         self._prune()
-
-    def discard(self, key: Hashable) -> None:
-        self._expiry.pop(key, None)
 
     def first_time(self, key: Hashable) -> bool:
         """True the first time a key is seen within the TTL (and remembers it)."""

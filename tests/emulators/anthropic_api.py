@@ -25,8 +25,9 @@ import re
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 

@@ -27,9 +27,10 @@ import re
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -735,7 +736,7 @@ class SocketModeHub:
             for ws in list(self.clients):
                 await ws.send_json(envelope)
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"no ack for {envelope_type} envelope {envelope_id} within {timeout}s") from None
         finally:
             self._pending.pop(envelope_id, None)
@@ -823,7 +824,7 @@ class SlackEmulator:
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(lambda: len(self.calls_to(method)) >= count), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             seen = [c.method for c in self.calls]
             raise AssertionError(f"expected {count} {method} call(s) within {timeout}s; calls so far: {seen}") from None
         return self.calls_to(method)
