@@ -484,7 +484,7 @@ def eval_summary_lines(report: EvalReport) -> list[str]:
         lines.append(f"threshold   {advice}")
     from bot.engine.calibration import describe
 
-    lines.append(f"calibration {describe(report.calibration)}")
+    lines.append(f"calibration {describe(report.self_calibration)}")
     return lines
 
 

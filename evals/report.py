@@ -322,7 +322,7 @@ def render_markdown(
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
     threshold = threshold_summary(report.threshold_advice)
-    lines += ["## Escalation threshold", "", _md(calibration_summary(report.calibration)), ""]
+    lines += ["## Escalation threshold", "", _md(calibration_summary(report.self_calibration)), ""]
     if threshold:
         lines += [_md(threshold), ""]
     reasons = escalation_reasons(rows)
@@ -394,7 +394,7 @@ def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[
     return {
         "title": _title(report), "config_line": _config_line(report), "headline": headline,
         "usage": usage_summary(report.usage), "threshold": threshold_summary(report.threshold_advice),
-        "calibration": calibration_summary(report.calibration),
+        "calibration": calibration_summary(report.self_calibration),
         "plots": {name: data_uri(png) for name, png in plots.items()}, "gaps": gaps, "sections": sections,
     }
 

@@ -317,7 +317,7 @@ async def run_eval(
         "judge": bool(judge), "answer_threshold": settings.answer_threshold,
         "caveat_threshold": settings.caveat_threshold, "data_dir": str(settings.data_dir),
     }
-    report["calibration"] = await calibration_in_force(pipeline, index)
+    report["self_calibration"] = await calibration_in_force(pipeline, index)
     report["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     report["git_commit"] = git_commit(Path(__file__).resolve().parents[1])
     report["seconds"] = round(time.perf_counter() - started, 2)

@@ -210,7 +210,8 @@ class EvalReport(_Section):
     escalation: EscalationMetrics = Field(default_factory=EscalationMetrics)
     latency_ms: LatencyMetrics = Field(default_factory=LatencyMetrics)
     usage: UsageSummary = Field(default_factory=UsageSummary)
-    calibration: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # reliability bins (the contract's name)
+    self_calibration: dict[str, Any] | None = None  # the index's calibration the answers were judged with
     threshold_advice: dict[str, Any] | None = None
     cases: int | None = None
     k: int | None = None

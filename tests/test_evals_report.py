@@ -108,6 +108,12 @@ def test_html_is_self_contained_with_plots(tmp_path):
     assert len(images) == 5 and all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
     assert "http://" not in html and "https://" not in html.split("<main>")[0]  # no external assets
     assert "regressed" in html and "<h2>Knowledge gaps</h2>" in html and "<h2>Why the bot escalated</h2>" in html
+    assert "Calibration in force: not calibrated" in html  # this report has no calibration
+    calibrated = {**report, "self_calibration": {"index_version": 7, "pairs": 150, "separation_auroc": 0.79,
+                                            "escalate_below_raw": 0.391}}
+    assert ("Calibration in force: calibrated on index v7: 150 probe pairs, separation AUROC 0.79, escalates below raw "
+            "0.391") in render_html(calibrated, plots, changes)
+    assert "calibrated on index v7" in render_markdown(calibrated, plots=[])
 
     paths = write_report(report, tmp_path / "r", changes)
     second = write_report({**report, "timestamp": "2025-06-09T09:00:00+00:00"}, tmp_path / "r")
