@@ -35,9 +35,8 @@ def offline_settings(data_dir: Path, source: str) -> Settings:
 
 
 async def indexed_pipeline(data_dir: Path, source: str, *, embedder=None) -> Pipeline:
-    from knowledge.index import KnowledgeIndex
-
     from bot.engine.calibration import calibrator_for, ensure_calibrated
+    from knowledge.index import KnowledgeIndex
 
     settings = offline_settings(data_dir, source)
     index = KnowledgeIndex.from_settings(settings, embedder)

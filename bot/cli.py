@@ -150,9 +150,8 @@ def rollback(data_dir: Path | None, as_json: bool) -> None:
 @json_option
 def status(data_dir: Path | None, as_json: bool) -> None:
     """Index size, version and last refresh."""
-    from knowledge.index import KnowledgeIndex
-
     from bot.engine import calibration
+    from knowledge.index import KnowledgeIndex
 
     stats = calibration.index_status(KnowledgeIndex.from_settings(load_settings(data_dir)))
     if as_json:

@@ -11,7 +11,7 @@ IPv4 addresses, emails, bare Slack ids and @handles, and phones last.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # Slack tokens (bot, user, app, refresh, config) and webhook URLs.

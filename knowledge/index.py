@@ -17,12 +17,11 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
-from collections.abc import Awaitable
 
 import numpy as np
 import pyarrow as pa
@@ -65,7 +64,7 @@ class AfterWrite(Protocol):
     Called inside the write lock, only when a refresh wrote a new version; what it returns is kept
     in the refresh report. knowledge/ knows only this shape, never the engine behind it."""
 
-    def __call__(self, index: "KnowledgeIndex", version: int) -> Awaitable[dict[str, Any] | None]: ...
+    def __call__(self, index: KnowledgeIndex, version: int) -> Awaitable[dict[str, Any] | None]: ...
 
 
 class RefreshInProgress(RuntimeError):

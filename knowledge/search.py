@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Collection, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

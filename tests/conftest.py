@@ -71,3 +71,9 @@ def sample_searcher(sample_index):
     from knowledge.search import Searcher
 
     return Searcher(sample_index)
+
+
+@pytest.fixture(scope="session")
+def engine_parts(sample_index, sample_searcher, embedder):
+    """The shared sample index, searcher and model, for tests that build a whole bot around them."""
+    return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}

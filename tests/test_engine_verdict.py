@@ -14,11 +14,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.engine.citations import strip_markers
 from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT
 from bot.engine.pipeline import Pipeline
 from bot.engine.types import Decision, Question
 from bot.engine.verdict import RETRIEVAL_FLOOR
+from knowledge.text import strip_markers
 from tests.emulators.anthropic_api import INVENTED_CITATION, AnthropicEmulator, Reply
 
 QUESTION = "How long after a payment can we still refund it to the customer's card?"

@@ -47,11 +47,6 @@ PRODUCTION_SERIES = (
 )
 
 
-@pytest.fixture(scope="module")
-def engine_parts(sample_index, sample_searcher, embedder):
-    return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
-
-
 def claude(llm: AnthropicEmulator, **more) -> dict:
     """Settings overrides that put the bot on the Claude path, against the emulator."""
     return {"anthropic_api_key": SecretStr(LLM_KEY), "anthropic_base_url": llm.base_url, **more}

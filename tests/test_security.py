@@ -40,11 +40,6 @@ from tests.test_slack_e2e import ANSWERABLE, running_bot
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(scope="module")
-def engine_parts(sample_index, sample_searcher, embedder):
-    return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
-
-
 def env_without_secrets(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTBOT_", "SLACK_", "ANTHROPIC_"))}
     return {**env, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **extra}

@@ -19,8 +19,12 @@ from bot.slack.app import create_app, create_web_app, shutdown
 from bot.store import InteractionStore
 from tests.emulators.slack_api import SlackEmulator
 from tests.emulators.slack_payloads import CHANNEL_ID, app_mention_event
-from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
-    ANSWERABLE, ESCALATION_CHANNEL, SECRET, BotUnderTest, build_pipeline, engine_parts,
+from tests.test_slack_e2e import (
+    ANSWERABLE,
+    ESCALATION_CHANNEL,
+    SECRET,
+    BotUnderTest,
+    build_pipeline,
 )
 
 pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index

@@ -49,11 +49,6 @@ ANSWERABLE = "How do I create an API key?"
 UNANSWERABLE = "Can the moon base cafeteria serve pickled herring on Tuesdays?"
 
 
-@pytest.fixture(scope="module")
-def engine_parts(sample_index, sample_searcher, embedder):
-    return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
-
-
 def build_pipeline(settings, parts):
     from bot.engine.pipeline import Pipeline
 

@@ -15,8 +15,12 @@ import pytest
 
 from bot.slack import blocks
 from tests.emulators.slack_payloads import CHANNEL_ID, USER_ID, app_mention_event, block_actions_payload
-from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
-    ANSWERABLE, ESCALATION_CHANNEL, UNANSWERABLE, StreamingPipeline, engine_parts, running_bot,
+from tests.test_slack_e2e import (
+    ANSWERABLE,
+    ESCALATION_CHANNEL,
+    UNANSWERABLE,
+    StreamingPipeline,
+    running_bot,
 )
 
 pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index

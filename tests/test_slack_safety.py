@@ -19,11 +19,21 @@ from bot.store import EscalationConflict, InteractionStore, escalation_transitio
 from evals.pii import scrub
 from tests.emulators.slack_api import validate_message_blocks
 from tests.emulators.slack_payloads import (
-    CHANNEL_ID, TEAM_ID, USER_ID, app_mention_event, block_actions_payload, event_callback, interactive_body, json_body,
+    CHANNEL_ID,
+    TEAM_ID,
+    USER_ID,
+    app_mention_event,
+    block_actions_payload,
+    event_callback,
+    interactive_body,
+    json_body,
     view_submission_payload,
 )
-from tests.test_slack_e2e import (  # noqa: F401 (engine_parts is a fixture)
-    ANSWERABLE, ESCALATION_CHANNEL, UNANSWERABLE, engine_parts, running_bot,
+from tests.test_slack_e2e import (
+    ANSWERABLE,
+    ESCALATION_CHANNEL,
+    UNANSWERABLE,
+    running_bot,
 )
 
 pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared sample index

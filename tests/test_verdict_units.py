@@ -9,7 +9,15 @@ from bot.engine.claude import VerdictGate, strip_verdict
 from bot.engine.confidence import Judgement
 from bot.engine.types import Decision, RetrievedChunk
 from bot.engine.verdict import (
-    FULLY_CITED, RETRIEVAL_FLOOR, CitationCheck, Verdict, combine, parse_tag, review, split_tag, top_similarity,
+    FULLY_CITED,
+    RETRIEVAL_FLOOR,
+    CitationCheck,
+    Verdict,
+    combine,
+    parse_tag,
+    review,
+    split_tag,
+    top_similarity,
     verify_citations,
 )
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from bot.engine.terms import STOPWORDS, TermStats, content_words, term_set, words
 
@@ -44,7 +44,7 @@ class Section:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(f"{self.doc_id}\0{self.heading}\0{self.text}".encode("utf-8")).hexdigest()[:16]
+        return hashlib.sha256(f"{self.doc_id}\0{self.heading}\0{self.text}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ thresholds and AUROC; the verdict and the verification go to `Answer.signals` (`
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bot.engine.citations import Span
 from bot.engine.confidence import Judgement

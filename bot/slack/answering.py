@@ -75,7 +75,7 @@ class Ask:
         return {k: v for k, v in asdict(self).items() if k not in ("thread_messages", "reply_ts")}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Ask":
+    def from_record(cls, record: dict[str, Any]) -> Ask:
         names = set(cls.__dataclass_fields__) - {"thread_messages", "reply_ts"}
         return cls(**{k: v for k, v in record.items() if k in names})
 

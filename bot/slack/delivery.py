@@ -12,8 +12,9 @@ itself a retry with a smaller payload.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError

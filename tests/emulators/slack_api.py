@@ -35,7 +35,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .slack_payloads import (  # noqa: F401 (re-export)
-    APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID, USER_ID, TRIGGER_TTL_SECONDS, sign_request, trigger_issued_at,
+    APP_ID,
+    BOT_ID,
+    BOT_USER_ID,
+    TEAM_ID,
+    TRIGGER_TTL_SECONDS,
+    USER_ID,
+    sign_request,
+    trigger_issued_at,
 )
 
 PERMALINK_HOST = "https://emulator.slack.test"
@@ -981,7 +988,7 @@ class SlackEmulator:
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(lambda: len(self.responses) >= count), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"expected {count} response_url POST(s) within {timeout}s") from None
         return self.responses
 
