@@ -18,7 +18,7 @@ from bot.engine import confidence
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question, normalise_slack, truncate
-from bot.engine.query import search_query, wants_human
+from bot.engine.query import concatenated_query, previous_user_question, search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Answer, Decision, Question, RetrievedChunk
 
@@ -61,8 +61,18 @@ def to_retrieved(hit) -> RetrievedChunk:
     )
 
 
+FOLLOWUP_MODES = ("context", "heuristic", "alone", "concat")
+
+
 class Pipeline:
-    def __init__(self, settings, searcher, *, generator: Generator | None = None) -> None:
+    def __init__(self, settings, searcher, *, generator: Generator | None = None,
+                 followup_mode: str = "heuristic") -> None:
+        """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
+        fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
+        rule-based rewrite), "alone" (the message by itself), "concat" (earlier user turns + message)."""
+        if followup_mode not in FOLLOWUP_MODES:
+            raise ValueError(f"followup_mode must be one of {FOLLOWUP_MODES}, not {followup_mode!r}")
+        self.followup_mode = followup_mode
         self.settings = settings
         self.searcher = searcher
         self.generator = generator  # None: the extractive answerer is the generator
@@ -116,7 +126,7 @@ class Pipeline:
         if wants_human(text):
             return self._reply(question, HUMAN_REPLY, Decision.ESCALATE, ["asked for a human", *notes], watch)
 
-        query = search_query(text, question.history)
+        query = self.followup_query(text, question.history)
         try:
             with watch.stage("retrieve"):
                 result = await self.searcher.asearch(
@@ -150,6 +160,14 @@ class Pipeline:
             fallback_reason=draft.fallback_reason, index_version=result.index_version, search_query=query,
             latency_ms=watch.done(), usage=draft.usage, signals=values,
         )
+
+    def followup_query(self, text: str, history) -> str:
+        """The query of a baseline follow-up mode (the message itself outside a thread)."""
+        if self.followup_mode == "alone" or previous_user_question(history, text) is None:
+            return text
+        if self.followup_mode == "concat":
+            return concatenated_query(text, history)
+        return search_query(text, history)
 
     async def _generate(
         self, question: Question, text: str, query: str, chunks: list[RetrievedChunk], on_delta

@@ -71,3 +71,9 @@ def search_query(text: str, history: Sequence[Turn] = ()) -> str:
         return text
     carried = key_terms(previous, exclude=text)
     return f"{' '.join(carried)} {text}".strip() if carried else text
+
+
+def concatenated_query(text: str, history: Sequence[Turn] = ()) -> str:
+    """Every earlier user turn of the thread followed by the message: the naive baseline."""
+    earlier = [turn.text.strip() for turn in history if turn.role == "user" and turn.text.strip() != text.strip()]
+    return " ".join([*earlier, text.strip()])

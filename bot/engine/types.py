@@ -27,6 +27,7 @@ class Turn(BaseModel):
 
     role: str  # "user" or "assistant"
     text: str
+    sources: list[str] = Field(default_factory=list)  # urls an assistant turn cited: a prior for follow-ups
 
 
 class Question(BaseModel):
