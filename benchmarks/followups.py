@@ -99,6 +99,7 @@ def fmt(value: float) -> str:
 
 def table(title: str, groups: dict[str, dict[str, list[dict]]]) -> None:
     """One row per group, hit@5 and MRR@5 per mode."""
+    MODES = [mode for mode in globals()["MODES"] if any(by_mode.get(mode) for by_mode in groups.values())]
     print(f"\n### {title}\n")
     print("| group | n | " + " | ".join(f"{m} hit@5 | {m} MRR@5" for m in MODES) + " |")
     print("| --- | --- | " + " | ".join("--- | ---" for _ in MODES) + " |")
@@ -124,13 +125,13 @@ async def main_async(args) -> None:
         settings = Settings(data_dir=args.data_dir / domain, anthropic_api_key=None)
         index = await build_index(settings, source, embedder)
         cases = load_cases(followups)
-        for mode in MODES:
+        for mode in args.modes:
             for row in await run_mode(settings, index, mode, cases):
                 all_rows.append({**row, "domain": domain})
         single_cases = [EvalCase.model_validate(json.loads(line)) for line in Path(singles).read_text().splitlines()
                         if line.strip()]
         single[domain] = {mode: figures(await run_mode(settings, index, mode, single_cases))
-                          for mode in ("alone", "context")}
+                          for mode in ("alone", "context") if not args.skip_single}
 
     def grouped(select) -> dict[str, list[dict]]:
         return {mode: [row for row in all_rows if row["mode"] == mode and select(row)] for mode in MODES}
@@ -152,14 +153,14 @@ async def main_async(args) -> None:
     print("\n### Escalation (offline answerer, default thresholds)\n")
     print("| mode | answerable follow-ups escalated | unanswerable follow-ups escalated | retrieve p50 ms |")
     print("| --- | --- | --- | --- |")
-    for mode in MODES:
+    for mode in args.modes:
         stats = figures([row for row in all_rows if row["mode"] == mode])
         print(f"| {mode} | {fmt(stats['esc_answerable'])} | {fmt(stats['esc_unanswerable'])} | {stats['retrieve_ms']:.1f} |")
 
     print("\n### Single-turn sets through the same pipeline (no thread: must not move)\n")
     print("| domain | n | alone hit@5 | alone MRR@5 | context hit@5 | context MRR@5 |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for domain, stats in single.items():
+    for domain, stats in single.items() if not args.skip_single else ():
         print(f"| {domain} | {stats['alone']['n']} | {fmt(stats['alone']['hit'])} | {fmt(stats['alone']['mrr'])} | "
               f"{fmt(stats['context']['hit'])} | {fmt(stats['context']['mrr'])} |")
     if args.rows:
@@ -171,6 +172,8 @@ def main() -> None:
     parser.add_argument("dataset", type=Path, nargs="?", help="anthropic-docs folder (kb.jsonl, cases.jsonl)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/supportbot-bench-followups"))
     parser.add_argument("--rows", type=Path, help="write every per-case row (JSONL) here")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--skip-single", action="store_true", help="leave out the single-turn sets")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -12,13 +12,28 @@ import asyncio
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator
 
 from bot.engine import confidence
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question, normalise_slack, truncate
-from bot.engine.query import concatenated_query, previous_user_question, search_query, wants_human
+from bot.engine.query import (
+    CONTEXT_WEIGHT,
+    FUSION_DEPTH,
+    THREAD_WEIGHT,
+    cited_pages,
+    concatenated_query,
+    declares_new_topic,
+    contextual_query,
+    dependence,
+    fuse_results,
+    judged_query,
+    previous_user_question,
+    search_query,
+    wants_human,
+)
 from bot.engine.terms import TermStats
 from bot.engine.types import Answer, Decision, Question, RetrievedChunk
 
@@ -66,7 +81,7 @@ FOLLOWUP_MODES = ("context", "heuristic", "alone", "concat")
 
 class Pipeline:
     def __init__(self, settings, searcher, *, generator: Generator | None = None,
-                 followup_mode: str = "heuristic") -> None:
+                 followup_mode: str = "context") -> None:
         """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
         fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
         rule-based rewrite), "alone" (the message by itself), "concat" (earlier user turns + message)."""
@@ -126,12 +141,10 @@ class Pipeline:
         if wants_human(text):
             return self._reply(question, HUMAN_REPLY, Decision.ESCALATE, ["asked for a human", *notes], watch)
 
-        query = self.followup_query(text, question.history)
+        query = text
         try:
             with watch.stage("retrieve"):
-                result = await self.searcher.asearch(
-                    query, self.settings.answer_k, per_doc=self.settings.answer_chunks_per_doc
-                )
+                query, result = await self.retrieve(text, question.history)
         except Exception as exc:  # index missing, being rebuilt, disk trouble: say so and hand over
             log.warning("retrieval failed: %s", exc)
             return self._reply(question, UNAVAILABLE_REPLY, Decision.ESCALATE,
@@ -160,6 +173,41 @@ class Pipeline:
             fallback_reason=draft.fallback_reason, index_version=result.index_version, search_query=query,
             latency_ms=watch.done(), usage=draft.usage, signals=values,
         )
+
+    async def retrieve(self, text: str, history):
+        """(the query the judge reads, the search result) for a message and its thread.
+
+        Outside a thread, or in a baseline mode, one search as always. A follow-up in "context"
+        mode: the message alone, with the thread's questions, and within the pages the previous
+        answer cited, fused by `bot.engine.query.dependence` (see that module's docstring).
+        """
+        k, per_doc = self.settings.answer_k, self.settings.answer_chunks_per_doc
+        if self.followup_mode != "context" or previous_user_question(history, text) is None:
+            query = self.followup_query(text, history)
+            return query, await self.searcher.asearch(query, k, per_doc=per_doc)
+        from knowledge.search import page_filter
+
+        depth = max(k, FUSION_DEPTH)
+        pages = cited_pages(history)
+        where = page_filter(pages) if pages else None
+        if declares_new_topic(text):  # a declared new question is searched exactly as a first one
+            return text, await self.searcher.asearch(text, k, per_doc=per_doc)
+        searches = [self.searcher.asearch(text, depth, per_doc=per_doc),
+                    self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc)]
+        if where:
+            searches.append(self.searcher.asearch(text, depth, per_doc=per_doc, where=where))
+        alone, context, *thread = await asyncio.gather(*searches)
+        weight = dependence(text, top_alone=alone.top_vector_similarity,
+                            top_thread=thread[0].top_vector_similarity if thread else None)
+        if weight <= 0:  # the thread does not fit the message: the plain search, as for a first question
+            return text, await self.searcher.asearch(text, k, per_doc=per_doc)
+        lists = [(1.0, alone.hits), (weight * CONTEXT_WEIGHT, context.hits)]
+        if thread:
+            lists.append((weight * THREAD_WEIGHT, thread[0].hits))
+        hits = fuse_results(lists, k)
+        query = judged_query(text, history, weight)
+        log.debug("follow-up dependence %.2f over %d cited pages", weight, len(pages))
+        return query, replace(alone, query=query, hits=hits)
 
     def followup_query(self, text: str, history) -> str:
         """The query of a baseline follow-up mode (the message itself outside a thread)."""
