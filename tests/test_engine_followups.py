@@ -138,3 +138,20 @@ async def test_a_question_without_a_thread_is_searched_as_before(pipelines, samp
 def test_unknown_follow_up_mode_is_refused(sample_settings, sample_searcher):
     with pytest.raises(ValueError):
         Pipeline(sample_settings, sample_searcher, followup_mode="magic")
+
+
+def test_slack_thread_history_keeps_the_pages_an_answer_cited():
+    from bot.engine.types import Answer, Citation, Decision
+    from bot.slack.blocks import answer_blocks
+    from bot.slack.conversation import thread_history
+
+    answer = Answer(interaction_id="iid", question="q", text="Within 90 days [1].", decision=Decision.ANSWER,
+                    citations=[Citation(number=1, doc_id="d", url=BASE + "payments/refund-a-payment#time-limits",
+                                        title="Refund a payment", cited_text="90 days")])
+    messages = [{"ts": "1.0", "user": "U1", "text": "refund window?"},
+                {"ts": "2.0", "bot_id": "B1", "user": "UBOT", "text": "Within 90 days", "blocks": answer_blocks(answer)},
+                {"ts": "2.5", "user": "U1", "text": "see <https://example.com|this>",
+                 "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*\n<https://x.example/y|y>"}]}]}]
+    turns = thread_history(messages, before_ts="3.0", bot_user_id="UBOT", bot_id="B1")
+    assert turns[1].sources == [BASE + "payments/refund-a-payment#time-limits"]
+    assert turns[0].sources == [] and turns[2].sources == []  # only the bot's own answers carry sources
