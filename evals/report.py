@@ -291,6 +291,25 @@ def render_plots(report: dict[str, Any], history: Sequence[dict[str, Any]]) -> d
 # ------------------------------------------------------------------------------ Markdown
 
 
+FOLLOWUP_COLUMNS = (("hit@k", "hit@k"), ("mrr@k", "MRR@k"), ("answered_when_answerable", "answered when answerable"),
+                    ("escalated_when_unanswerable", "escalated when unanswerable"), ("correctness", "correctness"))
+
+
+def followup_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, figures) for single-turn questions, follow-ups, and each kind of follow-up; empty
+    when the set has no follow-up (the report then looks as before)."""
+    section = report.get("followups") or {}
+    if not section:
+        return []
+    rows = [("single-turn questions", section.get("single_turn") or {}), ("follow-ups in a thread", section.get("followup") or {})]
+    return rows + [(f"follow-up: {kind}", figures) for kind, figures in (section.get("by_kind") or {}).items()]
+
+
+def thread_text(row: dict[str, Any], limit: int = 160) -> str:
+    """The thread before a follow-up, one short quote per turn."""
+    return " → ".join(f"{turn.get('role')}: {_short(turn.get('text'), limit)}" for turn in row.get("history") or [])
+
+
 def _md(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
@@ -325,6 +344,15 @@ def render_markdown(
         delta = f"{row['delta']:+.3f}{flag}" if row["delta"] is not None else ""
         lines.append(f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |")
     lines += ["", usage_summary(report.get("usage") or {}), ""]
+    followups = followup_rows(report)
+    if followups:
+        lines += ["## Single-turn and follow-up questions", "",
+                  "| questions | cases | " + " | ".join(label for _, label in FOLLOWUP_COLUMNS) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in FOLLOWUP_COLUMNS) + " |"]
+        lines += [f"| {_md(label)} | {figures.get('cases', 0)} | "
+                  + " | ".join(format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS) + " |"
+                  for label, figures in followups]
+        lines.append("")
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
     threshold = threshold_summary(report.get("threshold_advice"))
@@ -348,6 +376,7 @@ def render_markdown(
             sources = ", ".join(f"{d['title']} ({'gold' if d['gold'] else 'not gold'})" for d in row["retrieved"][:3])
             lines += [
                 f"### {row['id']}: {_md(_short(row['question'], 160))}",
+                *([f"- thread: {_md(thread_text(row))}"] if row.get("history") else []),
                 f"- decision: {row['decision']} (confidence {row['confidence']:.2f})"
                 + (f"; reasons: {_md('; '.join(row['reasons']))}" if row["reasons"] else ""),
                 f"- answer: {_md(_short(row['answer']))}",
@@ -410,9 +439,10 @@ def _case_html(row: dict[str, Any]) -> str:
         for d in row["retrieved"][:5]
     ) or "<em>nothing retrieved</em>"
     reasons = f" · {_e('; '.join(row['reasons']))}" if row["reasons"] else ""
+    thread = f'<div class="meta">thread: {_e(thread_text(row))}</div>' if row.get("history") else ""
     return (
         f'<div class="case"><div class="q">{_e(row["id"])}: {_e(row["question"])}</div>'
-        f'<div class="meta">{_e(row["decision"])} · confidence {row["confidence"]:.2f}{reasons}</div>'
+        f'{thread}<div class="meta">{_e(row["decision"])} · confidence {row["confidence"]:.2f}{reasons}</div>'
         f'<div class="lbl">answer</div><div>{_e(_short(row["answer"], 700))}</div>'
         f'<div class="lbl">reference</div><div>{_e(_short(row["reference_answer"], 500)) or "<em>none</em>"}</div>'
         f'<div class="lbl">retrieved (green = gold)</div><div>{sources}</div></div>'
@@ -437,6 +467,15 @@ def render_html(
         f"<h2>{_e(title)}</h2><p class='meta'>{_e(why)}</p>" + "".join(_case_html(row) for row in cases)
         for title, why, cases in worst_cases(rows, limit) if cases
     )
+    followups = "".join(
+        f"<tr><td>{_e(label)}</td><td class='num'>{figures.get('cases', 0)}</td>"
+        + "".join(f"<td class='num'>{_e(format_value(figures.get(key)))}</td>" for key, _ in FOLLOWUP_COLUMNS) + "</tr>"
+        for label, figures in followup_rows(report)
+    )
+    followup_table = (
+        "<h2>Single-turn and follow-up questions</h2><table><tr><th>questions</th><th>cases</th>"
+        + "".join(f"<th>{_e(label)}</th>" for _, label in FOLLOWUP_COLUMNS) + f"</tr>{followups}</table>"
+    ) if followups else ""
     trend = _figure_html(plots, "trend", "metric trend") or "<p class='meta'>The trend appears from the second run on (history folder).</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(_title(report))}</title><style>{CSS}</style></head>
@@ -445,6 +484,7 @@ def render_html(
 <h2>Headline metrics</h2>
 <table><tr><th>metric</th><th>value</th><th>baseline</th><th>change</th><th>meaning</th></tr>{table}</table>
 <p class="meta">{_e(usage_summary(usage))}</p>
+{followup_table}
 <h2>Confidence calibration</h2>
 <div class="grid">{_figure_html(plots, "calibration", "reliability diagram")}{_figure_html(plots, "confidence", "confidence histogram")}</div>
 {_paragraph(threshold_summary(report.get("threshold_advice")))}

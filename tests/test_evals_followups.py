@@ -143,3 +143,29 @@ def test_review_shows_the_thread_before_the_follow_up(capsys):
     show(case, 1, 1)
     out = capsys.readouterr().out
     assert out.index("thread 1 user") < out.index("follow-up: and for ACH?")
+
+
+def test_report_puts_single_turn_and_follow_ups_side_by_side_and_shows_threads():
+    from bot.engine.types import Decision as D
+    from evals.report import render_html, render_markdown
+    from evals.runner import score_case, summarise
+
+    def reply(decision, url):
+        chunk = RetrievedChunk(chunk_id="c#0", doc_id="c", title="ACH", url=url, text="ACH refunds: 90 days.", score=0.9)
+        return Answer(interaction_id="i", question="q", text="90 days.", retrieved=[chunk], confidence=0.7,
+                      decision=decision, latency_ms={"total": 10.0})
+
+    single = EvalCase(id="s1", question="How long for ACH refunds?", gold_sources=[ACH_URL])
+    followup = EvalCase(id="f1", question="and for ACH?", gold_sources=[ACH_URL], followup_kind="ellipsis",
+                        history=[{"role": "user", "text": "refund window for cards?"}])
+    rows = [score_case(single, reply(D.ANSWER, ACH_URL), 5), score_case(followup, reply(D.ESCALATE, "https://x/y"), 5)]
+    report = summarise(rows, 5) | {"per_case": rows, "config": {}, "threshold_advice": None}
+    markdown = render_markdown(report)
+    assert "## Single-turn and follow-up questions" in markdown
+    assert "| single-turn questions | 1 | 1.000 |" in markdown and "| follow-ups in a thread | 1 | 0.000 |" in markdown
+    assert "| follow-up: ellipsis | 1 |" in markdown
+    assert "- thread: user: refund window for cards?" in markdown  # the failed follow-up is shown with its thread
+    html = render_html(report, {})
+    assert "Single-turn and follow-up questions" in html and "thread: user: refund window for cards?" in html
+    plain = summarise(rows[:1], 5) | {"per_case": rows[:1], "config": {}, "threshold_advice": None}
+    assert plain["followups"] is None and "follow-up" not in render_markdown(plain)
