@@ -83,6 +83,8 @@ def test_fusion_ranks_by_weighted_reciprocal_rank_and_keeps_the_winning_lists_ch
     assert [hit.doc_id for hit in fused] == ["c", "b", "a"]  # in both lists beats first in one
     assert fused[0].chunk_id == "c9"  # c ranked higher in the context list: its chunk is shown
     assert all(0.0 < hit.score <= 1.0 for hit in fused) and fused[0].score > fused[-1].score
+    preferred = fuse_results([(1.0, alone), (1.0, context)], k=3, rrf_k=5, prefer=(1, 0))
+    assert [hit.chunk_id for hit in preferred] == ["c9", "b2", "a1"]  # the contextual list picks the chunks
     only_alone = fuse_results([(1.0, alone), (0.0, context)], k=3)
     assert [hit.doc_id for hit in only_alone] == ["a", "b", "c"] and only_alone[0].score == 1.0
 

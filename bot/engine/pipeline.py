@@ -222,13 +222,13 @@ class Pipeline:
             lead = await self.searcher.asearch(rewritten, depth, per_doc=per_doc)
             lists = [(1.0, lead.hits), (REWRITE_ALONE_WEIGHT, alone.hits),
                      (weight * THREAD_WEIGHT, within[0].hits if within else [])]
-            return rewritten, replace(alone, query=rewritten, hits=fuse_results(lists, k)), usage
+            return rewritten, replace(alone, query=rewritten, hits=fuse_results(lists, k, prefer=(0, 2, 1))), usage
         if weight <= 0:  # the thread does not fit the message: the plain search, as for a first question
             return text, await self.searcher.asearch(text, k, per_doc=per_doc), usage
         lists = [(1.0, alone.hits), (weight * CONTEXT_WEIGHT, context.hits)]
         if within:
             lists.append((weight * THREAD_WEIGHT, within[0].hits))
-        hits = fuse_results(lists, k)
+        hits = fuse_results(lists, k, prefer=(1, 2, 0) if weight >= 0.5 else (0, 2, 1))
         query = judged_query(text, history, weight)
         log.debug("follow-up dependence %.2f over %d cited pages", weight, len(pages))
         return query, replace(alone, query=query, hits=hits), usage

@@ -175,12 +175,15 @@ def cited_pages(history: Sequence[Turn]) -> list[str]:
     return []
 
 
-def fuse_results(lists: Sequence[tuple[float, Sequence[Any]]], k: int, rrf_k: int = FUSION_RRF_K) -> list[Any]:
+def fuse_results(lists: Sequence[tuple[float, Sequence[Any]]], k: int, rrf_k: int = FUSION_RRF_K,
+                 prefer: Sequence[int] = ()) -> list[Any]:
     """Weighted reciprocal-rank fusion of several hit lists at document level.
 
     Each list is (weight, hits in rank order); a document's rank in a list is the rank of its
-    first hit. The k best documents are returned with the chunks of the list that gave them the
-    most, their `score` replaced by the fused score scaled to [0, 1] (1 = first in every list).
+    first hit. The k best documents are returned, their `score` replaced by the fused score
+    scaled to [0, 1] (1 = first in every list), with the chunks of the first list in `prefer`
+    (list positions) that has the document, else of the list that gave it the most. Which part
+    of an article answers is best judged by the query that carries the whole question.
     """
     scores: dict[tuple[str, str], float] = {}
     best: dict[tuple[str, str], tuple[float, int]] = {}  # doc -> (contribution, list position)
@@ -201,6 +204,7 @@ def fuse_results(lists: Sequence[tuple[float, Sequence[Any]]], k: int, rrf_k: in
     top = sum(weight for weight, hits in lists if weight > 0 and hits) / (rrf_k + 1) or 1.0
     fused: list[Any] = []
     for key in sorted(scores, key=lambda key: -scores[key])[:k]:
-        for hit in chunks[key][best[key][1]]:
+        chosen = next((position for position in prefer if position in chunks[key]), best[key][1])
+        for hit in chunks[key][chosen]:
             fused.append(replace(hit, score=round(min(1.0, scores[key] / top), 6)))
     return fused
