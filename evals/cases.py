@@ -5,6 +5,11 @@ returns every invalid line with its number, and `load_cases` refuses a file that
 Provenance fields (`origin`, `created_at`, `interaction_id`, `topic`) are optional so that
 third-party sets with only the contract's five fields load as they are; unknown fields are
 kept, so reading and rewriting a file never loses data.
+
+A follow-up in a thread is a case with a `history`: the earlier turns of the thread, oldest first.
+Assistant turns are optional (the runner replays missing ones through the bot, as the thread would
+have them); an assistant turn may name the `sources` it cited. `followup_kind` labels what sort of
+follow-up it is (pronoun, ellipsis, topic_shift, ...), so scores can be reported per kind.
 """
 
 from __future__ import annotations
@@ -18,10 +23,28 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 FEEDBACK_ID_PREFIX = "fb-"
+
+
+class HistoryTurn(BaseModel):
+    """One earlier message of the thread; `sources` are the urls an assistant turn cited."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["user", "assistant"]
+    text: str = Field(min_length=1)
+    sources: list[str] = Field(default_factory=list)
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 class EvalCase(BaseModel):
@@ -36,6 +59,12 @@ class EvalCase(BaseModel):
     created_at: datetime | None = None
     interaction_id: str | None = None
     topic: str | None = None
+    history: list[HistoryTurn] = Field(default_factory=list)  # earlier turns of the thread, oldest first
+    followup_kind: str | None = None  # pronoun, ellipsis, topic_shift, clarification, same_article, unanswerable
+
+    @property
+    def is_followup(self) -> bool:
+        return any(turn.role == "user" for turn in self.history)
 
     @field_validator("id", "question")
     @classmethod
@@ -52,7 +81,13 @@ class EvalCase(BaseModel):
         return [source.strip() for source in value]
 
     def to_json_line(self) -> str:
-        return json.dumps(self.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+        data = self.model_dump(mode="json", exclude_none=True)
+        if not data.get("history"):  # single-turn cases keep the contract's shape
+            data.pop("history", None)
+        for turn in data.get("history", []):
+            if not turn.get("sources"):
+                turn.pop("sources", None)
+        return json.dumps(data, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

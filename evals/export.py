@@ -8,6 +8,9 @@ Rules (issue 5):
 - thumbs-down without a resolution (or votes that disagree): to the review file, not a candidate.
 Then near-duplicate questions are merged (embedding cosine >= threshold), PII is scrubbed, and
 anything already exported, frozen or rejected is skipped, so exporting twice adds nothing.
+A vote in a thread becomes a follow-up case: it carries the thread's earlier turns (`history`,
+scrubbed, the bot's turns without markers but with the pages they cited), and it is compared for
+near-duplicates together with its thread, so two "and for ACH?" in different threads stay apart.
 
 `plan_export` is pure (rows in, cases out); `export_feedback` does the store and file I/O.
 """
@@ -76,6 +79,29 @@ def cited_sources(interaction: dict[str, Any]) -> list[str]:
     return sources
 
 
+def thread_turns(interaction: dict[str, Any]) -> list[dict[str, Any]]:
+    """The logged thread history as case history: PII scrubbed, the bot's markers removed, the
+    pages it cited kept; blank turns and unknown roles dropped."""
+    turns: list[dict[str, Any]] = []
+    for turn in interaction.get("history") or []:
+        role = turn.get("role")
+        text = clean_question(turn.get("text", "")) if role == "user" else clean_answer(turn.get("text", ""))
+        if role not in ("user", "assistant") or not text.strip():
+            continue
+        entry: dict[str, Any] = {"role": role, "text": text}
+        sources = list(dict.fromkeys(page_url(source) for source in turn.get("sources") or [] if source))
+        if role == "assistant" and sources:
+            entry["sources"] = sources
+        turns.append(entry)
+    return turns
+
+
+def dedupe_text(case: EvalCase) -> str:
+    """What near-duplicates are compared on: a follow-up together with its thread's questions."""
+    earlier = [turn.text for turn in case.history if turn.role == "user"]
+    return " ".join([*earlier, case.question])
+
+
 def is_knowledge_gap(interaction: dict[str, Any], low_similarity: float = LOW_SIMILARITY) -> bool:
     """No document supported the answer: the bot escalated, cited nothing, or retrieval was weak."""
     if interaction.get("decision") == "escalate" or not interaction.get("citations"):
@@ -117,6 +143,7 @@ def case_from_interaction(
     base = {
         "id": case_id_for_interaction(interaction_id),
         "question": clean_question(interaction.get("question", "")) or "(empty question)",
+        "history": thread_turns(interaction),
         "interaction_id": interaction_id,
         "bot_answer": clean_answer(interaction.get("answer", "")),
         "confidence": interaction.get("confidence"),
@@ -286,7 +313,7 @@ async def export_feedback(
     merged: dict[str, str] = {}
     if plan.candidates:
         known = [case for case in existing if (case.model_extra or {}).get("review") != "rejected"]
-        vectors = await embedder.aencode([case.question for case in [*plan.candidates, *known]])
+        vectors = await embedder.aencode([dedupe_text(case) for case in [*plan.candidates, *known]])
         count = len(plan.candidates)
         added, merged = merge_near_duplicates(
             plan.candidates, vectors[:count], [case.id for case in known], vectors[count:], threshold

@@ -285,6 +285,25 @@ def render_plots(report: Report, history: Sequence[Report]) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------ Markdown
 
 
+FOLLOWUP_COLUMNS = (("hit@k", "hit@k"), ("mrr@k", "MRR@k"), ("answered_when_answerable", "answered when answerable"),
+                    ("escalated_when_unanswerable", "escalated when unanswerable"), ("correctness", "correctness"))
+
+
+def followup_rows(report: EvalReport) -> list[tuple[str, dict[str, Any]]]:
+    """(label, figures) for single-turn questions, follow-ups, and each kind of follow-up; empty
+    when the set has no follow-up (the report then looks as before)."""
+    section = report.followups or {}
+    if not section:
+        return []
+    rows = [("single-turn questions", section.get("single_turn") or {}), ("follow-ups in a thread", section.get("followup") or {})]
+    return rows + [(f"follow-up: {kind}", figures) for kind, figures in (section.get("by_kind") or {}).items()]
+
+
+def thread_text(row: dict[str, Any], limit: int = 160) -> str:
+    """The thread before a follow-up, one short quote per turn."""
+    return " → ".join(f"{turn.get('role')}: {_short(turn.get('text'), limit)}" for turn in row.get("history") or [])
+
+
 def _md(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
@@ -319,6 +338,15 @@ def render_markdown(
         delta = f"{row['delta']:+.3f}{flag}" if row["delta"] is not None else ""
         lines.append(f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |")
     lines += ["", usage_summary(report.usage), ""]
+    followups = followup_rows(report)
+    if followups:
+        lines += ["## Single-turn and follow-up questions", "",
+                  "| questions | cases | " + " | ".join(label for _, label in FOLLOWUP_COLUMNS) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in FOLLOWUP_COLUMNS) + " |"]
+        lines += [f"| {_md(label)} | {figures.get('cases', 0)} | "
+                  + " | ".join(format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS) + " |"
+                  for label, figures in followups]
+        lines.append("")
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
     threshold = threshold_summary(report.threshold_advice)
@@ -343,6 +371,7 @@ def render_markdown(
             sources = ", ".join(f"{d['title']} ({'gold' if d['gold'] else 'not gold'})" for d in row["retrieved"][:3])
             lines += [
                 f"### {row['id']}: {_md(_short(row['question'], 160))}",
+                *([f"- thread: {_md(thread_text(row))}"] if row.get("history") else []),
                 f"- decision: {row['decision']} (confidence {row['confidence']:.2f})"
                 + (f"; reasons: {_md('; '.join(row['reasons']))}" if row["reasons"] else ""),
                 f"- answer: {_md(_short(row['answer']))}",
@@ -386,6 +415,7 @@ def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[
         {"title": title, "why": why, "cases": [
             {"id": row["id"], "question": row["question"], "decision": row["decision"],
              "confidence": f"{row['confidence']:.2f}", "reasons": "; ".join(row["reasons"]),
+             "thread": thread_text(row) if row.get("history") else "",
              "answer": _short(row["answer"], 700), "reference": _short(row["reference_answer"], 500),
              "sources": [{"gold": d["gold"], "url": d["url"], "title": d["title"]} for d in row["retrieved"][:5]]}
             for row in cases]}
@@ -395,6 +425,10 @@ def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[
         "title": _title(report), "config_line": _config_line(report), "headline": headline,
         "usage": usage_summary(report.usage), "threshold": threshold_summary(report.threshold_advice),
         "calibration": calibration_summary(report.self_calibration),
+        "followup_columns": [label for _, label in FOLLOWUP_COLUMNS],
+        "followups": [{"label": label, "cases": figures.get("cases", 0),
+                       "values": [format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS]}
+                      for label, figures in followup_rows(report)],
         "plots": {name: data_uri(png) for name, png in plots.items()}, "gaps": gaps, "sections": sections,
     }
 

@@ -32,10 +32,27 @@ class ReviewResult:
         return f"accepted {len(self.accepted)}, rejected {len(self.rejected)}, left for later {self.remaining}"
 
 
+HISTORY_TEXT_CHARS = 300  # a long bot answer in the thread is cut for the terminal
+
+
+def history_lines(case: EvalCase) -> list[str]:
+    """The thread before a follow-up, one line per turn ("  thread 1 user: ..."), sources after a bot turn."""
+    lines = []
+    for number, turn in enumerate(case.history, start=1):
+        text = " ".join(turn.text.split())
+        text = text if len(text) <= HISTORY_TEXT_CHARS else text[: HISTORY_TEXT_CHARS - 1] + "…"
+        lines.append(f"  thread {number} {turn.role}: {text}")
+        if turn.sources:
+            lines.append(f"           cited: {', '.join(turn.sources)}")
+    return lines
+
+
 def show(case: EvalCase, position: int, total: int) -> None:
     extra = case.model_extra or {}
     click.secho(f"\n[{position}/{total}] {case.id}  ({case.origin or 'unknown origin'})", bold=True)
-    click.echo(f"  question:   {case.question}")
+    for turn in history_lines(case):
+        click.echo(turn)
+    click.echo(f"  {'follow-up' if case.history else 'question'}:{' ' if case.history else '   '}{case.question}")
     click.echo(f"  reference:  {case.reference_answer if case.reference_answer is not None else '(none)'}")
     click.echo(f"  gold:       {', '.join(case.gold_sources) or '(none)'}")
     click.echo(f"  answerable: {'yes' if case.answerable else 'no (knowledge gap)'}" + (f"  topic: {case.topic}" if case.topic else ""))

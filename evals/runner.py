@@ -8,6 +8,11 @@ and the embedder are the I/O edge (`run_eval`, `prepare_kb`).
 
 The report shape is the contract in ARCHITECTURE.md; metric keys are literal ("hit@k") and
 the actual k sits beside them, so reports with different k stay comparable key by key.
+
+A case with a `history` is a follow-up: the pipeline gets the thread as Slack would give it
+(`replay_thread`: a user turn the case gives no assistant reply for is answered by the bot
+first, so the follow-up sees the bot's real earlier answer and the sources it cited). The
+`followups` section scores single-turn and follow-up cases side by side, and per kind.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evals.cases import EvalCase
+from evals.cases import EvalCase, HistoryTurn
 from evals.metrics import (
     auroc,
     citation_supported,
@@ -102,6 +107,8 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
     return {
         "id": case.id,
         "question": case.question,
+        "history": [turn.model_dump(exclude_defaults=True) for turn in case.history],
+        "followup_kind": case.followup_kind if case.is_followup else None,
         "answerable": case.answerable,
         "topic": case.topic or (topic_of_document(top["doc_id"], top["url"], top["title"]) if top else "other"),
         "reference_answer": case.reference_answer,
@@ -185,8 +192,39 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
         "usage": {**usage, "cost_usd": round(cost, 6), "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0,
                   "judge": judge},
         "calibration": {"bins": bins},
+        "followups": followup_summary(rows),
         "cases": len(rows),
         "k": k,
+    }
+
+
+def group_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Retrieval and escalation of a group of rows (the follow-up comparison's one column)."""
+    retrieval = mean_scores(row["retrieval"] for row in rows if row["retrieval"])
+    escalation = escalation_scores([row["escalated"] for row in rows], [row["answerable"] for row in rows]) if rows else {}
+    return {
+        "cases": len(rows),
+        "hit@k": retrieval.get("hit@k"), "mrr@k": retrieval.get("mrr@k"), "recall@k": retrieval.get("recall@k"),
+        "escalation_rate": escalation.get("escalation_rate"),
+        "answered_when_answerable": escalation.get("answered_when_answerable")
+        if any(row["answerable"] for row in rows) else None,
+        "escalated_when_unanswerable": escalation.get("recall"),
+        "correctness": mean([row["token_f1"] for row in rows]),
+    }
+
+
+def followup_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Single-turn and follow-up cases side by side, and follow-ups per kind; None without follow-ups."""
+    followups = [row for row in rows if row.get("history") and any(t.get("role") == "user" for t in row["history"])]
+    if not followups:
+        return None
+    single = [row for row in rows if row not in followups]
+    kinds = sorted({row.get("followup_kind") or "unlabelled" for row in followups})
+    return {
+        "single_turn": group_summary(single),
+        "followup": group_summary(followups),
+        "by_kind": {kind: group_summary([row for row in followups if (row.get("followup_kind") or "unlabelled") == kind])
+                    for kind in kinds},
     }
 
 
@@ -267,7 +305,7 @@ async def run_eval(
     from tqdm import tqdm
 
     from bot.engine.pipeline import Pipeline
-    from bot.engine.types import Question
+    from bot.engine.types import Question, Turn
     from knowledge.embeddings import Embedder
     from knowledge.index import IndexNotReady, KnowledgeIndex
 
@@ -289,8 +327,10 @@ async def run_eval(
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(cases), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
+        replies: dict[tuple, Turn] = {}
         for case in cases:
-            answer = await pipeline.answer(Question(text=case.question))
+            history = await replay_thread(pipeline, case.history, replies)
+            answer = await pipeline.answer(Question(text=case.question, history=history))
             row = score_case(case, answer, k)
             if judge and case.answerable and case.reference_answer and not row["escalated"]:
                 grade = await judge(case.question, case.reference_answer, answer.text)
@@ -332,6 +372,37 @@ async def calibration_in_force(pipeline, index) -> dict[str, Any] | None:
         return None
     found = await pipeline.calibration(index.version)
     return found.summary() if found is not None else None
+
+
+def assistant_turn(answer):
+    """The bot's reply as the thread holds it: its text, and the pages it cited when it answered."""
+    from bot.engine.types import Turn
+
+    answered = answer.decision.value in ("answer", "answer_with_caveat")
+    sources = list(dict.fromkeys(citation.url for citation in answer.citations if citation.url)) if answered else []
+    return Turn(role="assistant", text=answer.text, sources=sources)
+
+
+async def replay_thread(pipeline, history: Sequence[HistoryTurn], replies: dict[tuple, Any]) -> list:
+    """The case's thread as Slack would hold it when the follow-up arrives.
+
+    A user turn with no assistant turn after it is answered by the pipeline (with the thread so
+    far), so the follow-up sees the bot's real earlier answer and its cited sources. `replies`
+    caches those answers per thread prefix: conversations sharing an opening are answered once.
+    """
+    from bot.engine.types import Question, Turn
+
+    thread: list[Turn] = []
+    for position, turn in enumerate(history):
+        thread.append(Turn(role=turn.role, text=turn.text, sources=list(turn.sources)))
+        replied = position + 1 < len(history) and history[position + 1].role == "assistant"
+        if turn.role != "user" or replied:
+            continue
+        key = tuple((t.role, t.text) for t in thread)
+        if key not in replies:
+            replies[key] = assistant_turn(await pipeline.answer(Question(text=turn.text, history=thread[:-1])))
+        thread.append(replies[key])
+    return thread
 
 
 async def add_cosine_correctness(rows: list[dict[str, Any]], embedder) -> None:

@@ -212,6 +212,7 @@ class EvalReport(_Section):
     usage: UsageSummary = Field(default_factory=UsageSummary)
     calibration: dict[str, Any] | None = None  # reliability bins (the contract's name)
     self_calibration: dict[str, Any] | None = None  # the index's calibration the answers were judged with
+    followups: dict[str, Any] | None = None  # single-turn vs follow-up figures (evals.runner), None without threads
     threshold_advice: dict[str, Any] | None = None
     cases: int | None = None
     k: int | None = None

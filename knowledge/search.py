@@ -66,6 +66,16 @@ def fts_query_text(query: str) -> str:
     return " ".join(FTS_SAFE.sub(" ", query).split())
 
 
+def page_filter(pages: list[str]) -> str | None:
+    """A `where` clause for the chunks of these pages: the document url, or a section of it
+    (`page#anchor`, for knowledge whose sections are documents). Quotes are doubled."""
+    clauses = []
+    for page in pages:
+        quoted = page.replace("'", "''")
+        clauses.append(f"doc_url = '{quoted}' OR url = '{quoted}' OR url LIKE '{quoted}#%'")
+    return " OR ".join(f"({clause})" for clause in clauses) or None
+
+
 def doc_ranking(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Document -> 1-based rank of its best chunk in a result list."""
     ranks: dict[str, int] = {}

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
@@ -20,9 +21,23 @@ from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question, normalise_slack
-from bot.engine.query import search_query, wants_human
+from bot.engine.query import (
+    CONTEXT_WEIGHT,
+    FUSION_DEPTH,
+    THREAD_WEIGHT,
+    cited_pages,
+    concatenated_query,
+    contextual_query,
+    declares_new_topic,
+    dependence,
+    fuse_results,
+    judged_query,
+    previous_user_question,
+    search_query,
+    wants_human,
+)
 from bot.engine.terms import TermStats
-from bot.engine.types import Answer, Decision, Question, RetrievedChunk
+from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Usage
 from knowledge.text import truncate
 
 log = logging.getLogger(__name__)
@@ -64,8 +79,27 @@ def to_retrieved(hit) -> RetrievedChunk:
     )
 
 
+FOLLOWUP_MODES = ("context", "heuristic", "alone", "concat")
+REWRITE_ALONE_WEIGHT = 0.5  # with Claude's rewrite leading, the message alone still counts for a half
+
+
+def thread_key(question: Question) -> str:
+    """What the rewrite cache is keyed by: the Slack thread, or (CLI, evals) the thread's own text."""
+    if question.channel and question.thread_ts:
+        return f"{question.team_id or ''}:{question.channel}:{question.thread_ts}"
+    return "\0".join(f"{turn.role}:{turn.text}" for turn in question.history)
+
+
 class Pipeline:
-    def __init__(self, settings, searcher, *, generator: Generator | None = None) -> None:
+    def __init__(self, settings, searcher, *, generator: Generator | None = None,
+                 followup_mode: str = "context", rewriter=None) -> None:
+        """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
+        fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
+        rule-based rewrite), "alone" (the message by itself), "concat" (earlier user turns + message)."""
+        if followup_mode not in FOLLOWUP_MODES:
+            raise ValueError(f"followup_mode must be one of {FOLLOWUP_MODES}, not {followup_mode!r}")
+        self.followup_mode = followup_mode
+        self.rewriter = rewriter  # bot.engine.rewrite.QueryRewriter with an API key: Claude's self-contained query
         self.settings = settings
         self.searcher = searcher
         self.generator = generator  # None: the extractive answerer is the generator
@@ -82,16 +116,18 @@ class Pipeline:
 
             index = index or KnowledgeIndex.from_settings(settings, embedder)
             searcher = Searcher.from_settings(settings, index)
-        generator = None
+        generator = rewriter = None
         if settings.has_anthropic_key:
             from bot.engine.claude import ClaudeAnswerer
+            from bot.engine.rewrite import QueryRewriter
 
-            generator = ClaudeAnswerer(settings)
-        return cls(settings, searcher, generator=generator)
+            generator, rewriter = ClaudeAnswerer(settings), QueryRewriter(settings)
+        return cls(settings, searcher, generator=generator, rewriter=rewriter)
 
     async def aclose(self) -> None:
-        if hasattr(self.generator, "aclose"):
-            await self.generator.aclose()
+        for part in (self.generator, self.rewriter):
+            if hasattr(part, "aclose"):
+                await part.aclose()
 
     async def warm_up(self) -> None:
         """Load the embedding model, open the index and count terms before the first question."""
@@ -121,12 +157,10 @@ class Pipeline:
         if wants_human(text):
             return self._reply(question, HUMAN_REPLY, Decision.ESCALATE, ["asked for a human", *notes], watch)
 
-        query = search_query(text, question.history)
+        query = text
         try:
             with watch.stage("retrieve"):
-                result = await self.searcher.asearch(
-                    query, self.settings.answer_k, per_doc=self.settings.answer_chunks_per_doc
-                )
+                query, result, rewrite_usage = await self.retrieve(text, question.history, thread=thread_key(question))
         except Exception as exc:  # index missing, being rebuilt, disk trouble: say so and hand over
             log.warning("retrieval failed: %s", exc)
             return self._reply(question, UNAVAILABLE_REPLY, Decision.ESCALATE,
@@ -159,8 +193,64 @@ class Pipeline:
             retrieved=chunks, confidence=verdict.confidence, decision=verdict.decision,
             reasons=[*verdict.reasons, *notes], generator=draft.generator, model=draft.model,
             fallback_reason=draft.fallback_reason, index_version=result.index_version, search_query=query,
-            latency_ms=watch.done(), usage=draft.usage, signals=values,
+            latency_ms=watch.done(), usage=draft.usage + rewrite_usage, signals=values,
         )
+
+    async def retrieve(self, text: str, history, *, thread: str = ""):
+        """(the query the judge reads, the search result, tokens spent) for a message and its thread.
+
+        Outside a thread, or in a baseline mode, one search as always. A follow-up in "context"
+        mode: the message alone, with the thread's questions, and within the pages the previous
+        answer cited, fused by `bot.engine.query.dependence` (see that module's docstring); with
+        an API key Claude's self-contained rewrite is searched too and leads the fusion.
+        """
+        k, per_doc = self.settings.answer_k, self.settings.answer_chunks_per_doc
+        if self.followup_mode != "context" or previous_user_question(history, text) is None:
+            query = self.followup_query(text, history)
+            return query, await self.searcher.asearch(query, k, per_doc=per_doc), Usage()
+        from knowledge.search import page_filter
+
+        depth = max(k, FUSION_DEPTH)
+        pages = cited_pages(history)
+        where = page_filter(pages) if pages else None
+        if declares_new_topic(text):  # a declared new question is searched exactly as a first one
+            return text, await self.searcher.asearch(text, k, per_doc=per_doc), Usage()
+        rewriting = asyncio.create_task(self.rewriter.rewrite(text, history, thread=thread)) if self.rewriter else None
+        searches = [self.searcher.asearch(text, depth, per_doc=per_doc),
+                    self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc)]
+        if where:
+            searches.append(self.searcher.asearch(text, depth, per_doc=per_doc, where=where))
+        try:
+            alone, context, *within = await asyncio.gather(*searches)
+        except BaseException:
+            if rewriting is not None:
+                rewriting.cancel()
+            raise
+        rewritten, usage = await rewriting if rewriting is not None else (None, Usage())
+        weight = dependence(text, top_alone=alone.top_vector_similarity,
+                            top_thread=within[0].top_vector_similarity if within else None)
+        if rewritten and rewritten.strip() != text.strip():  # Claude read the thread: its query leads
+            lead = await self.searcher.asearch(rewritten, depth, per_doc=per_doc)
+            lists = [(1.0, lead.hits), (REWRITE_ALONE_WEIGHT, alone.hits),
+                     (weight * THREAD_WEIGHT, within[0].hits if within else [])]
+            return rewritten, replace(alone, query=rewritten, hits=fuse_results(lists, k, prefer=(0, 2, 1))), usage
+        if weight <= 0:  # the thread does not fit the message: the plain search, as for a first question
+            return text, await self.searcher.asearch(text, k, per_doc=per_doc), usage
+        lists = [(1.0, alone.hits), (weight * CONTEXT_WEIGHT, context.hits)]
+        if within:
+            lists.append((weight * THREAD_WEIGHT, within[0].hits))
+        hits = fuse_results(lists, k, prefer=(1, 2, 0) if weight >= 0.5 else (0, 2, 1))
+        query = judged_query(text, history, weight)
+        log.debug("follow-up dependence %.2f over %d cited pages", weight, len(pages))
+        return query, replace(alone, query=query, hits=hits), usage
+
+    def followup_query(self, text: str, history) -> str:
+        """The query of a baseline follow-up mode (the message itself outside a thread)."""
+        if self.followup_mode == "alone" or previous_user_question(history, text) is None:
+            return text
+        if self.followup_mode == "concat":
+            return concatenated_query(text, history)
+        return search_query(text, history)
 
     async def _generate(
         self, question: Question, text: str, query: str, chunks: list[RetrievedChunk], on_delta

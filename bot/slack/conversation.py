@@ -2,7 +2,8 @@
 
 Slack markup becomes plain text through the engine's own `normalise_slack`, so a question and
 its thread history read the same way. The bot's earlier replies in a thread become "assistant"
-turns, so a follow-up such as "and on Android?" is read in context.
+turns, so a follow-up such as "and on Android?" is read in context; the pages an answer listed
+under "Sources" travel with its turn, as the engine's prior for the next question.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from bot.engine.types import Turn
 from bot.slack.blocks import FEEDBACK_BLOCK_PREFIX
 
 HISTORY_TURNS = 10
+SOURCES_HEADING = "*Sources*"  # the context block `blocks.sources_block` renders under an answer
+SLACK_LINK = re.compile(r"<(https?://[^|>\s]+)(?:\|[^>]*)?>")
 # Message subtypes that are still a person talking; every other subtype (edits, joins, bots) is not.
 HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
@@ -38,6 +41,17 @@ def is_bot_message(message: dict[str, Any], bot_user_id: str | None, bot_id: str
     )
 
 
+def cited_urls(message: dict[str, Any]) -> list[str]:
+    """The urls in the "Sources" block of one of the bot's answers, in order."""
+    urls: list[str] = []
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or [] if block.get("type") == "context" else []:
+            text = element.get("text") if isinstance(element, dict) else None
+            if isinstance(text, str) and text.startswith(SOURCES_HEADING):
+                urls.extend(match.group(1) for match in SLACK_LINK.finditer(text))
+    return list(dict.fromkeys(urls))
+
+
 def thread_history(
     messages: Iterable[dict[str, Any]],
     *,
@@ -56,7 +70,7 @@ def thread_history(
             continue
         text = normalise_slack(message.get("text", ""))
         if text:
-            turns.append(Turn(role="assistant" if mine else "user", text=text))
+            turns.append(Turn(role="assistant" if mine else "user", text=text, sources=cited_urls(message) if mine else []))
     return turns[-limit:]
 
 
