@@ -23,7 +23,8 @@ def test_the_committed_baseline_loads_and_round_trips():
     report = EvalReport.load(BASELINE)
     assert report.retrieval.hit_at_k == raw["retrieval"]["hit@k"] and report.k == 5 and report.cases == 55
     assert report.value("escalation.auroc") == raw["escalation"]["auroc"]
-    assert report.config.generator == "extractive" and report.threshold_advice is None
+    assert report.config.generator == "extractive" and report.threshold_advice == raw["threshold_advice"]
+    assert report.self_calibration is not None and report.self_calibration["pairs"] == 150
     assert report.to_dict() == raw  # nothing added, nothing lost: the contract's literal keys come back
 
 
