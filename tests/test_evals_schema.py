@@ -52,7 +52,9 @@ def test_one_registry_drives_compare_report_digest_and_cli():
     digest = digest_text(report, None, "", Path("r.html"))
     assert all(m.short_title(5) in digest for m in METRICS if m.digest)
     summary = "\n".join(eval_summary_lines(report))
-    assert "hit@5 1.000" in summary and "MRR@5 0.975" in summary and "p95 45 ms" in summary
+    p95 = f"p95 {report.latency_ms.p95:.0f} ms"
+    assert "hit@5 1.000" in summary and "MRR@5 0.975" in summary and p95 in summary
+    assert "calibration calibrated on index v2: 150 probe pairs" in summary
     assert get_metric("latency_ms.p95").direction == "lower" and get_metric("escalation.escalation_rate").tolerance is None
 
 
