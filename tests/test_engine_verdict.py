@@ -12,7 +12,6 @@ about it (best similarity under `RETRIEVAL_FLOOR`).
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 
 from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT
 from bot.engine.pipeline import Pipeline
@@ -20,6 +19,7 @@ from bot.engine.types import Decision, Question
 from bot.engine.verdict import RETRIEVAL_FLOOR
 from knowledge.text import strip_markers
 from tests.emulators.anthropic_api import INVENTED_CITATION, AnthropicEmulator, Reply
+from tests.test_engine_claude import claude_settings as claude_test_settings
 
 QUESTION = "How long after a payment can we still refund it to the customer's card?"
 OFF_TOPIC = "What's a good recipe for banana bread?"
@@ -74,10 +74,8 @@ async def emu():
 
 
 def claude_settings(sample_settings, emu, **overrides):
-    return sample_settings.model_copy(update={
-        "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emu.base_url,
-        "anthropic_max_retries": 0, "anthropic_timeout_seconds": 10.0, **overrides,
-    })
+    """The Claude settings of test_engine_claude, without retries (every reply here is scripted)."""
+    return claude_test_settings(sample_settings, emu, **{"anthropic_max_retries": 0, **overrides})
 
 
 async def ask(settings, searcher, question: str, *, stream: bool):

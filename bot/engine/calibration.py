@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from bot.engine import confidence
-from bot.engine.probes import Probe, Section, make_probes, sections_from_chunks
+from bot.engine.probes import PROBES_VERSION, Probe, Section, make_probes, sections_from_chunks
 from bot.engine.terms import TermStats
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Calibration(BaseModel):
     index_version: int
     method: str = METHOD
     fingerprint: str = Field(default_factory=score_fingerprint)
+    probes_version: str = PROBES_VERSION
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     escalate_quantile: float = ESCALATE_QUANTILE
     answer_quantile: float = ANSWER_QUANTILE
@@ -235,7 +236,8 @@ def calibrate_sync(index, searcher, stats: TermStats | None, *, version: int, pr
         log.info("calibration skipped: %d usable probes (at least %d needed)", len(probes), MIN_PROBES)
         return None
     by_key = {section.key: section for section in sections}
-    cached = {(p.section_key, p.question): p for p in (previous.probes if previous else [])}
+    reusable = previous is not None and previous.probes_version == PROBES_VERSION
+    cached = {(p.section_key, p.question): p for p in (previous.probes if previous and reusable else [])}
     fresh = [probe for probe in probes if (probe.section_key, probe.question) not in cached]
     if len(fresh) > RESCORE_ALL_SHARE * len(probes):
         cached, fresh = {}, probes  # much changed: neighbours and term rarity moved too
@@ -286,7 +288,7 @@ async def ensure_calibrated(index, settings) -> dict[str, Any] | None:
     before calibration existed, or with it switched off); its summary, or None."""
     version = await asyncio.to_thread(index.serving_version)
     found = await asyncio.to_thread(load, index.index_dir, version)
-    if found is not None:
+    if found is not None and found.probes_version == PROBES_VERSION:
         return found.summary()
     calibrator = calibrator_for(settings)
     return await calibrator(index, version) if calibrator is not None else None

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.engine.terms import STOPWORDS, TermStats, content_words, term_set, words
+from knowledge.text import split_sentences
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 CODE_LINE = re.compile(r"[A-Za-z_]+(?:Exception|Error)\b|\b[A-Z]{2,}-?\d{3,}[A-Z]?\b|\berror\b|\bfailed\b", re.IGNORECASE)
 GENERIC_HEADINGS = frozenset(
     "overview introduction summary notes note related information see also next steps prerequisites "
@@ -30,6 +30,7 @@ GENERIC_HEADINGS = frozenset(
 )
 OPENERS = ("", "", "how do i ", "question: ", "anyone know ", "customer asks ", "quick one, ")
 KINDS = ("heading", "sentence", "long")
+PROBES_VERSION = "2"  # bump when the probes change: `ensure_calibrated` then writes them anew
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _sentences(text: str) -> list[str]:
     found = []
     for line in prose.splitlines():
         line = line.strip(" #>*-|")
-        found.extend(part.strip() for part in SENTENCE_END.split(line) if part.strip())
+        found.extend(split_sentences(line))
     return found
 
 

@@ -153,14 +153,14 @@ def link_citation_markers(mrkdwn: str, citations: Iterable[Citation]) -> str:
     return re.sub(r"(?<![<|\w])\[(\d{1,3})\](?![(|>])", to_link, mrkdwn)
 
 
-_FENCE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+_FENCED_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _ANGLE = re.compile(r"<[^<>\n]*>")
-FENCE = "```"
+FENCE_MARK = "```"
 
 
 def _protected(text: str) -> list[tuple[int, int]]:
     """Spans a cut must not fall inside: code fences and `<…>` links/mentions."""
-    return [m.span() for m in _FENCE.finditer(text)] + [m.span() for m in _ANGLE.finditer(text)]
+    return [m.span() for m in _FENCED_BLOCK.finditer(text)] + [m.span() for m in _ANGLE.finditer(text)]
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -192,14 +192,14 @@ def split_text(text: str, limit: int = SECTION_LIMIT) -> list[str]:
     pieces: list[str] = []
     while len(text) > limit:
         cut = safe_cut(text, limit)
-        fence = _inside(cut, [m.span() for m in _FENCE.finditer(text)]) if cut == limit else None
-        if fence is not None or (cut == limit and text[:limit].count(FENCE) % 2):
+        fence = _inside(cut, [m.span() for m in _FENCED_BLOCK.finditer(text)]) if cut == limit else None
+        if fence is not None or (cut == limit and text[:limit].count(FENCE_MARK) % 2):
             # a fence longer than the limit: cut it at a line break, close it, reopen it after
-            room = limit - len(FENCE) - 1
+            room = limit - len(FENCE_MARK) - 1
             line = text.rfind("\n", 0, room)
             cut = line if line > room // 4 else room
-            pieces.append(text[:cut].rstrip() + "\n" + FENCE)
-            text = FENCE + "\n" + text[cut:].lstrip("\n")
+            pieces.append(text[:cut].rstrip() + "\n" + FENCE_MARK)
+            text = FENCE_MARK + "\n" + text[cut:].lstrip("\n")
             continue
         head = text[:cut].rstrip()
         if head:
@@ -215,9 +215,9 @@ def cut_to(text: str, budget: int) -> tuple[str, bool]:
     it was cut. A code fence left open by the cut is closed."""
     if len(text) <= budget:
         return text, False
-    head = text[: safe_cut(text, max(budget - len(FENCE) - 1, 0))].rstrip()
-    if head.count(FENCE) % 2:
-        head += "\n" + FENCE
+    head = text[: safe_cut(text, max(budget - len(FENCE_MARK) - 1, 0))].rstrip()
+    if head.count(FENCE_MARK) % 2:
+        head += "\n" + FENCE_MARK
     return head, True
 
 
@@ -480,12 +480,12 @@ def escalation_overflow(question_mrkdwn: str, answer: Answer | None) -> list[str
     question = neutralize_pings(question_mrkdwn)
     head, cut = cut_to(question, ESCALATION_QUESTION_CHARS)
     if cut:
-        out.append("*Question (continued)*\n" + question[len(head.removesuffix(FENCE).rstrip()):].lstrip())
+        out.append("*Question (continued)*\n" + question[len(head.removesuffix(FENCE_MARK).rstrip()):].lstrip())
     if answer is not None and has_draft(answer):
         body = answer_body(answer)
         head, cut = cut_to(body, ESCALATION_DRAFT_CHARS)
         if cut:
-            out.append("*Draft answer (continued)*\n" + body[len(head.removesuffix(FENCE).rstrip()):].lstrip())
+            out.append("*Draft answer (continued)*\n" + body[len(head.removesuffix(FENCE_MARK).rstrip()):].lstrip())
     return out
 
 
