@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -168,7 +168,9 @@ def merge_near_duplicates(
             twin = next((cases[j] for j in kept if among[position, j] >= threshold), None)
             if twin is not None:
                 twin_id = twin.id
-                twin.merged_from = [*(twin.model_extra or {}).get("merged_from", []), case.interaction_id]
+                extra = twin.model_extra  # EvalCase allows extra fields: this is the model's own dict of them
+                assert extra is not None
+                extra["merged_from"] = [*extra.get("merged_from", []), case.interaction_id]
                 if twin.answerable and case.answerable:
                     twin.gold_sources = list(dict.fromkeys([*twin.gold_sources, *case.gold_sources]))
         if twin_id is None:
@@ -183,7 +185,7 @@ ORIGIN_PRIORITY = {"human-resolution": 0, "thumbs-up": 1, "thumbs-down": 2}
 
 def plan_export(
     interactions: Iterable[dict[str, Any]], feedback: Iterable[dict[str, Any]], seen_ids: set[str],
-    seen_review_ids: set[str] = frozenset(), low_similarity: float = LOW_SIMILARITY,
+    seen_review_ids: Collection[str] = frozenset(), low_similarity: float = LOW_SIMILARITY,
 ) -> ExportPlan:
     """Candidates and review items from the logs (before dedupe).
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
@@ -24,6 +25,12 @@ from bot.engine.query import search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Answer, Decision, Question, RetrievedChunk
 from knowledge.text import truncate
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from knowledge.embeddings import Embedder
+    from knowledge.index import KnowledgeIndex
+    from knowledge.search import Searcher, SearchHit
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,7 @@ class Stopwatch:
         return {**self.stages, "total": round((time.perf_counter() - self.started) * 1000, 2)}
 
 
-def to_retrieved(hit) -> RetrievedChunk:
+def to_retrieved(hit: SearchHit) -> RetrievedChunk:
     """knowledge.search.SearchHit -> the engine's RetrievedChunk (same signals, engine vocabulary)."""
     return RetrievedChunk(
         chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, url=hit.url, doc_url=hit.doc_url,
@@ -65,7 +72,7 @@ def to_retrieved(hit) -> RetrievedChunk:
 
 
 class Pipeline:
-    def __init__(self, settings, searcher, *, generator: Generator | None = None) -> None:
+    def __init__(self, settings: Settings, searcher: Searcher, *, generator: Generator | None = None) -> None:
         self.settings = settings
         self.searcher = searcher
         self.generator = generator  # None: the extractive answerer is the generator
@@ -74,7 +81,10 @@ class Pipeline:
         self._calibration: tuple[int, calibrations.Calibration | None] | None = None
 
     @classmethod
-    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> Pipeline:
+    def from_settings(
+        cls, settings: Settings, *, index: KnowledgeIndex | None = None, searcher: Searcher | None = None,
+        embedder: Embedder | None = None,
+    ) -> Pipeline:
         """Claude when an API key is configured, else the extractive answerer."""
         if searcher is None:
             from knowledge.index import KnowledgeIndex
@@ -82,7 +92,7 @@ class Pipeline:
 
             index = index or KnowledgeIndex.from_settings(settings, embedder)
             searcher = Searcher.from_settings(settings, index)
-        generator = None
+        generator: Generator | None = None
         if settings.has_anthropic_key:
             from bot.engine.claude import ClaudeAnswerer
 
@@ -90,8 +100,9 @@ class Pipeline:
         return cls(settings, searcher, generator=generator)
 
     async def aclose(self) -> None:
-        if hasattr(self.generator, "aclose"):
-            await self.generator.aclose()
+        aclose = getattr(self.generator, "aclose", None)  # the Claude client holds connections; extractive holds none
+        if aclose is not None:
+            await aclose()
 
     async def warm_up(self) -> None:
         """Load the embedding model, open the index and count terms before the first question."""
@@ -163,7 +174,8 @@ class Pipeline:
         )
 
     async def _generate(
-        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk], on_delta
+        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk],
+        on_delta: OnDelta | None,
     ) -> Draft:
         """Claude if configured (it reads the thread itself); on any failure the extractive answer,
         marked as a fallback. The extractive answerer picks sentences for the self-contained query."""
@@ -217,7 +229,7 @@ class Pipeline:
         )
 
 
-def load_term_stats(index) -> TermStats:
+def load_term_stats(index: KnowledgeIndex) -> TermStats:
     """Read every chunk's title, heading and text once (column scan, no vectors)."""
     table = index.table.to_lance().to_table(columns=["title", "heading", "text"])
     columns = [table.column(name).to_pylist() for name in ("title", "heading", "text")]

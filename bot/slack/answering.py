@@ -19,6 +19,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.normalise import normalise_slack
@@ -345,7 +346,7 @@ class AnswerStream:
         )
         self.ask = ask
         self.sanitizer = blocks.StreamSanitizer()
-        self._stream = None
+        self._stream: AsyncChatStream | None = None
         self.errors: list[str] = []
         self.touched = False  # the engine streamed something (so the reply is this stream's job)
 
@@ -379,9 +380,12 @@ class AnswerStream:
 
     async def _stop(self, footers: list[list[dict[str, Any]]], *, text: str | None) -> bool:
         """chat.stopStream with each footer in turn until one is accepted."""
+        stream = self._stream
+        if stream is None:
+            return False
         for footer in footers:
             try:
-                await self._stream.stop(markdown_text=text, blocks=footer or None)
+                await stream.stop(markdown_text=text, blocks=footer or None)
                 return True
             except Exception as exc:  # noqa: BLE001
                 code = error_code(exc)
@@ -389,7 +393,7 @@ class AnswerStream:
                 self.errors.append(f"{'stopStream' if self.ts else 'stream'}: {code}")
                 if code.split(" ")[0] not in CONTENT_ERRORS:
                     return False  # not the footer's fault: the whole answer is posted another way
-                text = None if self._stream.ts else text  # the SDK flushed what it had before failing
+                text = None if stream.ts else text  # the SDK flushed what it had before failing
         return False
 
     async def close(self) -> str | None:
