@@ -471,6 +471,16 @@ def test_production_refuses_to_start_without_a_signing_secret(sample_settings):
     create_app(socket_settings, pipeline=None, store=None, index=None, socket_mode=True)  # Socket Mode signs nothing
 
 
+async def test_typed_here_markup_is_decoded_once_and_stays_literal_text(slack_bot):
+    """Slack escapes what people type, so a typed `<!here>` arrives as `&lt;!here&gt;`. Decoded once,
+    at the Slack edge, it is the text `<!here>`; decoded again in the engine it became the ping `@here`."""
+    mention = app_mention_event("How do I create an API key? Our runbook starts with &lt;!here&gt; &amp; a key")
+    await slack_bot.next_post(slack_bot.event(mention))
+    logged = await slack_bot.interaction()
+    assert logged["question"] == "How do I create an API key? Our runbook starts with <!here> & a key"
+    assert "<!here>" in logged["search_query"] and "@here" not in logged["search_query"]
+
+
 def test_create_app_returns_the_state_and_attaches_nothing_to_the_bolt_app(sample_settings):
     from slack_bolt.async_app import AsyncApp
 
@@ -486,7 +496,16 @@ async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_set
 
     settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
                                                   "slack_signing_secret": SecretStr(SECRET)})
-    server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port))
+    events: list[str] = []
+
+    class Job:  # what the CLI passes (the weekly eval scheduler): started with the bot, stopped before it drains
+        def start(self) -> None:
+            events.append("start")
+
+        async def stop(self) -> None:
+            events.append("stop")
+
+    server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port, background=[Job()]))
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(200):  # model loading takes a few seconds on a busy machine
@@ -505,6 +524,7 @@ async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_set
         server.cancel()
         with pytest.raises(asyncio.CancelledError):
             await server
+    assert events == ["start", "stop"]
 
 
 async def test_a_user_over_the_rate_limit_is_told_they_are_queued(tmp_path, sample_settings, engine_parts):

@@ -1,4 +1,4 @@
-"""A Question in, an Answer out: normalise -> retrieve -> generate -> judge -> decide.
+"""A Question (plain text, decoded at the edge) in, an Answer out: check -> retrieve -> generate -> judge -> decide.
 
 The one place that sequences the engine and owns its edges (the index, the Claude client).
 Every Answer carries its timings per stage, tokens, cost, index version and the query used.
@@ -20,7 +20,7 @@ from bot.engine import confidence
 from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
-from bot.engine.normalise import has_question, normalise_slack
+from bot.engine.normalise import has_question
 from bot.engine.query import search_query, wants_human
 from bot.engine.terms import TermStats
 from bot.engine.types import Answer, Decision, Question, RetrievedChunk
@@ -122,7 +122,7 @@ class Pipeline:
                                [f"internal error ({type(exc).__name__}), handed to a human"], watch)
 
     async def _answer(self, question: Question, on_delta: OnDelta | None, watch: Stopwatch) -> Answer:
-        text = normalise_slack(question.text)
+        text = question.text  # plain text: Slack markup is decoded once, at the Slack edge
         if not has_question(text):
             return self._reply(question, EMPTY_REPLY, Decision.CLARIFY, ["empty question"], watch)
         notes: list[str] = []

@@ -170,7 +170,7 @@ async def in_thread(check: Callable[..., str | None], *args: Any) -> str | None:
     """Run a blocking probe off the event loop, bounded in time."""
     try:
         return await asyncio.wait_for(asyncio.to_thread(check, *args), PROBE_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"{check.__name__} timed out after {PROBE_TIMEOUT_SECONDS:g} s"
 
 
