@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from evals.cases import EvalCase, append_cases, case_id_for_interaction, read_ca
 from evals.metrics import strip_markers
 from evals.pii import scrub
 from evals.topics import topic_of_retrieved
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 DUPLICATE_THRESHOLD = 0.9
 INTERACTION_LOOKBACK = timedelta(days=2)
@@ -301,10 +304,10 @@ async def export_feedback(
     )
 
 
-def default_candidates_path(settings) -> Path:
+def default_candidates_path(settings: Settings) -> Path:
     """Candidates hold real (scrubbed) questions: they live in the data dir until reviewed."""
     return Path(settings.data_dir) / "evals" / "candidates.jsonl"
 
 
-def default_review_path(settings) -> Path:
+def default_review_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "evals" / "review.jsonl"

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
@@ -31,6 +31,11 @@ from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
+
+if TYPE_CHECKING:
+    from bot.engine.pipeline import Pipeline
+    from bot.settings import Settings
+    from bot.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ SetStatus = Callable[[str], Awaitable[Any]]
 
 
 class Responder:
-    def __init__(self, settings, pipeline, store, escalations: Escalations, limiter: AnswerLimiter,
+    def __init__(self, settings: Settings, pipeline: Pipeline, store: InteractionStore, escalations: Escalations, limiter: AnswerLimiter,
                  metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.alerts = alerts or escalations.alerts
