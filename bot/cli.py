@@ -275,13 +275,26 @@ def chat(data_dir: Path | None) -> None:
 def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> None:
     """Run the Slack bot (HTTP mode serves /slack/events, /healthz and /metrics)."""
     from bot.observability import configure_logging, secret_values
-    from bot.slack.app import ConfigurationError
+    from bot.slack.app import ConfigurationError, build_bot, check_settings, digest_poster
     from bot.slack.app import serve as run_bot
+    from evals.weekly import WeeklyScheduler
 
     settings = load_settings(data_dir)
     configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
+
+    async def run() -> None:
+        bot = build_bot(settings, socket_mode=socket_mode)
+        # the weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true): built here, so the Slack
+        # server never imports evals/; its digest goes to the report channel through the bot's client
+        weekly = WeeklyScheduler(
+            settings, post_digest=digest_poster(bot.client, settings.eval_report_channel),
+            store=bot.store, pipeline=bot.pipeline, embedder=bot.index.embedder,
+        )
+        await run_bot(bot, host=host, port=port, background=[weekly])
+
     try:
-        asyncio.run(run_bot(settings, socket_mode=socket_mode, host=host, port=port))
+        check_settings(settings, socket_mode=socket_mode)  # before anything heavy loads
+        asyncio.run(run())
     except ConfigurationError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

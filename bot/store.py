@@ -48,12 +48,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from bot.engine.types import Answer, Question, utc_now
 from knowledge.text import sql_string
+
+if TYPE_CHECKING:  # lancedb is imported on first use
+    from lancedb.db import DBConnection
+    from lancedb.table import Table
+
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +240,13 @@ class _KeyedTable:
         self.name = name
         self.schema = schema
         self.key = key
-        self._table = None
+        self._table: Table | None = None
         self._queue: list[_Pending] = []
         self._lock = asyncio.Lock()
         self._commits = 0
 
     @property
-    def table(self):
+    def table(self) -> Table:
         if self._table is None:
             self._table = self.store.db.create_table(self.name, schema=self.schema, exist_ok=True)
         return self._table
@@ -297,17 +303,17 @@ class InteractionStore:
 
     def __init__(self, logs_dir: Path) -> None:
         self.logs_dir = Path(logs_dir)
-        self._db = None
+        self._db: DBConnection | None = None
         self._interactions = _KeyedTable(self, INTERACTIONS, INTERACTION_SCHEMA, "interaction_id")
         self._feedback = _KeyedTable(self, FEEDBACK, FEEDBACK_SCHEMA, "key")
         self._received = _KeyedTable(self, RECEIVED, RECEIVED_SCHEMA, "key")
 
     @classmethod
-    def from_settings(cls, settings) -> InteractionStore:
+    def from_settings(cls, settings: Settings) -> InteractionStore:
         return cls(settings.data_dir / "logs")
 
     @property
-    def db(self):
+    def db(self) -> DBConnection:
         if self._db is None:
             import lancedb
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from evals.cases import EvalCase, append_cases, case_id_for_interaction, read_ca
 from evals.metrics import strip_markers
 from evals.pii import scrub
 from evals.topics import topic_of_retrieved
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 DUPLICATE_THRESHOLD = 0.9
 INTERACTION_LOOKBACK = timedelta(days=2)
@@ -195,7 +198,9 @@ def merge_near_duplicates(
             twin = next((cases[j] for j in kept if among[position, j] >= threshold), None)
             if twin is not None:
                 twin_id = twin.id
-                twin.merged_from = [*(twin.model_extra or {}).get("merged_from", []), case.interaction_id]
+                extra = twin.model_extra  # EvalCase allows extra fields: this is the model's own dict of them
+                assert extra is not None
+                extra["merged_from"] = [*extra.get("merged_from", []), case.interaction_id]
                 if twin.answerable and case.answerable:
                     twin.gold_sources = list(dict.fromkeys([*twin.gold_sources, *case.gold_sources]))
         if twin_id is None:
@@ -210,7 +215,7 @@ ORIGIN_PRIORITY = {"human-resolution": 0, "thumbs-up": 1, "thumbs-down": 2}
 
 def plan_export(
     interactions: Iterable[dict[str, Any]], feedback: Iterable[dict[str, Any]], seen_ids: set[str],
-    seen_review_ids: set[str] = frozenset(), low_similarity: float = LOW_SIMILARITY,
+    seen_review_ids: Collection[str] = frozenset(), low_similarity: float = LOW_SIMILARITY,
 ) -> ExportPlan:
     """Candidates and review items from the logs (before dedupe).
 
@@ -326,10 +331,10 @@ async def export_feedback(
     )
 
 
-def default_candidates_path(settings) -> Path:
+def default_candidates_path(settings: Settings) -> Path:
     """Candidates hold real (scrubbed) questions: they live in the data dir until reviewed."""
     return Path(settings.data_dir) / "evals" / "candidates.jsonl"
 
 
-def default_review_path(settings) -> Path:
+def default_review_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / "evals" / "review.jsonl"

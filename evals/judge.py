@@ -13,8 +13,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.engine.types import Usage
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +48,15 @@ def parse_score(text: str) -> float | None:
     return min(100, int(match.group(1))) / 100 if match else None
 
 
-def make_claude_judge(settings, client=None):
+def make_claude_judge(settings: Settings, client=None):
     """An async (question, reference, answer) -> Grade."""
     from anthropic import APIError, AsyncAnthropic
 
     from bot.engine.pricing import price_for, usage_from_api
 
     client = client or AsyncAnthropic(
-        api_key=settings.anthropic_api_key.get_secret_value(), base_url=settings.anthropic_base_url,
+        api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
+        base_url=settings.anthropic_base_url,
         max_retries=settings.anthropic_max_retries, timeout=settings.anthropic_timeout_seconds,
     )
 

@@ -51,6 +51,7 @@ from evals.topics import topic_of_document
 
 REPORT_VERSION = 1
 if TYPE_CHECKING:
+    from bot.settings import Settings
     from evals.judge import Grade
 
 Judge = Callable[[str, str, str], Awaitable["Grade"]]  # (question, reference, answer) -> evals.judge.Grade
@@ -248,7 +249,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def kb_data_dir(settings, kb: str) -> Path:
+def kb_data_dir(settings: Settings, kb: str) -> Path:
     """A cached data dir per knowledge source (and embedding/chunking setup) under the data dir.
 
     Keyed by the source's stable name, not its content: a changed file reuses the same index
@@ -261,7 +262,7 @@ def kb_data_dir(settings, kb: str) -> Path:
     return Path(settings.data_dir) / "eval-kb" / digest
 
 
-async def prepare_kb(settings, kb: str, embedder, *, progress: bool | None = None):
+async def prepare_kb(settings: Settings, kb: str, embedder, *, progress: bool | None = None):
     """Settings whose data dir holds an up-to-date index of `kb` (built once, refreshed after)."""
     from bot.engine.calibration import calibrator_for, ensure_calibrated
     from knowledge.index import KnowledgeIndex
@@ -277,7 +278,7 @@ async def prepare_kb(settings, kb: str, embedder, *, progress: bool | None = Non
     return kb_settings, index
 
 
-def fixed_mode_searcher(settings, index, mode: str):
+def fixed_mode_searcher(settings: Settings, index, mode: str):
     """The project's Searcher, pinned to one retrieval mode (the pipeline asks for its default)."""
     from knowledge.search import Searcher
 
@@ -289,7 +290,7 @@ def fixed_mode_searcher(settings, index, mode: str):
 
 
 async def run_eval(
-    settings,
+    settings: Settings,
     cases: Sequence[EvalCase],
     *,
     k: int = 5,

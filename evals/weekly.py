@@ -16,19 +16,22 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evals.compare import compare_reports
 from evals.metrics import meets_targets
 from evals.report import load_history, threshold_summary, write_report
 from evals.schema import METRICS, EvalReport
 
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
 log = logging.getLogger(__name__)
 
 PostDigest = Callable[[str], Awaitable[Any]]
 
 
-def reports_dir(settings) -> Path:
+def reports_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "evals" / "reports"
 
 
@@ -67,7 +70,7 @@ def digest_text(report: EvalReport | Mapping[str, Any], previous: EvalReport | M
     return "\n".join(lines)
 
 
-async def run_weekly(settings, *, store=None, embedder=None, pipeline=None, since: str = "7d",
+async def run_weekly(settings: Settings, *, store=None, embedder=None, pipeline=None, since: str = "7d",
                      report_dir: Path | None = None, progress: bool = False) -> WeeklyResult:
     """Export feedback, run the eval on `settings.eval_dataset`, write the report, return the digest."""
     from bot.store import InteractionStore
@@ -118,7 +121,7 @@ class WeeklyScheduler:
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         *,
         post_digest: PostDigest | None = None,
         job: Callable[..., Awaitable[WeeklyResult]] = run_weekly,

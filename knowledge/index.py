@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,10 @@ from knowledge.config import IndexSettings
 from knowledge.embeddings import DIMENSIONS, Embedder
 from knowledge.sources import Document, SourceLoad, load_source
 from knowledge.text import sql_string
+
+if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
+    from lancedb.db import DBConnection
+    from lancedb.table import LanceTable
 
 TABLE = "chunks"
 TAG_PREFIX = "refresh-"
@@ -149,8 +153,8 @@ class KnowledgeIndex:
         self.max_document_bytes = max_document_bytes
         self.fetch_timeout = fetch_timeout
         self.fetch_concurrency = fetch_concurrency
-        self._db = None
-        self._table = None
+        self._db: DBConnection | None = None
+        self._table: LanceTable | None = None
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
@@ -170,7 +174,7 @@ class KnowledgeIndex:
     # ---------------------------------------------------------------- opening and reading
 
     @property
-    def db(self):
+    def db(self) -> DBConnection:
         if self._db is None:
             import lancedb
 
@@ -184,11 +188,12 @@ class KnowledgeIndex:
         return TABLE in self.db.table_names()
 
     @property
-    def table(self):
+    def table(self) -> LanceTable:
         if self._table is None:
             if not self.exists():
                 raise IndexNotReady(f"no knowledge index in {self.index_dir}: run `supportbot refresh` first")
-            self._table = self.db.open_table(TABLE)
+            # a local connection opens a LanceTable; its search() overloads type the query builders
+            self._table = cast("LanceTable", self.db.open_table(TABLE))
         return self._table
 
     @property
@@ -205,7 +210,8 @@ class KnowledgeIndex:
         query = self.table.search(vector, query_type="vector").distance_type("cosine").limit(limit).nprobes(NPROBES)
         if where:
             query = query.where(where, prefilter=True)
-        return query.select([*RESULT_COLUMNS, "_distance"]).to_list()
+        rows: list[dict[str, Any]] = query.select([*RESULT_COLUMNS, "_distance"]).to_list()
+        return rows
 
     def fts_search(self, text: str, limit: int, where: str | None = None) -> list[dict[str, Any]]:
         if not self.has_index(FTS_COLUMN):
@@ -213,7 +219,8 @@ class KnowledgeIndex:
         query = self.table.search(text, query_type="fts", fts_columns=FTS_COLUMN).limit(limit)
         if where:
             query = query.where(where, prefilter=True)
-        return query.select([*RESULT_COLUMNS, "_score"]).to_list()
+        rows: list[dict[str, Any]] = query.select([*RESULT_COLUMNS, "_score"]).to_list()
+        return rows
 
     def document_vectors(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
         """(source, doc_id) -> the vectors of all that document's chunks, for document-level ranking."""
@@ -369,7 +376,8 @@ class KnowledgeIndex:
         """One table version for all inserts, updates and deletes of this refresh."""
         data = chunks_to_arrow(chunks, vectors)
         if not self.exists():
-            self._table = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
+            created = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
+            self._table = cast("LanceTable", created)  # local connection, as in `table`
             return 0
         delete_condition = " OR ".join(
             f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
@@ -380,7 +388,8 @@ class KnowledgeIndex:
             if delete_condition:
                 builder = builder.when_not_matched_by_source_delete(delete_condition)
             return int(builder.execute(data).num_deleted_rows)
-        return int(self.table.delete(delete_condition).num_deleted_rows)
+        # lancedb's .pyi lags its runtime: DeleteResult carries num_deleted_rows
+        return int(self.table.delete(delete_condition).num_deleted_rows)  # type: ignore[attr-defined]
 
     def _maintain_indexes(self) -> None:
         """Full-text index over everything (no unindexed tail), vector index once it pays off."""
@@ -393,7 +402,7 @@ class KnowledgeIndex:
             table.optimize()  # compaction, index update and old-version cleanup: several versions
         else:
             table.to_lance().optimize.optimize_indices()  # only the index tail: one version
-            table.checkout_latest()
+            table.checkout_latest()  # type: ignore[no-untyped-call]  # unannotated in lancedb
         if not self.has_index("vector") and table.count_rows() >= self.vector_index_min_rows:
             # IVF_FLAT keeps exact distances inside the probed partitions: recall@10 0.99 at 100k
             # chunks where IVF_HNSW_SQ gave 0.46 and IVF_PQ 0.15 (benchmarks/RESULTS.md), and it

@@ -234,7 +234,7 @@ class Searcher:
         documents: list[tuple[list[str], float]] = []
         if vector_rows and self.doc_vector_weight > 0:
             started = time.perf_counter()
-            keys = {(row["source"], row["doc_id"]) for row in [*vector_rows, *fts_rows]}
+            keys = sorted({(str(row["source"]), str(row["doc_id"])) for row in [*vector_rows, *fts_rows]})
             doc_vectors = {f"{source}\0{doc_id}": vectors for (source, doc_id), vectors in self.index.document_vectors(keys).items()}
             documents.append((document_vector_ranking(vector, doc_vectors), self.doc_vector_weight))
             timings["doc_vector_ms"] = (time.perf_counter() - started) * 1000
@@ -264,10 +264,13 @@ class Searcher:
         text = fts_query_text(query)
         vector_rows = self.index.vector_search(vector, limit)
         fts_rows = self.index.fts_search(text, limit) if text else []
-        options = dict(k=k, per_doc=per_doc, vector_weight=self.vector_weight, fts_weight=self.fts_weight,
-                       rrf_k=self.rrf_k)
         kept = [[row for row in rows if row["chunk_id"] not in masked] for rows in (vector_rows, fts_rows)]
-        return fuse(vector_rows, fts_rows, **options), fuse(kept[0], kept[1], **options)
+
+        def fused(vectors: list[dict[str, Any]], fts: list[dict[str, Any]]) -> list[SearchHit]:
+            return fuse(vectors, fts, k=k, per_doc=per_doc, vector_weight=self.vector_weight,
+                        fts_weight=self.fts_weight, rrf_k=self.rrf_k)
+
+        return fused(vector_rows, fts_rows), fused(kept[0], kept[1])
 
     async def asearch(self, query: str, k: int = 5, **options: Any) -> SearchResult:
         return await asyncio.to_thread(self.search, query, k, **options)

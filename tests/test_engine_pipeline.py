@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bot.engine.normalise import normalise_slack
 from bot.engine.pipeline import EMPTY_REPLY, HUMAN_REPLY, Pipeline
 from bot.engine.types import Decision, Question, Turn
 from tests.conftest import SAMPLE_EVALS
@@ -22,7 +23,7 @@ async def ask(pipeline: Pipeline, text: str, **fields):
     return await pipeline.answer(Question(text=text, **fields))
 
 
-@pytest.mark.parametrize("text", ["", "   \n ", ":wave:", "👋🎉", ":thumbsup: :tada:!!", "<@U0123ABC>"])
+@pytest.mark.parametrize("text", ["", "   \n ", ":wave:", "👋🎉", ":thumbsup: :tada:!!", "@user", "@here"])
 async def test_empty_or_emoji_only_gets_a_polite_non_answer(pipeline, text):
     answer = await ask(pipeline, text)
     assert answer.decision is Decision.CLARIFY and not answer.escalated
@@ -39,11 +40,14 @@ async def test_a_40000_character_question_is_truncated_and_still_answered(pipeli
     assert answer.citations and answer.generator == "extractive"
 
 
-async def test_slack_formatting_is_normalised_before_retrieval(pipeline):
+async def test_slack_formatting_decoded_at_the_edge_reaches_retrieval_as_is(pipeline):
+    """The Slack edge decodes markup once (`normalise_slack`); the pipeline reads that text as it is."""
     answer = await ask(
         pipeline,
-        "<@U0BOT123> what&apos;s the API rate limit on the Pro plan &amp; is it per key? "
-        "cc <@U999|maria> in <#C42|billing-help>, see <https://help.tallybook.example/api|the API docs>",
+        normalise_slack(
+            "<@U0BOT123> what&apos;s the API rate limit on the Pro plan &amp; is it per key? "
+            "cc <@U999|maria> in <#C42|billing-help>, see <https://help.tallybook.example/api|the API docs>"
+        ),
     )
     query = answer.search_query
     assert "<@" not in query and "<#" not in query and "&amp;" not in query
@@ -51,6 +55,13 @@ async def test_slack_formatting_is_normalised_before_retrieval(pipeline):
     assert "@maria" in query and "#billing-help" in query
     assert "the API docs (https://help.tallybook.example/api)" in query
     assert any(c.doc_url.endswith("/api/rate-limits") for c in answer.citations)
+
+
+async def test_the_pipeline_does_not_decode_slack_text_a_second_time(pipeline):
+    """Already decoded text that merely looks like Slack markup is the asker's own words."""
+    answer = await ask(pipeline, "How do I create an API key? The doc shows <!here> and &amp;")
+    assert "<!here>" in answer.search_query and "&amp;" in answer.search_query
+    assert "@here" not in answer.search_query
 
 
 @pytest.mark.parametrize("text", ["talk to a human", "agent please", "escalate", "Can I speak to a real person?"])

@@ -31,6 +31,9 @@ def chunk(n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a 
     ("see <https://x.example/a|the guide> and <https://x.example/b>", "see the guide (https://x.example/a) and https://x.example/b"),
     ("mail <mailto:help@x.example|help@x.example>", "mail help@x.example"),
     ("<!here> Q &amp; A &lt;3 &gt; 2", "@here Q & A <3 > 2"),
+    # typed markup is escaped by Slack: decoded once, it stays the literal text typed
+    ("is &lt;!here&gt; a ping?", "is <!here> a ping?"),
+    ("tag &lt;@U0123ABC&gt; or &amp;lt;", "tag <@U0123ABC> or &lt;"),
     ("<!subteam^S123|@support> help", "@support help"),
     ("<@U123ABC> :wave:", ":wave:"),  # an emoji right after the mention is not a "@bot:" separator
     ("<@U123ABC>: how do refunds work", "how do refunds work"),

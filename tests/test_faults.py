@@ -78,7 +78,7 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
             mentions = [app_mention_event(question) for question in QUESTIONS]
             statuses = await asyncio.gather(*(bot.event(mention) for mention in mentions))
             assert [status for status, _, _ in statuses] == [200] * 3
-            await bot.app.supportbot.tasks.drain(timeout=60)
+            await bot.state.tasks.drain(timeout=60)
 
             assert llm.calls == 3 * 3 and set(llm.statuses) == {529}  # 1 try + 2 bounded retries each
             for mention in mentions:  # every asker hears back once: the marked fallback or a hand-off
@@ -106,7 +106,7 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
                        and ("generator", "extractive-fallback") in labels) == 3
             assert got[("supportbot_llm_tokens_total", (("kind", "output"),))] > 0
             assert got[("supportbot_llm_cost_usd_total", ())] > 0
-            await bot.app.supportbot.pipeline.aclose()
+            await bot.state.pipeline.aclose()
 
 
 # --------------------------------------------------------------------------- Slack rate-limits the bot
@@ -120,7 +120,7 @@ async def test_slack_429_with_retry_after_still_delivers_the_answer_exactly_once
         await bot.event(mention)
         calls = await bot.emu.wait_for("chat.postMessage", 3, timeout=30)
         waited = time.monotonic() - started
-        await bot.app.supportbot.tasks.drain(timeout=20)
+        await bot.state.tasks.drain(timeout=20)
         assert [call.status for call in bot.emu.calls_to("chat.postMessage")] == [429, 429, 200]
         assert waited >= 2.0  # Retry-After: 1 was honoured, twice
         delivered = [call for call in bot.posts_in(CHANNEL_ID, mention["ts"]) if call.status == 200]
@@ -222,7 +222,7 @@ async def test_200_concurrent_feedback_clicks_are_200_rows(tmp_path, sample_sett
 
         statuses = await asyncio.gather(*(bot.click(click(user, rating)) for user, rating in voters.items()))
         assert statuses == [200] * 200
-        await bot.app.supportbot.tasks.drain(timeout=120)
+        await bot.state.tasks.drain(timeout=120)
 
         votes = {row["user"]: row["rating"] for row in bot.store.feedback() if row["interaction_id"] == iid}
         assert votes == voters
@@ -277,7 +277,7 @@ async def test_unusable_data_dir_fails_the_health_check_and_the_bot_still_replie
             assert resp.status == 503 and set(body["not_ready"]) == {"index", "data_dir"}
         mention = app_mention_event(ANSWERABLE)
         await bot.event(mention)
-        await bot.app.supportbot.tasks.drain(timeout=30)
+        await bot.state.tasks.drain(timeout=30)
         [told] = bot.posts_in(CHANNEL_ID, mention["ts"])  # an honest reply, not silence
         assert "can't search the knowledge base" in thread_text([told]) or "support team" in thread_text([told])
 

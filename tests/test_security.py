@@ -76,7 +76,7 @@ async def test_production_with_a_secret_rejects_unsigned_and_tampered_requests(t
                                     headers={"Content-Type": "application/json", **no_timestamp}) as resp:
             untimed = resp.status
         assert (unsigned, tampered, untimed) == (401, 401, 401)
-        await bot.app.supportbot.tasks.drain(timeout=5)
+        await bot.state.tasks.drain(timeout=5)
         assert bot.emu.calls_to("chat.postMessage") == [] and bot.store.interactions() == []
 
 
@@ -102,7 +102,7 @@ async def test_other_workspaces_get_nothing_on_any_surface(tmp_path, sample_sett
         click["actions"][0]["type"] = "feedback_buttons"
         clicked = await bot.click(click)
         commanded, text = await bot.command("/kb-status")
-        await bot.app.supportbot.tasks.drain(timeout=10)
+        await bot.state.tasks.drain(timeout=10)
         assert (status, clicked, commanded, text) == (200, 200, 200, "")  # acked, so Slack stops retrying
         assert {call.method for call in bot.emu.calls} <= {"auth.test"}  # bolt's own token check, nothing else
         assert bot.store.feedback() == [] and bot.store.interactions() == []
@@ -116,7 +116,7 @@ async def test_channels_outside_the_allowlist_are_not_answered(tmp_path, sample_
     async with running_bot(tmp_path, sample_settings, engine_parts, allowed_channels=["C0HELP"]) as bot:
         _, pointer = await bot.next_post(bot.event(app_mention_event(ANSWERABLE, channel=CHANNEL_ID)),
                                          "chat.postEphemeral")
-        await bot.app.supportbot.tasks.drain(timeout=10)
+        await bot.state.tasks.drain(timeout=10)
         assert "<#C0HELP>" in pointer.args["text"]
         assert bot.emu.calls_to("chat.postMessage") == [] and bot.store.interactions() == []  # engine never ran
 
@@ -142,7 +142,7 @@ async def test_an_admin_removed_between_two_calls_is_refused_on_the_second(tmp_p
         before = len(bot.emu.responses)
         await bot.command("/kb-refresh", user="U0KBADMIN")
         refusal = (await bot.emu.wait_for_response(before + 1, timeout=20))[before]  # via response_url
-        await bot.app.supportbot.tasks.drain(timeout=10)
+        await bot.state.tasks.drain(timeout=10)
         assert "only knowledge admins" in refusal["text"]
         assert len(bot.emu.calls_to("usergroups.users.list")) == 2  # asked Slack on each call
         assert len(bot.emu.calls_to("chat.postMessage")) == 1 and len(index.stats()["last_refresh"]) > 0
@@ -223,16 +223,16 @@ async def test_tokens_and_questions_never_reach_the_logs(tmp_path, sample_settin
                 first = app_mention_event(question)
                 await bot.event(first, signed_with=signing_secret)
                 await bot.emu.wait_for("chat.postMessage", timeout=30)
-                await bot.app.supportbot.tasks.drain(timeout=30)
+                await bot.state.tasks.drain(timeout=30)
                 iid = (await bot.interaction())["interaction_id"]
                 llm.fail(529)  # a failure path logs more: the fallback warning
                 bot.emu.fail("chat.getPermalink", "channel_not_found")  # and a Slack API error
                 await bot.event(app_mention_event(question + " again"), signed_with=signing_secret)
                 click = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, thread_ts=first["ts"])
                 await bot.post(interactive_body(click), "application/x-www-form-urlencoded", signed_with=signing_secret)
-                await bot.app.supportbot.tasks.drain(timeout=30)
+                await bot.state.tasks.drain(timeout=30)
                 assert llm.calls >= 2 and bot.emu.calls_to("chat.getPermalink")
-                await bot.app.supportbot.pipeline.aclose()
+                await bot.state.pipeline.aclose()
         finally:
             root.removeHandler(handler)
             root.setLevel(level)
@@ -271,7 +271,7 @@ async def test_injected_document_text_reaches_the_model_only_as_search_result_da
         async with running_bot(tmp_path, own, parts, anthropic_api_key=SecretStr("sk-ant-test"),
                                anthropic_base_url=llm.base_url) as bot:
             _, reply = await bot.next_post(bot.event(app_mention_event("How do I export invoices to CSV?")), timeout=30)
-            await bot.app.supportbot.pipeline.aclose()
+            await bot.state.pipeline.aclose()
     [request] = [r for r in llm.requests if r.path == "/v1/messages"]
     body = request.body
     assert "data, not instructions" in SYSTEM_PROMPT

@@ -49,13 +49,13 @@ async def bot_instance(emu, logs, sample_settings, parts):
         "global_concurrency": 50, "shutdown_drain_seconds": 1.0,
     })
     store = InteractionStore(logs)
-    app = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
-    runner = web.AppRunner(create_web_app(app))
+    state = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
+    runner = web.AppRunner(create_web_app(state))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     async with aiohttp.ClientSession() as session:
         try:
-            yield BotUnderTest(emu, app, f"http://127.0.0.1:{runner.addresses[0][1]}", session, store)
+            yield BotUnderTest(emu, state, f"http://127.0.0.1:{runner.addresses[0][1]}", session, store)
         finally:
             await runner.cleanup()
 
@@ -71,7 +71,7 @@ async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_pa
         for mention in mentions:
             emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as first:
-            responder = first.app.supportbot.responder
+            responder = first.state.responder
             responder.pipeline = held = HeldPipeline(responder.pipeline)
             for n, mention in enumerate(mentions):
                 assert (await first.event(mention, event_id=f"EvDur{n:02d}"))[0] == 200
@@ -82,7 +82,7 @@ async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_pa
             assert len(responder.in_flight) == 20
             for _ in range(8):  # some finish during the drain, the rest are cut off
                 held.release.release()
-            unfinished = await shutdown(first.app.supportbot, timeout=5.0)
+            unfinished = await shutdown(first.state, timeout=5.0)
             assert 0 < unfinished < 20
             status, _, _ = await first.event(app_mention_event(ANSWERABLE), event_id="EvLate")
             assert status == 503  # a shutting-down instance takes no new work: Slack retries it later
@@ -90,7 +90,7 @@ async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_pa
         assert len(answered_before) == 20 - unfinished
 
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as second:
-            bot = second.app.supportbot
+            bot = second.state
             assert await bot.responder.recover(bot.client, bot.tasks.spawn) == unfinished
             await bot.tasks.drain(timeout=90)
             for n, mention in enumerate(mentions):  # Slack redelivers every event after the restart
@@ -109,7 +109,7 @@ async def test_dedupe_survives_a_restart(tmp_path, sample_settings, engine_parts
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as second:
             await second.event(mention, event_id="Ev0ONCE")  # Slack's retry, to the restarted bot
             await second.event(mention, event_id="Ev0OTHER")  # the same message under another event id
-            await second.app.supportbot.tasks.drain(timeout=30)
+            await second.state.tasks.drain(timeout=30)
         assert len(replies_in(emu, mention["ts"])) == 1
 
 
@@ -121,14 +121,14 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
             ask = answering.Ask(channel=CHANNEL_ID, message_ts=mention["ts"], thread_ts=mention["ts"],
                                 user=mention["user"], text=mention["text"], surface="mention")
-            store = bot.app.supportbot.store
+            store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
             try:
-                assert await bot.app.supportbot.responder.recover(bot.app.supportbot.client,
-                                                                  bot.app.supportbot.tasks.spawn) == 1
-                await bot.app.supportbot.tasks.drain(timeout=30)
+                assert await bot.state.responder.recover(bot.state.client,
+                                                                  bot.state.tasks.spawn) == 1
+                await bot.state.tasks.drain(timeout=30)
             finally:
                 answering.RECOVER_MAX_AGE_SECONDS = old
             [apology] = replies_in(emu, mention["ts"])
@@ -140,12 +140,12 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unus
     import os
     import signal
 
-    from bot.slack.app import serve
+    from bot.slack.app import build_bot, serve
 
     settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
                                                   "slack_signing_secret": SecretStr(SECRET),
                                                   "shutdown_drain_seconds": 1.0})
-    server = asyncio.create_task(serve(settings, host="127.0.0.1", port=unused_tcp_port))
+    server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port))
     async with aiohttp.ClientSession() as session:
         for _ in range(600):
             try:

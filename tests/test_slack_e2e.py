@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from bot.slack import blocks
 from bot.slack.app import ConfigurationError, create_app, create_socket_mode_handler, create_web_app
+from bot.slack.state import SupportBot
 from bot.store import InteractionStore
 from tests.emulators.slack_api import SlackEmulator
 from tests.emulators.slack_payloads import (
@@ -58,8 +59,9 @@ def build_pipeline(settings, parts):
 class BotUnderTest:
     """The bot's HTTP endpoint on a free port, with helpers that sign what Slack would send."""
 
-    def __init__(self, emu: SlackEmulator, app, base_url: str, session: aiohttp.ClientSession, store: InteractionStore):
-        self.emu, self.app, self.base_url, self.session, self.store = emu, app, base_url, session, store
+    def __init__(self, emu: SlackEmulator, state: SupportBot | None, base_url: str, session: aiohttp.ClientSession,
+                 store: InteractionStore | None):
+        self.emu, self.state, self.base_url, self.session, self.store = emu, state, base_url, session, store
 
     async def post(self, body: bytes, content_type: str, *, signed_with: str = SECRET, timestamp: int | None = None,
                    headers: dict | None = None) -> tuple[int, str, float]:
@@ -106,15 +108,15 @@ async def running_bot(tmp_path: Path, sample_settings, parts, **overrides):
             "admin_users": [ADMIN], **overrides,
         })
         store = InteractionStore(tmp_path / "logs")
-        app = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
-        runner = web.AppRunner(create_web_app(app))
+        state = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
+        runner = web.AppRunner(create_web_app(state))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
         async with aiohttp.ClientSession() as session:
             try:
-                yield BotUnderTest(emu, app, f"http://127.0.0.1:{port}", session, store)
+                yield BotUnderTest(emu, state, f"http://127.0.0.1:{port}", session, store)
             finally:
                 await runner.cleanup()
 
@@ -145,7 +147,7 @@ class GatedPipeline:
 
 
 async def test_mention_is_acked_at_once_then_answered_in_thread_with_sources(slack_bot):
-    responder = slack_bot.app.supportbot.responder
+    responder = slack_bot.state.responder
     responder.pipeline = gated = GatedPipeline(responder.pipeline)
     mention = app_mention_event(ANSWERABLE)
     status, _, elapsed = await slack_bot.event(mention)
@@ -212,7 +214,7 @@ async def test_follow_up_in_thread_without_mention_uses_the_thread(slack_bot):
     # a thanks is not a question; someone else's chatter is not a follow-up
     await slack_bot.event(message_event("thanks!", thread_ts=mention["ts"]))
     await slack_bot.event(message_event("lunch anyone?", user="U0OTHER", thread_ts=mention["ts"]))
-    await slack_bot.app.supportbot.tasks.drain(timeout=10)
+    await slack_bot.state.tasks.drain(timeout=10)
     assert len(slack_bot.posts_in(CHANNEL_ID, mention["ts"])) == 2
 
 
@@ -239,8 +241,8 @@ class StreamingPipeline:
 
 
 async def test_streamed_answer_ends_with_sources_and_feedback_blocks(slack_bot):
-    slack_bot.app.supportbot.settings.stream_answers = True
-    responder = slack_bot.app.supportbot.responder
+    slack_bot.state.settings.stream_answers = True
+    responder = slack_bot.state.responder
     responder.pipeline = StreamingPipeline(responder.pipeline)
     dm = message_event(ANSWERABLE, channel="D0DIRECT")
     await slack_bot.event(dm)
@@ -276,7 +278,7 @@ async def test_auto_answer_channels_and_the_channel_allowlist(tmp_path, sample_s
         _, pointer = await bot.next_post(bot.event(app_mention_event(ANSWERABLE, channel="C0RANDOM")),
                                          "chat.postEphemeral")
         assert "<#C0HELP>" in pointer.args["text"] and pointer.args["user"] == USER_ID
-        await bot.app.supportbot.tasks.drain(timeout=10)
+        await bot.state.tasks.drain(timeout=10)
         assert len(bot.emu.calls_to("chat.postMessage")) == 1
 
 
@@ -421,7 +423,7 @@ async def test_forged_and_stale_requests_get_401_and_no_answer(slack_bot):
     forged = await slack_bot.event(app_mention_event(ANSWERABLE), signed_with="not-the-secret")
     stale = await slack_bot.event(app_mention_event(ANSWERABLE), timestamp=int(time.time()) - 600)
     assert forged[0] == 401 and stale[0] == 401
-    await slack_bot.app.supportbot.tasks.drain(timeout=5)
+    await slack_bot.state.tasks.drain(timeout=5)
     assert slack_bot.emu.calls_to("chat.postMessage") == []
 
 
@@ -431,7 +433,7 @@ async def test_slack_retry_of_the_same_event_is_not_answered_twice(slack_bot):
     status, _, _ = await slack_bot.event(mention, event_id="Ev0SAME",
                                          headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
     again = await slack_bot.event(mention)  # a new event id for the same message (e.g. two subscriptions)
-    await slack_bot.app.supportbot.tasks.drain(timeout=10)
+    await slack_bot.state.tasks.drain(timeout=10)
     assert status == 200 and again[0] == 200 and len(slack_bot.emu.calls_to("chat.postMessage")) == 1
 
 
@@ -440,7 +442,7 @@ async def test_own_and_other_bots_messages_are_ignored(slack_bot):
     await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", user="U0OTHERBOT", bot_id="B0OTHER",
                                         subtype="bot_message"))
     await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", subtype="message_changed"))
-    await slack_bot.app.supportbot.tasks.drain(timeout=5)
+    await slack_bot.state.tasks.drain(timeout=5)
     assert slack_bot.emu.calls_to("chat.postMessage") == []
 
 
@@ -455,7 +457,7 @@ async def test_a_429_from_slack_is_retried_and_the_answer_still_arrives(slack_bo
 async def test_other_workspaces_are_dropped(tmp_path, sample_settings, engine_parts):
     async with running_bot(tmp_path, sample_settings, engine_parts, allowed_team_ids=["T0OTHER"]) as bot:
         status, _, _ = await bot.event(app_mention_event(ANSWERABLE))
-        await bot.app.supportbot.tasks.drain(timeout=5)
+        await bot.state.tasks.drain(timeout=5)
         assert status == 200 and bot.emu.calls_to("chat.postMessage") == []
 
 
@@ -469,12 +471,41 @@ def test_production_refuses_to_start_without_a_signing_secret(sample_settings):
     create_app(socket_settings, pipeline=None, store=None, index=None, socket_mode=True)  # Socket Mode signs nothing
 
 
+async def test_typed_here_markup_is_decoded_once_and_stays_literal_text(slack_bot):
+    """Slack escapes what people type, so a typed `<!here>` arrives as `&lt;!here&gt;`. Decoded once,
+    at the Slack edge, it is the text `<!here>`; decoded again in the engine it became the ping `@here`."""
+    mention = app_mention_event("How do I create an API key? Our runbook starts with &lt;!here&gt; &amp; a key")
+    await slack_bot.next_post(slack_bot.event(mention))
+    logged = await slack_bot.interaction()
+    assert logged["question"] == "How do I create an API key? Our runbook starts with <!here> & a key"
+    assert "<!here>" in logged["search_query"] and "@here" not in logged["search_query"]
+
+
+def test_create_app_returns_the_state_and_attaches_nothing_to_the_bolt_app(sample_settings):
+    from slack_bolt.async_app import AsyncApp
+
+    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-x"),
+                                                  "slack_app_token": SecretStr("xapp-x")})
+    state = create_app(settings, pipeline=None, store=None, index=None, socket_mode=True)
+    assert isinstance(state, SupportBot) and isinstance(state.app, AsyncApp) and state.socket_mode
+    assert state.client is state.app.client and not hasattr(state.app, "supportbot")
+
+
 async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_settings, unused_tcp_port):
-    from bot.slack.app import serve
+    from bot.slack.app import build_bot, serve
 
     settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
                                                   "slack_signing_secret": SecretStr(SECRET)})
-    server = asyncio.create_task(serve(settings, host="127.0.0.1", port=unused_tcp_port))
+    events: list[str] = []
+
+    class Job:  # what the CLI passes (the weekly eval scheduler): started with the bot, stopped before it drains
+        def start(self) -> None:
+            events.append("start")
+
+        async def stop(self) -> None:
+            events.append("stop")
+
+    server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port, background=[Job()]))
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(200):  # model loading takes a few seconds on a busy machine
@@ -493,6 +524,7 @@ async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_set
         server.cancel()
         with pytest.raises(asyncio.CancelledError):
             await server
+    assert events == ["start", "stop"]
 
 
 async def test_a_user_over_the_rate_limit_is_told_they_are_queued(tmp_path, sample_settings, engine_parts):
@@ -512,9 +544,9 @@ async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts)
             "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
             "slack_api_url": emu.api_url,
         })
-        app = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
-                         engine_parts["index"], socket_mode=True)
-        handler = create_socket_mode_handler(app, settings)
+        state = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
+                           engine_parts["index"], socket_mode=True)
+        handler = create_socket_mode_handler(state)
         await handler.connect_async()
         try:
             await asyncio.wait_for(emu.socket_connected.wait(), 5)
@@ -525,7 +557,7 @@ async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts)
             assert reply.args["thread_ts"] == mention["ts"] and "*Sources*" in json.dumps(reply.args["blocks"])
         finally:
             await handler.close_async()
-            await app.supportbot.tasks.close()
+            await state.tasks.close()
 
 
 async def test_socket_mode_serves_health_and_metrics_but_no_http_events(tmp_path, sample_settings, engine_parts):
@@ -534,9 +566,9 @@ async def test_socket_mode_serves_health_and_metrics_but_no_http_events(tmp_path
         "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
         "data_dir": tmp_path / "data",
     })
-    app = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
-                     engine_parts["index"], socket_mode=True)
-    runner = web.AppRunner(create_web_app(app, events=False))
+    state = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
+                       engine_parts["index"], socket_mode=True)
+    runner = web.AppRunner(create_web_app(state, events=False))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -560,10 +592,10 @@ async def test_weekly_digest_is_posted_to_the_report_channel_once(slack_bot, tmp
     """The scheduler `serve` starts: a due run posts its digest through the bot's Slack client, once."""
     from datetime import datetime, timedelta, timezone
 
-    from bot.slack.app import weekly_scheduler
-    from evals.weekly import WeeklyResult
+    from bot.slack.app import digest_poster
+    from evals.weekly import WeeklyResult, WeeklyScheduler
 
-    settings = slack_bot.app.supportbot.settings.model_copy(
+    settings = slack_bot.state.settings.model_copy(
         update={"data_dir": tmp_path / "weekly", "weekly_eval": True, "eval_report_channel": "C0EVALS"}
     )
     runs = []
@@ -573,7 +605,8 @@ async def test_weekly_digest_is_posted_to_the_report_channel_once(slack_bot, tmp
         return WeeklyResult("*Weekly eval*: recall@5 0.91, escalation AUROC 0.93", {}, {}, "")
 
     now = [datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)]  # a Monday, before the 09:00 slot
-    scheduler = weekly_scheduler(slack_bot.app, settings, marker="x")
+    scheduler = WeeklyScheduler(settings, post_digest=digest_poster(slack_bot.state.client, settings.eval_report_channel),
+                                marker="x")
     scheduler.job, scheduler.clock = job, lambda: now[0]
     assert await scheduler.run_if_due() is None  # armed now; the first slot is 09:00
     now[0] += timedelta(hours=2)

@@ -109,7 +109,7 @@ async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(tmp_path,
     streaming = site == "stream" or fault in ("start_stream_failure", "cut_claude_stream")
     async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS,
                            stream_answers=streaming) as bot:
-        responder = bot.app.supportbot.responder
+        responder = bot.state.responder
         if fault == "cut_claude_stream":
             responder.pipeline = CutStreamPipeline(responder.pipeline)
         elif streaming:
@@ -120,7 +120,7 @@ async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(tmp_path,
         inject(bot.emu, fault, site, mention["ts"])
         status, _, _ = await bot.event(mention)
         assert status == 200
-        await bot.app.supportbot.tasks.drain(timeout=60)
+        await bot.state.tasks.drain(timeout=60)
 
         seen = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
         assert len(seen) == 1, (fault, site, [m.get("text", "")[:80] for m in seen])
@@ -143,7 +143,7 @@ async def test_fifty_concurrent_ask_a_human_clicks_make_one_post(tmp_path, sampl
                                       thread_ts=reply.args["thread_ts"])
         statuses = await asyncio.gather(*(bot.click(click) for _ in range(50)))
         assert statuses == [200] * 50
-        await bot.app.supportbot.tasks.drain(timeout=60)
+        await bot.state.tasks.drain(timeout=60)
         assert len(bot.posts_in(ESCALATION_CHANNEL)) == 1
         assert (await bot.store.get_escalation(iid))["status"] == "open"
 
@@ -153,14 +153,14 @@ async def test_a_rate_limited_stream_start_posts_the_answer_at_once(tmp_path, sa
     import time
 
     async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS, stream_answers=True) as bot:
-        responder = bot.app.supportbot.responder
+        responder = bot.state.responder
         responder.pipeline = StreamingPipeline(responder.pipeline)
         bot.emu.inject("chat.startStream", status=429, retry_after=30, times=5)
         mention = app_mention_event(ANSWERABLE)
         bot.emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
         started = time.monotonic()
         await bot.event(mention)
-        await bot.app.supportbot.tasks.drain(timeout=25)
+        await bot.state.tasks.drain(timeout=25)
         assert time.monotonic() - started < 25  # not 30 s per Retry-After
         [shown] = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
         assert "context_actions" in json.dumps(shown.get("blocks")) and "ratelimited" in alerts_text(bot.emu)

@@ -216,7 +216,7 @@ async def test_claim_and_resolve_only_from_the_escalation_channel(slack_bot_e2e)
     iid = (await bot.interaction())["interaction_id"]
     await bot.click(block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0RANDOM", channel="C0ELSEWHERE"))
     await bot.click(block_actions_payload(blocks.RESOLVE_ACTION, iid, user="U0RANDOM", channel="C0ELSEWHERE"))
-    await bot.app.supportbot.tasks.drain(timeout=20)
+    await bot.state.tasks.drain(timeout=20)
     assert (await bot.store.get_escalation(iid))["status"] == "open"
     assert bot.emu.calls_to("views.open") == [] and bot.emu.calls_to("chat.update") == []
 
@@ -227,10 +227,10 @@ async def test_claim_and_resolve_only_by_the_oncall_group_when_configured(tmp_pa
         await bot.emu.wait_for("chat.postMessage", 2, timeout=30)
         iid = (await bot.interaction())["interaction_id"]
         await bot.click(block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0NOTONCALL", channel=ESCALATION_CHANNEL))
-        await bot.app.supportbot.tasks.drain(timeout=20)
+        await bot.state.tasks.drain(timeout=20)
         assert (await bot.store.get_escalation(iid))["status"] == "open"
         await bot.click(block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL))
-        await bot.app.supportbot.tasks.drain(timeout=20)
+        await bot.state.tasks.drain(timeout=20)
         assert (await bot.store.get_escalation(iid))["claimed_by"] == "U0ONCALL"
 
 
@@ -247,9 +247,9 @@ async def test_a_second_resolve_does_not_relay_or_overwrite_and_claim_does_not_r
 
     for text, user in (("The first answer.", "U0ONCALL"), ("A second answer.", "U0OTHER")):
         await bot.post(interactive_body(submit(text, user)), "application/x-www-form-urlencoded")
-        await bot.app.supportbot.tasks.drain(timeout=20)
+        await bot.state.tasks.drain(timeout=20)
     await bot.click(block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0LATE", channel=ESCALATION_CHANNEL))
-    await bot.app.supportbot.tasks.drain(timeout=20)
+    await bot.state.tasks.drain(timeout=20)
     relayed = [c for c in bot.posts_in(CHANNEL_ID, mention["ts"]) if "answer." in json.dumps(c.args.get("blocks"))]
     assert len(relayed) == 1 and "The first answer." in json.dumps(relayed[0].args["blocks"])
     row = await bot.store.get_escalation(iid)
@@ -267,7 +267,7 @@ async def test_button_values_naming_another_channels_or_users_interaction_are_re
     other = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, user="U0MALLORY", message_ts=reply.response["ts"],
                                   thread_ts=reply.args["thread_ts"])
     await bot.click(other)
-    await bot.app.supportbot.tasks.drain(timeout=20)
+    await bot.state.tasks.drain(timeout=20)
     assert [r for r in bot.store.feedback() if r["interaction_id"] == iid] == []
     assert bot.posts_in(ESCALATION_CHANNEL) == []
 
@@ -279,7 +279,7 @@ async def test_slack_connect_users_from_another_organisation_are_dropped(tmp_pat
         status, _, _ = await bot.post(json_body(event_callback(guest)), "application/json")
         click = block_actions_payload(blocks.ASK_HUMAN_ACTION, "i-x", user="U0GUEST", team_id="T0OTHERORG")
         await bot.click(click)
-        await bot.app.supportbot.tasks.drain(timeout=20)
+        await bot.state.tasks.drain(timeout=20)
         assert status == 200 and bot.emu.calls_to("chat.postMessage") == []
         member = app_mention_event(ANSWERABLE)
         member["user_team"] = TEAM_ID
@@ -288,7 +288,7 @@ async def test_slack_connect_users_from_another_organisation_are_dropped(tmp_pat
 
 async def test_kb_status_acks_before_reading_the_index(slack_bot_e2e):
     bot = slack_bot_e2e
-    index = bot.app.supportbot.index
+    index = bot.state.index
 
     def slow_stats():
         time.sleep(4)  # longer than Slack's 3-second ack window
@@ -349,7 +349,7 @@ async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_reco
     up = next(e for e in reply.args["blocks"][-1]["elements"] if e["action_id"] == blocks.FEEDBACK_UP_ACTION)
     await bot.click(block_actions_payload(blocks.FEEDBACK_UP_ACTION, up["value"], message_ts=reply.response["ts"],
                                           thread_ts=reply.args["thread_ts"]))
-    await bot.app.supportbot.tasks.drain(timeout=20)
+    await bot.state.tasks.drain(timeout=20)
     assert [r["rating"] for r in bot.store.feedback() if r["interaction_id"] == iid] == ["up"]
     _, second, _ = await answered(bot, "How do I rotate an API key?")  # no second refused attempt
     assert "context_actions" not in json.dumps(second.args["blocks"]) and second.response["ok"]

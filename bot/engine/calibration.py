@@ -33,13 +33,20 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from bot.engine import confidence
 from bot.engine.probes import PROBES_VERSION, Probe, Section, make_probes, sections_from_chunks
 from bot.engine.terms import TermStats
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bot.settings import Settings
+    from knowledge.index import KnowledgeIndex
+    from knowledge.search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +213,7 @@ def _kept(values: dict[str, Any]) -> dict[str, float]:
     return {name: float(values.get(name, 0.0)) for name in KEPT_SIGNALS}
 
 
-def score_probe(searcher, probe: Probe, section: Section, vector, stats: TermStats | None, k: int,
+def score_probe(searcher: Searcher, probe: Probe, section: Section, vector: np.ndarray, stats: TermStats | None, k: int,
                 per_doc: int) -> ScoredProbe:
     """One candidate retrieval through the serving path, fused with and without the probe's section,
     and the judge's signals for each (sync: run in a thread)."""
@@ -214,7 +221,7 @@ def score_probe(searcher, probe: Probe, section: Section, vector, stats: TermSta
 
     found_hits, masked_hits = searcher.search_masked(probe.question, vector, k, per_doc=per_doc,
                                                      masked=set(section.chunk_ids))
-    signals = {}
+    signals: dict[str, dict[str, float]] = {}
     for name, hits in (("answerable", found_hits), ("masked", masked_hits)):
         chunks = [to_retrieved(hit) for hit in hits]
         signals[name] = _kept(confidence.signals(probe.question, chunks, stats=stats))
@@ -222,12 +229,12 @@ def score_probe(searcher, probe: Probe, section: Section, vector, stats: TermSta
     return ScoredProbe(section_key=probe.section_key, kind=probe.kind, question=probe.question, found=found, **signals)
 
 
-def read_sections(index) -> list[Section]:
+def read_sections(index: KnowledgeIndex) -> list[Section]:
     table = index.table.to_lance().to_table(columns=["chunk_id", "doc_id", "title", "heading", "text", "position"])
     return sections_from_chunks(table.to_pylist())
 
 
-def calibrate_sync(index, searcher, stats: TermStats | None, *, version: int, previous: Calibration | None,
+def calibrate_sync(index: KnowledgeIndex, searcher: Searcher, stats: TermStats | None, *, version: int, previous: Calibration | None,
                    k: int, per_doc: int, limit: int = PROBE_LIMIT) -> Calibration | None:
     started = time.perf_counter()
     sections = read_sections(index)
@@ -254,10 +261,10 @@ class IndexCalibrator:
     """Called by `KnowledgeIndex.refresh` after each write (knowledge/ only sees its Protocol).
     Returns the calibration's summary for the refresh report, or None when there was too little to go on."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def __call__(self, index, version: int) -> dict[str, Any] | None:
+    async def __call__(self, index: KnowledgeIndex, version: int) -> dict[str, Any] | None:
         from bot.engine.pipeline import load_term_stats
         from knowledge.search import Searcher
 
@@ -278,12 +285,12 @@ def summary_json(summary: dict[str, Any] | None) -> str:
     return json.dumps(summary or {}, sort_keys=True)
 
 
-def calibrator_for(settings) -> IndexCalibrator | None:
+def calibrator_for(settings: Settings) -> IndexCalibrator | None:
     """The `after_write` hook every refresh path passes (CLI, Slack, schedule, evals, benchmarks)."""
     return IndexCalibrator(settings) if getattr(settings, "self_calibration", True) else None
 
 
-async def ensure_calibrated(index, settings) -> dict[str, Any] | None:
+async def ensure_calibrated(index: KnowledgeIndex, settings: Settings) -> dict[str, Any] | None:
     """The calibration of the version being served, made now if it is missing (an index built
     before calibration existed, or with it switched off); its summary, or None."""
     version = await asyncio.to_thread(index.serving_version)
@@ -294,7 +301,7 @@ async def ensure_calibrated(index, settings) -> dict[str, Any] | None:
     return await calibrator(index, version) if calibrator is not None else None
 
 
-def index_status(index) -> dict[str, Any]:
+def index_status(index: KnowledgeIndex) -> dict[str, Any]:
     """The index's stats plus the calibration in force (`status`, `/kb-status`)."""
     stats = index.stats()
     if stats.get("exists"):

@@ -27,6 +27,7 @@ from bot.engine.draft import Draft, GenerationError, OnDelta
 from bot.engine.pricing import price_for, usage_from_api
 from bot.engine.types import Question, RetrievedChunk, Turn
 from bot.engine.verdict import TAG_START, CitationCheck, Verdict, split_tag, tag_start, verify_citations
+from bot.settings import Settings
 from knowledge.text import strip_markers
 
 NO_ANSWER = "NO_ANSWER"
@@ -86,7 +87,9 @@ def build_messages(question: str, chunks: Sequence[RetrievedChunk], history: Seq
     return [*messages, {"role": "user", "content": content}]
 
 
-def request_params(settings, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()) -> dict:
+def request_params(
+    settings: Settings, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()
+) -> dict[str, Any]:
     return {
         "model": settings.anthropic_model,
         "max_tokens": settings.anthropic_max_tokens,
@@ -206,7 +209,7 @@ class ClaudeAnswerer:
 
     name = "claude"
 
-    def __init__(self, settings, client: anthropic.AsyncAnthropic | None = None) -> None:
+    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic | None = None) -> None:
         self.settings = settings
         self.client = client or anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,

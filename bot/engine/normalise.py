@@ -2,6 +2,10 @@
 
 Slack sends mentions, channels and links in angle-bracket markup and escapes `&`, `<` and `>`;
 left as is, `<@U123>` pollutes retrieval and `&amp;` never matches the knowledge.
+
+Decoded once, at the Slack edge (`bot/slack`: the question and its thread history); the engine takes
+the result as plain text and never decodes it again. So what a person typed stays what they typed:
+a typed `<!here>` arrives as `&lt;!here&gt;` and is read as the text `<!here>`, not as a ping.
 """
 
 from __future__ import annotations
@@ -42,14 +46,16 @@ def _link(match: re.Match[str]) -> str:
 
 
 def normalise_slack(text: str) -> str:
-    """Slack mrkdwn markup to plain text: the bot mention at the start goes, the rest is spelled out."""
-    # Unescape first: a mention typed as text arrives as "&lt;@U1&gt;" and must not survive as raw markup.
-    text = html.unescape(text or "")
-    text = LEADING_MENTIONS.sub("", text)
+    """Slack mrkdwn markup to plain text: the bot mention at the start goes, the rest is spelled out.
+
+    Markup first, entities last: only Slack's own `<...>` is markup, and typed text (escaped by Slack)
+    is decoded back to the characters typed, in one pass. Not idempotent by design: call it once."""
+    text = LEADING_MENTIONS.sub("", text or "")
     text = MENTION.sub(_mention, text)
     text = CHANNEL.sub(_channel, text)
     text = SPECIAL.sub(_special, text)
     text = LINK.sub(_link, text)
+    text = html.unescape(text)
     lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
     return "\n".join(lines).strip()
 

@@ -1,4 +1,4 @@
-"""A Question in, an Answer out: normalise -> retrieve -> generate -> judge -> decide.
+"""A Question (plain text, decoded at the edge) in, an Answer out: check -> retrieve -> generate -> judge -> decide.
 
 The one place that sequences the engine and owns its edges (the index, the Claude client).
 Every Answer carries its timings per stage, tokens, cost, index version and the query used.
@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
 from bot.engine import verdict as claude_verdict
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
-from bot.engine.normalise import has_question, normalise_slack
+from bot.engine.normalise import has_question
 from bot.engine.query import (
     CONTEXT_WEIGHT,
     FUSION_DEPTH,
@@ -37,8 +38,15 @@ from bot.engine.query import (
     wants_human,
 )
 from bot.engine.terms import TermStats
-from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Usage
+from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Turn, Usage
 from knowledge.text import truncate
+
+if TYPE_CHECKING:
+    from bot.engine.rewrite import QueryRewriter
+    from bot.settings import Settings
+    from knowledge.embeddings import Embedder
+    from knowledge.index import KnowledgeIndex
+    from knowledge.search import Searcher, SearchHit, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ class Stopwatch:
         return {**self.stages, "total": round((time.perf_counter() - self.started) * 1000, 2)}
 
 
-def to_retrieved(hit) -> RetrievedChunk:
+def to_retrieved(hit: SearchHit) -> RetrievedChunk:
     """knowledge.search.SearchHit -> the engine's RetrievedChunk (same signals, engine vocabulary)."""
     return RetrievedChunk(
         chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, url=hit.url, doc_url=hit.doc_url,
@@ -91,8 +99,8 @@ def thread_key(question: Question) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings, searcher, *, generator: Generator | None = None,
-                 followup_mode: str = "context", rewriter=None) -> None:
+    def __init__(self, settings: Settings, searcher: Searcher, *, generator: Generator | None = None,
+                 followup_mode: str = "context", rewriter: QueryRewriter | None = None) -> None:
         """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
         fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
         rule-based rewrite), "alone" (the message by itself), "concat" (earlier user turns + message)."""
@@ -108,7 +116,10 @@ class Pipeline:
         self._calibration: tuple[int, calibrations.Calibration | None] | None = None
 
     @classmethod
-    def from_settings(cls, settings, *, index=None, searcher=None, embedder=None) -> Pipeline:
+    def from_settings(
+        cls, settings: Settings, *, index: KnowledgeIndex | None = None, searcher: Searcher | None = None,
+        embedder: Embedder | None = None,
+    ) -> Pipeline:
         """Claude when an API key is configured, else the extractive answerer."""
         if searcher is None:
             from knowledge.index import KnowledgeIndex
@@ -116,7 +127,8 @@ class Pipeline:
 
             index = index or KnowledgeIndex.from_settings(settings, embedder)
             searcher = Searcher.from_settings(settings, index)
-        generator = rewriter = None
+        generator: Generator | None = None
+        rewriter: QueryRewriter | None = None
         if settings.has_anthropic_key:
             from bot.engine.claude import ClaudeAnswerer
             from bot.engine.rewrite import QueryRewriter
@@ -126,8 +138,9 @@ class Pipeline:
 
     async def aclose(self) -> None:
         for part in (self.generator, self.rewriter):
-            if hasattr(part, "aclose"):
-                await part.aclose()
+            aclose = getattr(part, "aclose", None)  # the Claude clients hold connections; extractive holds none
+            if aclose is not None:
+                await aclose()
 
     async def warm_up(self) -> None:
         """Load the embedding model, open the index and count terms before the first question."""
@@ -147,7 +160,7 @@ class Pipeline:
                                [f"internal error ({type(exc).__name__}), handed to a human"], watch)
 
     async def _answer(self, question: Question, on_delta: OnDelta | None, watch: Stopwatch) -> Answer:
-        text = normalise_slack(question.text)
+        text = question.text  # plain text: Slack markup is decoded once, at the Slack edge
         if not has_question(text):
             return self._reply(question, EMPTY_REPLY, Decision.CLARIFY, ["empty question"], watch)
         notes: list[str] = []
@@ -196,7 +209,7 @@ class Pipeline:
             latency_ms=watch.done(), usage=draft.usage + rewrite_usage, signals=values,
         )
 
-    async def retrieve(self, text: str, history, *, thread: str = ""):
+    async def retrieve(self, text: str, history: Sequence[Turn], *, thread: str = "") -> tuple[str, SearchResult, Usage]:
         """(the query the judge reads, the search result, tokens spent) for a message and its thread.
 
         Outside a thread, or in a baseline mode, one search as always. A follow-up in "context"
@@ -244,7 +257,7 @@ class Pipeline:
         log.debug("follow-up dependence %.2f over %d cited pages", weight, len(pages))
         return query, replace(alone, query=query, hits=hits), usage
 
-    def followup_query(self, text: str, history) -> str:
+    def followup_query(self, text: str, history: Sequence[Turn]) -> str:
         """The query of a baseline follow-up mode (the message itself outside a thread)."""
         if self.followup_mode == "alone" or previous_user_question(history, text) is None:
             return text
@@ -253,7 +266,8 @@ class Pipeline:
         return search_query(text, history)
 
     async def _generate(
-        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk], on_delta
+        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk],
+        on_delta: OnDelta | None,
     ) -> Draft:
         """Claude if configured (it reads the thread itself); on any failure the extractive answer,
         marked as a fallback. The extractive answerer picks sentences for the self-contained query."""
@@ -307,7 +321,7 @@ class Pipeline:
         )
 
 
-def load_term_stats(index) -> TermStats:
+def load_term_stats(index: KnowledgeIndex) -> TermStats:
     """Read every chunk's title, heading and text once (column scan, no vectors)."""
     table = index.table.to_lance().to_table(columns=["title", "heading", "text"])
     columns = [table.column(name).to_pylist() for name in ("title", "heading", "text")]

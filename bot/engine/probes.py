@@ -19,6 +19,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.engine.terms import STOPWORDS, TermStats, content_words, term_set, words
 from knowledge.text import split_sentences
@@ -57,9 +58,9 @@ class Probe:
     heading: str
 
 
-def sections_from_chunks(rows: Iterable[dict]) -> list[Section]:
+def sections_from_chunks(rows: Iterable[dict[str, Any]]) -> list[Section]:
     """Group chunk rows (doc_id, title, heading, text, chunk_id, position) into sections."""
-    grouped: dict[tuple[str, str], list[dict]] = {}
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault((row["doc_id"], row.get("heading") or ""), []).append(row)
     sections = []
@@ -74,7 +75,7 @@ def sections_from_chunks(rows: Iterable[dict]) -> list[Section]:
 
 def _sentences(text: str) -> list[str]:
     prose = re.sub(r"```.*?```", " ", text, flags=re.DOTALL)
-    found = []
+    found: list[str] = []
     for line in prose.splitlines():
         line = line.strip(" #>*-|")
         found.extend(split_sentences(line))

@@ -14,8 +14,12 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anthropic
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 from bot.engine.pricing import price_for, usage_from_api
 from bot.engine.types import Turn, Usage
@@ -58,7 +62,7 @@ def clean_rewrite(reply: str) -> str | None:
 class QueryRewriter:
     """Claude (the configured model, one attempt, short timeout) rewriting follow-ups, cached."""
 
-    def __init__(self, settings, client: anthropic.AsyncAnthropic | None = None, *,
+    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic | None = None, *,
                  timeout: float = REWRITE_TIMEOUT, cache_size: int = CACHE_SIZE) -> None:
         self.settings = settings
         self.timeout = timeout

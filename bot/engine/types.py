@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, model_serializer
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 def new_id() -> str:
@@ -30,7 +30,7 @@ class Turn(BaseModel):
     sources: list[str] = Field(default_factory=list)  # urls an assistant turn cited: a prior for follow-ups
 
     @model_serializer(mode="wrap")
-    def _without_empty_sources(self, handler):
+    def _without_empty_sources(self, handler: SerializerFunctionWrapHandler) -> Any:
         """A turn that cited nothing dumps as before ({role, text}): logs and tests keep their shape."""
         data = handler(self)
         if isinstance(data, dict) and not data.get("sources"):

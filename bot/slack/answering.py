@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.normalise import normalise_slack
@@ -30,6 +31,11 @@ from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
+
+if TYPE_CHECKING:
+    from bot.engine.pipeline import Pipeline
+    from bot.settings import Settings
+    from bot.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ SetStatus = Callable[[str], Awaitable[Any]]
 
 
 class Responder:
-    def __init__(self, settings, pipeline, store, escalations: Escalations, limiter: AnswerLimiter,
+    def __init__(self, settings: Settings, pipeline: Pipeline, store: InteractionStore, escalations: Escalations, limiter: AnswerLimiter,
                  metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.alerts = alerts or escalations.alerts
@@ -345,7 +351,7 @@ class AnswerStream:
         )
         self.ask = ask
         self.sanitizer = blocks.StreamSanitizer()
-        self._stream = None
+        self._stream: AsyncChatStream | None = None
         self.errors: list[str] = []
         self.touched = False  # the engine streamed something (so the reply is this stream's job)
 
@@ -379,9 +385,12 @@ class AnswerStream:
 
     async def _stop(self, footers: list[list[dict[str, Any]]], *, text: str | None) -> bool:
         """chat.stopStream with each footer in turn until one is accepted."""
+        stream = self._stream
+        if stream is None:
+            return False
         for footer in footers:
             try:
-                await self._stream.stop(markdown_text=text, blocks=footer or None)
+                await stream.stop(markdown_text=text, blocks=footer or None)
                 return True
             except Exception as exc:  # noqa: BLE001
                 code = error_code(exc)
@@ -389,7 +398,7 @@ class AnswerStream:
                 self.errors.append(f"{'stopStream' if self.ts else 'stream'}: {code}")
                 if code.split(" ")[0] not in CONTENT_ERRORS:
                     return False  # not the footer's fault: the whole answer is posted another way
-                text = None if self._stream.ts else text  # the SDK flushed what it had before failing
+                text = None if stream.ts else text  # the SDK flushed what it had before failing
         return False
 
     async def close(self) -> str | None:

@@ -5,6 +5,10 @@ HTTP mode serves `/slack/events` (events, commands and interactivity share the U
 embedding model loaded, data directory writable) and `/metrics`; Socket Mode dials out instead, for
 development and locked-down networks. Every Slack client the bot makes talks to
 `settings.slack_api_url`, so an emulator can stand in for Slack.
+
+`create_app` returns the bot's state (`SupportBot`, whose `app` is the bolt app). `serve` runs a
+built bot with the background jobs it is given: the CLI builds the weekly eval scheduler and passes
+it in, so the Slack server knows nothing of `evals/`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -31,15 +35,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.observability import Metrics, render, request_context, watch_event_loop
-from bot.slack.answering import Responder
-from bot.slack.delivery import Alerts
-from bot.slack.escalation import Escalations
+from bot.observability import render, request_context, watch_event_loop
 from bot.slack.listeners import Listeners
-from bot.slack.ratelimit import AnswerLimiter
-from bot.slack.tasks import BackgroundTasks
+from bot.slack.state import SupportBot
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
     from bot.engine.pipeline import Pipeline
     from bot.settings import Settings
     from bot.store import InteractionStore
@@ -62,35 +65,19 @@ class ConfigurationError(RuntimeError):
     """The bot cannot start safely with these settings."""
 
 
-@dataclass
-class SupportBot:
-    """Everything the listeners share: settings, the engine, the logs, and the work in flight."""
+class BackgroundJob(Protocol):
+    """A process-level job `serve` starts after the bot and stops before it drains (the weekly eval)."""
 
-    settings: "Settings"
-    pipeline: "Pipeline"
-    store: "InteractionStore"
-    index: "KnowledgeIndex"
-    client: AsyncWebClient
-    metrics: Metrics = field(default_factory=Metrics)
-    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
-    responder: Responder = field(init=False)
-    escalations: Escalations = field(init=False)
-    alerts: Alerts = field(init=False)
-    accepting: bool = True  # False once shutdown began: new events get 503 so Slack redelivers them later
-    signing_secret: str | None = None  # set in HTTP mode: requests are verified before anything is parsed
+    def start(self) -> object: ...
 
-    def __post_init__(self) -> None:
-        self.alerts = Alerts(self.settings)
-        self.escalations = Escalations(self.settings, self.store, self.metrics, self.alerts)
-        self.responder = Responder(self.settings, self.pipeline, self.store, self.escalations,
-                                   AnswerLimiter.from_settings(self.settings), self.metrics, self.alerts)
+    async def stop(self) -> None: ...
 
 
-def secret(value) -> str | None:
+def secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None and value.get_secret_value() else None
 
 
-def create_web_client(settings, token: str | None = None) -> AsyncWebClient:
+def create_web_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
     """A Web API client on `settings.slack_api_url` that waits out 429s (Retry-After) and retries
     connection errors and HTTP 500/503 (slack_sdk retries neither 5xx by default)."""
     base_url = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
@@ -101,7 +88,7 @@ def create_web_client(settings, token: str | None = None) -> AsyncWebClient:
     )
 
 
-def check_settings(settings, *, socket_mode: bool = False) -> None:
+def check_settings(settings: Settings, *, socket_mode: bool = False) -> None:
     """Refuse to start on settings that cannot work or are unsafe; called before anything heavy loads."""
     if not secret(settings.slack_bot_token):
         raise ConfigurationError("SLACK_BOT_TOKEN is not set")
@@ -111,8 +98,10 @@ def check_settings(settings, *, socket_mode: bool = False) -> None:
         raise ConfigurationError("SLACK_SIGNING_SECRET is required in production (SUPPORTBOT_PRODUCTION=true)")
 
 
-def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -> AsyncApp:
-    """The bolt app with every listener registered; `app.supportbot` holds the shared state."""
+def create_app(
+    settings: Settings, pipeline: Pipeline, store: InteractionStore, index: KnowledgeIndex, *, socket_mode: bool = False
+) -> SupportBot:
+    """The bolt app (`.app` of the result) with every listener registered, and the state they share."""
     check_settings(settings, socket_mode=socket_mode)
     token = secret(settings.slack_bot_token)
     signing_secret = secret(settings.slack_signing_secret)
@@ -129,14 +118,13 @@ def create_app(settings, pipeline, store, index, *, socket_mode: bool = False) -
         # *at that moment* onto its loggers (including "supportbot"), freezing them at it.
         logger=logging.getLogger("bot.slack.bolt"),
     )
-    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, client=client,
-                     signing_secret=signing_secret if signing_secret and not socket_mode else None)
+    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, app=app, client=client,
+                     socket_mode=socket_mode, signing_secret=signing_secret if signing_secret and not socket_mode else None)
     Listeners(bot).register(app)
-    app.supportbot = bot
-    return app
+    return bot
 
 
-def signature_problem(signing_secret: str, raw: bytes, headers) -> str | None:
+def signature_problem(signing_secret: str, raw: bytes, headers: Any) -> str | None:
     """None if Slack signed this body within the last 5 minutes; otherwise why not. Checked on
     the raw bytes, before parsing: a forged request must not reach any parser."""
     timestamp = headers.get("X-Slack-Request-Timestamp") or ""
@@ -169,7 +157,7 @@ def data_dir_problem(data_dir: Path) -> str | None:
     return None
 
 
-def index_problem(index) -> str | None:
+def index_problem(index: KnowledgeIndex) -> str | None:
     """None once the knowledge index table is open (opening it if it exists)."""
     try:
         index.table  # noqa: B018 (opens and caches the table; IndexNotReady when there is none)
@@ -178,11 +166,11 @@ def index_problem(index) -> str | None:
     return None
 
 
-async def in_thread(check, *args) -> str | None:
+async def in_thread(check: Callable[..., str | None], *args: Any) -> str | None:
     """Run a blocking probe off the event loop, bounded in time."""
     try:
         return await asyncio.wait_for(asyncio.to_thread(check, *args), PROBE_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return f"{check.__name__} timed out after {PROBE_TIMEOUT_SECONDS:g} s"
 
 
@@ -201,7 +189,7 @@ async def warm_up(bot: SupportBot) -> None:
 
 
 def create_web_app(
-    app: AsyncApp, *, warm: bool = False, max_request_bytes: int = MAX_REQUEST_BYTES, events: bool = True
+    bot: SupportBot, *, warm: bool = False, max_request_bytes: int = MAX_REQUEST_BYTES, events: bool = True
 ) -> web.Application:
     """HTTP mode: Slack posts to `/slack/events`; `/healthz` (liveness) and `/readyz` (readiness)
     for orchestrators, `/metrics` for Prometheus. `warm=True` loads the model in the background.
@@ -213,7 +201,7 @@ def create_web_app(
     someone, while the process itself keeps running and explaining instead of crash-looping.
     /readyz: 503 until the index is open and the embedding model loaded, naming what is missing.
     """
-    bot: SupportBot = app.supportbot
+    app = bot.app
 
     async def slack_events(request: web.Request) -> web.Response:
         received = time.perf_counter()
@@ -240,7 +228,7 @@ def create_web_app(
 
     async def healthz(_request: web.Request) -> web.Response:
         problem = await in_thread(data_dir_problem, bot.settings.data_dir)
-        body = {"ok": problem is None, "tasks_in_flight": len(bot.tasks)}
+        body: dict[str, Any] = {"ok": problem is None, "tasks_in_flight": len(bot.tasks)}
         if problem:
             log.error("health check failed: %s", problem)
             body["error"] = problem
@@ -258,11 +246,11 @@ def create_web_app(
         return web.json_response(body, status=503 if not_ready else 200)
 
     async def metrics(_request: web.Request) -> web.Response:
-        body, content_type = render(app.supportbot.metrics)
+        body, content_type = render(bot.metrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     # Process-level chores live outside `bot.tasks`, whose drain() waits for the work of events.
-    chores: list[asyncio.Task] = []
+    chores: list[asyncio.Task[Any]] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start_background_work(_web_app: web.Application) -> None:
@@ -314,18 +302,17 @@ async def shutdown(bot: SupportBot, timeout: float) -> int:
     return unfinished
 
 
-def create_socket_mode_handler(app: AsyncApp, settings):
+def create_socket_mode_handler(bot: SupportBot) -> AsyncSocketModeHandler:
     """Socket Mode: bolt's aiohttp client, reusing the app's Web API client (same base URL)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-    check_settings(settings, socket_mode=True)
-    return AsyncSocketModeHandler(app, app_token=secret(settings.slack_app_token), web_client=app.client)
+    check_settings(bot.settings, socket_mode=True)
+    return AsyncSocketModeHandler(bot.app, app_token=secret(bot.settings.slack_app_token), web_client=bot.client)
 
 
-async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", port: int = 3000) -> None:
-    """Run the bot until cancelled or sent SIGTERM/SIGINT (what `docker stop` and Ctrl-C send):
-    then it stops accepting events, drains in-flight answers (`SUPPORTBOT_SHUTDOWN_DRAIN_SECONDS`),
-    records what is unfinished, and exits; the next start answers those."""
+def build_bot(settings: Settings, *, socket_mode: bool = False) -> SupportBot:
+    """The production bot: the index, pipeline and logs of `settings.data_dir` (checked first, so
+    bad settings fail before the model loads). Called inside the event loop that will serve it."""
     check_settings(settings, socket_mode=socket_mode)
     from bot.engine.pipeline import Pipeline
     from bot.store import InteractionStore
@@ -334,13 +321,23 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
     index = KnowledgeIndex.from_settings(settings)
     pipeline = Pipeline.from_settings(settings, index=index)
     store = InteractionStore.from_settings(settings)
-    app = create_app(settings, pipeline, store, index, socket_mode=socket_mode)
-    weekly = weekly_scheduler(app, settings, store=store, pipeline=pipeline, embedder=index.embedder)
-    weekly.start()
+    return create_app(settings, pipeline, store, index, socket_mode=socket_mode)
+
+
+async def serve(
+    bot: SupportBot, *, host: str = "0.0.0.0", port: int = 3000, background: Sequence[BackgroundJob] = ()
+) -> None:
+    """Run the bot until cancelled or sent SIGTERM/SIGINT (what `docker stop` and Ctrl-C send):
+    then it stops accepting events, drains in-flight answers (`SUPPORTBOT_SHUTDOWN_DRAIN_SECONDS`),
+    records what is unfinished, and exits; the next start answers those. `background` jobs run
+    alongside and are stopped first."""
+    socket_mode = bot.socket_mode
+    for job in background:
+        job.start()
     # Both modes serve /healthz, /readyz and /metrics on the port (the container's HEALTHCHECK needs them).
-    runner = web.AppRunner(create_web_app(app, warm=True, events=not socket_mode), access_log=None)
+    runner = web.AppRunner(create_web_app(bot, warm=True, events=not socket_mode), access_log=None)
     await runner.setup()
-    handler = create_socket_mode_handler(app, settings) if socket_mode else None
+    handler = create_socket_mode_handler(bot) if socket_mode else None
     try:
         await web.TCPSite(runner, host, port).start()
         if handler is not None:
@@ -358,28 +355,26 @@ async def serve(settings, *, socket_mode: bool = False, host: str = "0.0.0.0", p
         await stop.wait()
         log.info("supportbot: shutdown requested; draining in-flight answers")
     finally:
-        app.supportbot.accepting = False
+        bot.accepting = False
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 asyncio.get_running_loop().remove_signal_handler(signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
-        await weekly.stop()
+        for job in background:
+            await job.stop()
         if handler is not None:
             await handler.close_async()  # no new Socket Mode events
         await runner.cleanup()  # drains and records unfinished (stop_background_work)
 
 
-def weekly_scheduler(app: AsyncApp, settings, **job_options):
-    """The weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true); its digest goes to the report channel."""
-    from evals.weekly import WeeklyScheduler
+def digest_poster(client: AsyncWebClient, channel: str | None) -> Callable[[str], Awaitable[None]]:
+    """Posts the weekly eval digest to the report channel (only a warning when none is configured)."""
 
     async def post_digest(digest: str) -> None:
-        if not settings.eval_report_channel:
+        if not channel:
             log.warning("weekly eval digest not posted: SUPPORTBOT_EVAL_REPORT_CHANNEL is not set")
             return
-        await app.client.chat_postMessage(
-            channel=settings.eval_report_channel, text=digest, unfurl_links=False, unfurl_media=False
-        )
+        await client.chat_postMessage(channel=channel, text=digest, unfurl_links=False, unfurl_media=False)
 
-    return WeeklyScheduler(settings, post_digest=post_digest, **job_options)
+    return post_digest

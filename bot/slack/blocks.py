@@ -75,7 +75,7 @@ def escape(text: str) -> str:
 
 def safe_url(url: str | None) -> bool:
     """Only web and mail links: `javascript:`, `data:`, `file://` and server paths never become links."""
-    return bool(url) and url.strip().lower().startswith(LINK_SCHEMES)
+    return url is not None and url.strip().lower().startswith(LINK_SCHEMES)
 
 
 def link(url: str, label: str) -> str:
@@ -264,7 +264,8 @@ def sources_block(citations: Iterable[Citation], limit: int = SECTION_LIMIT) -> 
 
 def fit_lines(title: str, lines: list[str], limit: int) -> str:
     """`title` and as many whole lines as fit in `limit` characters; the rest are counted, not cut."""
-    kept, size = [], len(title)
+    kept: list[str] = []
+    size = len(title)
     for index, line in enumerate(lines):
         more = f"\n…and {len(lines) - index} more" if index < len(lines) else ""
         if size + 1 + len(line) + (len(more) if index < len(lines) - 1 else 0) > limit:

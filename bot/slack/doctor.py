@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
 # Scopes the running bot needs (bot/slack calls these methods; see slack-manifest.yml for why).
@@ -83,7 +86,7 @@ async def membership(client: AsyncWebClient, channel: str) -> tuple[bool | None,
         return False, code or "error"
 
 
-async def run_checks(settings, client: AsyncWebClient, manifest: set[str] | None = None) -> list[Check]:
+async def run_checks(settings: Settings, client: AsyncWebClient, manifest: set[str] | None = None) -> list[Check]:
     """Every check, in order; stops after the token check if the token does not work."""
     checks: list[Check] = []
     try:

@@ -14,7 +14,7 @@ move the row one way (open -> claimed -> resolved; resolved is final).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,6 +25,10 @@ from bot.slack import blocks
 from bot.slack.delivery import Alerts, deliver
 from bot.slack.ttlcache import TTLSet
 from bot.store import EscalationConflict
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from bot.store import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ def status_line(escalation: dict[str, Any]) -> str | None:
 
 
 class Escalations:
-    def __init__(self, settings, store, metrics: Metrics, alerts: Alerts | None = None) -> None:
+    def __init__(self, settings: Settings, store: InteractionStore, metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics

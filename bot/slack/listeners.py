@@ -31,7 +31,7 @@ from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_
 from bot.slack.ttlcache import TTLSet
 
 if TYPE_CHECKING:
-    from bot.slack.app import SupportBot
+    from bot.slack.state import SupportBot
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,8 @@ class Listeners:
         await self.escalations.open_resolve_modal(client, action["value"], body["trigger_id"])
 
     async def on_resolve_submitted(self, ack, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
-        value = (view["state"]["values"].get(blocks.RESOLVE_BLOCK, {}).get(blocks.RESOLVE_INPUT, {}) or {}).get("value")
-        if not (value or "").strip():
+        value = (view["state"]["values"].get(blocks.RESOLVE_BLOCK, {}).get(blocks.RESOLVE_INPUT, {}) or {}).get("value") or ""
+        if not value.strip():
             await ack(response_action="errors", errors={blocks.RESOLVE_BLOCK: "Write the answer for the asker."})
             return
         await ack()
@@ -411,7 +411,7 @@ def actor_team(body: dict[str, Any]) -> str | None:
     workspace (`context.team_id`): `user_team` on events, `user.team_id` on clicks and modals,
     `user_team_id`/`actor_team_id` where Slack sends them."""
     event = body.get("event") or {}
-    user = body.get("user") if isinstance(body.get("user"), dict) else {}
+    user: dict[str, Any] = body["user"] if isinstance(body.get("user"), dict) else {}
     for value in (event.get("user_team"), body.get("actor_team_id"), user.get("team_id"), body.get("user_team_id")):
         if value:
             return value
@@ -422,5 +422,5 @@ def clicked_in(body: dict[str, Any]) -> tuple[str, str | None]:
     """The channel and thread of the message whose button was clicked."""
     container = body.get("container") or {}
     message = body.get("message") or {}
-    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id") or ""  # a click always has one
     return channel, message.get("thread_ts") or container.get("thread_ts")

@@ -11,6 +11,10 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 
 class AnswerLimiter:
@@ -23,7 +27,7 @@ class AnswerLimiter:
         self._starts: dict[str, deque[float]] = defaultdict(deque)
 
     @classmethod
-    def from_settings(cls, settings) -> AnswerLimiter:
+    def from_settings(cls, settings: Settings) -> AnswerLimiter:
         return cls(settings.user_rate_per_minute, settings.global_concurrency)
 
     def _reserve(self, user: str) -> float:
