@@ -147,3 +147,21 @@ def test_a_calibration_made_under_other_constants_is_refitted_on_load(tmp_path, 
     after = calibration.load(tmp_path, 4)
     assert after.fingerprint != before.fingerprint and after.raw_escalate > before.raw_escalate
     assert after.pairs == before.pairs and calibration.load(tmp_path, 5) is None
+
+
+async def test_a_version_served_before_its_calibration_is_written_picks_it_up_later(tmp_path, monkeypatch, settings):
+    """A refresh commits its version, then calibrates it: a question in between must not pin the raw score."""
+    from types import SimpleNamespace
+
+    from bot.engine import pipeline as pipeline_module
+    from bot.engine.pipeline import Pipeline
+
+    index = SimpleNamespace(index_dir=tmp_path, serving_version=lambda: 6)
+    pipeline = Pipeline(settings, SimpleNamespace(index=index))
+    assert await pipeline.calibration(6) is None  # asked before the calibration exists
+    calibration.save(tmp_path, Calibration(index_version=6, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8,
+                                           probes=[]))
+    assert await pipeline.calibration(6) is None  # a miss is not looked at again on every question...
+    monkeypatch.setattr(pipeline_module, "CALIBRATION_RETRY_SECONDS", 0.0)
+    found = await pipeline.calibration(6)  # ...but once the retry interval has passed
+    assert found is not None and found.index_version == 6

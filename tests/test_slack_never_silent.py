@@ -164,3 +164,22 @@ async def test_a_rate_limited_stream_start_posts_the_answer_at_once(tmp_path, sa
         assert time.monotonic() - started < 25  # not 30 s per Retry-After
         [shown] = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
         assert "context_actions" in json.dumps(shown.get("blocks")) and "ratelimited" in alerts_text(bot.emu)
+
+
+async def test_a_failure_outside_the_pipeline_still_tells_the_asker_and_the_admins(tmp_path, sample_settings,
+                                                                                     engine_parts):
+    """A bug or transport error around the engine (not a Slack error code): an apology in the thread,
+    an alert naming it, and the question closed as done."""
+    async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS) as bot:
+        responder = bot.state.responder
+
+        async def broken(*_args, **_kwargs):
+            raise ConnectionResetError("peer went away")
+
+        responder._respond = broken
+        mention = app_mention_event(ANSWERABLE)
+        await bot.event(mention)
+        await bot.state.tasks.drain(timeout=60)
+        seen = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
+        assert len(seen) == 1 and "Sorry, something went wrong" in seen[0]["text"]
+        assert "error (ConnectionResetError)" in alerts_text(bot.emu)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import time
@@ -120,7 +119,7 @@ class Calibration(BaseModel):
 def describe(summary: dict[str, Any] | None) -> str:
     """One line for people: which calibration is in force and how good it is."""
     if not summary:
-        return ("not calibrated (fewer than 30 usable sections, or an index from before calibration: "
+        return (f"not calibrated (fewer than {MIN_PROBES} usable sections, or an index from before calibration: "
                 "`supportbot calibrate`); fixed thresholds on the raw score")
     auroc = summary.get("separation_auroc")
     return (f"calibrated on index v{summary['index_version']}: {summary['pairs']} probe pairs, "
@@ -281,13 +280,9 @@ class IndexCalibrator:
         return calibration.summary()
 
 
-def summary_json(summary: dict[str, Any] | None) -> str:
-    return json.dumps(summary or {}, sort_keys=True)
-
-
 def calibrator_for(settings: Settings) -> IndexCalibrator | None:
     """The `after_write` hook every refresh path passes (CLI, Slack, schedule, evals, benchmarks)."""
-    return IndexCalibrator(settings) if getattr(settings, "self_calibration", True) else None
+    return IndexCalibrator(settings) if settings.self_calibration else None
 
 
 async def ensure_calibrated(index: KnowledgeIndex, settings: Settings) -> dict[str, Any] | None:

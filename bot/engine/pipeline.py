@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CALIBRATION_RETRY_SECONDS = 30.0  # how long a version found without its calibration is served raw before a re-look
+
 EMPTY_REPLY = (
     "Hi! I didn't find a question in your message. Ask me anything about the product, "
     "for example _How do I refund a payment?_, and I'll look it up in the docs."
@@ -113,7 +115,7 @@ class Pipeline:
         self.generator = generator  # None: the extractive answerer is the generator
         self.extractive = ExtractiveAnswerer()
         self._term_stats: tuple[int, TermStats] | None = None
-        self._calibration: tuple[int, calibrations.Calibration | None] | None = None
+        self._calibration: tuple[int, calibrations.Calibration | None, float] | None = None
 
     @classmethod
     def from_settings(
@@ -299,9 +301,12 @@ class Pipeline:
     async def calibration(self, version: int) -> calibrations.Calibration | None:
         """The self-calibration of the refresh being served (reloaded when the index version
         changes, so a rollback brings back its own); None when off, missing or unreadable."""
-        if not getattr(self.settings, "self_calibration", True):
+        if not self.settings.self_calibration:
             return None
-        if self._calibration is None or self._calibration[0] != version:
+        cached = self._calibration
+        stale_miss = cached is not None and cached[1] is None and time.monotonic() - cached[2] > CALIBRATION_RETRY_SECONDS
+        if cached is None or cached[0] != version or stale_miss:
+            # A miss is looked at again later: a refresh commits its version before it calibrates it.
             index = self.searcher.index
             try:
                 serving = await asyncio.to_thread(index.serving_version)
@@ -309,7 +314,7 @@ class Pipeline:
             except Exception as exc:  # the raw score with fixed thresholds is the fallback
                 log.warning("calibration unavailable: %s", exc)
                 found = None
-            self._calibration = (version, found)
+            self._calibration = (version, found, time.monotonic())
         return self._calibration[1]
 
     def _reply(self, question: Question, text: str, decision: Decision, reasons: list[str], watch: Stopwatch,

@@ -148,6 +148,11 @@ class Responder:
         self.in_flight[key] = ask
         try:
             answer = await self._respond(client, ask, set_status)
+        except Exception as exc:  # anything before or around the pipeline: never silence, always an alert
+            log.exception("answering %s/%s failed", ask.channel, ask.message_ts)
+            await self.alerts.alert(client, f"answering {ask.channel}/{ask.message_ts} failed", [error_code(exc)])
+            await self.post_notice(client, ask, SORRY_TEXT)
+            answer = None
         finally:
             self.in_flight.pop(key, None)
         await self._mark(ask, "done")
@@ -296,8 +301,8 @@ class Responder:
         if messages is None:
             try:
                 messages = await read_thread(client, ask.channel, ask.thread_ts)
-            except SlackApiError as exc:
-                log.warning("no thread history for %s/%s: %s", ask.channel, ask.thread_ts, exc.response.get("error"))
+            except Exception as exc:  # noqa: BLE001 (history is optional: the question alone is still answered)
+                log.warning("no thread history for %s/%s: %s", ask.channel, ask.thread_ts, error_code(exc))
                 return []
         return thread_history(messages, before_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
 
