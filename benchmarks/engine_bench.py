@@ -35,14 +35,14 @@ def offline_settings(data_dir: Path, source: str) -> Settings:
 
 
 async def indexed_pipeline(data_dir: Path, source: str, *, embedder=None) -> Pipeline:
-    from bot.engine.calibration import calibrator_for, ensure_calibrated
+    from bot.engine.calibration import refresh_calibrated
     from knowledge.index import KnowledgeIndex
 
     settings = offline_settings(data_dir, source)
     index = KnowledgeIndex.from_settings(settings, embedder)
-    report = await index.refresh([source], after_write=calibrator_for(settings))
+    report = await refresh_calibrated(index, [source], settings)
     print(f"refresh {source}: {report.summary}", file=sys.stderr)
-    print(f"calibration: {await ensure_calibrated(index, settings)}", file=sys.stderr)
+    print(f"calibration: {report.calibration}", file=sys.stderr)
     pipeline = Pipeline.from_settings(settings, index=index)
     await pipeline.warm_up()
     return pipeline

@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from engine_bench import offline_settings  # noqa: E402
 
 from bot.engine.pipeline import Pipeline  # noqa: E402
 from bot.engine.types import Question  # noqa: E402
@@ -51,9 +54,12 @@ def half(case_id: str) -> str:
 
 
 async def build_index(settings: Settings, source: str, embedder: Embedder) -> KnowledgeIndex:
+    """Indexed and self-calibrated like a user's refresh, so escalation is judged as in production."""
+    from bot.engine.calibration import refresh_calibrated
+
     index = KnowledgeIndex.from_settings(settings, embedder)
-    report = await index.refresh([source])
-    print(f"refresh {source}: {report.summary}", file=sys.stderr)
+    report = await refresh_calibrated(index, [source], settings)
+    print(f"refresh {source}: {report.summary}; calibration {report.calibration}", file=sys.stderr)
     return index
 
 
@@ -121,7 +127,7 @@ async def main_async(args) -> None:
     all_rows: list[dict] = []
     single: dict[str, dict[str, dict]] = {}
     for domain, (source, followups, singles) in domains.items():
-        settings = Settings(data_dir=args.data_dir / domain, anthropic_api_key=None)
+        settings = offline_settings(args.data_dir / domain, source)
         index = await build_index(settings, source, embedder)
         cases = load_cases(followups)
         for mode in args.modes:

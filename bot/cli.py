@@ -64,8 +64,8 @@ def main() -> None:
 @json_option
 def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
     """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded."""
-    from bot.engine.calibration import calibrator_for
     from bot.engine.calibration import describe as describe_calibration
+    from bot.engine.calibration import refresh_calibrated
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
@@ -74,7 +74,7 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
-        report = asyncio.run(index.refresh(specs, show_progress=progress, after_write=calibrator_for(settings)))
+        report = asyncio.run(refresh_calibrated(index, specs, settings, show_progress=progress))
     except RefreshInProgress as exc:
         fail(str(exc))
     except OSError as exc:

@@ -41,9 +41,9 @@ async def run(data_dir: Path, source: Path) -> None:
     settings = Settings().model_copy(update={"data_dir": data_dir, "sources": [str(source)]})
     print(heading(f"1. Indexing {source.relative_to(ROOT) if source.is_relative_to(ROOT) else source}"))
     index = KnowledgeIndex.from_settings(settings)
-    from bot.engine.calibration import calibrator_for, describe
+    from bot.engine.calibration import describe, refresh_calibrated
 
-    report = await index.refresh([str(source)], after_write=calibrator_for(settings))
+    report = await refresh_calibrated(index, [str(source)], settings)
     for counts in report.sources:
         print(f"  added {counts.added}, updated {counts.updated}, unchanged {counts.unchanged}, "
               f"deleted {counts.deleted}, failed {counts.failed}")

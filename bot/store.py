@@ -435,9 +435,6 @@ class InteractionStore:
             row["ask"] = json.loads(row["ask"]) if row.get("ask") else {}
         return sorted(rows, key=lambda row: row["created_at"])
 
-    def received(self) -> list[dict[str, Any]]:
-        return sorted(self._received.select(), key=lambda row: row["created_at"])
-
     # ------------------------------------------------------------------ reading
 
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:

@@ -74,11 +74,24 @@ def iban_ok(candidate: str) -> bool:
 CHECKS: dict[str, Callable[[str], bool]] = {"<CARD>": luhn_ok, "<IBAN>": iban_ok}
 
 
+def _checked(placeholder: str, check: Callable[[str], bool], matched: str) -> str:
+    """The longest start of `matched`, cut at a separator, that passes `check`, replaced; the rest kept.
+    A greedy match may swallow the next word ("GB82 WEST 1234 5698 7654 32 THEN"): the regex will not
+    back off to the shorter, valid number, so the check does."""
+    candidate = matched
+    while candidate:
+        if check(candidate):
+            return placeholder + matched[len(candidate):]
+        cut = max(candidate.rfind(" "), candidate.rfind("-"))
+        candidate = candidate[:cut].rstrip(" -") if cut > 0 else ""
+    return matched
+
+
 def _sub(placeholder: str, pattern: re.Pattern[str], text: str) -> str:
     check = CHECKS.get(placeholder)
     if check is None:
         return pattern.sub(placeholder, text)
-    return pattern.sub(lambda m: placeholder if check(m.group(0)) else m.group(0), text)
+    return pattern.sub(lambda m: _checked(placeholder, check, m.group(0)), text)
 
 
 def scrub(text: str | None) -> str | None:

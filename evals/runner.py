@@ -264,17 +264,15 @@ def kb_data_dir(settings: Settings, kb: str) -> Path:
 
 async def prepare_kb(settings: Settings, kb: str, embedder, *, progress: bool | None = None):
     """Settings whose data dir holds an up-to-date index of `kb` (built once, refreshed after)."""
-    from bot.engine.calibration import calibrator_for, ensure_calibrated
+    from bot.engine.calibration import refresh_calibrated
     from knowledge.index import KnowledgeIndex
 
     kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb]})
     index = KnowledgeIndex.from_settings(kb_settings, embedder)
-    report = await index.refresh([kb], show_progress=progress, after_write=calibrator_for(kb_settings))
+    report = await refresh_calibrated(index, [kb], kb_settings, show_progress=progress)
     if report.failures and not index.exists():
         raise RuntimeError(f"cannot index {kb}: {'; '.join(report.failures[:5])}")
     print(f"knowledge {kb}: {report.summary}", file=sys.stderr)
-    if index.exists():
-        await ensure_calibrated(index, kb_settings)  # an index cached from before calibration existed
     return kb_settings, index
 
 

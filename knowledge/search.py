@@ -19,6 +19,7 @@ import numpy as np
 
 from knowledge.config import SearchSettings
 from knowledge.index import KnowledgeIndex
+from knowledge.text import sql_string
 
 Mode = Literal["hybrid", "vector", "fts"]
 FTS_SAFE = re.compile(r"[^\w\s]+", flags=re.UNICODE)
@@ -68,11 +69,11 @@ def fts_query_text(query: str) -> str:
 
 def page_filter(pages: list[str]) -> str | None:
     """A `where` clause for the chunks of these pages: the document url, or a section of it
-    (`page#anchor`, for knowledge whose sections are documents). Quotes are doubled."""
+    (`page#anchor`, for knowledge whose sections are documents)."""
     clauses = []
     for page in pages:
-        quoted = page.replace("'", "''")
-        clauses.append(f"doc_url = '{quoted}' OR url = '{quoted}' OR url LIKE '{quoted}#%'")
+        quoted = sql_string(page)
+        clauses.append(f"doc_url = {quoted} OR url = {quoted} OR url LIKE {sql_string(page + '#%')}")
     return " OR ".join(f"({clause})" for clause in clauses) or None
 
 

@@ -118,12 +118,19 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     v2 = index.serving_version()
     assert v2 != v1 and calibration.load(index.index_dir, v2) is not None
 
+    saved = calibration.calibration_dir(index.index_dir) / f"v{v2}.json"
+    saved.unlink()  # as an index from before calibration existed
+    upgraded = asyncio.run(calibration.refresh_calibrated(index, [str(folder)], settings))
+    assert upgraded.version_after == upgraded.version_before  # nothing to index...
+    assert upgraded.calibration is not None and saved.exists()  # ...but the served version is calibrated
+
     pipeline = Pipeline.from_settings(settings, index=index)
     asyncio.run(pipeline.warm_up())
     assert asyncio.run(pipeline.calibration(index.version)).index_version == v2
     index.rollback()
     assert index.serving_version() == v1
     assert asyncio.run(pipeline.calibration(index.version)).index_version == v1
+
 
 
 def test_status_and_refresh_texts_name_the_calibration_in_force():

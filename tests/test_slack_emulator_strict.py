@@ -147,3 +147,18 @@ async def test_fault_injection_by_status_error_count_and_predicate(emu, client):
     emu.inject("chat.update", error="restricted_action_thread_locked")
     assert await error_of(client.chat_update(channel="C01", ts="1.1", text="x")) == "restricted_action_thread_locked"
     assert emu.pending_faults("chat.postMessage") == 1
+
+
+async def test_a_text_only_update_step_clears_the_old_blocks(emu, client):
+    """Slack keeps a message's blocks when chat.update sends only text; the delivery chain's last
+    step must clear them, or a stale streamed answer stays on screen while the call says ok."""
+    from bot.slack.delivery import deliver
+
+    posted = await client.chat_postMessage(channel="C0STALE01", text="old", blocks=[section("stale answer")])
+    emu.inject("chat.update", error="invalid_blocks", times=1, when=lambda args: bool(args.get("blocks")))
+    result = await deliver(client, channel="C0STALE01", thread_ts=None, variants=[("blocks", [section("new")])],
+                           text="Sorry, the team has been alerted.", alerts=None, what="test",
+                           update_ts=posted["ts"])
+    message = emu.workspace.message("C0STALE01", posted["ts"])
+    assert result.ok and result.variant == "text"
+    assert not message.get("blocks") and message["text"] == "Sorry, the team has been alerted."

@@ -139,6 +139,7 @@ def test_kb_status_shows_no_server_paths():
     ("ping U012AB3CD7 about it", "<USER>", "U012AB3CD7"),
     ("ask @jane.doe or @ops-team", "<HANDLE>", "@jane.doe"),
     ("IBAN DE89 3704 0044 0532 0130 00 please", "<IBAN>", "DE89"),
+    ("IBAN GB82 WEST 1234 5698 7654 32 THEN pay", "<IBAN>", "WEST"),  # a greedy match swallowed THEN
     ("from 10.20.30.40 and 192.168.1.1", "<IP>", "10.20.30.40"),
 ])
 def test_pii_scrub_removes_cards_ids_handles_ibans_and_ips(raw, placeholder, kept):

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from bot.settings import Settings
-    from knowledge.index import KnowledgeIndex
+    from knowledge.index import KnowledgeIndex, RefreshReport
     from knowledge.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -303,3 +303,14 @@ def index_status(index: KnowledgeIndex) -> dict[str, Any]:
         found = load(index.index_dir, index.serving_version())
         stats["calibration"] = found.summary() if found is not None else None
     return stats
+
+
+async def refresh_calibrated(index: KnowledgeIndex, specs: Sequence[str], settings: Settings,
+                             *, show_progress: bool | None = None) -> RefreshReport:
+    """Every refresh path's one call: refresh, calibrate the new version, and calibrate the served
+    version if it never was (an index from before calibration, or probes of an older release),
+    even when the refresh itself changed nothing."""
+    report = await index.refresh(specs, show_progress=show_progress, after_write=calibrator_for(settings))
+    if report.calibration is None and settings.self_calibration and await asyncio.to_thread(index.exists):
+        report.calibration = await ensure_calibrated(index, settings)
+    return report

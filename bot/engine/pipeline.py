@@ -314,8 +314,8 @@ class Pipeline:
             except Exception as exc:  # the raw score with fixed thresholds is the fallback
                 log.warning("calibration unavailable: %s", exc)
                 found = None
-            self._calibration = (version, found, time.monotonic())
-        return self._calibration[1]
+            cached = self._calibration = (version, found, time.monotonic())
+        return cached[1]
 
     def _reply(self, question: Question, text: str, decision: Decision, reasons: list[str], watch: Stopwatch,
                *, search_query: str = "") -> Answer:

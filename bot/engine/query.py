@@ -82,14 +82,18 @@ def search_query(text: str, history: Sequence[Turn] = ()) -> str:
     previous = previous_user_question(history, text)
     if not previous or not needs_context(text):
         return text
+    return with_carried_terms(text, previous)
+
+
+def with_carried_terms(text: str, previous: str) -> str:
+    """The previous question's key terms that `text` lacks, then `text`."""
     carried = key_terms(previous, exclude=text)
     return f"{' '.join(carried)} {text}".strip() if carried else text
 
 
 def concatenated_query(text: str, history: Sequence[Turn] = ()) -> str:
     """Every earlier user turn of the thread followed by the message: the naive baseline."""
-    earlier = [turn.text.strip() for turn in history if turn.role == "user" and turn.text.strip() != text.strip()]
-    return " ".join([*earlier, text.strip()])
+    return " ".join([*earlier_user_turns(history, text), text.strip()])
 
 
 # ------------------------------------------------------------------ context-aware retrieval (pure parts)
@@ -164,8 +168,7 @@ def judged_query(text: str, history: Sequence[Turn], weight: float) -> str:
     previous = previous_user_question(history, text)
     if weight < 0.5 or not previous:
         return text
-    carried = key_terms(previous, exclude=text)
-    return f"{' '.join(carried)} {text}".strip() if carried else text
+    return with_carried_terms(text, previous)
 
 
 def cited_pages(history: Sequence[Turn]) -> list[str]:

@@ -364,9 +364,6 @@ class AnswerStream:
     def ts(self) -> str | None:
         return self._stream.ts if self._stream is not None else None
 
-    @property
-    def started(self) -> bool:
-        return self.ts is not None
 
     @property
     def broken(self) -> bool:

@@ -12,7 +12,7 @@ itself a retry with a smaller payload.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +77,6 @@ class Delivery:
     variant: str | None = None  # "blocks" / "degraded" / "trimmed" / "text" / "dm"
     errors: list[str] = field(default_factory=list)
 
-    @property
-    def degraded(self) -> bool:
-        return bool(self.errors)
-
 
 class Alerts:
     """Failures, told to people who can act: `SUPPORTBOT_ALERTS_CHANNEL`, else each admin by DM.
@@ -108,9 +104,6 @@ class Alerts:
                 log.error("could not alert %s: %s", target, error_code(exc))
 
 
-Attempt = Callable[[], Awaitable[Any]]
-
-
 async def deliver(
     client: AsyncWebClient,
     *,
@@ -136,6 +129,8 @@ async def deliver(
         kwargs: dict[str, Any] = {"channel": channel, "text": fallback}
         if blocks is not None:
             kwargs["blocks"] = blocks
+        elif update_ts:
+            kwargs["blocks"] = []  # chat.update without blocks keeps the old ones on screen: clear them
         try:
             if update_ts:
                 response = await client.chat_update(ts=update_ts, **kwargs)

@@ -324,7 +324,7 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
-        from bot.engine.calibration import calibrator_for
+        from bot.engine.calibration import refresh_calibrated
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
@@ -333,7 +333,7 @@ class Listeners:
             return
         await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
-            report = await self.bot.index.refresh(self.settings.sources, after_write=calibrator_for(self.settings))
+            report = await refresh_calibrated(self.bot.index, self.settings.sources, self.settings)
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
