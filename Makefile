@@ -30,6 +30,7 @@ test-fast: setup
 # Lint and types, as .ci/run runs them (mypy strict on bot.engine and knowledge; see pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # The frozen eval set against its committed baseline, offline answerer: fails naming each metric

@@ -48,7 +48,7 @@ def main() -> None:
     f1 = [token_f1(t, r) for t, r in zip(texts, references)]
     embedder = pipeline.searcher.index.embedder
     vectors = embedder.encode(texts + references)
-    cosine = (vectors[: len(texts)] * vectors[len(texts):]).sum(axis=1)
+    cosine = (vectors[: len(texts)] * vectors[len(texts) :]).sum(axis=1)
     gold_cited = [
         any(c.doc_id in case["gold_sources"] or c.url in case["gold_sources"] for c in a.citations)
         for a, case in zip(answers, cases)

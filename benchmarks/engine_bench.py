@@ -29,9 +29,7 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def offline_settings(data_dir: Path, source: str) -> Settings:
     """Benchmark settings: no .env, no API key (the offline answerer), one source."""
-    return Settings(data_dir=data_dir, sources=[source], _env_file=None).model_copy(
-        update={"anthropic_api_key": None}
-    )
+    return Settings(data_dir=data_dir, sources=[source], _env_file=None).model_copy(update={"anthropic_api_key": None})
 
 
 async def indexed_pipeline(data_dir: Path, source: str, *, embedder=None) -> Pipeline:

@@ -52,8 +52,10 @@ TECHNOTES = ROOT / "evals" / "datasets" / "technotes"
 C = 0.5  # inverse L2 strength on standardised signals: a few hundred questions, five correlated signals
 QUANTILES = np.round(np.arange(0.50, 0.99, 0.01), 2)
 # The v1 constants (fitted on the anthropic holdout alone), kept to show where we started.
-V1_INTERCEPT, V1_COEFFICIENTS = -6.873, {"top_similarity": 3.459, "margin": 3.381, "term_coverage": 1.860,
-                                         "phrase_match": 7.402, "heading_match": 2.756}
+V1_INTERCEPT, V1_COEFFICIENTS = (
+    -6.873,
+    {"top_similarity": 3.459, "margin": 3.381, "term_coverage": 1.860, "phrase_match": 7.402, "heading_match": 2.756},
+)
 V1_THRESHOLD = 0.35
 
 
@@ -94,9 +96,14 @@ async def measure(name: str, data_dir: Path, kb: str, cases: list[dict], labels:
         sys.exit(f"{name}: the index has no calibration (too few sections?)")
     answers = await answer_all(pipeline, cases)
     return Domain(
-        name=name, signals=[a.signals for a in answers], answerable=labels,
-        words=[len(case["question"].split()) for case in cases], decisions=[a.decision for a in answers],
-        confidences=[a.confidence for a in answers], calibration=found, refresh_seconds=refresh_seconds,
+        name=name,
+        signals=[a.signals for a in answers],
+        answerable=labels,
+        words=[len(case["question"].split()) for case in cases],
+        decisions=[a.decision for a in answers],
+        confidences=[a.confidence for a in answers],
+        calibration=found,
+        refresh_seconds=refresh_seconds,
     )
 
 
@@ -128,7 +135,9 @@ def question_scores(domain: Domain, intercept: float, coefficients: dict[str, fl
 
 
 def twin_line(domain: Domain, intercept: float, coefficients: dict[str, float], q: float) -> float:
-    twins = [confidence.score(p.masked, intercept=intercept, coefficients=coefficients) for p in domain.calibration.probes]
+    twins = [
+        confidence.score(p.masked, intercept=intercept, coefficients=coefficients) for p in domain.calibration.probes
+    ]
     return calibration.quantile(twins, q)
 
 
@@ -140,8 +149,12 @@ def slack(scores: list[float], answerable: list[bool], threshold: float) -> floa
 
 def fit_quantile(domains: list[Domain], intercept: float, coefficients: dict[str, float]) -> float:
     scored = [(question_scores(d, intercept, coefficients), d) for d in domains]
-    return float(max(QUANTILES, key=lambda q: min(
-        slack(s, d.answerable, twin_line(d, intercept, coefficients, q)) for s, d in scored)))
+    return float(
+        max(
+            QUANTILES,
+            key=lambda q: min(slack(s, d.answerable, twin_line(d, intercept, coefficients, q)) for s, d in scored),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -156,7 +169,11 @@ def row(name: str, scores: list[float], answerable: list[bool], threshold: float
 def decision_row(name: str, domain: Domain) -> str:
     """The pipeline's own decisions at default settings (answers with a caveat count as answered)."""
     escalated = [d is Decision.ESCALATE for d in domain.decisions]
-    esc = np.mean([e for e, a in zip(escalated, domain.answerable) if not a]) if not all(domain.answerable) else float("nan")
+    esc = (
+        np.mean([e for e, a in zip(escalated, domain.answerable) if not a])
+        if not all(domain.answerable)
+        else float("nan")
+    )
     ans = np.mean([not e for e, a in zip(escalated, domain.answerable) if a])
     met = "yes" if esc >= TARGET_ESCALATED and ans >= TARGET_ANSWERED else "no"
     summary = domain.calibration.summary()
@@ -169,17 +186,28 @@ def main() -> None:
     parser.add_argument("dataset", type=Path, help="the anthropic-docs folder (kb-holdout.jsonl, cases-holdout.jsonl)")
     parser.add_argument("--technotes", type=Path, default=TECHNOTES, help="folder with kb.jsonl and cases.jsonl")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/supportbot-bench-escalation"))
-    parser.add_argument("--fit", action="store_true", help="fit the shipped constants on all three domains and print them")
+    parser.add_argument(
+        "--fit", action="store_true", help="fit the shipped constants on all three domains and print them"
+    )
     args = parser.parse_args()
 
     holdout_cases = load_jsonl(args.dataset / "cases-holdout.jsonl")
     sample_cases = load_jsonl(SAMPLE_CASES)
     technote_cases = load_jsonl(args.technotes / "cases.jsonl")
     specs = [
-        ("anthropic-docs", str(args.dataset / "kb-holdout.jsonl"), holdout_cases,
-         audited_labels(holdout_cases, args.dataset / "kb-holdout.jsonl", AUDIT)),
+        (
+            "anthropic-docs",
+            str(args.dataset / "kb-holdout.jsonl"),
+            holdout_cases,
+            audited_labels(holdout_cases, args.dataset / "kb-holdout.jsonl", AUDIT),
+        ),
         ("sample", str(SAMPLE_KNOWLEDGE), sample_cases, [bool(c["answerable"]) for c in sample_cases]),
-        ("technotes", str(args.technotes / "kb.jsonl"), technote_cases, [bool(c["answerable"]) for c in technote_cases]),
+        (
+            "technotes",
+            str(args.technotes / "kb.jsonl"),
+            technote_cases,
+            [bool(c["answerable"]) for c in technote_cases],
+        ),
     ]
     domains = [run(measure(name, args.data_dir / name, kb, cases, labels)) for name, kb, cases, labels in specs]
 
@@ -192,11 +220,15 @@ def main() -> None:
         print(f"}}\nESCALATE_QUANTILE = {q:.2f}")
         return
 
-    print("| domain | questions | answerable | unanswerable | median words | probe pairs | refresh + calibration s | calibration s |")
+    print(
+        "| domain | questions | answerable | unanswerable | median words | probe pairs | refresh + calibration s | calibration s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for d in domains:
-        print(f"| {d.name} | {len(d.answerable)} | {sum(d.answerable)} | {len(d.answerable) - sum(d.answerable)} | "
-              f"{int(np.median(d.words))} | {d.calibration.pairs} | {d.refresh_seconds:.1f} | {d.calibration.seconds:.1f} |")
+        print(
+            f"| {d.name} | {len(d.answerable)} | {sum(d.answerable)} | {len(d.answerable) - sum(d.answerable)} | "
+            f"{int(np.median(d.words))} | {d.calibration.pairs} | {d.refresh_seconds:.1f} | {d.calibration.seconds:.1f} |"
+        )
 
     print("\n| domain: score | AUROC | unanswerable escalated | answerable answered | both targets | note |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -208,11 +240,25 @@ def main() -> None:
         scores = question_scores(d, intercept, coefficients)
         line = twin_line(d, intercept, coefficients, q)
         lodo[d.name] = (scores, line, q)
-        print(row(f"{d.name}: before (v1 score, fixed {V1_THRESHOLD})", question_scores(d, V1_INTERCEPT, V1_COEFFICIENTS),
-                  d.answerable, V1_THRESHOLD, "v1 was fitted on anthropic-docs" if d.name == "anthropic-docs" else ""))
+        print(
+            row(
+                f"{d.name}: before (v1 score, fixed {V1_THRESHOLD})",
+                question_scores(d, V1_INTERCEPT, V1_COEFFICIENTS),
+                d.answerable,
+                V1_THRESHOLD,
+                "v1 was fitted on anthropic-docs" if d.name == "anthropic-docs" else "",
+            )
+        )
         print(decision_row(f"{d.name}: default settings", d))
-        print(row(f"**{d.name}: left out**", scores, d.answerable, line,
-                  f"fitted on {' + '.join(o.name for o in others)}; twin quantile {q:.2f} -> line {line:.3f}"))
+        print(
+            row(
+                f"**{d.name}: left out**",
+                scores,
+                d.answerable,
+                line,
+                f"fitted on {' + '.join(o.name for o in others)}; twin quantile {q:.2f} -> line {line:.3f}",
+            )
+        )
 
     print("\n### Left out, by question length (answerable answered / unanswerable escalated)\n")
     print("| domain | < 30 words | >= 30 words |")
@@ -227,8 +273,10 @@ def main() -> None:
                 continue
             answered = [s >= line for s, a in picked if a]
             escalated = [s < line for s, a in picked if not a]
-            cells.append(f"{np.mean(answered):.0%} of {len(answered)} / "
-                         + (f"{np.mean(escalated):.0%} of {len(escalated)}" if escalated else "-"))
+            cells.append(
+                f"{np.mean(answered):.0%} of {len(answered)} / "
+                + (f"{np.mean(escalated):.0%} of {len(escalated)}" if escalated else "-")
+            )
         print(f"| {d.name} | {cells[0]} | {cells[1]} |")
 
 

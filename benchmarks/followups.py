@@ -74,8 +74,13 @@ async def run_mode(settings, index, mode: str, cases: list[EvalCase]) -> list[di
         started = time.perf_counter()
         answer = await pipeline.answer(Question(text=case.question, history=history))
         row = score_case(case, answer, K)
-        row.update(mode=mode, half=half(case.id), retrieve_ms=answer.latency_ms.get("retrieve", 0.0),
-                   ms=(time.perf_counter() - started) * 1000, search_query=answer.search_query)
+        row.update(
+            mode=mode,
+            half=half(case.id),
+            retrieve_ms=answer.latency_ms.get("retrieve", 0.0),
+            ms=(time.perf_counter() - started) * 1000,
+            search_query=answer.search_query,
+        )
         rows.append(row)
     return rows
 
@@ -94,7 +99,7 @@ def figures(rows: list[dict]) -> dict:
         "mrr": avg([row["retrieval"]["mrr@k"] for row in scored]),
         "esc_answerable": avg([row["escalated"] for row in answerable]),
         "esc_unanswerable": avg([row["escalated"] for row in unanswerable]),
-        "retrieve_ms": avg(sorted(row["retrieve_ms"] for row in rows)[len(rows) // 2:len(rows) // 2 + 1]),
+        "retrieve_ms": avg(sorted(row["retrieve_ms"] for row in rows)[len(rows) // 2 : len(rows) // 2 + 1]),
     }
 
 
@@ -110,20 +115,28 @@ def table(title: str, groups: dict[str, dict[str, list[dict]]]) -> None:
     print("| --- | --- | " + " | ".join("--- | ---" for _ in MODES) + " |")
     for name, by_mode in groups.items():
         stats = {mode: figures(by_mode[mode]) for mode in MODES}
-        print(f"| {name} | {stats[MODES[0]]['n']} | "
-              + " | ".join(f"{fmt(stats[m]['hit'])} | {fmt(stats[m]['mrr'])}" for m in MODES) + " |")
+        print(
+            f"| {name} | {stats[MODES[0]]['n']} | "
+            + " | ".join(f"{fmt(stats[m]['hit'])} | {fmt(stats[m]['mrr'])}" for m in MODES)
+            + " |"
+        )
 
 
 async def main_async(args) -> None:
     embedder = Embedder()
     domains = {
-        "sample": (str(ROOT / "examples" / "knowledge"), ROOT / "evals" / "datasets" / "followups-sample.jsonl",
-                   ROOT / "evals" / "datasets" / "sample.jsonl"),
+        "sample": (
+            str(ROOT / "examples" / "knowledge"),
+            ROOT / "evals" / "datasets" / "followups-sample.jsonl",
+            ROOT / "evals" / "datasets" / "sample.jsonl",
+        ),
     }
     if args.dataset:
-        domains["anthropic-docs"] = (str(args.dataset / "kb.jsonl"),
-                                     ROOT / "benchmarks" / "datasets" / "followups-anthropic-docs.jsonl",
-                                     args.dataset / "cases.jsonl")
+        domains["anthropic-docs"] = (
+            str(args.dataset / "kb.jsonl"),
+            ROOT / "benchmarks" / "datasets" / "followups-anthropic-docs.jsonl",
+            args.dataset / "cases.jsonl",
+        )
     all_rows: list[dict] = []
     single: dict[str, dict[str, dict]] = {}
     for domain, (source, followups, singles) in domains.items():
@@ -133,41 +146,57 @@ async def main_async(args) -> None:
         for mode in args.modes:
             for row in await run_mode(settings, index, mode, cases):
                 all_rows.append({**row, "domain": domain})
-        single_cases = [EvalCase.model_validate(json.loads(line)) for line in Path(singles).read_text().splitlines()
-                        if line.strip()]
-        single[domain] = {mode: figures(await run_mode(settings, index, mode, single_cases))
-                          for mode in ("alone", "context") if not args.skip_single}
+        single_cases = [
+            EvalCase.model_validate(json.loads(line)) for line in Path(singles).read_text().splitlines() if line.strip()
+        ]
+        single[domain] = {
+            mode: figures(await run_mode(settings, index, mode, single_cases))
+            for mode in ("alone", "context")
+            if not args.skip_single
+        }
 
     def grouped(select) -> dict[str, list[dict]]:
         return {mode: [row for row in all_rows if row["mode"] == mode and select(row)] for mode in MODES}
 
     followup = lambda row: True  # noqa: E731
     not_shift = lambda row: row["followup_kind"] != "topic_shift"  # noqa: E731
-    table("Answerable follow-ups, all domains", {
-        "all follow-ups": grouped(followup),
-        "all but topic shifts": grouped(not_shift),
-        **{f"domain {d}": grouped(lambda row, d=d: row["domain"] == d) for d in domains},
-        **{f"half {h}": grouped(lambda row, h=h: row["half"] == h) for h in ("design", "report")},
-    })
+    table(
+        "Answerable follow-ups, all domains",
+        {
+            "all follow-ups": grouped(followup),
+            "all but topic shifts": grouped(not_shift),
+            **{f"domain {d}": grouped(lambda row, d=d: row["domain"] == d) for d in domains},
+            **{f"half {h}": grouped(lambda row, h=h: row["half"] == h) for h in ("design", "report")},
+        },
+    )
     kinds = sorted({row["followup_kind"] for row in all_rows if row["retrieval"]})
     table("Per kind", {kind: grouped(lambda row, kind=kind: row["followup_kind"] == kind) for kind in kinds})
-    table("Per domain and kind", {f"{d} / {kind}": grouped(lambda row, d=d, kind=kind: row["domain"] == d
-                                                           and row["followup_kind"] == kind)
-                                  for d in domains for kind in kinds})
+    table(
+        "Per domain and kind",
+        {
+            f"{d} / {kind}": grouped(lambda row, d=d, kind=kind: row["domain"] == d and row["followup_kind"] == kind)
+            for d in domains
+            for kind in kinds
+        },
+    )
 
     print("\n### Escalation (offline answerer, default thresholds)\n")
     print("| mode | answerable follow-ups escalated | unanswerable follow-ups escalated | retrieve p50 ms |")
     print("| --- | --- | --- | --- |")
     for mode in args.modes:
         stats = figures([row for row in all_rows if row["mode"] == mode])
-        print(f"| {mode} | {fmt(stats['esc_answerable'])} | {fmt(stats['esc_unanswerable'])} | {stats['retrieve_ms']:.1f} |")
+        print(
+            f"| {mode} | {fmt(stats['esc_answerable'])} | {fmt(stats['esc_unanswerable'])} | {stats['retrieve_ms']:.1f} |"
+        )
 
     print("\n### Single-turn sets through the same pipeline (no thread: must not move)\n")
     print("| domain | n | alone hit@5 | alone MRR@5 | context hit@5 | context MRR@5 |")
     print("| --- | --- | --- | --- | --- | --- |")
     for domain, stats in single.items() if not args.skip_single else ():
-        print(f"| {domain} | {stats['alone']['n']} | {fmt(stats['alone']['hit'])} | {fmt(stats['alone']['mrr'])} | "
-              f"{fmt(stats['context']['hit'])} | {fmt(stats['context']['mrr'])} |")
+        print(
+            f"| {domain} | {stats['alone']['n']} | {fmt(stats['alone']['hit'])} | {fmt(stats['alone']['mrr'])} | "
+            f"{fmt(stats['context']['hit'])} | {fmt(stats['context']['mrr'])} |"
+        )
     if args.rows:
         args.rows.write_text("".join(json.dumps(row, default=str) + "\n" for row in all_rows))
 

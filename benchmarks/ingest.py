@@ -68,11 +68,24 @@ def main() -> None:
     print("| path | seconds | chunks/s | ratio |")
     print("| --- | --- | --- | --- |")
     print(f"| raw model.encode | {raw_seconds:.1f} | {raw_rate:.1f} | 1.00 |")
-    print(f"| supportbot refresh (load, chunk, embed, write, index) | {pipeline_seconds:.1f} | {pipeline_rate:.1f} | {pipeline_rate / raw_rate:.2f} |")
-    print(f"| self-calibration after it ({summary and summary['pairs']} probe pairs) | {calibration_seconds:.1f} | | "
-          f"{calibration_seconds / pipeline_seconds:.0%} of the refresh |")
-    print(json.dumps({"chunks": len(texts), "raw_per_s": raw_rate, "pipeline_per_s": pipeline_rate, "ratio": pipeline_rate / raw_rate,
-                      "calibration_share": calibration_seconds / pipeline_seconds}))
+    print(
+        f"| supportbot refresh (load, chunk, embed, write, index) | {pipeline_seconds:.1f} | {pipeline_rate:.1f} | {pipeline_rate / raw_rate:.2f} |"
+    )
+    print(
+        f"| self-calibration after it ({summary and summary['pairs']} probe pairs) | {calibration_seconds:.1f} | | "
+        f"{calibration_seconds / pipeline_seconds:.0%} of the refresh |"
+    )
+    print(
+        json.dumps(
+            {
+                "chunks": len(texts),
+                "raw_per_s": raw_rate,
+                "pipeline_per_s": pipeline_rate,
+                "ratio": pipeline_rate / raw_rate,
+                "calibration_share": calibration_seconds / pipeline_seconds,
+            }
+        )
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -91,8 +91,11 @@ def histogram(text: str, name: str, **labels: str) -> dict[float, float]:
     """Cumulative bucket counts {le: count} of one histogram (one label set) in a /metrics body."""
     for family in text_string_to_metric_families(text):
         if family.name == name:
-            return {float(s.labels["le"]): s.value for s in family.samples if s.name == f"{name}_bucket"
-                    and all(s.labels.get(k) == v for k, v in labels.items())}
+            return {
+                float(s.labels["le"]): s.value
+                for s in family.samples
+                if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in labels.items())
+            }
     raise KeyError(name)
 
 
@@ -188,8 +191,15 @@ async def wait_ready(session: aiohttp.ClientSession, base: str, server: subproce
     raise RuntimeError(f"not ready after {timeout:.0f} s: {body}")
 
 
-async def drive(args: argparse.Namespace, base: str, emu: SlackEmulator, session: aiohttp.ClientSession,
-                run: Run, count: int, prefix: str) -> tuple[float, float]:
+async def drive(
+    args: argparse.Namespace,
+    base: str,
+    emu: SlackEmulator,
+    session: aiohttp.ClientSession,
+    run: Run,
+    count: int,
+    prefix: str,
+) -> tuple[float, float]:
     """`count` mentions from `args.in_flight` closed-loop workers; returns (first sent, last answered)."""
     texts = questions()
     numbers = iter(range(count))
@@ -229,28 +239,52 @@ async def main_async(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else work / "data"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTBOT_", "SLACK_", "ANTHROPIC_"))},
-        "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
         "SUPPORTBOT_DATA_DIR": str(data_dir),
     }
     if not (data_dir / "index").exists():
         print(f"indexing {SAMPLE_KNOWLEDGE} into {data_dir} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "bot.cli", "refresh", "--source", str(SAMPLE_KNOWLEDGE)],
-                       env=env, cwd=work, check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "bot.cli", "refresh", "--source", str(SAMPLE_KNOWLEDGE)],
+            env=env,
+            cwd=work,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     shutil.rmtree(data_dir / "logs", ignore_errors=True)  # a fresh interaction log for every run
 
     llm_port, bot_port = free_port(), free_port()
     llm_log = open(work / "anthropic-emulator.log", "wb")  # noqa: SIM115 - open while the emulator runs
-    llm = subprocess.Popen([sys.executable, "-m", "tests.emulators.anthropic_api", "--port", str(llm_port),
-                            "--delay", str(args.llm_delay)], cwd=ROOT, env=env, stdout=llm_log, stderr=llm_log)
+    llm = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.emulators.anthropic_api",
+            "--port",
+            str(llm_port),
+            "--delay",
+            str(args.llm_delay),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=llm_log,
+        stderr=llm_log,
+    )
     server = None
     run, warm = Run(), Run()
     try:
         async with SlackEmulator() as emu:
             server_env = {
                 **env,
-                "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SUPPORTBOT_SLACK_API_URL": emu.api_url, "SUPPORTBOT_PRODUCTION": "true",
-                "ANTHROPIC_API_KEY": "sk-ant-load-test", "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{llm_port}",
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SUPPORTBOT_SLACK_API_URL": emu.api_url,
+                "SUPPORTBOT_PRODUCTION": "true",
+                "ANTHROPIC_API_KEY": "sk-ant-load-test",
+                "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{llm_port}",
                 "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
                 "SUPPORTBOT_GLOBAL_CONCURRENCY": str(args.global_concurrency),
             }
@@ -258,9 +292,13 @@ async def main_async(args: argparse.Namespace) -> int:
             started = time.monotonic()
             # cwd=work: no developer .env is read; everything is set above
             profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
-            server = subprocess.Popen([sys.executable, *profile, "-m", "bot.cli", "serve", "--host", "127.0.0.1",
-                                       "--port", str(bot_port)], cwd=work, env=server_env,
-                                      stdout=server_log, stderr=server_log)
+            server = subprocess.Popen(
+                [sys.executable, *profile, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(bot_port)],
+                cwd=work,
+                env=server_env,
+                stdout=server_log,
+                stderr=server_log,
+            )
             base = f"http://127.0.0.1:{bot_port}"
             connector = aiohttp.TCPConnector(limit=args.in_flight)  # loopback only, bounded
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -297,33 +335,61 @@ async def main_async(args: argparse.Namespace) -> int:
         for call in run.replies.get(s.ts, []):
             kinds[reply_kind(call)] = kinds.get(reply_kind(call), 0) + 1
     lag, lag_bucket, lag_samples = histogram_quantile(
-        0.99, histogram(metrics_before, "supportbot_event_loop_lag_seconds"),
-        histogram(metrics_after, "supportbot_event_loop_lag_seconds"))
+        0.99,
+        histogram(metrics_before, "supportbot_event_loop_lag_seconds"),
+        histogram(metrics_after, "supportbot_event_loop_lag_seconds"),
+    )
     lag50, _, _ = histogram_quantile(
-        0.50, histogram(metrics_before, "supportbot_event_loop_lag_seconds"),
-        histogram(metrics_after, "supportbot_event_loop_lag_seconds"))
+        0.50,
+        histogram(metrics_before, "supportbot_event_loop_lag_seconds"),
+        histogram(metrics_after, "supportbot_event_loop_lag_seconds"),
+    )
     stages = {
-        stage: 1000 * histogram_quantile(0.5, histogram(metrics_before, "supportbot_stage_seconds", stage=stage),
-                                         histogram(metrics_after, "supportbot_stage_seconds", stage=stage))[0]
+        stage: 1000
+        * histogram_quantile(
+            0.5,
+            histogram(metrics_before, "supportbot_stage_seconds", stage=stage),
+            histogram(metrics_after, "supportbot_stage_seconds", stage=stage),
+        )[0]
         for stage in ("retrieve", "generate", "judge", "total")
     }
-    by_claude = counter(metrics_after, "supportbot_answers_total", generator="claude") - \
-        counter(metrics_before, "supportbot_answers_total", generator="claude")
-    fallbacks = counter(metrics_after, "supportbot_answers_total", generator="extractive-fallback") - \
-        counter(metrics_before, "supportbot_answers_total", generator="extractive-fallback")
+    by_claude = counter(metrics_after, "supportbot_answers_total", generator="claude") - counter(
+        metrics_before, "supportbot_answers_total", generator="claude"
+    )
+    fallbacks = counter(metrics_after, "supportbot_answers_total", generator="extractive-fallback") - counter(
+        metrics_before, "supportbot_answers_total", generator="extractive-fallback"
+    )
     wall = last - first
     results = {
-        "events": args.events, "in_flight": args.in_flight, "llm_delay_s": args.llm_delay,
-        "global_concurrency": args.global_concurrency, "acked_200": len(acks), "answered": answered,
-        "duplicates": duplicates, "reply_kinds": kinds, "answers_by_claude": by_claude, "extractive_fallbacks": fallbacks,
+        "events": args.events,
+        "in_flight": args.in_flight,
+        "llm_delay_s": args.llm_delay,
+        "global_concurrency": args.global_concurrency,
+        "acked_200": len(acks),
+        "answered": answered,
+        "duplicates": duplicates,
+        "reply_kinds": kinds,
+        "answers_by_claude": by_claude,
+        "extractive_fallbacks": fallbacks,
         "ack_ms": {"p50": 1000 * percentile(acks, 50), "p99": 1000 * percentile(acks, 99), "max": 1000 * max(acks)},
         "e2e_ms": {"p50": 1000 * percentile(e2e, 50), "p99": 1000 * percentile(e2e, 99), "max": 1000 * max(e2e)},
-        "throughput_per_s": answered / wall if wall > 0 else 0.0, "wall_s": wall,
-        "loop_lag_ms": {"p50": 1000 * lag50, "p99": 1000 * lag, "p99_bucket_le": 1000 * lag_bucket,
-                        "samples": lag_samples},
-        "server_rss_mb": {"after_ready": rss_ready / 2**20, "peak": memory["VmHWM"] / 2**20,
-                          "at_end": memory["VmRSS"] / 2**20},
-        "stage_p50_ms": stages, "ready_s": ready_seconds, "llm_calls": llm_stats.get("calls"), "llm_statuses": llm_stats.get("statuses"),
+        "throughput_per_s": answered / wall if wall > 0 else 0.0,
+        "wall_s": wall,
+        "loop_lag_ms": {
+            "p50": 1000 * lag50,
+            "p99": 1000 * lag,
+            "p99_bucket_le": 1000 * lag_bucket,
+            "samples": lag_samples,
+        },
+        "server_rss_mb": {
+            "after_ready": rss_ready / 2**20,
+            "peak": memory["VmHWM"] / 2**20,
+            "at_end": memory["VmRSS"] / 2**20,
+        },
+        "stage_p50_ms": stages,
+        "ready_s": ready_seconds,
+        "llm_calls": llm_stats.get("calls"),
+        "llm_statuses": llm_stats.get("statuses"),
         "warm_up_answered": sum(1 for s in warm.sent.values() if s.ts in warm.replies),
     }
 
@@ -335,13 +401,19 @@ async def main_async(args: argparse.Namespace) -> int:
         ("answers via Claude (extractive fallbacks)", f"{by_claude:.0f} ({fallbacks:.0f})"),
         ("ack latency p50 / p99 / max", "{p50:.1f} / {p99:.1f} / {max:.1f} ms".format(**results["ack_ms"])),
         ("end-to-end p50 / p99 / max", "{p50:.0f} / {p99:.0f} / {max:.0f} ms".format(**results["e2e_ms"])),
-        ("engine stage p50: retrieve / generate / judge / total",
-         " / ".join(f"{stages[name]:.0f}" for name in ("retrieve", "generate", "judge", "total")) + " ms"),
+        (
+            "engine stage p50: retrieve / generate / judge / total",
+            " / ".join(f"{stages[name]:.0f}" for name in ("retrieve", "generate", "judge", "total")) + " ms",
+        ),
         ("throughput", f"{results['throughput_per_s']:.1f} answers/s over {wall:.1f} s"),
-        ("event-loop lag p50 / p99 (bucket)", f"{1000 * lag50:.2f} / {1000 * lag:.1f} ms (<= {1000 * lag_bucket:g} ms), "
-                                              f"{lag_samples} samples"),
-        ("server RSS after ready / peak", f"{results['server_rss_mb']['after_ready']:.0f} / "
-                                          f"{results['server_rss_mb']['peak']:.0f} MB"),
+        (
+            "event-loop lag p50 / p99 (bucket)",
+            f"{1000 * lag50:.2f} / {1000 * lag:.1f} ms (<= {1000 * lag_bucket:g} ms), {lag_samples} samples",
+        ),
+        (
+            "server RSS after ready / peak",
+            f"{results['server_rss_mb']['after_ready']:.0f} / {results['server_rss_mb']['peak']:.0f} MB",
+        ),
         ("time to /readyz 200", f"{ready_seconds:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -376,8 +448,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--in-flight", type=int, default=50, help="concurrent conversations (closed loop)")
     parser.add_argument("--llm-delay", type=float, default=1.0, help="seconds the Anthropic emulator takes per answer")
-    parser.add_argument("--global-concurrency", type=int, default=64,
-                        help="SUPPORTBOT_GLOBAL_CONCURRENCY for the run (answers in flight in the bot)")
+    parser.add_argument(
+        "--global-concurrency",
+        type=int,
+        default=64,
+        help="SUPPORTBOT_GLOBAL_CONCURRENCY for the run (answers in flight in the bot)",
+    )
     parser.add_argument("--warm-up", type=int, default=10, help="unmeasured events first (connections, caches)")
     parser.add_argument("--data-dir", default=None, help="reuse an indexed data dir (its logs/ are reset)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)
@@ -385,8 +461,12 @@ def main() -> None:
     parser.add_argument("--max-ack-p99-ms", type=float, default=1000.0, help="Slack retries after 3000 ms")
     parser.add_argument("--max-loop-lag-p99-ms", type=float, default=100.0)
     parser.add_argument("--json-out", default=None)
-    parser.add_argument("--profile", default=None, metavar="FILE",
-                        help="run the server under cProfile (its main thread: what runs on the event loop)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="run the server under cProfile (its main thread: what runs on the event loop)",
+    )
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))
 

@@ -64,7 +64,9 @@ def main() -> None:
         p95 = percentile(values, 95)
         print(f"| {name} | {percentile(values, 50):.1f} | {p95:.1f} | {p95 / search_p95:.2f} |")
     ratio = percentile(timings["pipeline"], 95) / search_p95
-    print(f"\npipeline p95 is {ratio:.2f}x search p95 (target <= {TARGET_RATIO}x): {'OK' if ratio <= TARGET_RATIO else 'OVER'}")
+    print(
+        f"\npipeline p95 is {ratio:.2f}x search p95 (target <= {TARGET_RATIO}x): {'OK' if ratio <= TARGET_RATIO else 'OVER'}"
+    )
 
 
 if __name__ == "__main__":

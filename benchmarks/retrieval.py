@@ -56,7 +56,9 @@ def main() -> None:
     print("| mode | recall@3 | MRR@5 | hit@3 | recall@5 | nDCG@5 | ms/query |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for mode, s, ms in rows:
-        print(f"| {mode} | {s['recall@3']:.3f} | {s['mrr@5']:.3f} | {s['hit@3']:.3f} | {s['recall@5']:.3f} | {s['ndcg@5']:.3f} | {ms:.1f} |")
+        print(
+            f"| {mode} | {s['recall@3']:.3f} | {s['mrr@5']:.3f} | {s['hit@3']:.3f} | {s['recall@5']:.3f} | {s['ndcg@5']:.3f} | {ms:.1f} |"
+        )
 
 
 if __name__ == "__main__":

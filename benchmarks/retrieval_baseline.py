@@ -93,7 +93,7 @@ def windows(text: str, tokenizer, size: int = WINDOW) -> list[str]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) <= size:
         return [text]
-    return [tokenizer.decode(ids[start:start + size]) for start in range(0, len(ids), size)]
+    return [tokenizer.decode(ids[start : start + size]) for start in range(0, len(ids), size)]
 
 
 def article_vectors(docs: list[Document], embedder: Embedder) -> dict[str, np.ndarray]:
@@ -105,7 +105,7 @@ def article_vectors(docs: list[Document], embedder: Embedder) -> dict[str, np.nd
     means = np.zeros_like(first)
     start = 0
     for row, doc_pieces in enumerate(pieces):
-        mean = flat[start:start + len(doc_pieces)].mean(axis=0)
+        mean = flat[start : start + len(doc_pieces)].mean(axis=0)
         means[row] = mean / (np.linalg.norm(mean) or 1.0)
         start += len(doc_pieces)
     print(f"  {sum(len(p) > 1 for p in pieces)} of {len(docs)} articles longer than one window", file=sys.stderr)
@@ -137,7 +137,12 @@ class ArticleBaseline:
         text = fts_query_text(query)
         if not text:
             return []
-        rows = self.table.search(text, query_type="fts", fts_columns="text").limit(limit).select(["row", "_score"]).to_list()
+        rows = (
+            self.table.search(text, query_type="fts", fts_columns="text")
+            .limit(limit)
+            .select(["row", "_score"])
+            .to_list()
+        )
         return [int(row["row"]) for row in rows]
 
     def to_keys(self, rows: Sequence[int]) -> Ranking:
@@ -158,7 +163,9 @@ def bot_rankings(searcher: Searcher, cases: list[dict[str, Any]]) -> list[Rankin
     return rankings
 
 
-def baseline_rankings(baseline: ArticleBaseline, cases: list[dict[str, Any]], embedder: Embedder) -> dict[str, list[Ranking]]:
+def baseline_rankings(
+    baseline: ArticleBaseline, cases: list[dict[str, Any]], embedder: Embedder
+) -> dict[str, list[Ranking]]:
     methods: dict[str, list[Ranking]] = {}
     query_vectors = embedder.encode([case["question"] for case in cases])
     for query, vector in zip((case["question"] for case in cases), query_vectors):
@@ -194,11 +201,15 @@ def measure(domain: Domain, data_root: Path, embedder: Embedder) -> list[tuple[s
         methods = {"bot hybrid (Searcher, defaults)": bot_rankings(searcher, domain.cases)}
         with_documents = Searcher.from_settings(settings, index)
         with_documents.doc_vector_weight = with_documents.doc_fts_weight = 1.0
-        methods["bot hybrid + document-level lists (option, off by default)"] = bot_rankings(with_documents, domain.cases)
+        methods["bot hybrid + document-level lists (option, off by default)"] = bot_rankings(
+            with_documents, domain.cases
+        )
         methods.update(baseline_rankings(baseline, domain.cases, embedder))
 
     subsets: dict[str, Callable[[dict[str, Any]], bool]] = {
-        "all": lambda case: True, "short": lambda case: not is_long(case), "long": is_long,
+        "all": lambda case: True,
+        "short": lambda case: not is_long(case),
+        "long": is_long,
     }
     table: dict[str, dict[str, dict[str, float]]] = {}
     for method, rankings in methods.items():
@@ -220,9 +231,13 @@ def ratio(value: float, base: float) -> str:
 def print_domain(domain: Domain, rows: list[tuple[str, dict[str, dict[str, float]]]]) -> None:
     base = rows[1][1]
     counts = {subset: int(scores["n"]) for subset, scores in base.items()}
-    print(f"\n### {domain.name}: {counts['all']} answerable questions "
-          f"({counts['short']} short, {counts['long']} of >= {LONG_WORDS} words)\n")
-    print("| method | hit@5 | MRR@5 | hit@5 short | MRR@5 short | hit@5 long | MRR@5 long | hit / baseline | MRR / baseline |")
+    print(
+        f"\n### {domain.name}: {counts['all']} answerable questions "
+        f"({counts['short']} short, {counts['long']} of >= {LONG_WORDS} words)\n"
+    )
+    print(
+        "| method | hit@5 | MRR@5 | hit@5 short | MRR@5 short | hit@5 long | MRR@5 long | hit / baseline | MRR / baseline |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, scores in rows:
         cells = []
@@ -235,8 +250,10 @@ def print_domain(domain: Domain, rows: list[tuple[str, dict[str, dict[str, float
         print(f"| {name} | " + " | ".join(cells) + " |")
     if counts["long"]:
         bot = rows[0][1]["long"]
-        print(f"\nlong questions, bot / baseline: hit@5 {ratio(bot['hit'], base['long']['hit'])}, "
-              f"MRR@5 {ratio(bot['mrr'], base['long']['mrr'])}")
+        print(
+            f"\nlong questions, bot / baseline: hit@5 {ratio(bot['hit'], base['long']['hit'])}, "
+            f"MRR@5 {ratio(bot['mrr'], base['long']['mrr'])}"
+        )
 
 
 def main() -> None:
@@ -246,9 +263,7 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.pairs) % 2:
         parser.error("give KB and CASES in pairs")
-    domains = [
-        Domain(domain_name(kb), kb, load_cases(cases)) for kb, cases in zip(args.pairs[::2], args.pairs[1::2])
-    ]
+    domains = [Domain(domain_name(kb), kb, load_cases(cases)) for kb, cases in zip(args.pairs[::2], args.pairs[1::2])]
     embedder = Embedder()
     for domain in domains:
         print_domain(domain, measure(domain, args.data_dir, embedder))

@@ -48,9 +48,16 @@ def synthetic_corpus(embedder: Embedder, rows: int, seed: int = 7) -> tuple[list
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     chunks = [
         Chunk(
-            chunk_id=f"c{i}", doc_id=f"doc{i // 4}", source="synthetic", title=f"Article {i // 4}",
-            url=f"https://help.example/{i // 4}", doc_url=f"https://help.example/{i // 4}", heading="",
-            text=base_texts[picks[i, 0]] + " " + base_texts[picks[i, 1]], position=i % 4, doc_hash="x",
+            chunk_id=f"c{i}",
+            doc_id=f"doc{i // 4}",
+            source="synthetic",
+            title=f"Article {i // 4}",
+            url=f"https://help.example/{i // 4}",
+            doc_url=f"https://help.example/{i // 4}",
+            heading="",
+            text=base_texts[picks[i, 0]] + " " + base_texts[picks[i, 1]],
+            position=i % 4,
+            doc_hash="x",
         )
         for i in range(rows)
     ]
@@ -78,10 +85,15 @@ def main() -> None:
     index.db.create_table(TABLE, data=chunks_to_arrow(chunks, vectors), schema=chunk_schema())
     index._maintain_indexes()  # the same index maintenance a refresh runs
     build_seconds = time.perf_counter() - started
-    print(f"{args.rows} chunks written and indexed in {build_seconds:.1f} s: {index.stats()['indexes']}", file=sys.stderr)
+    print(
+        f"{args.rows} chunks written and indexed in {build_seconds:.1f} s: {index.stats()['indexes']}", file=sys.stderr
+    )
 
     questions = [json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()]
-    queries = [questions[i % len(questions)] + ("" if i < len(questions) else f" {WORDS[i % len(WORDS)]}") for i in range(args.queries)]
+    queries = [
+        questions[i % len(questions)] + ("" if i < len(questions) else f" {WORDS[i % len(WORDS)]}")
+        for i in range(args.queries)
+    ]
     searcher = Searcher(index)
     for query in queries[:5]:  # warm caches on both sides
         searcher.search(query, 10, mode="hybrid")
@@ -103,7 +115,9 @@ def main() -> None:
     hybrid_ms = [timed(searcher.search, query, 10, mode="hybrid")[1] for query in queries]
 
     baseline = [n + e for n, e in zip(numpy_ms, embed_ms)]
-    print(f"\n{args.rows} chunks, {len(queries)} queries, 384-d vectors; every row includes the query embedding except 'numpy exact (no embedding)'\n")
+    print(
+        f"\n{args.rows} chunks, {len(queries)} queries, 384-d vectors; every row includes the query embedding except 'numpy exact (no embedding)'\n"
+    )
     print("| search | p50 ms | p95 ms | p95 ratio to numpy exact + embedding |")
     print("| --- | --- | --- | --- |")
     rows = [
@@ -114,7 +128,9 @@ def main() -> None:
     ]
     p95_base = percentile(baseline, 95)
     for name, values in rows:
-        print(f"| {name} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} | {percentile(values, 95) / p95_base:.2f} |")
+        print(
+            f"| {name} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} | {percentile(values, 95) / p95_base:.2f} |"
+        )
     print(f"\nANN recall@10 against exact: {np.mean(recalls):.3f} (min {np.min(recalls):.1f})")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -39,29 +39,48 @@ def check(message) -> str:
 
 
 def main() -> None:
-    citations = [Citation(number=n, doc_id=f"d{n}", url=f"{URL}{n}", title=f"Article {n}", cited_text="x")
-                 for n in range(1, 10)]
+    citations = [
+        Citation(number=n, doc_id=f"d{n}", url=f"{URL}{n}", title=f"Article {n}", cited_text="x") for n in range(1, 10)
+    ]
     rows = []
     for chars in (1_000, 3_000, 7_000, 12_000, 30_000, 120_000):
-        answer = Answer(interaction_id="i", question="q", text=answer_text(chars), citations=citations,
-                        decision=Decision.ANSWER)
+        answer = Answer(
+            interaction_id="i", question="q", text=answer_text(chars), citations=citations, decision=Decision.ANSWER
+        )
         started = time.perf_counter()
         message = blocks.answer_blocks(answer)
         elapsed = (time.perf_counter() - started) * 1000
         rows.append(("answer", chars, len(message), blocks.text_size(message), check(message), elapsed))
     for chars in (2_000, 8_000, 30_000):
-        log = "\n".join(f"2026-11-30T10:00:{n % 60:02d}Z ERROR worker-{n} failed: connection reset by peer"
-                        for n in range(chars // 60))[:chars]
-        draft = Answer(interaction_id="i", question="q", text=answer_text(chars), citations=citations,
-                       decision=Decision.ESCALATE)
+        log = "\n".join(
+            f"2026-11-30T10:00:{n % 60:02d}Z ERROR worker-{n} failed: connection reset by peer"
+            for n in range(chars // 60)
+        )[:chars]
+        draft = Answer(
+            interaction_id="i", question="q", text=answer_text(chars), citations=citations, decision=Decision.ESCALATE
+        )
         started = time.perf_counter()
-        message = blocks.escalation_blocks(interaction_id="i", question_mrkdwn=blocks.escape(log), asker="U1",
-                                           permalink="https://x.example/p", answer=draft, trigger="low confidence",
-                                           oncall_usergroup="S0ONCALL")
+        message = blocks.escalation_blocks(
+            interaction_id="i",
+            question_mrkdwn=blocks.escape(log),
+            asker="U1",
+            permalink="https://x.example/p",
+            answer=draft,
+            trigger="low confidence",
+            oncall_usergroup="S0ONCALL",
+        )
         overflow = blocks.escalation_overflow(blocks.escape(log), draft)
         elapsed = (time.perf_counter() - started) * 1000
-        rows.append((f"escalation (+{len(overflow)} thread replies)", chars, len(message), blocks.text_size(message),
-                     check(message), elapsed))
+        rows.append(
+            (
+                f"escalation (+{len(overflow)} thread replies)",
+                chars,
+                len(message),
+                blocks.text_size(message),
+                check(message),
+                elapsed,
+            )
+        )
     print(f"{'message':34} {'input chars':>11} {'blocks':>6} {'block text':>10} {'Slack':>6} {'render ms':>9}")
     for kind, chars, count, size, verdict, elapsed in rows:
         print(f"{kind:34} {chars:>11,} {count:>6} {size:>10,} {verdict:>6} {elapsed:>9.1f}")

@@ -51,15 +51,19 @@ def below(values: list[float], floor: float) -> str:
 
 def report(name: str, answerable: list[float], unanswerable: list[float], off_topic: list[float]) -> None:
     print(f"\n### {name}\n")
-    print(f"answerable n={len(answerable)}, unanswerable n={len(unanswerable)}, off-topic n={len(off_topic)}; "
-          f"min top similarity: answerable {min(answerable):.3f}, unanswerable "
-          f"{min(unanswerable) if unanswerable else float('nan'):.3f}, off-topic max {max(off_topic):.3f}\n")
+    print(
+        f"answerable n={len(answerable)}, unanswerable n={len(unanswerable)}, off-topic n={len(off_topic)}; "
+        f"min top similarity: answerable {min(answerable):.3f}, unanswerable "
+        f"{min(unanswerable) if unanswerable else float('nan'):.3f}, off-topic max {max(off_topic):.3f}\n"
+    )
     print("| floor | answerable below (cost) | unanswerable below | off-topic below |")
     print("| --- | --- | --- | --- |")
     for floor in sorted({*FLOORS, RETRIEVAL_FLOOR}):
         mark = " (RETRIEVAL_FLOOR)" if floor == RETRIEVAL_FLOOR else ""
-        print(f"| {floor:.2f}{mark} | {below(answerable, floor)} | {below(unanswerable, floor)} "
-              f"| {below(off_topic, floor)} |")
+        print(
+            f"| {floor:.2f}{mark} | {below(answerable, floor)} | {below(unanswerable, floor)} "
+            f"| {below(off_topic, floor)} |"
+        )
 
 
 def measure(name: str, data_dir: Path, source: str, cases: list[dict]) -> None:
@@ -76,11 +80,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="verdict-floor-"))
-    measure("sample.jsonl against examples/knowledge", data_dir / "sample", str(SAMPLE_KNOWLEDGE),
-            load_jsonl(SAMPLE_CASES))
+    measure(
+        "sample.jsonl against examples/knowledge", data_dir / "sample", str(SAMPLE_KNOWLEDGE), load_jsonl(SAMPLE_CASES)
+    )
     if args.dataset:
-        measure("anthropic-docs holdout", data_dir / "holdout", str(args.dataset / "kb-holdout.jsonl"),
-                load_jsonl(args.dataset / "cases-holdout.jsonl"))
+        measure(
+            "anthropic-docs holdout",
+            data_dir / "holdout",
+            str(args.dataset / "kb-holdout.jsonl"),
+            load_jsonl(args.dataset / "cases-holdout.jsonl"),
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,9 @@ def fail(message: str, code: int = 1) -> None:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=None,
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
     help="Where the index and logs live (default: SUPPORTBOT_DATA_DIR or ./data).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -56,9 +58,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--source", "sources", multiple=True, metavar="PATH_OR_URL",
-              help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). "
-                   "Default: SUPPORTBOT_SOURCES.")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="PATH_OR_URL",
+    help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). Default: SUPPORTBOT_SOURCES.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for long runs).")
 @data_dir_option
 @json_option
@@ -268,7 +274,9 @@ def chat(data_dir: Path | None) -> None:
 
 
 @main.command()
-@click.option("--socket-mode", is_flag=True, help="Connect out over Socket Mode (needs SLACK_APP_TOKEN) instead of HTTP.")
+@click.option(
+    "--socket-mode", is_flag=True, help="Connect out over Socket Mode (needs SLACK_APP_TOKEN) instead of HTTP."
+)
 @click.option("--host", default="0.0.0.0", show_default=True, help="HTTP mode: interface to listen on.")
 @click.option("--port", default=3000, show_default=True, help="HTTP mode: port for /slack/events, /healthz, /metrics.")
 @data_dir_option
@@ -287,8 +295,11 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         # the weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true): built here, so the Slack
         # server never imports evals/; its digest goes to the report channel through the bot's client
         weekly = WeeklyScheduler(
-            settings, post_digest=digest_poster(bot.client, settings.eval_report_channel),
-            store=bot.store, pipeline=bot.pipeline, embedder=bot.index.embedder,
+            settings,
+            post_digest=digest_poster(bot.client, settings.eval_report_channel),
+            store=bot.store,
+            pipeline=bot.pipeline,
+            embedder=bot.index.embedder,
         )
         await run_bot(bot, host=host, port=port, background=[weekly])
 
@@ -340,18 +351,41 @@ def evals_group() -> None:
 
 
 @evals_group.command("export")
-@click.option("--since", default="7d", show_default=True, help="Feedback newer than this: 7d, 12h, 2w or an ISO date ('' = all).")
-@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Candidates file (appended). Default: DATA_DIR/evals/candidates.jsonl.")
-@click.option("--review-out", type=click.Path(path_type=Path), default=None,
-              help="Thumbs-down answers needing a human (appended). Default: DATA_DIR/evals/review.jsonl.")
-@click.option("--frozen", "frozen", multiple=True, type=click.Path(path_type=Path),
-              help="Frozen set(s) whose cases are not offered again (default: SUPPORTBOT_EVAL_DATASET).")
+@click.option(
+    "--since", default="7d", show_default=True, help="Feedback newer than this: 7d, 12h, 2w or an ISO date ('' = all)."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Candidates file (appended). Default: DATA_DIR/evals/candidates.jsonl.",
+)
+@click.option(
+    "--review-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Thumbs-down answers needing a human (appended). Default: DATA_DIR/evals/review.jsonl.",
+)
+@click.option(
+    "--frozen",
+    "frozen",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Frozen set(s) whose cases are not offered again (default: SUPPORTBOT_EVAL_DATASET).",
+)
 @click.option("--threshold", default=0.9, show_default=True, help="Cosine similarity above which questions are merged.")
 @data_dir_option
 @json_option
-def evals_export(since: str, out: Path | None, review_out: Path | None, frozen: tuple[Path, ...], threshold: float,
-                 data_dir: Path | None, as_json: bool) -> None:
+def evals_export(
+    since: str,
+    out: Path | None,
+    review_out: Path | None,
+    frozen: tuple[Path, ...],
+    threshold: float,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent)."""
     from bot.store import InteractionStore
     from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
@@ -362,24 +396,41 @@ def evals_export(since: str, out: Path | None, review_out: Path | None, frozen: 
         moment = parse_since(since)
     except ValueError:
         fail(f"--since: expected 7d, 12h, 2w or an ISO date, got {since!r}", 2)
-    result = asyncio.run(export_feedback(
-        InteractionStore.from_settings(settings), Embedder(settings.embedding_model, settings.embedding_batch_size),
-        since=moment, candidates_path=out or default_candidates_path(settings),
-        review_path=review_out or default_review_path(settings),
-        frozen_paths=list(frozen) or [settings.eval_dataset], threshold=threshold,
-    ))
+    result = asyncio.run(
+        export_feedback(
+            InteractionStore.from_settings(settings),
+            Embedder(settings.embedding_model, settings.embedding_batch_size),
+            since=moment,
+            candidates_path=out or default_candidates_path(settings),
+            review_path=review_out or default_review_path(settings),
+            frozen_paths=list(frozen) or [settings.eval_dataset],
+            threshold=threshold,
+        )
+    )
     if as_json:
-        print_json({"candidates_file": str(result.candidates_path), "review_file": str(result.review_path),
-                    "added": [case.id for case in result.added], "review": [case.id for case in result.review_added],
-                    "skipped": result.skipped, "merged": result.merged, "missing": result.missing})
+        print_json(
+            {
+                "candidates_file": str(result.candidates_path),
+                "review_file": str(result.review_path),
+                "added": [case.id for case in result.added],
+                "review": [case.id for case in result.review_added],
+                "skipped": result.skipped,
+                "merged": result.merged,
+                "missing": result.missing,
+            }
+        )
     else:
         click.echo(result.summary())
 
 
 @evals_group.command("review")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--into", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Frozen set to add accepted cases to (default: SUPPORTBOT_EVAL_DATASET).")
+@click.option(
+    "--into",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Frozen set to add accepted cases to (default: SUPPORTBOT_EVAL_DATASET).",
+)
 def evals_review(file: Path, into: Path | None) -> None:
     """Accept, edit or reject the candidate cases in FILE, one by one."""
     from evals.cases import InvalidCases
@@ -394,28 +445,58 @@ def evals_review(file: Path, into: Path | None) -> None:
 
 
 @evals_group.command("run")
-@click.option("--dataset", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Eval cases (JSONL).")
-@click.option("--kb", default=None, metavar="SOURCE",
-              help="Knowledge to evaluate against, indexed into a cached data dir (default: the configured index).")
+@click.option(
+    "--dataset", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Eval cases (JSONL)."
+)
+@click.option(
+    "--kb",
+    default=None,
+    metavar="SOURCE",
+    help="Knowledge to evaluate against, indexed into a cached data dir (default: the configured index).",
+)
 @click.option("-k", default=5, show_default=True, help="Documents retrieved per question.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "fts"]), default="hybrid", show_default=True)
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report JSON here.")
-@click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Earlier report JSON; exit 1 when a metric fell beyond the tolerance.")
+@click.option(
+    "--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the report JSON here."
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Earlier report JSON; exit 1 when a metric fell beyond the tolerance.",
+)
 @click.option("--tolerance", default=0.02, show_default=True, help="Allowed drop of a quality metric.")
 @click.option("--latency-tolerance", default=0.5, show_default=True, help="Allowed relative latency growth.")
 @click.option("--latency-floor-ms", default=50.0, show_default=True, help="Latency noise floor added to the allowance.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write report.md / report.html (and keep a history for trends) in this folder.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write report.md / report.html (and keep a history for trends) in this folder.",
+)
 @click.option("--offline", is_flag=True, help="Use the offline answerer even when ANTHROPIC_API_KEY is set.")
 @click.option("--judge/--no-judge", default=None, help="LLM judge of correctness (default: on when a key is set).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @data_dir_option
 @json_option
-def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path | None, baseline: Path | None,
-              tolerance: float, latency_tolerance: float, latency_floor_ms: float, report_dir: Path | None,
-              offline: bool, judge: bool | None, progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
+def evals_run(
+    dataset: Path,
+    kb: str | None,
+    k: int,
+    mode: str,
+    json_out: Path | None,
+    baseline: Path | None,
+    tolerance: float,
+    latency_tolerance: float,
+    latency_floor_ms: float,
+    report_dir: Path | None,
+    offline: bool,
+    judge: bool | None,
+    progress: bool | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Answer every case with the real pipeline; print retrieval, answer, escalation and latency metrics."""
     from evals.cases import InvalidCases, load_cases
     from evals.compare import comparability_warnings, compare_reports
@@ -441,17 +522,38 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
 
         judge_fn = make_claude_judge(settings)
     try:
-        report = EvalReport.of(asyncio.run(run_eval(
-            settings, cases, k=k, mode=mode, kb=kb, judge=judge_fn, dataset=dataset,
-            progress=sys.stderr.isatty() if progress is None else progress,
-        )))
+        report = EvalReport.of(
+            asyncio.run(
+                run_eval(
+                    settings,
+                    cases,
+                    k=k,
+                    mode=mode,
+                    kb=kb,
+                    judge=judge_fn,
+                    dataset=dataset,
+                    progress=sys.stderr.isatty() if progress is None else progress,
+                )
+            )
+        )
     except IndexNotReady as exc:
         fail(f"{exc} (or pass --kb SOURCE)", 2)  # exit 1 means "regression"
-    changes = compare_reports(report, previous, tolerance=tolerance, latency_tolerance=latency_tolerance,
-                              latency_floor_ms=latency_floor_ms) if previous else []
+    changes = (
+        compare_reports(
+            report,
+            previous,
+            tolerance=tolerance,
+            latency_tolerance=latency_tolerance,
+            latency_floor_ms=latency_floor_ms,
+        )
+        if previous
+        else []
+    )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        json_out.write_text(
+            json.dumps(report.to_dict(), indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+        )
     if report_dir:
         paths = write_report(report, report_dir, changes)
         click.echo(f"report: {paths['html']}", err=True)
@@ -466,8 +568,11 @@ def evals_run(dataset: Path, kb: str | None, k: int, mode: str, json_out: Path |
         for change in changes:
             click.echo(f"  {change}", err=True)
         if regressions:
-            click.secho(f"regression against {baseline}: " + ", ".join(change.metric for change in regressions),
-                        fg="red", err=True)
+            click.secho(
+                f"regression against {baseline}: " + ", ".join(change.metric for change in regressions),
+                fg="red",
+                err=True,
+            )
             sys.exit(1)
         click.secho(f"no regression against {baseline} (tolerance {tolerance})", fg="green", err=True)
 
@@ -478,19 +583,28 @@ def eval_summary_lines(report: EvalReport) -> list[str]:
     from evals.schema import metrics_in
 
     def line(section: str) -> str:
-        parts = [f"{metric.short_title(report.k)} {metric.format(report.value(metric))}" for metric in metrics_in(section)
-                 if section != "answer" or metric.name != "correctness_judge" or report.answer.correctness_judge is not None]
+        parts = [
+            f"{metric.short_title(report.k)} {metric.format(report.value(metric))}"
+            for metric in metrics_in(section)
+            if section != "answer" or metric.name != "correctness_judge" or report.answer.correctness_judge is not None
+        ]
         return f"{section:<11} " + "  ".join(parts)
 
     usage, latency = report.usage, report.latency_ms
-    lines = [f"{report.cases} cases, k={report.k}, mode {report.config.mode}, generator {report.config.generator}",
-             line("retrieval"), line("answer"), line("escalation"),
-             f"latency     p50 {latency.p50 or 0:.0f} ms  p95 {latency.p95 or 0:.0f} ms   tokens {usage.input_tokens} in / "
-             f"{usage.output_tokens} out  cost ${usage.cost_usd:.4f}"]
+    lines = [
+        f"{report.cases} cases, k={report.k}, mode {report.config.mode}, generator {report.config.generator}",
+        line("retrieval"),
+        line("answer"),
+        line("escalation"),
+        f"latency     p50 {latency.p50 or 0:.0f} ms  p95 {latency.p95 or 0:.0f} ms   tokens {usage.input_tokens} in / "
+        f"{usage.output_tokens} out  cost ${usage.cost_usd:.4f}",
+    ]
     judge = usage.judge
     if judge.calls:
-        lines.append(f"judge       {judge.calls} calls, {judge.failed} failed, "
-                     f"{judge.input_tokens} in / {judge.output_tokens} out  cost ${judge.cost_usd:.4f}")
+        lines.append(
+            f"judge       {judge.calls} calls, {judge.failed} failed, "
+            f"{judge.input_tokens} in / {judge.output_tokens} out  cost ${judge.cost_usd:.4f}"
+        )
     advice = threshold_summary(report.threshold_advice)
     if advice:
         lines.append(f"threshold   {advice}")
@@ -517,8 +631,13 @@ def evals_weekly(since: str, data_dir: Path | None) -> None:
 
 
 @main.command()
-@click.option("--port", default=3000, show_default=True, envvar="SUPPORTBOT_PORT",
-              help="Port `supportbot serve` listens on (env SUPPORTBOT_PORT).")
+@click.option(
+    "--port",
+    default=3000,
+    show_default=True,
+    envvar="SUPPORTBOT_PORT",
+    help="Port `supportbot serve` listens on (env SUPPORTBOT_PORT).",
+)
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
 def healthcheck(port: int, timeout: float) -> None:
     """Exit 0 if the local server's /healthz answers; the Docker HEALTHCHECK (the image has no curl)."""

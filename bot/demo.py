@@ -45,8 +45,10 @@ async def run(data_dir: Path, source: Path) -> None:
 
     report = await refresh_calibrated(index, [str(source)], settings)
     for counts in report.sources:
-        print(f"  added {counts.added}, updated {counts.updated}, unchanged {counts.unchanged}, "
-              f"deleted {counts.deleted}, failed {counts.failed}")
+        print(
+            f"  added {counts.added}, updated {counts.updated}, unchanged {counts.unchanged}, "
+            f"deleted {counts.deleted}, failed {counts.failed}"
+        )
     print(f"  {index.count_rows()} chunks, index version {index.version}, {report.seconds:.1f} s")
     if report.calibration:
         print(f"  {describe(report.calibration)}")
@@ -65,13 +67,15 @@ async def run(data_dir: Path, source: Path) -> None:
         print(render_answer(answer))
     finally:
         await pipeline.aclose()
-    print(f"\nAnswers by: {mode}. Try your own: supportbot ask \"...\" --data-dir {data_dir}, or supportbot chat.")
+    print(f'\nAnswers by: {mode}. Try your own: supportbot ask "..." --data-dir {data_dir}, or supportbot chat.')
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--source", type=Path, default=SAMPLE_KNOWLEDGE, help="knowledge to index (default: the sample)")
+    parser.add_argument(
+        "--source", type=Path, default=SAMPLE_KNOWLEDGE, help="knowledge to index (default: the sample)"
+    )
     args = parser.parse_args(argv)
     try:
         asyncio.run(run(args.data_dir, args.source))

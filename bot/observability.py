@@ -82,10 +82,14 @@ class Metrics:
         self.escalations = counter("escalations", "Hand-offs to humans posted, by trigger.", ("trigger",))
         self.feedback = counter("feedback", "Feedback votes, by rating (up, down).", ("rating",))
         self.stage_seconds = histogram(
-            "stage_seconds", "Answer latency by pipeline stage (retrieve, generate, judge, total).",
-            STAGE_BUCKETS, ("stage",),
+            "stage_seconds",
+            "Answer latency by pipeline stage (retrieve, generate, judge, total).",
+            STAGE_BUCKETS,
+            ("stage",),
         )
-        self.llm_tokens = counter("llm_tokens", "LLM tokens by kind (input, output, cache_read, cache_write).", ("kind",))
+        self.llm_tokens = counter(
+            "llm_tokens", "LLM tokens by kind (input, output, cache_read, cache_write).", ("kind",)
+        )
         self.llm_cost_usd = counter("llm_cost_usd", "LLM spend in US dollars.")
         self.prompt_cache_read_ratio = gauge(
             "llm_prompt_cache_read_ratio", "Share of prompt tokens read from the prompt cache since start."
@@ -182,7 +186,11 @@ SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 MIN_LITERAL_SECRET = 8  # shorter configured "secrets" would mask ordinary words
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "request_id"}
+STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+}
 
 
 @contextlib.contextmanager
@@ -206,7 +214,9 @@ def describe_text(text: str | None) -> str:
 def secret_values(settings: Settings) -> list[str]:
     """Every configured `SecretStr`, for literal masking: the signing secret has no telltale shape."""
     values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [value.get_secret_value() for value in values if hasattr(value, "get_secret_value") and value.get_secret_value()]
+    return [
+        value.get_secret_value() for value in values if hasattr(value, "get_secret_value") and value.get_secret_value()
+    ]
 
 
 class RequestIdFilter(logging.Filter):
@@ -291,10 +301,14 @@ def configure_logging(
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RedactingFilter(secrets))
     if json:
-        handler.setFormatter(JsonFormatter(
-            "{levelname}{name}{message}{request_id}", style="{", timestamp="time",
-            rename_fields={"levelname": "level", "name": "logger"},
-        ))
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}{request_id}",
+                style="{",
+                timestamp="time",
+                rename_fields={"levelname": "level", "name": "logger"},
+            )
+        )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()

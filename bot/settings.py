@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     production: bool = False  # in production, request signatures are always verified
     # Suggested prompts shown when someone opens the assistant panel; "|"-separated in the environment.
     assistant_prompts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["How do I get started?", "How do I export my data?", "How do I manage my subscription?"]
+        default_factory=lambda: [
+            "How do I get started?",
+            "How do I export my data?",
+            "How do I manage my subscription?",
+        ]
     )
 
     @field_validator("assistant_prompts", mode="before")
@@ -116,7 +120,9 @@ class Settings(BaseSettings):
     weekly_eval_weekday: int = Field(default=0, ge=0, le=6)  # 0 = Monday
     weekly_eval_hour: int = Field(default=9, ge=0, le=23)  # UTC
 
-    @field_validator("sources", "admin_users", "allowed_channels", "allowed_team_ids", "auto_answer_channels", mode="before")
+    @field_validator(
+        "sources", "admin_users", "allowed_channels", "allowed_team_ids", "auto_answer_channels", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

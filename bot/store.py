@@ -86,9 +86,12 @@ class EscalationConflict(Exception):
     """A refused escalation transition (e.g. claim after resolve); `current` is the stored row."""
 
     def __init__(self, current: dict[str, Any], wanted: str):
-        super().__init__(f"escalation of {current.get('interaction_id')} is {current.get('status')}; cannot become {wanted}")
+        super().__init__(
+            f"escalation of {current.get('interaction_id')} is {current.get('status')}; cannot become {wanted}"
+        )
         self.current = current
         self.wanted = wanted
+
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 INTERACTION_SCHEMA = pa.schema(
@@ -377,7 +380,9 @@ class InteractionStore:
                 refused.append(stored)
                 return stored
             now = utc_now()
-            row = dict(stored or {"key": key, "interaction_id": interaction_id, "kind": "escalation", "created_at": now})
+            row = dict(
+                stored or {"key": key, "interaction_id": interaction_id, "kind": "escalation", "created_at": now}
+            )
             row.update(status=status, updated_at=now)
             if user is not None:
                 row["user"] = user
@@ -385,8 +390,13 @@ class InteractionStore:
                     row["claimed_by"] = user
                 elif status == "resolved":
                     row["resolved_by"] = user
-            given = {"human_answer": human_answer, "escalation_ts": escalation_ts,
-                     "escalation_channel": escalation_channel, "trigger": trigger, "permalink": permalink}
+            given = {
+                "human_answer": human_answer,
+                "escalation_ts": escalation_ts,
+                "escalation_channel": escalation_channel,
+                "trigger": trigger,
+                "permalink": permalink,
+            }
             row.update({name: value for name, value in given.items() if value is not None})
             return row
 
@@ -395,9 +405,17 @@ class InteractionStore:
             raise EscalationConflict(refused[0], status)
         return row
 
-    async def receive(self, channel: str, message_ts: str, *, thread_ts: str | None = None, user: str | None = None,
-                      team_id: str | None = None, surface: str | None = None,
-                      ask: dict[str, Any] | None = None) -> bool:
+    async def receive(
+        self,
+        channel: str,
+        message_ts: str,
+        *,
+        thread_ts: str | None = None,
+        user: str | None = None,
+        team_id: str | None = None,
+        surface: str | None = None,
+        ask: dict[str, Any] | None = None,
+    ) -> bool:
         """Record a question as received, before any work on it; False if this message was already
         received (by this process or one before a restart): then it must not be answered again."""
         key = received_key(channel, message_ts)
@@ -408,9 +426,19 @@ class InteractionStore:
                 return stored
             fresh.append(True)
             now = utc_now()
-            return {"key": key, "channel": channel, "message_ts": message_ts, "thread_ts": thread_ts, "user": user,
-                    "team_id": team_id, "surface": surface, "ask": dumps(ask or {}), "status": "received",
-                    "created_at": now, "updated_at": now}
+            return {
+                "key": key,
+                "channel": channel,
+                "message_ts": message_ts,
+                "thread_ts": thread_ts,
+                "user": user,
+                "team_id": team_id,
+                "surface": surface,
+                "ask": dumps(ask or {}),
+                "status": "received",
+                "created_at": now,
+                "updated_at": now,
+            }
 
         await self._received.write(key, patch)
         return bool(fresh)
@@ -438,15 +466,11 @@ class InteractionStore:
     # ------------------------------------------------------------------ reading
 
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
-        rows = await asyncio.to_thread(
-            self._interactions.select, f"interaction_id = {sql_string(interaction_id)}"
-        )
+        rows = await asyncio.to_thread(self._interactions.select, f"interaction_id = {sql_string(interaction_id)}")
         return decode_interaction(rows[0]) if rows else None
 
     async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None:
-        rows = await asyncio.to_thread(
-            self._feedback.select, f"key = {sql_string(escalation_key(interaction_id))}"
-        )
+        rows = await asyncio.to_thread(self._feedback.select, f"key = {sql_string(escalation_key(interaction_id))}")
         return rows[0] if rows else None
 
     def interactions(self, since: datetime | None = None) -> list[dict[str, Any]]:

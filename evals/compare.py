@@ -33,8 +33,12 @@ class Change:
 
 
 def compare_reports(
-    current: EvalReport | Mapping[str, Any], baseline: EvalReport | Mapping[str, Any], *,
-    tolerance: float | None = None, latency_tolerance: float | None = None, latency_floor_ms: float | None = None,
+    current: EvalReport | Mapping[str, Any],
+    baseline: EvalReport | Mapping[str, Any],
+    *,
+    tolerance: float | None = None,
+    latency_tolerance: float | None = None,
+    latency_floor_ms: float | None = None,
 ) -> list[Change]:
     """Every compared metric present in both reports, with whether it fell beyond its allowance.
 
@@ -56,7 +60,9 @@ def compare_reports(
     return changes
 
 
-def comparability_warnings(current: EvalReport | Mapping[str, Any], baseline: EvalReport | Mapping[str, Any]) -> list[str]:
+def comparability_warnings(
+    current: EvalReport | Mapping[str, Any], baseline: EvalReport | Mapping[str, Any]
+) -> list[str]:
     """Differences that make the comparison apples to oranges (reported, not fatal)."""
     now, before_report = EvalReport.of(current), EvalReport.of(baseline)
     warnings = []

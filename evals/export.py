@@ -138,7 +138,9 @@ def group_feedback(feedback: Iterable[dict[str, Any]]) -> dict[str, dict[str, An
 
 
 def case_from_interaction(
-    interaction: dict[str, Any], votes: Sequence[dict[str, Any]], escalation: dict[str, Any] | None,
+    interaction: dict[str, Any],
+    votes: Sequence[dict[str, Any]],
+    escalation: dict[str, Any] | None,
     low_similarity: float = LOW_SIMILARITY,
 ) -> tuple[str, EvalCase] | None:
     """("candidate" | "review", case) for one interaction's feedback, or None when nothing to learn."""
@@ -157,29 +159,44 @@ def case_from_interaction(
     if escalation and escalation.get("status") == "resolved" and (escalation.get("human_answer") or "").strip():
         gap = is_knowledge_gap(interaction, low_similarity)
         return "candidate", EvalCase(
-            **base, reference_answer=scrub(escalation["human_answer"].strip()),
-            gold_sources=[] if gap else cited_sources(interaction), answerable=not gap,
-            origin="human-resolution", created_at=when,
+            **base,
+            reference_answer=scrub(escalation["human_answer"].strip()),
+            gold_sources=[] if gap else cited_sources(interaction),
+            answerable=not gap,
+            origin="human-resolution",
+            created_at=when,
             topic=topic_of_retrieved(interaction.get("retrieved") or []) if gap else None,
         )
     if "down" in ratings:
         comments = [scrub(vote["comment"]) for vote in votes if vote.get("comment")]
         return "review", EvalCase(
-            **base, reference_answer=None, gold_sources=cited_sources(interaction), answerable=True,
-            origin="thumbs-down", created_at=when, comments=comments,
+            **base,
+            reference_answer=None,
+            gold_sources=cited_sources(interaction),
+            answerable=True,
+            origin="thumbs-down",
+            created_at=when,
+            comments=comments,
             disagreement="up" in ratings,
         )
     if ratings == {"up"}:
         sources = cited_sources(interaction)
         return "candidate", EvalCase(
-            **base, reference_answer=clean_answer(interaction.get("answer", "")), gold_sources=sources,
-            answerable=True, origin="thumbs-up", created_at=when,
+            **base,
+            reference_answer=clean_answer(interaction.get("answer", "")),
+            gold_sources=sources,
+            answerable=True,
+            origin="thumbs-up",
+            created_at=when,
         )
     return None  # an escalation still open or claimed: wait for its resolution
 
 
 def merge_near_duplicates(
-    cases: list[EvalCase], vectors: np.ndarray, known_ids: Sequence[str], known_vectors: np.ndarray,
+    cases: list[EvalCase],
+    vectors: np.ndarray,
+    known_ids: Sequence[str],
+    known_vectors: np.ndarray,
     threshold: float = DUPLICATE_THRESHOLD,
 ) -> tuple[list[EvalCase], dict[str, str]]:
     """Drop cases whose question is a near-duplicate of a known case or an earlier kept one.
@@ -214,8 +231,11 @@ ORIGIN_PRIORITY = {"human-resolution": 0, "thumbs-up": 1, "thumbs-down": 2}
 
 
 def plan_export(
-    interactions: Iterable[dict[str, Any]], feedback: Iterable[dict[str, Any]], seen_ids: set[str],
-    seen_review_ids: Collection[str] = frozenset(), low_similarity: float = LOW_SIMILARITY,
+    interactions: Iterable[dict[str, Any]],
+    feedback: Iterable[dict[str, Any]],
+    seen_ids: set[str],
+    seen_review_ids: Collection[str] = frozenset(),
+    low_similarity: float = LOW_SIMILARITY,
 ) -> ExportPlan:
     """Candidates and review items from the logs (before dedupe).
 
@@ -240,7 +260,12 @@ def plan_export(
             plan.skipped.append(interaction_id)
         else:
             (plan.candidates if kind == "candidate" else plan.review).append(case)
-    plan.candidates.sort(key=lambda case: (ORIGIN_PRIORITY.get(case.origin or "", 9), case.created_at or datetime.min.replace(tzinfo=timezone.utc)))
+    plan.candidates.sort(
+        key=lambda case: (
+            ORIGIN_PRIORITY.get(case.origin or "", 9),
+            case.created_at or datetime.min.replace(tzinfo=timezone.utc),
+        )
+    )
     return plan
 
 
@@ -302,8 +327,15 @@ async def load_interactions(store, feedback: Sequence[dict[str, Any]]) -> list[d
 
 
 async def export_feedback(
-    store, embedder, *, since: datetime | None, candidates_path: Path, review_path: Path,
-    frozen_paths: Sequence[Path] = (), threshold: float = DUPLICATE_THRESHOLD, low_similarity: float = LOW_SIMILARITY,
+    store,
+    embedder,
+    *,
+    since: datetime | None,
+    candidates_path: Path,
+    review_path: Path,
+    frozen_paths: Sequence[Path] = (),
+    threshold: float = DUPLICATE_THRESHOLD,
+    low_similarity: float = LOW_SIMILARITY,
 ) -> ExportResult:
     """Append the new candidates and review items of the feedback since `since`; idempotent."""
     feedback = await asyncio.to_thread(store.feedback, since)
@@ -326,8 +358,13 @@ async def export_feedback(
     append_cases(candidates_path, added)
     append_cases(review_path, plan.review)
     return ExportResult(
-        candidates_path=candidates_path, review_path=review_path, added=added, review_added=plan.review,
-        skipped=len(plan.skipped), merged=merged, missing=len(plan.missing),
+        candidates_path=candidates_path,
+        review_path=review_path,
+        added=added,
+        review_added=plan.review,
+        skipped=len(plan.skipped),
+        merged=merged,
+        missing=len(plan.missing),
     )
 
 

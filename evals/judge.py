@@ -57,7 +57,8 @@ def make_claude_judge(settings: Settings, client=None):
     client = client or AsyncAnthropic(
         api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
         base_url=settings.anthropic_base_url,
-        max_retries=settings.anthropic_max_retries, timeout=settings.anthropic_timeout_seconds,
+        max_retries=settings.anthropic_max_retries,
+        timeout=settings.anthropic_timeout_seconds,
     )
 
     price = price_for(settings.anthropic_model, settings.prices)
@@ -65,8 +66,11 @@ def make_claude_judge(settings: Settings, client=None):
     async def judge(question: str, reference: str, answer: str) -> Grade:
         try:
             message = await client.messages.create(
-                model=settings.anthropic_model, max_tokens=20,
-                messages=[{"role": "user", "content": PROMPT.format(question=question, reference=reference, answer=answer)}],
+                model=settings.anthropic_model,
+                max_tokens=20,
+                messages=[
+                    {"role": "user", "content": PROMPT.format(question=question, reference=reference, answer=answer)}
+                ],
             )
         except APIError as exc:
             log.warning("judge call failed: %s", type(exc).__name__)

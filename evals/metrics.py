@@ -142,21 +142,33 @@ def operating_point(confidences: Sequence[float], answerable: Sequence[bool], th
 
 
 def threshold_advice(
-    confidences: Sequence[float], answerable: Sequence[bool], current: float, *,
-    min_escalated: float = TARGET_ESCALATED, min_answered: float = TARGET_ANSWERED,
+    confidences: Sequence[float],
+    answerable: Sequence[bool],
+    current: float,
+    *,
+    min_escalated: float = TARGET_ESCALATED,
+    min_answered: float = TARGET_ANSWERED,
 ) -> dict[str, Any]:
     """Where the escalation threshold should sit on this eval set: the rates at `current`, the range
     of thresholds (on a 0.05 grid) that meet both targets, and a suggestion. The suggestion is the
     meeting threshold with the most room on its tighter target or, when none meets both, the one
     closest to meeting them; None without both kinds of question."""
     escalated, answered = operating_point(confidences, answerable, current)
-    advice: dict[str, Any] = {"current": current, "escalated": round(escalated, 4), "answered": round(answered, 4),
-                              "targets": [min_escalated, min_answered], "meeting": None, "suggested": None}
+    advice: dict[str, Any] = {
+        "current": current,
+        "escalated": round(escalated, 4),
+        "answered": round(answered, 4),
+        "targets": [min_escalated, min_answered],
+        "meeting": None,
+        "suggested": None,
+    }
     if all(answerable) or not any(answerable):
         return advice
     grid = [round(0.05 * i, 2) for i in range(1, 20)]
-    room = {t: min(e - min_escalated, a - min_answered)
-            for t, (e, a) in ((t, operating_point(confidences, answerable, t)) for t in grid)}
+    room = {
+        t: min(e - min_escalated, a - min_answered)
+        for t, (e, a) in ((t, operating_point(confidences, answerable, t)) for t in grid)
+    }
     meeting = [t for t in grid if room[t] >= 0]
     if meeting:
         advice["meeting"] = [meeting[0], meeting[-1]]
@@ -217,6 +229,7 @@ def unique_documents(hits: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 
 # ---------------------------------------------------------------------------- faithfulness
 
+
 def strip_markers(text: str | None) -> str:
     """Answer text without its citation markers, white space folded, for comparing it with a reference."""
     return _strip_markers(text, tidy=True)
@@ -250,7 +263,7 @@ def cited_segments(text: str) -> list[tuple[list[str], list[int]]]:
     segments: list[tuple[list[str], list[int]]] = []
     start = 0
     for match in MARKER_RUN.finditer(text or ""):
-        segments.append((split_answer_sentences(text[start:match.start()]), citation_numbers(match.group())))
+        segments.append((split_answer_sentences(text[start : match.start()]), citation_numbers(match.group())))
         start = match.end()
     segments.append((split_answer_sentences((text or "")[start:]), []))
     return [(sentences, numbers) for sentences, numbers in segments if sentences]
@@ -296,7 +309,9 @@ def reliability_bins(confidences: Sequence[float], outcomes: Sequence[bool], bin
         members.setdefault(index, []).append((confidence, outcome))
     return [
         {
-            "lower": index / bins, "upper": (index + 1) / bins, "count": len(pairs),
+            "lower": index / bins,
+            "upper": (index + 1) / bins,
+            "count": len(pairs),
             "mean_confidence": round(sum(c for c, _ in pairs) / len(pairs), 4),
             "observed": round(sum(o for _, o in pairs) / len(pairs), 4),
         }

@@ -18,10 +18,13 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("<SLACK_TOKEN>", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}|\bxapp-[A-Za-z0-9-]{8,}")),
     ("<SLACK_WEBHOOK>", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+")),
     # Anthropic, OpenAI-style, GitHub, AWS, Google and Stripe keys.
-    ("<API_KEY>", re.compile(
-        r"\bsk-ant-[A-Za-z0-9_-]{8,}|\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}"
-        r"|\bAKIA[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{30,}|\b[rsp]k_(?:live|test)_[A-Za-z0-9]{10,}"
-    )),
+    (
+        "<API_KEY>",
+        re.compile(
+            r"\bsk-ant-[A-Za-z0-9_-]{8,}|\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}"
+            r"|\bAKIA[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{30,}|\b[rsp]k_(?:live|test)_[A-Za-z0-9]{10,}"
+        ),
+    ),
     ("<TOKEN>", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{16,}")),
     ("<JWT>", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
     # Slack mentions: users, channels (with or without a label), user groups and special mentions.
@@ -32,15 +35,23 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # Long hex (>= 32) or base64-ish runs (>= 32, with digits, lower and upper case): hashes, secrets.
     # A run may not start inside a url or a dotted name, so paths like /claude-3-5-sonnet survive.
     ("<SECRET>", re.compile(r"\b[0-9a-fA-F]{32,}\b")),
-    ("<SECRET>", re.compile(
-        r"(?<![A-Za-z0-9+/_.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])"
-        r"[A-Za-z0-9+/_-]{32,}={0,2}"
-    )),
+    (
+        "<SECRET>",
+        re.compile(
+            r"(?<![A-Za-z0-9+/_.-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[a-z])(?=[A-Za-z0-9+/_-]*[A-Z])"
+            r"[A-Za-z0-9+/_-]{32,}={0,2}"
+        ),
+    ),
     # Payment cards: 13-19 digits, optionally in groups, that pass the Luhn check (see CHECKS).
     ("<CARD>", re.compile(r"(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])")),
     # IBANs: country, check digits, 11-30 letters/digits (optionally in groups of 4), mod-97 checked.
     ("<IBAN>", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")),
-    ("<IP>", re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])")),
+    (
+        "<IP>",
+        re.compile(
+            r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])"
+        ),
+    ),
     # Bare Slack user ids (U…/W…, with a digit), as pasted outside of <@…> markup.
     ("<USER>", re.compile(r"\b[UW](?=[A-Z0-9]*\d)[A-Z0-9]{8,11}\b")),
     # @handles (after emails, which contain an @ too).
@@ -81,7 +92,7 @@ def _checked(placeholder: str, check: Callable[[str], bool], matched: str) -> st
     candidate = matched
     while candidate:
         if check(candidate):
-            return placeholder + matched[len(candidate):]
+            return placeholder + matched[len(candidate) :]
         cut = max(candidate.rfind(" "), candidate.rfind("-"))
         candidate = candidate[:cut].rstrip(" -") if cut > 0 else ""
     return matched

@@ -43,13 +43,17 @@ def format_value(value: Any) -> str:
 
 def usage_summary(usage: UsageSummary) -> str:
     """The bot's tokens and cost, then the LLM judge's (an eval cost, not the bot's) when it ran."""
-    text = (f"Tokens: {usage.input_tokens} in, {usage.output_tokens} out; cost "
-            f"${usage.cost_usd:.4f} (${usage.cost_per_case_usd:.5f} per question).")
+    text = (
+        f"Tokens: {usage.input_tokens} in, {usage.output_tokens} out; cost "
+        f"${usage.cost_usd:.4f} (${usage.cost_per_case_usd:.5f} per question)."
+    )
     judge = usage.judge
     if judge.calls:
         failed = f", {judge.failed} failed" if judge.failed else ""
-        text += (f" LLM judge: {judge.calls} calls{failed}, {judge.input_tokens} in, "
-                 f"{judge.output_tokens} out, ${judge.cost_usd:.4f}.")
+        text += (
+            f" LLM judge: {judge.calls} calls{failed}, {judge.input_tokens} in, "
+            f"{judge.output_tokens} out, ${judge.cost_usd:.4f}."
+        )
     return text
 
 
@@ -65,18 +69,24 @@ def threshold_summary(advice: dict[str, Any] | None) -> str | None:
     if not advice or advice.get("suggested") is None:
         return None
     low_escalated, low_answered = advice["targets"]
-    text = (f"At the escalation threshold {advice['current']:.2f}, {advice['escalated']:.0%} of unanswerable questions "
-            f"were escalated and {advice['answered']:.0%} of answerable ones answered (targets {low_escalated:.0%} "
-            f"and {low_answered:.0%}). ")
+    text = (
+        f"At the escalation threshold {advice['current']:.2f}, {advice['escalated']:.0%} of unanswerable questions "
+        f"were escalated and {advice['answered']:.0%} of answerable ones answered (targets {low_escalated:.0%} "
+        f"and {low_answered:.0%}). "
+    )
     escalated, answered = advice["suggested_rates"]
     if advice["meeting"]:
         low, high = advice["meeting"]
         if low == high:
             return text + f"Only {low:.2f} meets both ({escalated:.0%} / {answered:.0%})."
-        return text + (f"Thresholds {low:.2f} to {high:.2f} meet both; {advice['suggested']:.2f} leaves the most room "
-                       f"({escalated:.0%} / {answered:.0%}).")
-    return text + (f"No threshold meets both on this set; {advice['suggested']:.2f} comes closest ({escalated:.0%} / "
-                   f"{answered:.0%}). The confidence signals, not the threshold, need work.")
+        return text + (
+            f"Thresholds {low:.2f} to {high:.2f} meet both; {advice['suggested']:.2f} leaves the most room "
+            f"({escalated:.0%} / {answered:.0%})."
+        )
+    return text + (
+        f"No threshold meets both on this set; {advice['suggested']:.2f} comes closest ({escalated:.0%} / "
+        f"{answered:.0%}). The confidence signals, not the threshold, need work."
+    )
 
 
 def reason_label(reason: str) -> str:
@@ -118,7 +128,11 @@ def worst_cases(rows: Sequence[dict[str, Any]], limit: int = 6) -> list[tuple[st
         key=lambda row: (row["token_f1"], row.get("faithfulness") or 0.0),
     )
     return [
-        ("Answered, but the knowledge does not cover it", "the bot should have escalated these", confidently_wrong[:limit]),
+        (
+            "Answered, but the knowledge does not cover it",
+            "the bot should have escalated these",
+            confidently_wrong[:limit],
+        ),
         ("Escalated, but the knowledge answers it", "needless work for the support team", missed[:limit]),
         ("Weakest answers", "lowest overlap with the reference answer", weakest[:limit]),
     ]
@@ -133,11 +147,16 @@ def headline_rows(report: Report, changes: Sequence[Change] = ()) -> list[dict[s
         if value is None and metric.section != "retrieval":
             continue
         change = by_metric.get(metric.key)
-        rows.append({
-            "label": metric.title(report.k), "value": value, "meaning": metric.meaning,
-            "baseline": change.baseline if change else None, "delta": change.delta if change else None,
-            "regressed": bool(change and change.regressed),
-        })
+        rows.append(
+            {
+                "label": metric.title(report.k),
+                "value": value,
+                "meaning": metric.meaning,
+                "baseline": change.baseline if change else None,
+                "delta": change.delta if change else None,
+                "regressed": bool(change and change.regressed),
+            }
+        )
     return rows
 
 
@@ -192,17 +211,35 @@ def plot_calibration(report: EvalReport) -> bytes | None:
     ax.plot([0, 1], [0, 1], linestyle="--", color="#9ca3af", label="perfect calibration")
     if bins:
         centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
-        ax.bar(centres, [b["observed"] for b in bins], width=0.09, color=PALETTE[0], alpha=0.75,
-               label="observed share answerable")
+        ax.bar(
+            centres,
+            [b["observed"] for b in bins],
+            width=0.09,
+            color=PALETTE[0],
+            alpha=0.75,
+            label="observed share answerable",
+        )
         ax.plot([b["mean_confidence"] for b in bins], [b["observed"] for b in bins], "o", color=PALETTE[0])
         for centre, b in zip(centres, bins):
-            ax.annotate(f"n={b['count']}", (centre, b["observed"]), textcoords="offset points", xytext=(0, 4),
-                        ha="center", fontsize=7, color="#374151")
+            ax.annotate(
+                f"n={b['count']}",
+                (centre, b["observed"]),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=7,
+                color="#374151",
+            )
     for key, label, colour in (("caveat_threshold", "caveat", PALETTE[2]), ("answer_threshold", "answer", PALETTE[1])):
         if isinstance(config.get(key), (int, float)):
             ax.axvline(config[key], color=colour, linewidth=1.5, label=f"{label} threshold {config[key]:.2f}")
-    ax.set(xlim=(0, 1), ylim=(0, 1.12), xlabel="bot confidence", ylabel="share answerable",
-           title="Reliability: is confidence the chance of being answerable?")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.12),
+        xlabel="bot confidence",
+        ylabel="share answerable",
+        title="Reliability: is confidence the chance of being answerable?",
+    )
     ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9)
     return _png(fig)
 
@@ -215,15 +252,21 @@ def plot_confidence_histogram(report: EvalReport) -> bytes | None:
     config = report.config.model_dump()
     fig, ax = _figure()
     edges = [i / 20 for i in range(21)]
-    ax.hist([r["confidence"] for r in rows if r["answerable"]], bins=edges, alpha=0.7, color=PALETTE[1], label="answerable")
+    ax.hist(
+        [r["confidence"] for r in rows if r["answerable"]], bins=edges, alpha=0.7, color=PALETTE[1], label="answerable"
+    )
     unanswerable = [r["confidence"] for r in rows if not r["answerable"]]
     if unanswerable:
         ax.hist(unanswerable, bins=edges, alpha=0.7, color=PALETTE[4], label="not answerable")
     for key, colour in (("caveat_threshold", PALETTE[2]), ("answer_threshold", PALETTE[1])):
         if isinstance(config.get(key), (int, float)):
             ax.axvline(config[key], color=colour, linewidth=1.5)
-    ax.set(xlim=(0, 1), xlabel="bot confidence", ylabel="questions",
-           title="Confidence by ground truth (lines: caveat / answer thresholds)")
+    ax.set(
+        xlim=(0, 1),
+        xlabel="bot confidence",
+        ylabel="questions",
+        title="Confidence by ground truth (lines: caveat / answer thresholds)",
+    )
     ax.legend(fontsize=8, frameon=False)
     return _png(fig)
 
@@ -236,7 +279,13 @@ def plot_trend(history: Sequence[Report]) -> bytes | None:
     for colour, (name, points) in zip(PALETTE, series.items()):
         ax.plot(range(len(points)), [value for _, value in points], marker="o", color=colour, label=name)
     longest = max(series.values(), key=len)
-    ax.set_xticks(range(len(longest)), [stamp[5:16].replace("T", " ") for stamp, _ in longest], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(longest)),
+        [stamp[5:16].replace("T", " ") for stamp, _ in longest],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     ax.set(ylim=(0, 1.05), ylabel="score", title=f"Metric trend over the last {len(longest)} runs")
     ax.legend(fontsize=8, frameon=False, loc="lower left", ncol=2)
     return _png(fig)
@@ -285,8 +334,13 @@ def render_plots(report: Report, history: Sequence[Report]) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------ Markdown
 
 
-FOLLOWUP_COLUMNS = (("hit@k", "hit@k"), ("mrr@k", "MRR@k"), ("answered_when_answerable", "answered when answerable"),
-                    ("escalated_when_unanswerable", "escalated when unanswerable"), ("correctness", "correctness"))
+FOLLOWUP_COLUMNS = (
+    ("hit@k", "hit@k"),
+    ("mrr@k", "MRR@k"),
+    ("answered_when_answerable", "answered when answerable"),
+    ("escalated_when_unanswerable", "escalated when unanswerable"),
+    ("correctness", "correctness"),
+)
 
 
 def followup_rows(report: EvalReport) -> list[tuple[str, dict[str, Any]]]:
@@ -295,7 +349,10 @@ def followup_rows(report: EvalReport) -> list[tuple[str, dict[str, Any]]]:
     section = report.followups or {}
     if not section:
         return []
-    rows = [("single-turn questions", section.get("single_turn") or {}), ("follow-ups in a thread", section.get("followup") or {})]
+    rows = [
+        ("single-turn questions", section.get("single_turn") or {}),
+        ("follow-ups in a thread", section.get("followup") or {}),
+    ]
     return rows + [(f"follow-up: {kind}", figures) for kind, figures in (section.get("by_kind") or {}).items()]
 
 
@@ -321,31 +378,47 @@ def _title(report: EvalReport) -> str:
 def _config_line(report: EvalReport) -> str:
     config = report.config
     commit = (report.git_commit or "no git")[:12]
-    return (f"{report.cases} cases · k={report.k} · mode {config.mode} · generator "
-            f"{config.generator} · knowledge {config.kb or 'configured index'} · {report.timestamp} · {commit}")
+    return (
+        f"{report.cases} cases · k={report.k} · mode {config.mode} · generator "
+        f"{config.generator} · knowledge {config.kb or 'configured index'} · {report.timestamp} · {commit}"
+    )
 
 
-def render_markdown(
-    report: Report, changes: Sequence[Change] = (), plots: Sequence[str] = (), limit: int = 6
-) -> str:
+def render_markdown(report: Report, changes: Sequence[Change] = (), plots: Sequence[str] = (), limit: int = 6) -> str:
     """The report as Markdown; `plots` are the PNG file names written beside it."""
     report = EvalReport.of(report)
     rows = report.per_case
-    lines = [f"# {_title(report)}", "", _config_line(report), "", "## Headline metrics", "",
-             "| metric | value | baseline | change | meaning |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# {_title(report)}",
+        "",
+        _config_line(report),
+        "",
+        "## Headline metrics",
+        "",
+        "| metric | value | baseline | change | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for row in headline_rows(report, changes):
         flag = " **regressed**" if row["regressed"] else ""
         delta = f"{row['delta']:+.3f}{flag}" if row["delta"] is not None else ""
-        lines.append(f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |")
+        lines.append(
+            f"| {row['label']} | {format_value(row['value'])} | {format_value(row['baseline']) if row['baseline'] is not None else ''} | {delta} | {row['meaning']} |"
+        )
     lines += ["", usage_summary(report.usage), ""]
     followups = followup_rows(report)
     if followups:
-        lines += ["## Single-turn and follow-up questions", "",
-                  "| questions | cases | " + " | ".join(label for _, label in FOLLOWUP_COLUMNS) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in FOLLOWUP_COLUMNS) + " |"]
-        lines += [f"| {_md(label)} | {figures.get('cases', 0)} | "
-                  + " | ".join(format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS) + " |"
-                  for label, figures in followups]
+        lines += [
+            "## Single-turn and follow-up questions",
+            "",
+            "| questions | cases | " + " | ".join(label for _, label in FOLLOWUP_COLUMNS) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in FOLLOWUP_COLUMNS) + " |",
+        ]
+        lines += [
+            f"| {_md(label)} | {figures.get('cases', 0)} | "
+            + " | ".join(format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS)
+            + " |"
+            for label, figures in followups
+        ]
         lines.append("")
     for name in plots:
         lines += [f"![{name}]({name}.png)", ""]
@@ -361,7 +434,9 @@ def render_markdown(
     if not gaps:
         lines += ["No question lacked a good source.", ""]
     for topic, members in gaps:
-        lines.append(f"- **{_md(topic)}** ({len(members)}): " + "; ".join(_md(_short(m["question"], 120)) for m in members[:8]))
+        lines.append(
+            f"- **{_md(topic)}** ({len(members)}): " + "; ".join(_md(_short(m["question"], 120)) for m in members[:8])
+        )
     lines.append("")
     for title, why, cases in worst_cases(rows, limit):
         if not cases:
@@ -390,52 +465,92 @@ TEMPLATES = Path(__file__).parent / "templates"
 @functools.cache
 def _environment() -> jinja2.Environment:
     """Autoescape on: every question, answer and title in the report is escaped by Jinja2, not by hand."""
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def html_context(report: EvalReport, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
-                 ) -> dict[str, Any]:
+def html_context(
+    report: EvalReport, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
+) -> dict[str, Any]:
     """Everything the HTML template shows, already formatted (plain strings: the template escapes them)."""
     rows = report.per_case
     headline = [
-        {"label": row["label"], "value": format_value(row["value"]),
-         "baseline": format_value(row["baseline"]) if row["baseline"] is not None else "",
-         "delta": "" if row["delta"] is None else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else ""),
-         "regressed": row["regressed"], "meaning": row["meaning"]}
+        {
+            "label": row["label"],
+            "value": format_value(row["value"]),
+            "baseline": format_value(row["baseline"]) if row["baseline"] is not None else "",
+            "delta": ""
+            if row["delta"] is None
+            else f"{row['delta']:+.3f}" + (" regressed" if row["regressed"] else ""),
+            "regressed": row["regressed"],
+            "meaning": row["meaning"],
+        }
         for row in headline_rows(report, changes)
     ]
-    gaps = [{"topic": topic, "count": len(members), "questions": [_short(m["question"], 160) for m in members[:6]],
-             "more": max(len(members) - 6, 0)} for topic, members in knowledge_gaps(rows)]
+    gaps = [
+        {
+            "topic": topic,
+            "count": len(members),
+            "questions": [_short(m["question"], 160) for m in members[:6]],
+            "more": max(len(members) - 6, 0),
+        }
+        for topic, members in knowledge_gaps(rows)
+    ]
     sections = [
-        {"title": title, "why": why, "cases": [
-            {"id": row["id"], "question": row["question"], "decision": row["decision"],
-             "confidence": f"{row['confidence']:.2f}", "reasons": "; ".join(row["reasons"]),
-             "thread": thread_text(row) if row.get("history") else "",
-             "answer": _short(row["answer"], 700), "reference": _short(row["reference_answer"], 500),
-             "sources": [{"gold": d["gold"], "url": d["url"], "title": d["title"]} for d in row["retrieved"][:5]]}
-            for row in cases]}
-        for title, why, cases in worst_cases(rows, limit) if cases
+        {
+            "title": title,
+            "why": why,
+            "cases": [
+                {
+                    "id": row["id"],
+                    "question": row["question"],
+                    "decision": row["decision"],
+                    "confidence": f"{row['confidence']:.2f}",
+                    "reasons": "; ".join(row["reasons"]),
+                    "thread": thread_text(row) if row.get("history") else "",
+                    "answer": _short(row["answer"], 700),
+                    "reference": _short(row["reference_answer"], 500),
+                    "sources": [
+                        {"gold": d["gold"], "url": d["url"], "title": d["title"]} for d in row["retrieved"][:5]
+                    ],
+                }
+                for row in cases
+            ],
+        }
+        for title, why, cases in worst_cases(rows, limit)
+        if cases
     ]
     return {
-        "title": _title(report), "config_line": _config_line(report), "headline": headline,
-        "usage": usage_summary(report.usage), "threshold": threshold_summary(report.threshold_advice),
+        "title": _title(report),
+        "config_line": _config_line(report),
+        "headline": headline,
+        "usage": usage_summary(report.usage),
+        "threshold": threshold_summary(report.threshold_advice),
         "calibration": calibration_summary(report.self_calibration),
         "followup_columns": [label for _, label in FOLLOWUP_COLUMNS],
-        "followups": [{"label": label, "cases": figures.get("cases", 0),
-                       "values": [format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS]}
-                      for label, figures in followup_rows(report)],
-        "plots": {name: data_uri(png) for name, png in plots.items()}, "gaps": gaps, "sections": sections,
+        "followups": [
+            {
+                "label": label,
+                "cases": figures.get("cases", 0),
+                "values": [format_value(figures.get(key)) for key, _ in FOLLOWUP_COLUMNS],
+            }
+            for label, figures in followup_rows(report)
+        ],
+        "plots": {name: data_uri(png) for name, png in plots.items()},
+        "gaps": gaps,
+        "sections": sections,
     }
 
 
-def render_html(
-    report: Report, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6
-) -> str:
+def render_html(report: Report, plots: dict[str, bytes], changes: Sequence[Change] = (), limit: int = 6) -> str:
     """One self-contained page: plots inlined as base64 PNG data URIs, no external assets."""
     context = html_context(EvalReport.of(report), plots, changes, limit)
     return _environment().get_template("report.html.j2").render(context)

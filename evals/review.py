@@ -55,7 +55,10 @@ def show(case: EvalCase, position: int, total: int) -> None:
     click.echo(f"  {'follow-up' if case.history else 'question'}:{' ' if case.history else '   '}{case.question}")
     click.echo(f"  reference:  {case.reference_answer if case.reference_answer is not None else '(none)'}")
     click.echo(f"  gold:       {', '.join(case.gold_sources) or '(none)'}")
-    click.echo(f"  answerable: {'yes' if case.answerable else 'no (knowledge gap)'}" + (f"  topic: {case.topic}" if case.topic else ""))
+    click.echo(
+        f"  answerable: {'yes' if case.answerable else 'no (knowledge gap)'}"
+        + (f"  topic: {case.topic}" if case.topic else "")
+    )
     if extra.get("bot_answer") and extra.get("bot_answer") != case.reference_answer:
         click.echo(f"  bot said:   {extra['bot_answer']}")
     for comment in extra.get("comments") or []:
@@ -69,13 +72,15 @@ def edit(case: EvalCase) -> EvalCase:
     answerable = click.confirm("answerable from the knowledge?", default=case.answerable)
     gold = click.prompt("gold sources (comma-separated, '-' for none)", default=", ".join(case.gold_sources) or "-")
     topic = click.prompt("topic ('-' for none)", default=case.topic or "-")
-    return case.model_copy(update={
-        "question": question.strip(),
-        "reference_answer": None if reference.strip() == "-" else reference.strip(),
-        "answerable": answerable,
-        "gold_sources": [] if gold.strip() == "-" else [s.strip() for s in gold.split(",") if s.strip()],
-        "topic": None if topic.strip() == "-" else topic.strip(),
-    })
+    return case.model_copy(
+        update={
+            "question": question.strip(),
+            "reference_answer": None if reference.strip() == "-" else reference.strip(),
+            "answerable": answerable,
+            "gold_sources": [] if gold.strip() == "-" else [s.strip() for s in gold.split(",") if s.strip()],
+            "topic": None if topic.strip() == "-" else topic.strip(),
+        }
+    )
 
 
 def frozen_form(case: EvalCase, new_id: str) -> EvalCase:
@@ -89,7 +94,9 @@ def frozen_form(case: EvalCase, new_id: str) -> EvalCase:
 def decide(case: EvalCase, position: int, total: int) -> tuple[EvalCase, str]:
     """Prompt until a final action; edits loop back so the reviewer sees the result first."""
     while True:
-        action = CHOICES[click.prompt("[a]ccept [e]dit [r]eject [s]kip [q]uit", type=click.Choice(list(CHOICES)), default="s")]
+        action = CHOICES[
+            click.prompt("[a]ccept [e]dit [r]eject [s]kip [q]uit", type=click.Choice(list(CHOICES)), default="s")
+        ]
         if action == "edit":
             case = edit(case)
             show(case, position, total)

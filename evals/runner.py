@@ -72,8 +72,13 @@ def document_ranking(answer) -> list[dict[str, Any]]:
         [[chunk.doc_id, *source_keys(chunk.url, getattr(chunk, "doc_url", ""))] for chunk in answer.retrieved]
     )
     return [
-        {"doc_id": keys[0], "url": chunks[keys[0]].url, "title": chunks[keys[0]].title,
-         "score": round(float(chunks[keys[0]].score), 4), "keys": list(keys)}
+        {
+            "doc_id": keys[0],
+            "url": chunks[keys[0]].url,
+            "title": chunks[keys[0]].title,
+            "score": round(float(chunks[keys[0]].score), 4),
+            "keys": list(keys),
+        }
         for keys in ranking
     ]
 
@@ -85,8 +90,12 @@ def verify_citations(answer) -> list[bool]:
     for chunk in answer.retrieved:
         by_doc.setdefault(chunk.doc_id, []).append(chunk.text)
     return [
-        any(citation_supported(citation.cited_text, text)
-            for text in ([by_chunk[citation.chunk_id]] if citation.chunk_id in by_chunk else by_doc.get(citation.doc_id, [])))
+        any(
+            citation_supported(citation.cited_text, text)
+            for text in (
+                [by_chunk[citation.chunk_id]] if citation.chunk_id in by_chunk else by_doc.get(citation.doc_id, [])
+            )
+        )
         for citation in answer.citations
     ]
 
@@ -133,7 +142,8 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
         "retrieval": contract_keys(retrieval, k),
         "faithfulness": faithfulness(answer.text, verified) if answered else None,
         "token_f1": round(token_f1(strip_markers(answer.text), case.reference_answer), 4)
-        if case.answerable and case.reference_answer and answered else None,
+        if case.answerable and case.reference_answer and answered
+        else None,
         "latency_ms": {name: round(float(ms), 2) for name, ms in answer.latency_ms.items()},
         "usage": answer.usage.model_dump(),
     }
@@ -158,13 +168,18 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
     bins = reliability_bins(confidences, answerable)
     totals = [row["latency_ms"].get("total", 0.0) for row in rows]
     stages = sorted({stage for row in rows for stage in row["latency_ms"] if stage != "total"})
-    usage = {name: sum(row["usage"].get(name, 0) for row in rows)
-             for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")}
+    usage = {
+        name: sum(row["usage"].get(name, 0) for row in rows)
+        for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    }
     cost = sum(row["usage"].get("cost_usd", 0.0) for row in rows)
     graded = [row for row in rows if "judge_usage" in row]
     judge = {name: sum(row["judge_usage"].get(name, 0) for row in graded) for name in ("input_tokens", "output_tokens")}
-    judge.update(cost_usd=round(sum(row["judge_usage"].get("cost_usd", 0.0) for row in graded), 6),
-                 calls=len(graded), failed=sum(1 for row in graded if row.get("judge_error")))
+    judge.update(
+        cost_usd=round(sum(row["judge_usage"].get("cost_usd", 0.0) for row in graded), 6),
+        calls=len(graded),
+        failed=sum(1 for row in graded if row.get("judge_error")),
+    )
     return {
         "retrieval": {name: retrieval.get(name) for name in ("hit@k", "mrr@k", "recall@k", "ndcg@k")},
         "escalation": {
@@ -185,13 +200,19 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
             "answered": sum(1 for e in escalated if not e),
         },
         "latency_ms": {
-            "p50": round(percentile(totals, 50), 1), "p95": round(percentile(totals, 95), 1),
+            "p50": round(percentile(totals, 50), 1),
+            "p95": round(percentile(totals, 95), 1),
             "mean": round(sum(totals) / len(totals), 1) if totals else 0.0,
-            "stages_p50": {stage: round(percentile([row["latency_ms"].get(stage, 0.0) for row in rows], 50), 1)
-                           for stage in stages},
+            "stages_p50": {
+                stage: round(percentile([row["latency_ms"].get(stage, 0.0) for row in rows], 50), 1) for stage in stages
+            },
         },
-        "usage": {**usage, "cost_usd": round(cost, 6), "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0,
-                  "judge": judge},
+        "usage": {
+            **usage,
+            "cost_usd": round(cost, 6),
+            "cost_per_case_usd": round(cost / len(rows), 6) if rows else 0.0,
+            "judge": judge,
+        },
         "calibration": {"bins": bins},
         "followups": followup_summary(rows),
         "cases": len(rows),
@@ -202,13 +223,18 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
 def group_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Retrieval and escalation of a group of rows (the follow-up comparison's one column)."""
     retrieval = mean_scores(row["retrieval"] for row in rows if row["retrieval"])
-    escalation = escalation_scores([row["escalated"] for row in rows], [row["answerable"] for row in rows]) if rows else {}
+    escalation = (
+        escalation_scores([row["escalated"] for row in rows], [row["answerable"] for row in rows]) if rows else {}
+    )
     return {
         "cases": len(rows),
-        "hit@k": retrieval.get("hit@k"), "mrr@k": retrieval.get("mrr@k"), "recall@k": retrieval.get("recall@k"),
+        "hit@k": retrieval.get("hit@k"),
+        "mrr@k": retrieval.get("mrr@k"),
+        "recall@k": retrieval.get("recall@k"),
         "escalation_rate": escalation.get("escalation_rate"),
         "answered_when_answerable": escalation.get("answered_when_answerable")
-        if any(row["answerable"] for row in rows) else None,
+        if any(row["answerable"] for row in rows)
+        else None,
         "escalated_when_unanswerable": escalation.get("recall"),
         "correctness": mean([row["token_f1"] for row in rows]),
     }
@@ -224,8 +250,10 @@ def followup_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {
         "single_turn": group_summary(single),
         "followup": group_summary(followups),
-        "by_kind": {kind: group_summary([row for row in followups if (row.get("followup_kind") or "unlabelled") == kind])
-                    for kind in kinds},
+        "by_kind": {
+            kind: group_summary([row for row in followups if (row.get("followup_kind") or "unlabelled") == kind])
+            for kind in kinds
+        },
     }
 
 
@@ -238,8 +266,13 @@ def git_commit(root: Path) -> str | None:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if head.returncode:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -257,7 +290,12 @@ def kb_data_dir(settings: Settings, kb: str) -> Path:
     """
     from knowledge.sources import source_key
 
-    parts = [source_key(kb), settings.embedding_model, str(settings.chunk_max_tokens), str(settings.chunk_overlap_tokens)]
+    parts = [
+        source_key(kb),
+        settings.embedding_model,
+        str(settings.chunk_max_tokens),
+        str(settings.chunk_overlap_tokens),
+    ]
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:16]
     return Path(settings.data_dir) / "eval-kb" / digest
 
@@ -351,10 +389,15 @@ async def run_eval(
     report["config"] = {
         "dataset": str(dataset) if dataset else None,
         "dataset_sha256": file_sha256(Path(dataset)) if dataset and Path(dataset).is_file() else None,
-        "kb": kb, "k": k, "mode": mode, "generator": generator,
+        "kb": kb,
+        "k": k,
+        "mode": mode,
+        "generator": generator,
         "model": settings.anthropic_model if generator == "claude" else None,
-        "judge": bool(judge), "answer_threshold": settings.answer_threshold,
-        "caveat_threshold": settings.caveat_threshold, "data_dir": str(settings.data_dir),
+        "judge": bool(judge),
+        "answer_threshold": settings.answer_threshold,
+        "caveat_threshold": settings.caveat_threshold,
+        "data_dir": str(settings.data_dir),
     }
     report["self_calibration"] = await calibration_in_force(pipeline, index)
     report["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -43,8 +43,12 @@ class WeeklyResult:
     export_summary: str
 
 
-def digest_text(report: EvalReport | Mapping[str, Any], previous: EvalReport | Mapping[str, Any] | None,
-                export_summary: str, html_path: Path) -> str:
+def digest_text(
+    report: EvalReport | Mapping[str, Any],
+    previous: EvalReport | Mapping[str, Any] | None,
+    export_summary: str,
+    html_path: Path,
+) -> str:
     """A few Slack lines: headline numbers (the registry's digest metrics) with the change since the previous run."""
     report = EvalReport.of(report)
     before_report = EvalReport.of(previous) if previous is not None else None
@@ -70,8 +74,16 @@ def digest_text(report: EvalReport | Mapping[str, Any], previous: EvalReport | M
     return "\n".join(lines)
 
 
-async def run_weekly(settings: Settings, *, store=None, embedder=None, pipeline=None, since: str = "7d",
-                     report_dir: Path | None = None, progress: bool = False) -> WeeklyResult:
+async def run_weekly(
+    settings: Settings,
+    *,
+    store=None,
+    embedder=None,
+    pipeline=None,
+    since: str = "7d",
+    report_dir: Path | None = None,
+    progress: bool = False,
+) -> WeeklyResult:
     """Export feedback, run the eval on `settings.eval_dataset`, write the report, return the digest."""
     from bot.store import InteractionStore
     from evals.cases import load_cases
@@ -82,12 +94,25 @@ async def run_weekly(settings: Settings, *, store=None, embedder=None, pipeline=
     embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
     store = store or InteractionStore.from_settings(settings)
     exported = await export_feedback(
-        store, embedder, since=parse_since(since), candidates_path=default_candidates_path(settings),
-        review_path=default_review_path(settings), frozen_paths=[Path(settings.eval_dataset)],
+        store,
+        embedder,
+        since=parse_since(since),
+        candidates_path=default_candidates_path(settings),
+        review_path=default_review_path(settings),
+        frozen_paths=[Path(settings.eval_dataset)],
     )
     cases = load_cases(settings.eval_dataset)
-    report = EvalReport.of(await run_eval(settings, cases, k=settings.answer_k, embedder=embedder, pipeline=pipeline,
-                            progress=progress, dataset=settings.eval_dataset))
+    report = EvalReport.of(
+        await run_eval(
+            settings,
+            cases,
+            k=settings.answer_k,
+            embedder=embedder,
+            pipeline=pipeline,
+            progress=progress,
+            dataset=settings.eval_dataset,
+        )
+    )
     out = Path(report_dir) if report_dir else reports_dir(settings)
     history = load_history(out / "history", str(settings.eval_dataset))
     previous = history[-1] if history else None
@@ -164,8 +189,12 @@ class WeeklyScheduler:
         if since is None:
             since = self.clock().isoformat()
             self._save_state(armed_at=self.clock())
-        return next_run_at(datetime.fromisoformat(since), self.clock(), self.settings.weekly_eval_weekday,
-                           self.settings.weekly_eval_hour)
+        return next_run_at(
+            datetime.fromisoformat(since),
+            self.clock(),
+            self.settings.weekly_eval_weekday,
+            self.settings.weekly_eval_hour,
+        )
 
     # -------- running
 

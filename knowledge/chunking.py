@@ -199,9 +199,15 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int = 200, ov
             chunks.append(
                 Chunk(
                     chunk_id=f"{id_prefix}-{len(chunks)}",
-                    doc_id=doc.doc_id, source=doc.source, title=doc.title,
-                    url=with_anchor(doc.url, anchor), doc_url=doc.url, heading=heading,
-                    text=text, position=len(chunks), doc_hash=doc_hash,
+                    doc_id=doc.doc_id,
+                    source=doc.source,
+                    title=doc.title,
+                    url=with_anchor(doc.url, anchor),
+                    doc_url=doc.url,
+                    heading=heading,
+                    text=text,
+                    position=len(chunks),
+                    doc_hash=doc_hash,
                 )
             )
     return chunks

@@ -67,7 +67,7 @@ class Embedder:
         order = np.argsort([len(text) for text in texts], kind="stable")
         vectors = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
-            positions = order[start:start + self.batch_size]
+            positions = order[start : start + self.batch_size]
             batch = [texts[i] for i in positions]
             vectors[positions] = self.model.encode(
                 batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True

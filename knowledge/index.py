@@ -259,7 +259,9 @@ class KnowledgeIndex:
         return {
             (src, doc): fp
             for src, doc, fp in zip(
-                arrow.column("source").to_pylist(), arrow.column("doc_id").to_pylist(), arrow.column("doc_hash").to_pylist()
+                arrow.column("source").to_pylist(),
+                arrow.column("doc_id").to_pylist(),
+                arrow.column("doc_hash").to_pylist(),
             )
         }
 
@@ -303,7 +305,9 @@ class KnowledgeIndex:
         with self.write_lock():
             loads = [
                 await load_source(
-                    spec, max_bytes=self.max_document_bytes, timeout=self.fetch_timeout,
+                    spec,
+                    max_bytes=self.max_document_bytes,
+                    timeout=self.fetch_timeout,
                     concurrency=self.fetch_concurrency,
                 )
                 for spec in specs
@@ -321,7 +325,9 @@ class KnowledgeIndex:
             await asyncio.to_thread(append_refresh_log, self.index_dir, report)
         return report
 
-    def _write(self, report: RefreshReport, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]) -> None:
+    def _write(
+        self, report: RefreshReport, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]
+    ) -> None:
         """Commit, bring the indexes up to date and tag the new version (or tag a never-tagged index)."""
         if chunks or stale:
             report.chunks_deleted = self._commit(chunks, vectors, stale)
@@ -381,7 +387,8 @@ class KnowledgeIndex:
             return 0
         delete_condition = " OR ".join(
             f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
-            for source, ids in stale.items() if ids
+            for source, ids in stale.items()
+            if ids
         )
         if len(chunks):
             builder = self.table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
@@ -412,9 +419,7 @@ class KnowledgeIndex:
     def _tags(self) -> list[tuple[int, str]]:
         """Refresh tags as (version, name), oldest first."""
         return sorted(
-            (int(info["version"]), name)
-            for name, info in self.table.tags.list().items()
-            if name.startswith(TAG_PREFIX)
+            (int(info["version"]), name) for name, info in self.table.tags.list().items() if name.startswith(TAG_PREFIX)
         )
 
     def serving_version(self) -> int:
@@ -435,7 +440,12 @@ class KnowledgeIndex:
             (_, latest_name), (target, _) = tags[-1], tags[-2]
             self.table.restore(target)
             self.table.tags.delete(latest_name)
-            entry = {"rollback": True, "from_version": current, "to_version": target, "version_after": self.table.version}
+            entry = {
+                "rollback": True,
+                "from_version": current,
+                "to_version": target,
+                "version_after": self.table.version,
+            }
             append_log_line(self.index_dir, entry)
             return current, target
 

@@ -138,7 +138,9 @@ def fuse(
     """
     vector_docs, fts_docs = doc_ranking(vector_rows), doc_ranking(fts_rows)
     found = {*vector_docs, *fts_docs}
-    extra = [({key: rank for rank, key in enumerate(ranking, start=1)}, weight) for ranking, weight in documents if ranking]
+    extra = [
+        ({key: rank for rank, key in enumerate(ranking, start=1)}, weight) for ranking, weight in documents if ranking
+    ]
     best_possible = (vector_weight if vector_rows else 0.0) + (fts_weight if fts_rows else 0.0)
     best_possible += sum(weight for _, weight in extra)
     best_possible = best_possible / (rrf_k + 1) or 1.0
@@ -148,9 +150,11 @@ def fuse(
 
     doc_scores = {
         key: (
-            rrf(vector_docs.get(key), vector_weight) + rrf(fts_docs.get(key), fts_weight)
+            rrf(vector_docs.get(key), vector_weight)
+            + rrf(fts_docs.get(key), fts_weight)
             + sum(rrf(ranks.get(key), weight) for ranks, weight in extra)
-        ) / best_possible
+        )
+        / best_possible
         for key in found
     }
     # Chunks of each document, ordered by their own fused chunk rank.
@@ -172,12 +176,20 @@ def fuse(
             distance = row.get("_distance")
             hits.append(
                 SearchHit(
-                    chunk_id=row["chunk_id"], doc_id=row["doc_id"], source=row["source"], title=row["title"],
-                    url=row["url"], doc_url=row["doc_url"], heading=row["heading"], text=row["text"],
-                    position=int(row["position"]), score=round(doc_scores[key], 6),
+                    chunk_id=row["chunk_id"],
+                    doc_id=row["doc_id"],
+                    source=row["source"],
+                    title=row["title"],
+                    url=row["url"],
+                    doc_url=row["doc_url"],
+                    heading=row["heading"],
+                    text=row["text"],
+                    position=int(row["position"]),
+                    score=round(doc_scores[key], 6),
                     vector_similarity=None if distance is None else round(1.0 - float(distance), 6),
                     fts_score=None if row.get("_score") is None else round(float(row["_score"]), 6),
-                    vector_rank=vector_docs.get(key), fts_rank=fts_docs.get(key),
+                    vector_rank=vector_docs.get(key),
+                    fts_rank=fts_docs.get(key),
                 )
             )
     return hits
@@ -236,22 +248,32 @@ class Searcher:
         if vector_rows and self.doc_vector_weight > 0:
             started = time.perf_counter()
             keys = sorted({(str(row["source"]), str(row["doc_id"])) for row in [*vector_rows, *fts_rows]})
-            doc_vectors = {f"{source}\0{doc_id}": vectors for (source, doc_id), vectors in self.index.document_vectors(keys).items()}
+            doc_vectors = {
+                f"{source}\0{doc_id}": vectors
+                for (source, doc_id), vectors in self.index.document_vectors(keys).items()
+            }
             documents.append((document_vector_ranking(vector, doc_vectors), self.doc_vector_weight))
             timings["doc_vector_ms"] = (time.perf_counter() - started) * 1000
         if fts_rows and self.doc_fts_weight > 0:
             documents.append((document_fts_ranking(fts_rows), self.doc_fts_weight))
         hits = fuse(
-            vector_rows, fts_rows, k=k, per_doc=per_doc,
+            vector_rows,
+            fts_rows,
+            k=k,
+            per_doc=per_doc,
             vector_weight=self.vector_weight if mode != "fts" else 0.0,
             fts_weight=self.fts_weight if mode != "vector" else 0.0,
-            rrf_k=self.rrf_k, documents=documents,
+            rrf_k=self.rrf_k,
+            documents=documents,
         )
         return SearchResult(
-            query=query, mode=mode, hits=hits,
+            query=query,
+            mode=mode,
+            hits=hits,
             top_vector_similarity=max((1.0 - float(r["_distance"]) for r in vector_rows), default=0.0),
             top_fts_score=max((float(r["_score"]) for r in fts_rows), default=0.0),
-            index_version=self.index.version, timings_ms={name: round(ms, 2) for name, ms in timings.items()},
+            index_version=self.index.version,
+            timings_ms={name: round(ms, 2) for name, ms in timings.items()},
         )
 
     def search_masked(
@@ -268,8 +290,15 @@ class Searcher:
         kept = [[row for row in rows if row["chunk_id"] not in masked] for rows in (vector_rows, fts_rows)]
 
         def fused(vectors: list[dict[str, Any]], fts: list[dict[str, Any]]) -> list[SearchHit]:
-            return fuse(vectors, fts, k=k, per_doc=per_doc, vector_weight=self.vector_weight,
-                        fts_weight=self.fts_weight, rrf_k=self.rrf_k)
+            return fuse(
+                vectors,
+                fts,
+                k=k,
+                per_doc=per_doc,
+                vector_weight=self.vector_weight,
+                fts_weight=self.fts_weight,
+                rrf_k=self.rrf_k,
+            )
 
         return fused(vector_rows, fts_rows), fused(kept[0], kept[1])
 

@@ -105,7 +105,7 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
         raise DocumentError(f"front matter is not valid YAML: {exc}") from exc
     if not isinstance(meta, dict):
         raise DocumentError("front matter is not a mapping of keys to values")
-    return meta, text[match.end():]
+    return meta, text[match.end() :]
 
 
 def first_heading_or_line(text: str) -> str:
@@ -180,9 +180,7 @@ def check_document(doc: Document, max_bytes: int) -> Document:
     return doc
 
 
-def document_from_file_bytes(
-    data: bytes, relative: str, source: str, file_url: str, warnings: list[str]
-) -> Document:
+def document_from_file_bytes(data: bytes, relative: str, source: str, file_url: str, warnings: list[str]) -> Document:
     """A file's bytes as a Document; the id is its path inside the source folder."""
     suffix = Path(relative).suffix.lower()
     anchors: dict[str, str] = {}
@@ -198,7 +196,9 @@ def document_from_file_bytes(
         title = str(meta.pop("title", "") or first_heading_or_line(text))
         url = str(meta.pop("url", "") or file_url)
     doc_id = str(meta.pop("id", "") or relative)
-    return Document(doc_id=doc_id, title=title, url=url, text=text.strip(), source=source, metadata=meta, anchors=anchors)
+    return Document(
+        doc_id=doc_id, title=title, url=url, text=text.strip(), source=source, metadata=meta, anchors=anchors
+    )
 
 
 def document_from_json_record(record: Any, source: str) -> Document:
@@ -223,8 +223,13 @@ def document_from_json_record(record: Any, source: str) -> Document:
     if not isinstance(text, str):
         raise DocumentError("'text' must be a string")
     return Document(
-        doc_id=doc_id, title=title or first_heading_or_line(text), url=url or doc_id,
-        text=text.strip(), source=source, metadata=record, anchors=anchors,
+        doc_id=doc_id,
+        title=title or first_heading_or_line(text),
+        url=url or doc_id,
+        text=text.strip(),
+        source=source,
+        metadata=record,
+        anchors=anchors,
     )
 
 
@@ -288,7 +293,9 @@ def load_path(spec: str, max_bytes: int) -> SourceLoad:
             if size > max_bytes * 4 and suffix not in PDF_SUFFIXES:
                 raise DocumentError(f"too large: {size / 1e6:.1f} MB file, limit {max_bytes / 1e6:.1f} MB of text")
             data = path.read_bytes()
-            fallback_url = f"{base_url}{Path(relative).with_suffix('').as_posix()}" if base_url else path.resolve().as_uri()
+            fallback_url = (
+                f"{base_url}{Path(relative).with_suffix('').as_posix()}" if base_url else path.resolve().as_uri()
+            )
             doc = document_from_file_bytes(data, relative, key, fallback_url, result.warnings)
             result.documents.append(check_document(doc, max_bytes))
         except (OSError, DocumentError) as exc:
@@ -360,6 +367,7 @@ async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: in
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     headers = {"User-Agent": "supportbot-refresh/0.1"}
     async with aiohttp.ClientSession(timeout=client_timeout, headers=headers) as session:
+
         async def fetch(url: str) -> tuple[str, bytes, str]:
             async with session.get(url) as response:
                 if response.status >= 400:

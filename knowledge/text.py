@@ -60,7 +60,7 @@ def split_answer_sentences(text: str | None) -> list[str]:
         leading = _LEADING_MARKERS.match(piece)
         if leading and sentences:  # "... days. [1] Next": the marker belongs to the previous sentence
             sentences[-1] += " " + leading.group(1).strip()
-            piece = piece[leading.end():]
+            piece = piece[leading.end() :]
         if _HAS_WORD.search(MARKERS.sub("", piece)):
             sentences.append(piece)
     return sentences

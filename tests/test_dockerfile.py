@@ -72,7 +72,10 @@ def install_runs(instructions: list[Instruction]) -> list[Instruction]:
 
 
 def test_two_stages_on_python_311_slim(dockerfile):
-    assert [i.args for i in dockerfile if i.keyword == "FROM"] == ["python:3.11-slim AS builder", "python:3.11-slim AS runtime"]
+    assert [i.args for i in dockerfile if i.keyword == "FROM"] == [
+        "python:3.11-slim AS builder",
+        "python:3.11-slim AS runtime",
+    ]
     assert only(dockerfile, "runtime", "COPY")[0] == f"--from=builder {IMAGE_VENV} {IMAGE_VENV}"
 
 
@@ -100,7 +103,9 @@ def test_both_stages_run_the_shared_install_script(dockerfile):
 
 def test_everything_copied_is_in_the_build_context(dockerfile):
     """.dockerignore is an allow-list: a COPY of anything it leaves out fails only at build time."""
-    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     for stage in ("builder", "runtime"):
         for copy in only(dockerfile, stage, "COPY"):
             if copy.startswith("--from="):
@@ -200,11 +205,14 @@ def test_install_steps_build_a_working_offline_venv(dockerfile, tmp_path):
             run_instruction(run, context, env)
             print(f"{run.stage} RUN took {time.monotonic() - started:.0f} s")  # for benchmarks/RESULTS.md
 
-        cli = subprocess.run([venv / "bin" / "supportbot", "--help"], env=env, capture_output=True, text=True, check=True)
+        cli = subprocess.run(
+            [venv / "bin" / "supportbot", "--help"], env=env, capture_output=True, text=True, check=True
+        )
         assert "refresh" in cli.stdout and "healthcheck" in cli.stdout
         probe = "import knowledge.embeddings as e; print(e.__file__); print(e.resolve_model_path())"
-        out = subprocess.run([venv / "bin" / "python", "-c", probe], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [venv / "bin" / "python", "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout.split()
         assert all(Path(path).resolve().is_relative_to(venv.resolve()) for path in out), out  # not the repo's copy
         assert (Path(out[1]) / "tokenizer.json").is_file()
     finally:

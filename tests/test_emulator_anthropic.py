@@ -26,15 +26,23 @@ def search_result(source: str, title: str, *texts: str) -> dict:
 def question_with_sources(question: str = "How do I reset my VPN token?") -> list[dict]:
     """Two turns, so the cited results' `search_result_index` must count the earlier one too."""
     return [
-        {"role": "user", "content": [search_result("kb://old", "Old", "Earlier. Not relevant."),
-                                     {"type": "text", "text": "Earlier question?"}]},
+        {
+            "role": "user",
+            "content": [
+                search_result("kb://old", "Old", "Earlier. Not relevant."),
+                {"type": "text", "text": "Earlier question?"},
+            ],
+        },
         {"role": "assistant", "content": "Earlier answer."},
-        {"role": "user", "content": [
-            search_result("kb://vpn", "VPN guide", "Open the portal and click Reset token. Then wait.", "More."),
-            search_result("kb://sso", "SSO FAQ", "Tokens expire after 90 days! Renew early."),
-            search_result("kb://misc", "Misc", "Unrelated."),
-            {"type": "text", "text": question},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                search_result("kb://vpn", "VPN guide", "Open the portal and click Reset token. Then wait.", "More."),
+                search_result("kb://sso", "SSO FAQ", "Tokens expire after 90 days! Renew early."),
+                search_result("kb://misc", "Misc", "Unrelated."),
+                {"type": "text", "text": question},
+            ],
+        },
     ]
 
 
@@ -60,11 +68,16 @@ async def test_answer_cites_search_results_as_sdk_objects(emu, client):
 
     assert msg.model == MODEL and msg.role == "assistant" and msg.stop_reason == "end_turn"
     blocks = cited_blocks(msg)
-    assert [b.text.strip() for b in blocks] == ["Open the portal and click Reset token.", "Tokens expire after 90 days!"]
+    assert [b.text.strip() for b in blocks] == [
+        "Open the portal and click Reset token.",
+        "Tokens expire after 90 days!",
+    ]
     citations = [b.citations[0] for b in blocks]
     assert all(isinstance(c, CitationsSearchResultLocation) for c in citations)
     assert [(c.source, c.title, c.search_result_index) for c in citations] == [
-        ("kb://vpn", "VPN guide", 1), ("kb://sso", "SSO FAQ", 2)]
+        ("kb://vpn", "VPN guide", 1),
+        ("kb://sso", "SSO FAQ", 2),
+    ]
     assert (citations[0].start_block_index, citations[0].end_block_index) == (0, 1)
     assert citations[0].cited_text == "Open the portal and click Reset token. Then wait."
 
@@ -208,5 +221,6 @@ async def test_stream_in_character_pieces_splits_the_tag(emu, client):
     assert all(len(piece) <= 4 for piece in pieces)
     assert pieces[-7:] == ["\n\n<v", "erdi", "ct>f", "ull<", "/ver", "dict", ">"]
     assert "".join(pieces) == "".join(b.text for b in final.content) and final.content[-1].text.endswith(
-        "<verdict>full</verdict>")
+        "<verdict>full</verdict>"
+    )
     assert [b.citations[0].search_result_index for b in cited_blocks(final)] == [1, 2]

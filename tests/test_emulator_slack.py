@@ -49,8 +49,12 @@ async def test_bad_token_and_missing_channel_are_api_errors(emu):
 
 async def test_post_message_then_replies_shows_thread(emu, client):
     parent = emu.add_message("C123", "my printer is on fire", user="U777")
-    first = await client.chat_postMessage(channel="C123", text="on it", thread_ts=parent["ts"],
-                                          blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "on it"}}])
+    first = await client.chat_postMessage(
+        channel="C123",
+        text="on it",
+        thread_ts=parent["ts"],
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "on it"}}],
+    )
     second = await client.chat_postMessage(channel="C123", text="done", thread_ts=parent["ts"])
     assert float(second["ts"]) > float(first["ts"])
     assert first["message"]["blocks"][0]["type"] == "section" and first["message"]["bot_id"] == "B000BOT"
@@ -72,11 +76,24 @@ async def test_stream_start_append_stop_assembles_text(emu, client):
     parent = emu.add_message("D123", "question?")
     start = await client.chat_startStream(channel="D123", thread_ts=parent["ts"], markdown_text="Hello")
     await client.chat_appendStream(channel="D123", ts=start["ts"], markdown_text=", wor")
-    stop = await client.chat_stopStream(channel="D123", ts=start["ts"], markdown_text="ld!",
-                                        blocks=[{"type": "context_actions", "elements": [{
-                                            "type": "feedback_buttons", "action_id": "fb",
-                                            "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "up"},
-                                            "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": "down"}}]}])
+    stop = await client.chat_stopStream(
+        channel="D123",
+        ts=start["ts"],
+        markdown_text="ld!",
+        blocks=[
+            {
+                "type": "context_actions",
+                "elements": [
+                    {
+                        "type": "feedback_buttons",
+                        "action_id": "fb",
+                        "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": "up"},
+                        "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": "down"},
+                    }
+                ],
+            }
+        ],
+    )
     assert stop["message"]["text"] == "Hello, world!"
     assert emu.message("D123", start["ts"])["blocks"][0]["type"] == "context_actions"
     with pytest.raises(SlackApiError) as err:
@@ -88,8 +105,9 @@ async def test_sdk_chat_stream_helper_sends_markdown_chunks(emu, client):
     parent = emu.add_message("C123", "question?")
     with pytest.raises(SlackApiError, match="missing_recipient_team_id"):
         await client.chat_startStream(channel="C123", thread_ts=parent["ts"], markdown_text="x")
-    streamer = await client.chat_stream(channel="C123", thread_ts=parent["ts"], buffer_size=5,
-                                        recipient_team_id="T000TEST", recipient_user_id="U777")
+    streamer = await client.chat_stream(
+        channel="C123", thread_ts=parent["ts"], buffer_size=5, recipient_team_id="T000TEST", recipient_user_id="U777"
+    )
     for piece in ["Strea", "ming ", "works"]:
         await streamer.append(markdown_text=piece)
     await streamer.stop()
@@ -124,8 +142,9 @@ async def test_stateful_seeded_lookups_views_reactions_and_assistant(emu, client
 
 
 async def test_rate_limited_call_is_retried_after_retry_after(emu):
-    client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url,
-                            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
+    client = AsyncWebClient(
+        token="xoxb-test", base_url=emu.api_url, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
+    )
     emu.rate_limit("chat.postMessage", times=1, retry_after=1)
     resp = await client.chat_postMessage(channel="C123", text="hi")
     assert resp["ok"] is True

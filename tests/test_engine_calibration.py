@@ -12,8 +12,15 @@ from bot.engine.calibration import Calibration, ScoredProbe, fit, quantile
 from bot.engine.probes import Section, make_probes, sections_from_chunks
 from bot.engine.types import Decision
 
-STRONG = {"sources": 3, "top_similarity": 0.8, "margin": 0.2, "term_coverage": 0.9, "phrase_match": 0.6,
-          "heading_match": 1.0, "citation_coverage": 1.0}
+STRONG = {
+    "sources": 3,
+    "top_similarity": 0.8,
+    "margin": 0.2,
+    "term_coverage": 0.9,
+    "phrase_match": 0.6,
+    "heading_match": 1.0,
+    "citation_coverage": 1.0,
+}
 WEAK = {**STRONG, "top_similarity": 0.4, "margin": 0.0, "term_coverage": 0.2, "phrase_match": 0.0, "heading_match": 0.0}
 
 
@@ -31,15 +38,27 @@ def test_scale_maps_the_lines_onto_the_configured_thresholds_and_keeps_the_order
     cal = Calibration(index_version=3, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8, probes=[])
     assert cal.to_scale(0.2, caveat_at=0.35, answer_at=0.6) == pytest.approx(0.35)
     assert cal.to_scale(0.5, caveat_at=0.35, answer_at=0.6) == pytest.approx(0.6)
-    assert cal.to_scale(0.0, caveat_at=0.35, answer_at=0.6) == 0.0 and cal.to_scale(1.0, caveat_at=0.35, answer_at=0.6) == 1.0
+    assert (
+        cal.to_scale(0.0, caveat_at=0.35, answer_at=0.6) == 0.0
+        and cal.to_scale(1.0, caveat_at=0.35, answer_at=0.6) == 1.0
+    )
     grid = [i / 100 for i in range(101)]
     mapped = [cal.to_scale(x, caveat_at=0.35, answer_at=0.6) for x in grid]
     assert mapped == sorted(mapped)
 
 
 def test_fit_puts_the_escalation_line_at_the_twin_quantile():
-    probes = [ScoredProbe(section_key=str(i), kind="sentence", question="q", found=True,
-                          answerable=STRONG, masked={**WEAK, "top_similarity": 0.3 + i / 100}) for i in range(40)]
+    probes = [
+        ScoredProbe(
+            section_key=str(i),
+            kind="sentence",
+            question="q",
+            found=True,
+            answerable=STRONG,
+            masked={**WEAK, "top_similarity": 0.3 + i / 100},
+        )
+        for i in range(40)
+    ]
     cal = fit(7, probes)
     twins = sorted(calibration.confidence.score(p.masked) for p in probes)
     assert cal.raw_escalate == pytest.approx(quantile(twins, calibration.ESCALATE_QUANTILE), abs=1e-4)
@@ -52,20 +71,25 @@ def test_judge_uses_the_calibrated_scale_and_the_generator_veto_still_wins():
     cal = Calibration(index_version=1, raw_escalate=0.05, raw_answer=0.2, separation_auroc=0.8, probes=[])
     raw = calibration.confidence.score(WEAK)
     plain = calibration.confidence.judge(dict(WEAK), answer_threshold=0.6, caveat_threshold=0.35)
-    scaled = calibration.confidence.judge({**WEAK, "calibration": 1}, answer_threshold=0.6, caveat_threshold=0.35,
-                                          calibration=cal)
+    scaled = calibration.confidence.judge(
+        {**WEAK, "calibration": 1}, answer_threshold=0.6, caveat_threshold=0.35, calibration=cal
+    )
     assert plain.confidence == raw and scaled.confidence > plain.confidence
     assert any("calibrated on this index" in reason for reason in scaled.reasons)
-    vetoed = calibration.confidence.judge({**STRONG, "cannot_answer": True}, answer_threshold=0.6,
-                                          caveat_threshold=0.35, calibration=cal)
+    vetoed = calibration.confidence.judge(
+        {**STRONG, "cannot_answer": True}, answer_threshold=0.6, caveat_threshold=0.35, calibration=cal
+    )
     assert vetoed.decision is Decision.ESCALATE
 
 
 def test_probes_are_deterministic_varied_and_never_copy_a_sentence_whole():
     sections = [
-        section(n, f"Card payments number {n} can be refunded within 180 days of the payment from the invoice page. "
-                   f"Open the payment, choose Refund and enter the amount for customer {n}. "
-                   "```\nERROR RefundFailedException: processor declined the refund\n```")
+        section(
+            n,
+            f"Card payments number {n} can be refunded within 180 days of the payment from the invoice page. "
+            f"Open the payment, choose Refund and enter the amount for customer {n}. "
+            "```\nERROR RefundFailedException: processor declined the refund\n```",
+        )
         for n in range(12)
     ]
     first, second = make_probes(sections, limit=9), make_probes(sections, limit=9)
@@ -110,8 +134,11 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     assert nothing.calibration is None and nothing.version_after == nothing.version_before  # no-op: no work
 
     article = next(folder.rglob("refund*.md"))
-    article.write_text(article.read_text(encoding="utf-8") + "\n\n## Refunds to gift cards\n\nGift card refunds "
-                       "go back to the same gift card within five business days of the request.\n", encoding="utf-8")
+    article.write_text(
+        article.read_text(encoding="utf-8") + "\n\n## Refunds to gift cards\n\nGift card refunds "
+        "go back to the same gift card within five business days of the request.\n",
+        encoding="utf-8",
+    )
     second = asyncio.run(index.refresh([str(folder)], after_write=hook))
     assert second.calibration is not None
     assert second.calibration["rescored"] < second.calibration["pairs"] // 3  # only the changed article's probes
@@ -132,7 +159,6 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     assert asyncio.run(pipeline.calibration(index.version)).index_version == v1
 
 
-
 def test_status_and_refresh_texts_name_the_calibration_in_force():
     from bot.slack import blocks
 
@@ -140,14 +166,26 @@ def test_status_and_refresh_texts_name_the_calibration_in_force():
     summary = cal.summary()
     stats = {"exists": True, "documents": 3, "chunks": 40, "version": 11, "calibration": summary}
     status = blocks.status_text(stats)
-    assert "*Escalation*: calibrated on index v9: 0 probe pairs, separation AUROC 0.78, escalates below raw 0.210" in status
+    assert (
+        "*Escalation*: calibrated on index v9: 0 probe pairs, separation AUROC 0.78, escalates below raw 0.210"
+        in status
+    )
     assert "calibrated on index v9" in blocks.refresh_text("added 1", "U1", summary)
     assert "not calibrated" in blocks.status_text({**stats, "calibration": None})
 
 
 def test_a_calibration_made_under_other_constants_is_refitted_on_load(tmp_path, monkeypatch):
-    probes = [ScoredProbe(section_key=str(i), kind="sentence", question="q", found=True,
-                          answerable=STRONG, masked={**WEAK, "top_similarity": 0.3 + i / 100}) for i in range(40)]
+    probes = [
+        ScoredProbe(
+            section_key=str(i),
+            kind="sentence",
+            question="q",
+            found=True,
+            answerable=STRONG,
+            masked={**WEAK, "top_similarity": 0.3 + i / 100},
+        )
+        for i in range(40)
+    ]
     calibration.save(tmp_path, fit(4, probes))
     before = calibration.load(tmp_path, 4)
     monkeypatch.setitem(calibration.confidence.COEFFICIENTS, "top_similarity", 9.0)  # a new release's constants
@@ -166,8 +204,9 @@ async def test_a_version_served_before_its_calibration_is_written_picks_it_up_la
     index = SimpleNamespace(index_dir=tmp_path, serving_version=lambda: 6)
     pipeline = Pipeline(settings, SimpleNamespace(index=index))
     assert await pipeline.calibration(6) is None  # asked before the calibration exists
-    calibration.save(tmp_path, Calibration(index_version=6, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8,
-                                           probes=[]))
+    calibration.save(
+        tmp_path, Calibration(index_version=6, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8, probes=[])
+    )
     assert await pipeline.calibration(6) is None  # a miss is not looked at again on every question...
     monkeypatch.setattr(pipeline_module, "CALIBRATION_RETRY_SECONDS", 0.0)
     found = await pipeline.calibration(6)  # ...but once the retry interval has passed

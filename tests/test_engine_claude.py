@@ -24,10 +24,15 @@ async def emu():
 
 
 def claude_settings(sample_settings, emu, **overrides):
-    return sample_settings.model_copy(update={
-        "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emu.base_url,
-        "anthropic_max_retries": 2, "anthropic_timeout_seconds": 10.0, **overrides,
-    })
+    return sample_settings.model_copy(
+        update={
+            "anthropic_api_key": SecretStr("test-key"),
+            "anthropic_base_url": emu.base_url,
+            "anthropic_max_retries": 2,
+            "anthropic_timeout_seconds": 10.0,
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture
@@ -61,7 +66,9 @@ async def test_citations_map_back_to_the_cited_chunks(pipeline):
     # The emulator cites the first sentence of search results 0 and 1, in that order.
     first, second = answer.retrieved[0], answer.retrieved[1]
     assert [(c.number, c.chunk_id, c.url, c.doc_url) for c in answer.citations] == [
-        (1, first.chunk_id, first.url, first.doc_url), (2, second.chunk_id, second.url, second.doc_url)]
+        (1, first.chunk_id, first.url, first.doc_url),
+        (2, second.chunk_id, second.url, second.doc_url),
+    ]
     assert answer.citations[0].cited_text == first.text
     assert answer.signals["citation_coverage"] > 0.5 and answer.decision is not Decision.ESCALATE
 
@@ -71,9 +78,12 @@ async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
     usage = first.usage
     assert usage.input_tokens > 0 and usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
     price = pipeline.settings.prices["claude-haiku-4-5"]
-    expected = (usage.input_tokens * price["input"] + usage.output_tokens * price["output"]
-                + usage.cache_creation_input_tokens * price["cache_write"]
-                + usage.cache_read_input_tokens * price["cache_read"]) / 1e6
+    expected = (
+        usage.input_tokens * price["input"]
+        + usage.output_tokens * price["output"]
+        + usage.cache_creation_input_tokens * price["cache_write"]
+        + usage.cache_read_input_tokens * price["cache_read"]
+    ) / 1e6
     assert usage.cost_usd == pytest.approx(expected)
     second = await pipeline.answer(Question(text="Do webhook deliveries count against the API rate limit?"))
     assert second.usage.cache_read_input_tokens > 0  # the system prompt prefix came from the cache
@@ -144,8 +154,10 @@ async def test_cannot_answer_escalates_and_the_sentinel_is_never_streamed(pipeli
 
 
 async def test_thread_history_is_sent_as_alternating_turns(pipeline, emu):
-    history = [Turn(role="user", text="How do I refund a card payment?"),
-               Turn(role="assistant", text="Use **Refund** on the payment.[1]")]
+    history = [
+        Turn(role="user", text="How do I refund a card payment?"),
+        Turn(role="assistant", text="Use **Refund** on the payment.[1]"),
+    ]
     await pipeline.answer(Question(text="and for ACH?", history=history))
     messages = emu.last.body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]

@@ -60,15 +60,18 @@ def test_units_are_verbatim_and_keep_lists_and_table_headers():
     assert not any("Payment method" in t or t.endswith("lead-in:") for t in texts)
 
 
-@pytest.mark.parametrize("text, menu", [
-    ("Why chain prompts?When to chain promptsHow to chain promptsExample chained workflows", True),
-    ("Specify the desired output formatPrefill Claude’s responseConstrain with examplesUse retrieval", True),
-    ("Prompt libraryGet inspired by prompts for many use cases.GitHub prompting tutorialAn example", True),
-    ("We sync invoices with QuickBooks, PowerPoint and SharePoint.", False),  # brands start with a capital
-    ('aws bedrock list-foundation-models --query "modelSummaries[*].modelId"', False),  # code
-    ("Call client.messages.create with maxTokens set.", False),
-    ("Refunds take five business days to reach the card.", False),
-])
+@pytest.mark.parametrize(
+    "text, menu",
+    [
+        ("Why chain prompts?When to chain promptsHow to chain promptsExample chained workflows", True),
+        ("Specify the desired output formatPrefill Claude’s responseConstrain with examplesUse retrieval", True),
+        ("Prompt libraryGet inspired by prompts for many use cases.GitHub prompting tutorialAn example", True),
+        ("We sync invoices with QuickBooks, PowerPoint and SharePoint.", False),  # brands start with a capital
+        ('aws bedrock list-foundation-models --query "modelSummaries[*].modelId"', False),  # code
+        ("Call client.messages.create with maxTokens set.", False),
+        ("Refunds take five business days to reach the card.", False),
+    ],
+)
 def test_scraped_menus_are_not_quoted(text, menu):
     assert is_scraped_menu(text) is menu
     assert any(unit.text == text for unit in units(text)) is (not menu)

@@ -59,10 +59,15 @@ def test_dependence_from_markers_and_thread_fit():
 
 
 def test_contextual_and_judged_queries_carry_the_thread():
-    history = [Turn(role="user", text="how do I turn on reminders"), Turn(role="assistant", text="Go to Settings."),
-               Turn(role="user", text="can i change the schedule"), Turn(role="assistant", text="Yes.")]
+    history = [
+        Turn(role="user", text="how do I turn on reminders"),
+        Turn(role="assistant", text="Go to Settings."),
+        Turn(role="user", text="can i change the schedule"),
+        Turn(role="assistant", text="Yes."),
+    ]
     assert contextual_query("do they stop when paid?", history) == (
-        "how do I turn on reminders can i change the schedule do they stop when paid?")
+        "how do I turn on reminders can i change the schedule do they stop when paid?"
+    )
     assert contextual_query("x", []) == "x"
     assert judged_query("do they stop when paid?", history, 1.0).endswith("do they stop when paid?")
     assert "schedule" in judged_query("do they stop when paid?", history, 1.0)
@@ -70,8 +75,12 @@ def test_contextual_and_judged_queries_carry_the_thread():
 
 
 def test_cited_pages_come_from_the_latest_answer_that_cited():
-    history = [Turn(role="user", text="q1"), Turn(role="assistant", text="a1", sources=[BASE + "a#x", BASE + "a#y"]),
-               Turn(role="user", text="q2"), Turn(role="assistant", text="handed over")]
+    history = [
+        Turn(role="user", text="q1"),
+        Turn(role="assistant", text="a1", sources=[BASE + "a#x", BASE + "a#y"]),
+        Turn(role="user", text="q2"),
+        Turn(role="assistant", text="handed over"),
+    ]
     assert cited_pages(history) == [BASE + "a"]
     assert cited_pages([Turn(role="user", text="q")]) == []
 
@@ -108,9 +117,14 @@ def docs(answer) -> list[str]:
 
 
 async def test_a_long_pronoun_follow_up_finds_the_threads_article(pipelines):
-    history = [Turn(role="user", text="how do I set up sepa direct debit for a customer in germany"),
-               Turn(role="assistant", text="Switch SEPA on under Payment methods.[1]",
-                    sources=[BASE + "payments/sepa-direct-debit#requirements"])]
+    history = [
+        Turn(role="user", text="how do I set up sepa direct debit for a customer in germany"),
+        Turn(
+            role="assistant",
+            text="Switch SEPA on under Payment methods.[1]",
+            sources=[BASE + "payments/sepa-direct-debit#requirements"],
+        ),
+    ]
     question = "does it work if we connected stripe instead?"
     context = await pipelines["context"].answer(Question(text=question, history=history))
     alone = await pipelines["alone"].answer(Question(text=question, history=history))
@@ -120,8 +134,10 @@ async def test_a_long_pronoun_follow_up_finds_the_threads_article(pipelines):
 
 
 async def test_a_declared_new_topic_is_searched_exactly_like_a_first_question(pipelines):
-    history = [Turn(role="user", text="how do i void an invoice"),
-               Turn(role="assistant", text="More -> Void.[1]", sources=[BASE + "invoices/create-and-send-an-invoice"])]
+    history = [
+        Turn(role="user", text="how do i void an invoice"),
+        Turn(role="assistant", text="More -> Void.[1]", sources=[BASE + "invoices/create-and-send-an-invoice"]),
+    ]
     question = "Separate question - how do I reset my password, reset email never arrived"
     shifted = await pipelines["context"].answer(Question(text=question, history=history))
     first = await pipelines["context"].answer(Question(text=question))
@@ -132,8 +148,9 @@ async def test_a_declared_new_topic_is_searched_exactly_like_a_first_question(pi
 async def test_a_question_without_a_thread_is_searched_as_before(pipelines, sample_searcher, sample_settings):
     question = "How long after a payment can we still refund it to the customer's card?"
     answer = await pipelines["context"].answer(Question(text=question))
-    plain = await sample_searcher.asearch(question, sample_settings.answer_k,
-                                          per_doc=sample_settings.answer_chunks_per_doc)
+    plain = await sample_searcher.asearch(
+        question, sample_settings.answer_k, per_doc=sample_settings.answer_chunks_per_doc
+    )
     assert [c.chunk_id for c in answer.retrieved] == [hit.chunk_id for hit in plain.hits]
 
 
@@ -147,13 +164,33 @@ def test_slack_thread_history_keeps_the_pages_an_answer_cited():
     from bot.slack.blocks import answer_blocks
     from bot.slack.conversation import thread_history
 
-    answer = Answer(interaction_id="iid", question="q", text="Within 90 days [1].", decision=Decision.ANSWER,
-                    citations=[Citation(number=1, doc_id="d", url=BASE + "payments/refund-a-payment#time-limits",
-                                        title="Refund a payment", cited_text="90 days")])
-    messages = [{"ts": "1.0", "user": "U1", "text": "refund window?"},
-                {"ts": "2.0", "bot_id": "B1", "user": "UBOT", "text": "Within 90 days", "blocks": answer_blocks(answer)},
-                {"ts": "2.5", "user": "U1", "text": "see <https://example.com|this>",
-                 "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*\n<https://x.example/y|y>"}]}]}]
+    answer = Answer(
+        interaction_id="iid",
+        question="q",
+        text="Within 90 days [1].",
+        decision=Decision.ANSWER,
+        citations=[
+            Citation(
+                number=1,
+                doc_id="d",
+                url=BASE + "payments/refund-a-payment#time-limits",
+                title="Refund a payment",
+                cited_text="90 days",
+            )
+        ],
+    )
+    messages = [
+        {"ts": "1.0", "user": "U1", "text": "refund window?"},
+        {"ts": "2.0", "bot_id": "B1", "user": "UBOT", "text": "Within 90 days", "blocks": answer_blocks(answer)},
+        {
+            "ts": "2.5",
+            "user": "U1",
+            "text": "see <https://example.com|this>",
+            "blocks": [
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*\n<https://x.example/y|y>"}]}
+            ],
+        },
+    ]
     turns = thread_history(messages, before_ts="3.0", bot_user_id="UBOT", bot_id="B1")
     assert turns[1].sources == [BASE + "payments/refund-a-payment#time-limits"]
     assert turns[0].sources == [] and turns[2].sources == []  # only the bot's own answers carry sources

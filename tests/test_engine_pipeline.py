@@ -101,7 +101,9 @@ async def test_answerable_questions_answer_with_citations_to_their_documents(pip
     documents = {c.doc_url for c in answer.citations}
     assert documents & set(case["gold_sources"])
     for citation in answer.citations:
-        assert citation.url.startswith(citation.doc_url) and citation.doc_url.startswith("https://help.tallybook.example/")
+        assert citation.url.startswith(citation.doc_url) and citation.doc_url.startswith(
+            "https://help.tallybook.example/"
+        )
         assert f"[{citation.number}]" in answer.text
 
 
@@ -111,7 +113,8 @@ async def test_every_answer_carries_timings_version_and_signals(pipeline):
     assert answer.latency_ms["total"] >= answer.latency_ms["retrieve"] > 0
     assert answer.index_version > 0 and answer.search_query == CASES["s018"]["question"]
     assert {"top_similarity", "margin", "rank_agreement", "term_coverage", "phrase_match", "citation_coverage"} <= set(
-        answer.signals)
+        answer.signals
+    )
     assert 0.0 <= answer.confidence <= 1.0 and answer.usage.cost_usd == 0.0
     assert json.loads(answer.model_dump_json())["decision"] == answer.decision.value
 

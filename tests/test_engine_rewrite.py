@@ -15,8 +15,10 @@ from tests.emulators.anthropic_api import AnthropicEmulator, Failure, Reply
 
 SEPA = "https://help.tallybook.example/payments/sepa-direct-debit"
 REWRITTEN = "Does SEPA Direct Debit work with a connected Stripe account?"
-HISTORY = [Turn(role="user", text="how do I set up sepa direct debit for a customer in germany"),
-           Turn(role="assistant", text="Switch SEPA on under Payment methods.[1]", sources=[SEPA])]
+HISTORY = [
+    Turn(role="user", text="how do I set up sepa direct debit for a customer in germany"),
+    Turn(role="assistant", text="Switch SEPA on under Payment methods.[1]", sources=[SEPA]),
+]
 
 
 def is_rewrite(body: dict) -> bool:
@@ -31,9 +33,14 @@ async def emu():
 
 @pytest.fixture
 async def pipeline(sample_settings, sample_searcher, emu):
-    settings = sample_settings.model_copy(update={
-        "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emu.base_url,
-        "anthropic_max_retries": 0, "anthropic_timeout_seconds": 10.0})
+    settings = sample_settings.model_copy(
+        update={
+            "anthropic_api_key": SecretStr("test-key"),
+            "anthropic_base_url": emu.base_url,
+            "anthropic_max_retries": 0,
+            "anthropic_timeout_seconds": 10.0,
+        }
+    )
     pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
     yield pipe
     await pipe.aclose()
@@ -45,7 +52,11 @@ def rewrites(emu) -> list:
 
 def test_prompt_and_reply_cleaning():
     prompt = thread_prompt("does it work?", HISTORY)
-    assert prompt.index("user: how do I set up sepa") < prompt.index("assistant: Switch SEPA") < prompt.index("does it work?")
+    assert (
+        prompt.index("user: how do I set up sepa")
+        < prompt.index("assistant: Switch SEPA")
+        < prompt.index("does it work?")
+    )
     assert clean_rewrite('\n  "Does SEPA work with Stripe?"\nbecause...') == "Does SEPA work with Stripe?"
     assert clean_rewrite("  \n ") is None
 

@@ -15,37 +15,62 @@ from bot.settings import DEFAULT_PRICES
 from knowledge.text import truncate
 
 
-def chunk(n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a payment", heading: str = "") -> RetrievedChunk:
+def chunk(
+    n: int, text: str, *, similarity: float = 0.7, title: str = "Refund a payment", heading: str = ""
+) -> RetrievedChunk:
     return RetrievedChunk(
-        chunk_id=f"c{n}", doc_id=f"d{n}", title=title, heading=heading, url=f"https://kb.example/d{n}#s",
-        doc_url=f"https://kb.example/d{n}", text=text, score=1.0, vector_similarity=similarity,
-        vector_rank=n + 1, fts_rank=n + 1,
+        chunk_id=f"c{n}",
+        doc_id=f"d{n}",
+        title=title,
+        heading=heading,
+        url=f"https://kb.example/d{n}#s",
+        doc_url=f"https://kb.example/d{n}",
+        text=text,
+        score=1.0,
+        vector_similarity=similarity,
+        vector_rank=n + 1,
+        fts_rank=n + 1,
     )
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("<@U123ABC> how do I refund?", "how do I refund?"),
-    ("ask <@U123ABC|maria> about it", "ask @maria about it"),
-    ("ask <@U123ABC> about it", "ask @user about it"),
-    ("posted in <#C024BE7LR|general>", "posted in #general"),
-    ("see <https://x.example/a|the guide> and <https://x.example/b>", "see the guide (https://x.example/a) and https://x.example/b"),
-    ("mail <mailto:help@x.example|help@x.example>", "mail help@x.example"),
-    ("<!here> Q &amp; A &lt;3 &gt; 2", "@here Q & A <3 > 2"),
-    # typed markup is escaped by Slack: decoded once, it stays the literal text typed
-    ("is &lt;!here&gt; a ping?", "is <!here> a ping?"),
-    ("tag &lt;@U0123ABC&gt; or &amp;lt;", "tag <@U0123ABC> or &lt;"),
-    ("<!subteam^S123|@support> help", "@support help"),
-    ("<@U123ABC> :wave:", ":wave:"),  # an emoji right after the mention is not a "@bot:" separator
-    ("<@U123ABC>: how do refunds work", "how do refunds work"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("<@U123ABC> how do I refund?", "how do I refund?"),
+        ("ask <@U123ABC|maria> about it", "ask @maria about it"),
+        ("ask <@U123ABC> about it", "ask @user about it"),
+        ("posted in <#C024BE7LR|general>", "posted in #general"),
+        (
+            "see <https://x.example/a|the guide> and <https://x.example/b>",
+            "see the guide (https://x.example/a) and https://x.example/b",
+        ),
+        ("mail <mailto:help@x.example|help@x.example>", "mail help@x.example"),
+        ("<!here> Q &amp; A &lt;3 &gt; 2", "@here Q & A <3 > 2"),
+        # typed markup is escaped by Slack: decoded once, it stays the literal text typed
+        ("is &lt;!here&gt; a ping?", "is <!here> a ping?"),
+        ("tag &lt;@U0123ABC&gt; or &amp;lt;", "tag <@U0123ABC> or &lt;"),
+        ("<!subteam^S123|@support> help", "@support help"),
+        ("<@U123ABC> :wave:", ":wave:"),  # an emoji right after the mention is not a "@bot:" separator
+        ("<@U123ABC>: how do refunds work", "how do refunds work"),
+    ],
+)
 def test_normalise_slack(raw, expected):
     assert normalise_slack(raw) == expected
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", False), (":wave: :smile:", False), ("👋 🎉", False), ("?!", False), ("@here", False),
-    ("ok?", True), ("ACH", True), ("¿Cómo?", True),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", False),
+        (":wave: :smile:", False),
+        ("👋 🎉", False),
+        ("?!", False),
+        ("@here", False),
+        ("ok?", True),
+        ("ACH", True),
+        ("¿Cómo?", True),
+    ],
+)
 def test_has_question(text, expected):
     assert has_question(text) is expected
 
@@ -56,12 +81,21 @@ def test_truncate_cuts_at_a_word_boundary():
     assert truncate("short", 42, ellipsis="", at_word=True) == "short"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("talk to a human", True), ("can I speak with someone?", True), ("agent please", True),
-    ("escalate", True), ("please escalate this", True), ("I want a real person", True), ("human", True),
-    ("How do I escalate a ticket in the app?", False), ("what does the agent field do?", False),
-    ("Do humans review disputes?", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("talk to a human", True),
+        ("can I speak with someone?", True),
+        ("agent please", True),
+        ("escalate", True),
+        ("please escalate this", True),
+        ("I want a real person", True),
+        ("human", True),
+        ("How do I escalate a ticket in the app?", False),
+        ("what does the agent field do?", False),
+        ("Do humans review disputes?", False),
+    ],
+)
 def test_wants_human(text, expected):
     assert wants_human(text) is expected
 
@@ -71,8 +105,10 @@ def test_short_or_pronoun_led_follow_ups_borrow_the_previous_question():
     assert search_query("and SEPA?", history) == "refund ACH payment and SEPA?"
     assert search_query("does it work for partial amounts on old invoices", history).startswith("refund ACH payment")
     assert search_query("what about SEPA direct debit payments from German customers?", history).startswith("refund")
-    for standalone in ("Which identity providers work with single sign-on on the Enterprise plan?",
-                       "How do I change the base currency of my account?"):
+    for standalone in (
+        "Which identity providers work with single sign-on on the Enterprise plan?",
+        "How do I change the base currency of my account?",
+    ):
         assert search_query(standalone, history) == standalone
     assert search_query("and SEPA?", []) == "and SEPA?"
 
@@ -89,7 +125,9 @@ def test_assemble_numbers_sources_by_first_appearance_and_places_markers():
     assert text == "Intro first fact.[1] second fact.[2][1] ghost"
     assert [(c.number, c.chunk_id, c.cited_text) for c in citations] == [(1, "c1", "C."), (2, "c0", "A.")]
     assert [c.number for c in numbered_sources(citations)] == [1, 2]
-    assert cited_share(segments, len(chunks)) == pytest.approx(len("firstfact.secondfact.") / len("Introfirstfact.secondfact.ghost"))
+    assert cited_share(segments, len(chunks)) == pytest.approx(
+        len("firstfact.secondfact.") / len("Introfirstfact.secondfact.ghost")
+    )
 
 
 def test_signals_find_the_missing_rare_term_and_the_matching_phrase():
@@ -102,13 +140,23 @@ def test_signals_find_the_missing_rare_term_and_the_matching_phrase():
 
 
 def test_score_is_monotonic_in_the_evidence_and_capped_by_cannot_answer():
-    weak = {"sources": 3, "top_similarity": 0.4, "margin": 0.0, "term_coverage": 0.3, "phrase_match": 0.05,
-            "heading_match": 0.2, "citation_coverage": 1.0, "cannot_answer": False}
+    weak = {
+        "sources": 3,
+        "top_similarity": 0.4,
+        "margin": 0.0,
+        "term_coverage": 0.3,
+        "phrase_match": 0.05,
+        "heading_match": 0.2,
+        "citation_coverage": 1.0,
+        "cannot_answer": False,
+    }
     strong = {**weak, "top_similarity": 0.8, "term_coverage": 0.9, "phrase_match": 0.6, "heading_match": 1.0}
     assert 0 <= confidence.score(weak) < confidence.score(strong) <= 1
     vetoed = confidence.judge({**strong, "cannot_answer": True}, answer_threshold=0.6, caveat_threshold=0.35)
     assert vetoed.confidence <= confidence.CANNOT_ANSWER_CAP and vetoed.decision is Decision.ESCALATE
-    assert confidence.score({**strong, "citation_coverage": 0.0}) == pytest.approx(confidence.score(strong) / 2, abs=1e-3)
+    assert confidence.score({**strong, "citation_coverage": 0.0}) == pytest.approx(
+        confidence.score(strong) / 2, abs=1e-3
+    )
     assert confidence.score({**strong, "sources": 0}) == 0.0
 
 
@@ -116,8 +164,15 @@ def test_decide_uses_both_thresholds_and_reasons_say_why():
     assert confidence.decide(0.7, 0.6, 0.35) is Decision.ANSWER
     assert confidence.decide(0.5, 0.6, 0.35) is Decision.ANSWER_WITH_CAVEAT
     assert confidence.decide(0.2, 0.6, 0.35) is Decision.ESCALATE
-    values = {"sources": 2, "top_similarity": 0.41, "phrase_match": 0.0, "term_coverage": 0.2,
-              "citation_coverage": 1.0, "cannot_answer": True, "missing_terms": ["HubSpot"]}
+    values = {
+        "sources": 2,
+        "top_similarity": 0.41,
+        "phrase_match": 0.0,
+        "term_coverage": 0.2,
+        "citation_coverage": 1.0,
+        "cannot_answer": True,
+        "missing_terms": ["HubSpot"],
+    }
     verdict = confidence.judge(values, answer_threshold=0.6, caveat_threshold=0.35)
     assert verdict.decision is Decision.ESCALATE
     assert "top source similarity 0.41 is low" in verdict.reasons

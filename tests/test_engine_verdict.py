@@ -102,8 +102,9 @@ async def test_every_combination_decides_per_the_table(
     question, thresholds = RETRIEVAL[retrieval]
     overrides = {} if thresholds is None else {"answer_threshold": thresholds[0], "caveat_threshold": thresholds[1]}
     emu.script(Reply(cite=CITE[citations], delta_chars=3, **VERDICT_REPLY[verdict]))
-    answer, pieces = await ask(claude_settings(sample_settings, emu, **overrides), sample_searcher, question,
-                               stream=stream)
+    answer, pieces = await ask(
+        claude_settings(sample_settings, emu, **overrides), sample_searcher, question, stream=stream
+    )
 
     assert emu.last.stream is stream and answer.generator == "claude"
     signals = answer.signals
@@ -113,8 +114,7 @@ async def test_every_combination_decides_per_the_table(
     # the citations were checked
     assert signals["claude_verdict"] == verdict
     total, verified = signals["citations_total"], signals["citations_verified"]
-    assert {"verified": total == verified > 0, "unverifiable": total > 0 == verified,
-            "absent": total == 0}[citations]
+    assert {"verified": total == verified > 0, "unverifiable": total > 0 == verified, "absent": total == 0}[citations]
     assert all(c.cited_text != INVENTED_CITATION for c in answer.citations) or citations == "unverifiable"
 
     decision, decider = TABLE[verdict][citations][list(RETRIEVAL).index(retrieval)]
@@ -168,8 +168,12 @@ async def test_the_contract_asks_for_the_verdict_and_the_request_stays_valid(sam
 
 async def test_no_answer_sentinel_with_its_verdict_streams_nothing_and_escalates(sample_settings, sample_searcher, emu):
     emu.script(Reply(text=NO_ANSWER, verdict="none", delta_chars=2))
-    answer, pieces = await ask(claude_settings(sample_settings, emu, answer_threshold=0.0, caveat_threshold=0.0),
-                               sample_searcher, QUESTION, stream=True)
+    answer, pieces = await ask(
+        claude_settings(sample_settings, emu, answer_threshold=0.0, caveat_threshold=0.0),
+        sample_searcher,
+        QUESTION,
+        stream=True,
+    )
     assert pieces == [] and answer.text == NOT_IN_SOURCES
     assert answer.decision is Decision.ESCALATE and answer.signals["claude_verdict"] == "none"
     assert answer.reasons[0].startswith("Claude: the sources don't answer it")
@@ -187,12 +191,18 @@ async def test_citation_verification_normalises_whitespace(sample_settings, samp
     plain = await ask(claude_settings(sample_settings, emu), sample_searcher, QUESTION, stream=False)
     first = plain[0].retrieved[0].text
     spaced = "\n  ".join(first.split())
-    citation = {"type": "search_result_location", "cited_text": spaced, "source": "s", "title": "t",
-                "start_block_index": 0, "end_block_index": 1}
-    emu.script(Reply(text="Cards can be refunded.", citations=[{**citation, "search_result_index": 0}],
-                     verdict="full"),
-               Reply(text="Cards can be refunded.", citations=[{**citation, "search_result_index": 1}],
-                     verdict="full"))
+    citation = {
+        "type": "search_result_location",
+        "cited_text": spaced,
+        "source": "s",
+        "title": "t",
+        "start_block_index": 0,
+        "end_block_index": 1,
+    }
+    emu.script(
+        Reply(text="Cards can be refunded.", citations=[{**citation, "search_result_index": 0}], verdict="full"),
+        Reply(text="Cards can be refunded.", citations=[{**citation, "search_result_index": 1}], verdict="full"),
+    )
     settings = claude_settings(sample_settings, emu, answer_threshold=1.01, caveat_threshold=1.01)
     good, _ = await ask(settings, sample_searcher, QUESTION, stream=False)
     assert (good.signals["citations_total"], good.signals["citations_verified"]) == (1, 1)

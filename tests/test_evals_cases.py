@@ -57,8 +57,15 @@ def test_invalid_lines_are_reported_with_their_line_numbers(tmp_path):
 
 def test_round_trip_keeps_provenance_and_unknown_fields(tmp_path):
     case = EvalCase(
-        id="fb-1", question="How?", reference_answer="Like this.", gold_sources=["https://kb/a"], answerable=True,
-        origin="thumbs-up", created_at="2025-01-02T03:04:05+00:00", interaction_id="i1", topic="payments",
+        id="fb-1",
+        question="How?",
+        reference_answer="Like this.",
+        gold_sources=["https://kb/a"],
+        answerable=True,
+        origin="thumbs-up",
+        created_at="2025-01-02T03:04:05+00:00",
+        interaction_id="i1",
+        topic="payments",
         bot_answer="Like this [1].",
     )
     path = tmp_path / "cases.jsonl"

@@ -17,17 +17,43 @@ REFUND_TEXT = "Open the payment and click Refund. Card payments can be refunded 
 
 
 def chunk(doc_id="payments/refund-a-payment.md", url=REFUND_URL + "#full-refunds", similarity=0.72, text=REFUND_TEXT):
-    return RetrievedChunk(chunk_id=f"{doc_id}#0", doc_id=doc_id, title="Refund a payment", url=url, text=text,
-                          score=0.9, vector_similarity=similarity)
+    return RetrievedChunk(
+        chunk_id=f"{doc_id}#0",
+        doc_id=doc_id,
+        title="Refund a payment",
+        url=url,
+        text=text,
+        score=0.9,
+        vector_similarity=similarity,
+    )
 
 
 def answered(question: str, text: str, *, decision=Decision.ANSWER, cited=True, retrieved=None, asker="U0ASKER"):
     q = Question(text=question, asker=asker, channel="C0SUPPORT")
-    citations = [Citation(number=1, doc_id="payments/refund-a-payment.md", chunk_id="payments/refund-a-payment.md#0",
-                          url=REFUND_URL + "#full-refunds", title="Refund a payment", cited_text="click Refund")] if cited else []
-    a = Answer(interaction_id=q.interaction_id, question=question, text=text, citations=citations,
-               retrieved=retrieved if retrieved is not None else [chunk()], confidence=0.8 if cited else 0.2,
-               decision=decision, reasons=[] if cited else ["no source covers the question"])
+    citations = (
+        [
+            Citation(
+                number=1,
+                doc_id="payments/refund-a-payment.md",
+                chunk_id="payments/refund-a-payment.md#0",
+                url=REFUND_URL + "#full-refunds",
+                title="Refund a payment",
+                cited_text="click Refund",
+            )
+        ]
+        if cited
+        else []
+    )
+    a = Answer(
+        interaction_id=q.interaction_id,
+        question=question,
+        text=text,
+        citations=citations,
+        retrieved=retrieved if retrieved is not None else [chunk()],
+        confidence=0.8 if cited else 0.2,
+        decision=decision,
+        reasons=[] if cited else ["no source covers the question"],
+    )
     return q, a
 
 
@@ -47,42 +73,81 @@ async def test_export_from_the_real_store(tmp_path, store, embedder):
     candidates, review = tmp_path / "out" / "candidates.jsonl", tmp_path / "out" / "review.jsonl"
 
     # Thumbs-up (twice, near-identical questions from two people: merged into one case).
-    up = await log(store, answered("<@U0BOT> How do I refund a customer's card payment? I'm jane.doe@acme.com",
-                                   "Open the payment and click Refund [1]."))
-    twin = await log(store, answered("how do i refund a customer card payment?? I'm jane.doe@acme.com",
-                                     "Open the payment and click Refund [1]."))
+    up = await log(
+        store,
+        answered(
+            "<@U0BOT> How do I refund a customer's card payment? I'm jane.doe@acme.com",
+            "Open the payment and click Refund [1].",
+        ),
+    )
+    twin = await log(
+        store,
+        answered(
+            "how do i refund a customer card payment?? I'm jane.doe@acme.com", "Open the payment and click Refund [1]."
+        ),
+    )
     # Thumbs-up on a question the frozen set already has (s002): merged into it, not added.
-    known = await log(store, answered("How long after a payment can we still refund it to the customers card?",
-                                      "Within 180 days [1]."))
+    known = await log(
+        store,
+        answered("How long after a payment can we still refund it to the customers card?", "Within 180 days [1]."),
+    )
     # Thumbs-down, no resolution: goes to the review file.
-    down = await log(store, answered("Why was my customer charged twice? call me at +1 415 555 0100",
-                                     "Open the payment and click Refund [1]."))
+    down = await log(
+        store,
+        answered(
+            "Why was my customer charged twice? call me at +1 415 555 0100", "Open the payment and click Refund [1]."
+        ),
+    )
     # Escalated for low confidence, then a human answered: a knowledge gap.
-    gap = await log(store, answered(
-        "Can customers pay invoices with PayPal?", "I could not find this in the help center.",
-        decision=Decision.ESCALATE, cited=False,
-        retrieved=[chunk("payments/accept-online-payments.md", "https://help.tallybook.example/payments/accept-online-payments",
-                         similarity=0.41)]))
+    gap = await log(
+        store,
+        answered(
+            "Can customers pay invoices with PayPal?",
+            "I could not find this in the help center.",
+            decision=Decision.ESCALATE,
+            cited=False,
+            retrieved=[
+                chunk(
+                    "payments/accept-online-payments.md",
+                    "https://help.tallybook.example/payments/accept-online-payments",
+                    similarity=0.41,
+                )
+            ],
+        ),
+    )
     # Answered with sources, the asker wanted a human anyway, who answered: answerable, gold = cited page.
     handoff = await log(store, answered("Can I refund only part of a payment?", "Yes [1]."))
     # An escalation still open: nothing to learn yet.
-    still_open = await log(store, answered("Is there an offline mode?", "Not sure.", decision=Decision.ESCALATE, cited=False))
+    still_open = await log(
+        store, answered("Is there an offline mode?", "Not sure.", decision=Decision.ESCALATE, cited=False)
+    )
 
     await store.record_feedback(up, user="U1", rating="up")
     await store.record_feedback(twin, user="U2", rating="up")
     await store.record_feedback(known, user="U3", rating="up")
-    await store.record_feedback(down, user="U4", rating="down", comment="Wrong article, ask <@U0LEAD> or mail ops@acme.com")
+    await store.record_feedback(
+        down, user="U4", rating="down", comment="Wrong article, ask <@U0LEAD> or mail ops@acme.com"
+    )
     await store.record_escalation(gap, status="open", escalation_ts="1.1")
     await store.record_escalation(gap, status="claimed", user="UHUMAN")
-    await store.record_escalation(gap, status="resolved", user="UHUMAN",
-                                  human_answer="PayPal is not supported; card, ACH and SEPA are. Ping <#C0FIN|finance> "
-                                               "with key sk-ant-api03-SECRETSECRET if unsure.")
-    await store.record_escalation(handoff, status="resolved", user="UHUMAN",
-                                  human_answer="Yes, enter a smaller amount before confirming the refund.")
+    await store.record_escalation(
+        gap,
+        status="resolved",
+        user="UHUMAN",
+        human_answer="PayPal is not supported; card, ACH and SEPA are. Ping <#C0FIN|finance> "
+        "with key sk-ant-api03-SECRETSECRET if unsure.",
+    )
+    await store.record_escalation(
+        handoff,
+        status="resolved",
+        user="UHUMAN",
+        human_answer="Yes, enter a smaller amount before confirming the refund.",
+    )
     await store.record_escalation(still_open, status="open")
 
-    result = await export_feedback(store, embedder, since=parse_since("7d"), candidates_path=candidates,
-                                   review_path=review, frozen_paths=[frozen])
+    result = await export_feedback(
+        store, embedder, since=parse_since("7d"), candidates_path=candidates, review_path=review, frozen_paths=[frozen]
+    )
     cases = {case.interaction_id: case for case in load_cases(candidates)}
     assert set(cases) == {up, gap, handoff}
     assert result.merged == {twin: case_id_for_interaction(up), known: "s002"}
@@ -97,8 +162,9 @@ async def test_export_from_the_real_store(tmp_path, store, embedder):
     knowledge_gap = cases[gap]
     assert knowledge_gap.origin == "human-resolution" and not knowledge_gap.answerable
     assert knowledge_gap.gold_sources == [] and knowledge_gap.topic == "payments"
-    assert knowledge_gap.reference_answer == ("PayPal is not supported; card, ACH and SEPA are. Ping <CHANNEL> "
-                                              "with key <API_KEY> if unsure.")
+    assert knowledge_gap.reference_answer == (
+        "PayPal is not supported; card, ACH and SEPA are. Ping <CHANNEL> with key <API_KEY> if unsure."
+    )
     assert cases[handoff].answerable and cases[handoff].gold_sources == [REFUND_URL]
     assert cases[handoff].reference_answer.startswith("Yes, enter a smaller amount")
 
@@ -114,18 +180,23 @@ async def test_export_from_the_real_store(tmp_path, store, embedder):
 
     # Idempotent: a second export adds nothing, to either file.
     before = candidates.read_text(), review.read_text()
-    again = await export_feedback(store, embedder, since=parse_since("7d"), candidates_path=candidates,
-                                  review_path=review, frozen_paths=[frozen])
+    again = await export_feedback(
+        store, embedder, since=parse_since("7d"), candidates_path=candidates, review_path=review, frozen_paths=[frozen]
+    )
     assert again.added == [] and again.review_added == [] and (candidates.read_text(), review.read_text()) == before
 
     # The thumbs-down answer is later resolved by a human: now it becomes a candidate (once).
-    await store.record_escalation(down, status="resolved", user="UHUMAN", human_answer="It was a duplicate card payment; refund one of them.")
-    third = await export_feedback(store, embedder, since=None, candidates_path=candidates, review_path=review,
-                                  frozen_paths=[frozen])
+    await store.record_escalation(
+        down, status="resolved", user="UHUMAN", human_answer="It was a duplicate card payment; refund one of them."
+    )
+    third = await export_feedback(
+        store, embedder, since=None, candidates_path=candidates, review_path=review, frozen_paths=[frozen]
+    )
     assert [case.interaction_id for case in third.added] == [down]
     assert third.added[0].answerable and third.added[0].gold_sources == [REFUND_URL]
-    fourth = await export_feedback(store, embedder, since=None, candidates_path=candidates, review_path=review,
-                                   frozen_paths=[frozen])
+    fourth = await export_feedback(
+        store, embedder, since=None, candidates_path=candidates, review_path=review, frozen_paths=[frozen]
+    )
     assert fourth.added == [] and fourth.review_added == []
 
     # Cases accepted into the frozen set (new id, same interaction) or rejected are never offered again.
@@ -133,8 +204,9 @@ async def test_export_from_the_real_store(tmp_path, store, embedder):
     append_cases(frozen, [accepted])
     append_cases(rejected_path_for(candidates), [cases[gap]])
     candidates.unlink()
-    fifth = await export_feedback(store, embedder, since=None, candidates_path=candidates, review_path=review,
-                                  frozen_paths=[frozen])
+    fifth = await export_feedback(
+        store, embedder, since=None, candidates_path=candidates, review_path=review, frozen_paths=[frozen]
+    )
     assert {case.interaction_id for case in fifth.added} == {handoff, down}
 
 
@@ -176,6 +248,7 @@ async def test_a_vote_on_an_old_answer_is_still_exported(tmp_path, store, embedd
     for pair in (recent, (old_question, old_answer)):
         await log(store, pair)
         await store.record_feedback(pair[1].interaction_id, user="U1", rating="up")
-    result = await export_feedback(store, embedder, since=parse_since("7d"), candidates_path=tmp_path / "c.jsonl",
-                                   review_path=tmp_path / "r.jsonl")
+    result = await export_feedback(
+        store, embedder, since=parse_since("7d"), candidates_path=tmp_path / "c.jsonl", review_path=tmp_path / "r.jsonl"
+    )
     assert {case.interaction_id for case in result.added} == {recent[1].interaction_id, old_answer.interaction_id}

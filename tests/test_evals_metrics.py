@@ -25,11 +25,17 @@ from knowledge.text import split_answer_sentences as split_sentences
 def test_sentences_keep_their_citation_markers():
     text = "Refunds take 5 days.[1] Partial refunds are allowed [2]. Fees are kept. [1][3]\n- Bullet point here"
     assert split_sentences(text) == [
-        "Refunds take 5 days.[1]", "Partial refunds are allowed [2].", "Fees are kept. [1][3]", "- Bullet point here",
+        "Refunds take 5 days.[1]",
+        "Partial refunds are allowed [2].",
+        "Fees are kept. [1][3]",
+        "- Bullet point here",
     ]
     # Abbreviations, code and bracketed words do not end a sentence; a capital after a full stop does.
-    assert split_sentences("Invalid (e.g. missing params) or vs. speed with np . dot.[1] Assistant [Claude] Then [2]") == [
-        "Invalid (e.g. missing params) or vs. speed with np . dot.[1]", "Assistant [Claude] Then [2]",
+    assert split_sentences(
+        "Invalid (e.g. missing params) or vs. speed with np . dot.[1] Assistant [Claude] Then [2]"
+    ) == [
+        "Invalid (e.g. missing params) or vs. speed with np . dot.[1]",
+        "Assistant [Claude] Then [2]",
     ]
 
 
@@ -63,17 +69,22 @@ def test_reliability_bins_and_calibration_error():
     assert 0 < expected_calibration_error(bins) < 0.5
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("mail jane.doe@acme.com now", "mail <EMAIL> now"),
-    ("call +1 (415) 555-0100 or 07700 900123", "call <PHONE> or <PHONE>"),
-    ("ask <@U024BE7LH> in <#C0123ABC|support>", "ask <USER> in <CHANNEL>"),
-    ("token xoxb-1234-5678-abcdefgh and sk-ant-api03-abcdefghijk", "token <SLACK_TOKEN> and <API_KEY>"),
-    ("hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "hash <SECRET>"),
-    ("secret dGhpcyBpcyBhIHNlY3JldCBrZXkgMTIzNDU2Nzg5MA==", "secret <SECRET>"),
-    ("see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview",
-     "see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview"),
-    ("invoice INV-2024-0042 due 2024-03-15 for $1,250.00", "invoice INV-2024-0042 due 2024-03-15 for $1,250.00"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("mail jane.doe@acme.com now", "mail <EMAIL> now"),
+        ("call +1 (415) 555-0100 or 07700 900123", "call <PHONE> or <PHONE>"),
+        ("ask <@U024BE7LH> in <#C0123ABC|support>", "ask <USER> in <CHANNEL>"),
+        ("token xoxb-1234-5678-abcdefgh and sk-ant-api03-abcdefghijk", "token <SLACK_TOKEN> and <API_KEY>"),
+        ("hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "hash <SECRET>"),
+        ("secret dGhpcyBpcyBhIHNlY3JldCBrZXkgMTIzNDU2Nzg5MA==", "secret <SECRET>"),
+        (
+            "see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview",
+            "see https://docs.claude.com/en/docs/about-claude/models/claude-3-5-sonnet-20241022-overview",
+        ),
+        ("invoice INV-2024-0042 due 2024-03-15 for $1,250.00", "invoice INV-2024-0042 due 2024-03-15 for $1,250.00"),
+    ],
+)
 def test_scrub(text, expected):
     assert scrub(text) == expected
 
@@ -110,8 +121,11 @@ def test_topics():
 
 
 def report(hit, p95, auroc=None):
-    return {"retrieval": {"hit@k": hit, "mrr@k": 0.8}, "escalation": {"auroc": auroc},
-            "latency_ms": {"p50": 20.0, "p95": p95}}
+    return {
+        "retrieval": {"hit@k": hit, "mrr@k": 0.8},
+        "escalation": {"auroc": auroc},
+        "latency_ms": {"p50": 20.0, "p95": p95},
+    }
 
 
 def test_compare_names_the_metrics_that_fell():

@@ -22,14 +22,31 @@ TEXT = "Open the payment and click Refund. Card payments can be refunded within 
 
 
 def chunk(doc="payments/refund-a-payment.md", url=REFUND + "#full-refunds", text=TEXT, score=0.9, sim=0.7):
-    return RetrievedChunk(chunk_id=doc + "#0", doc_id=doc, title=doc.split("/")[-1], url=url, text=text, score=score,
-                          vector_similarity=sim)
+    return RetrievedChunk(
+        chunk_id=doc + "#0",
+        doc_id=doc,
+        title=doc.split("/")[-1],
+        url=url,
+        text=text,
+        score=score,
+        vector_similarity=sim,
+    )
 
 
 def answer(text, citations=(), retrieved=(), confidence=0.8, decision=Decision.ANSWER, reasons=(), total=40.0):
-    return Answer(interaction_id="i", question="q", text=text, citations=list(citations), retrieved=list(retrieved),
-                  confidence=confidence, decision=decision, reasons=list(reasons), generator="extractive",
-                  latency_ms={"retrieve": total / 2, "total": total}, usage=Usage(input_tokens=10, cost_usd=0.001))
+    return Answer(
+        interaction_id="i",
+        question="q",
+        text=text,
+        citations=list(citations),
+        retrieved=list(retrieved),
+        confidence=confidence,
+        decision=decision,
+        reasons=list(reasons),
+        generator="extractive",
+        latency_ms={"retrieve": total / 2, "total": total},
+        usage=Usage(input_tokens=10, cost_usd=0.001),
+    )
 
 
 def cite(number, cited_text, doc="payments/refund-a-payment.md"):
@@ -37,12 +54,22 @@ def cite(number, cited_text, doc="payments/refund-a-payment.md"):
 
 
 def test_score_case_uses_the_answers_own_retrieval_and_citations():
-    case = EvalCase(id="c1", question="How long can I refund a card payment?", reference_answer="Within 180 days.",
-                    gold_sources=[REFUND])
+    case = EvalCase(
+        id="c1",
+        question="How long can I refund a card payment?",
+        reference_answer="Within 180 days.",
+        gold_sources=[REFUND],
+    )
     retrieved = [chunk("payments/disputes.md", "https://help.tallybook.example/payments/disputes"), chunk(), chunk()]
-    a = answer("Click Refund.[1] Card payments can be refunded within 180 days [2]. Invented sentence [3].",
-               citations=[cite(1, "click Refund"), cite(2, "refunded within 180 days of the payment"),
-                          cite(3, "never said this")], retrieved=retrieved)
+    a = answer(
+        "Click Refund.[1] Card payments can be refunded within 180 days [2]. Invented sentence [3].",
+        citations=[
+            cite(1, "click Refund"),
+            cite(2, "refunded within 180 days of the payment"),
+            cite(3, "never said this"),
+        ],
+        retrieved=retrieved,
+    )
     row = score_case(case, a, k=5)
     assert row["retrieval"] == {"hit@k": 1.0, "recall@k": 1.0, "mrr@k": 0.5, "ndcg@k": pytest.approx(0.6309, abs=1e-3)}
     assert [d["gold"] for d in row["retrieved"]] == [False, True]  # documents, not chunks
@@ -53,25 +80,61 @@ def test_score_case_uses_the_answers_own_retrieval_and_citations():
 
 def sample_report() -> dict:
     cases = [
-        (EvalCase(id=f"a{n}", question=f"How do refunds work, case {n}?", reference_answer="Click Refund within 180 days.",
-                  gold_sources=[REFUND]),
-         answer("Click Refund [1].", [cite(1, "click Refund")], [chunk()], confidence=0.55 + n * 0.05, total=30 + n))
+        (
+            EvalCase(
+                id=f"a{n}",
+                question=f"How do refunds work, case {n}?",
+                reference_answer="Click Refund within 180 days.",
+                gold_sources=[REFUND],
+            ),
+            answer("Click Refund [1].", [cite(1, "click Refund")], [chunk()], confidence=0.55 + n * 0.05, total=30 + n),
+        )
         for n in range(8)
     ] + [
-        (EvalCase(id="miss", question="Where is the payout report?", reference_answer="Reports, Payouts.",
-                  gold_sources=["https://help.tallybook.example/reports/payouts"], topic=None),
-         answer("I could not find it.", [], [chunk()], confidence=0.3, decision=Decision.ESCALATE,
-                reasons=["weak retrieval: top similarity 0.31 < 0.40"], total=90)),
-        (EvalCase(id="gap1", question="Can customers pay with PayPal?", answerable=False, topic="payments"),
-         answer("Open the payment [1].", [cite(1, "Open the payment")], [chunk()], confidence=0.7, total=35)),
-        (EvalCase(id="gap2", question="Do you support crypto payouts?", answerable=False),
-         answer("Not found.", [], [chunk("api/webhooks.md", "https://help.tallybook.example/api/webhooks")],
-                confidence=0.2, decision=Decision.ESCALATE, reasons=["weak retrieval: top similarity 0.22 < 0.40"])),
+        (
+            EvalCase(
+                id="miss",
+                question="Where is the payout report?",
+                reference_answer="Reports, Payouts.",
+                gold_sources=["https://help.tallybook.example/reports/payouts"],
+                topic=None,
+            ),
+            answer(
+                "I could not find it.",
+                [],
+                [chunk()],
+                confidence=0.3,
+                decision=Decision.ESCALATE,
+                reasons=["weak retrieval: top similarity 0.31 < 0.40"],
+                total=90,
+            ),
+        ),
+        (
+            EvalCase(id="gap1", question="Can customers pay with PayPal?", answerable=False, topic="payments"),
+            answer("Open the payment [1].", [cite(1, "Open the payment")], [chunk()], confidence=0.7, total=35),
+        ),
+        (
+            EvalCase(id="gap2", question="Do you support crypto payouts?", answerable=False),
+            answer(
+                "Not found.",
+                [],
+                [chunk("api/webhooks.md", "https://help.tallybook.example/api/webhooks")],
+                confidence=0.2,
+                decision=Decision.ESCALATE,
+                reasons=["weak retrieval: top similarity 0.22 < 0.40"],
+            ),
+        ),
     ]
     report = summarise([score_case(case, a, 5) for case, a in cases], k=5)
     report["per_case"] = [score_case(case, a, 5) for case, a in cases]
-    report["config"] = {"dataset": "evals/datasets/sample.jsonl", "mode": "hybrid", "generator": "extractive",
-                        "kb": "examples/knowledge", "answer_threshold": 0.6, "caveat_threshold": 0.45}
+    report["config"] = {
+        "dataset": "evals/datasets/sample.jsonl",
+        "mode": "hybrid",
+        "generator": "extractive",
+        "kb": "examples/knowledge",
+        "answer_threshold": 0.6,
+        "caveat_threshold": 0.45,
+    }
     report["timestamp"] = "2025-06-02T09:00:00+00:00"
     report["git_commit"] = "abc123"
     return report
@@ -94,7 +157,9 @@ def test_gaps_reasons_and_markdown():
     assert reason_label("weak retrieval: top similarity 0.31 < 0.40") == "weak retrieval: top similarity"
     markdown = render_markdown(report, plots=["calibration"])
     assert "| Retrieval hit@5 |" in markdown and "![calibration](calibration.png)" in markdown
-    assert "## Answered, but the knowledge does not cover it" in markdown and "Can customers pay with PayPal?" in markdown
+    assert (
+        "## Answered, but the knowledge does not cover it" in markdown and "Can customers pay with PayPal?" in markdown
+    )
 
 
 def test_html_is_self_contained_with_plots(tmp_path):
@@ -109,10 +174,14 @@ def test_html_is_self_contained_with_plots(tmp_path):
     assert "http://" not in html and "https://" not in html.split("<main>")[0]  # no external assets
     assert "regressed" in html and "<h2>Knowledge gaps</h2>" in html and "<h2>Why the bot escalated</h2>" in html
     assert "Calibration in force: not calibrated" in html  # this report has no calibration
-    calibrated = {**report, "self_calibration": {"index_version": 7, "pairs": 150, "separation_auroc": 0.79,
-                                            "escalate_below_raw": 0.391}}
-    assert ("Calibration in force: calibrated on index v7: 150 probe pairs, separation AUROC 0.79, escalates below raw "
-            "0.391") in render_html(calibrated, plots, changes)
+    calibrated = {
+        **report,
+        "self_calibration": {"index_version": 7, "pairs": 150, "separation_auroc": 0.79, "escalate_below_raw": 0.391},
+    }
+    assert (
+        "Calibration in force: calibrated on index v7: 150 probe pairs, separation AUROC 0.79, escalates below raw "
+        "0.391"
+    ) in render_html(calibrated, plots, changes)
     assert "calibrated on index v7" in render_markdown(calibrated, plots=[])
 
     paths = write_report(report, tmp_path / "r", changes)
@@ -127,8 +196,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     report = sample_report()
     paths = write_report(report, tmp_path / "r")
     shot = tmp_path / "shot.png"
-    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "report_screenshot.sh"), str(paths["html"]), str(shot)],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "report_screenshot.sh"), str(paths["html"]), str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 50_000  # a blank page compresses to a few KB

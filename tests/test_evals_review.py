@@ -10,37 +10,56 @@ from evals.export import rejected_path_for
 
 
 def candidate(n: int, **fields) -> EvalCase:
-    data = {"id": f"fb-{n:03d}", "question": f"question {n}?", "reference_answer": f"answer {n}.",
-            "gold_sources": [f"https://kb.example/{n}"], "answerable": True, "origin": "thumbs-up",
-            "interaction_id": f"i{n}", "bot_answer": f"answer {n} [1].", "confidence": 0.7}
+    data = {
+        "id": f"fb-{n:03d}",
+        "question": f"question {n}?",
+        "reference_answer": f"answer {n}.",
+        "gold_sources": [f"https://kb.example/{n}"],
+        "answerable": True,
+        "origin": "thumbs-up",
+        "interaction_id": f"i{n}",
+        "bot_answer": f"answer {n} [1].",
+        "confidence": 0.7,
+    }
     return EvalCase.model_validate(data | fields)
 
 
 def test_accept_edit_reject_skip_and_quit(tmp_path):
     candidates, frozen = tmp_path / "candidates.jsonl", tmp_path / "frozen.jsonl"
-    write_cases(frozen, [EvalCase(id="s001", question="old?", reference_answer="old.", gold_sources=["u"], origin="handwritten")])
-    write_cases(candidates, [
-        candidate(1),
-        candidate(2, reference_answer=None, origin="thumbs-down", comments=["wrong page"]),
-        candidate(3),
-        candidate(4),
-        candidate(5),
-        candidate(6),
-    ])
-    keystrokes = "\n".join([
-        "a",                                   # 1: accept as is
-        "a",                                   # 2: no reference yet: refused...
-        "e",                                   # ...so edit it:
-        "question two, reworded?",             #    question
-        "The right answer.",                   #    reference
-        "n",                                   #    answerable? no: a knowledge gap
-        "-",                                   #    gold sources: none
-        "payments",                            #    topic
-        "a",                                   #    then accept
-        "r",                                   # 3: reject
-        "",                                    # 4: Enter = skip
-        "q",                                   # 5: quit (6 is kept without a prompt)
-    ]) + "\n"
+    write_cases(
+        frozen,
+        [EvalCase(id="s001", question="old?", reference_answer="old.", gold_sources=["u"], origin="handwritten")],
+    )
+    write_cases(
+        candidates,
+        [
+            candidate(1),
+            candidate(2, reference_answer=None, origin="thumbs-down", comments=["wrong page"]),
+            candidate(3),
+            candidate(4),
+            candidate(5),
+            candidate(6),
+        ],
+    )
+    keystrokes = (
+        "\n".join(
+            [
+                "a",  # 1: accept as is
+                "a",  # 2: no reference yet: refused...
+                "e",  # ...so edit it:
+                "question two, reworded?",  #    question
+                "The right answer.",  #    reference
+                "n",  #    answerable? no: a knowledge gap
+                "-",  #    gold sources: none
+                "payments",  #    topic
+                "a",  #    then accept
+                "r",  # 3: reject
+                "",  # 4: Enter = skip
+                "q",  # 5: quit (6 is kept without a prompt)
+            ]
+        )
+        + "\n"
+    )
     result = CliRunner().invoke(main, ["evals", "review", str(candidates), "--into", str(frozen)], input=keystrokes)
     assert result.exit_code == 0, result.output
     assert "accepted 2, rejected 1, left for later 3" in result.output

@@ -31,8 +31,16 @@ def run(*args: str):
 def sample_report(sample_data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "r.json"
     report_dir = out.parent / "report"
-    result = run("--dataset", str(SAMPLE_EVALS), "--data-dir", str(sample_data_dir), "--json-out", str(out),
-                 "--report", str(report_dir))
+    result = run(
+        "--dataset",
+        str(SAMPLE_EVALS),
+        "--data-dir",
+        str(sample_data_dir),
+        "--json-out",
+        str(out),
+        "--report",
+        str(report_dir),
+    )
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text()), result, report_dir
 
@@ -65,8 +73,9 @@ def test_committed_baseline_has_the_contract_shape():
 
 
 def test_a_worse_configuration_fails_against_the_baseline_naming_the_metrics(sample_data_dir, tmp_path):
-    result = run("--dataset", str(SAMPLE_EVALS), "--data-dir", str(sample_data_dir), "-k", "1",
-                 "--baseline", str(BASELINE))
+    result = run(
+        "--dataset", str(SAMPLE_EVALS), "--data-dir", str(sample_data_dir), "-k", "1", "--baseline", str(BASELINE)
+    )
     assert result.exit_code == 1, result.output
     verdict = [line for line in result.stderr.splitlines() if line.startswith("regression against")]
     assert verdict and "retrieval.recall@k" in verdict[0] and "retrieval.hit@k" in verdict[0]
@@ -85,15 +94,31 @@ def test_kb_is_indexed_once_into_a_cached_data_dir(tmp_path, embedder, settings)
 
     kb = tmp_path / "kb"
     kb.mkdir()
-    (kb / "refunds.md").write_text("---\ntitle: Refunds\nurl: https://help.example/refunds\n---\n"
-                                   "Card payments can be refunded within 180 days of the payment.", encoding="utf-8")
-    (kb / "sso.md").write_text("---\ntitle: SSO\nurl: https://help.example/sso\n---\n"
-                               "SAML single sign-on is available on the Enterprise plan only.", encoding="utf-8")
-    cases = [EvalCase(id="1", question="How long can a card payment be refunded?", reference_answer="180 days.",
-                      gold_sources=["https://help.example/refunds"]),
-             EvalCase(id="2", question="Which plan has SAML SSO?", reference_answer="Enterprise.",
-                      gold_sources=["https://help.example/sso"]),
-             EvalCase(id="3", question="Do you support carrier pigeons?", answerable=False)]
+    (kb / "refunds.md").write_text(
+        "---\ntitle: Refunds\nurl: https://help.example/refunds\n---\n"
+        "Card payments can be refunded within 180 days of the payment.",
+        encoding="utf-8",
+    )
+    (kb / "sso.md").write_text(
+        "---\ntitle: SSO\nurl: https://help.example/sso\n---\n"
+        "SAML single sign-on is available on the Enterprise plan only.",
+        encoding="utf-8",
+    )
+    cases = [
+        EvalCase(
+            id="1",
+            question="How long can a card payment be refunded?",
+            reference_answer="180 days.",
+            gold_sources=["https://help.example/refunds"],
+        ),
+        EvalCase(
+            id="2",
+            question="Which plan has SAML SSO?",
+            reference_answer="Enterprise.",
+            gold_sources=["https://help.example/sso"],
+        ),
+        EvalCase(id="3", question="Do you support carrier pigeons?", answerable=False),
+    ]
     settings = settings.model_copy(update={"anthropic_api_key": None})
     first = asyncio.run(run_eval(settings, cases, k=2, kb=str(kb), embedder=embedder, progress=False))
     second = asyncio.run(run_eval(settings, cases, k=2, kb=str(kb), embedder=embedder, progress=False))
@@ -116,16 +141,22 @@ async def test_claude_path_counts_tokens_cost_and_judges(sample_settings, embedd
     judge_marker = PROMPT.split("\n", 1)[0]
     async with AnthropicEmulator() as emulator:
         emulator.when(lambda body: judge_marker in json.dumps(body), Reply(text="SCORE: 80"))
-        settings = sample_settings.model_copy(update={
-            "anthropic_api_key": SecretStr("test-key"), "anthropic_base_url": emulator.base_url, "anthropic_max_retries": 0,
-        })
+        settings = sample_settings.model_copy(
+            update={
+                "anthropic_api_key": SecretStr("test-key"),
+                "anthropic_base_url": emulator.base_url,
+                "anthropic_max_retries": 0,
+            }
+        )
         cases = [case for case in load_cases(SAMPLE_EVALS) if case.answerable][:4]
-        report = await run_eval(settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings),
-                                progress=False)
+        report = await run_eval(
+            settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings), progress=False
+        )
         emulator.reset()  # now every judge call is overloaded: those cases go ungraded, the run completes
         emulator.when(lambda body: judge_marker in json.dumps(body), Failure(529))
-        overloaded = await run_eval(settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings),
-                                    progress=False)
+        overloaded = await run_eval(
+            settings, cases, k=3, embedder=embedder, judge=make_claude_judge(settings), progress=False
+        )
     assert report["config"]["generator"] == "claude" and report["config"]["model"] == settings.anthropic_model
     assert report["usage"]["input_tokens"] > 0 and report["usage"]["output_tokens"] > 0
     assert report["usage"]["cost_usd"] > 0
@@ -135,7 +166,9 @@ async def test_claude_path_counts_tokens_cost_and_judges(sample_settings, embedd
     judge = report["usage"]["judge"]  # the judge's own tokens, priced apart from the bot's
     assert judge["calls"] == len(answered) and judge["failed"] == 0
     assert judge["input_tokens"] > 0 and judge["cost_usd"] > 0
-    assert report["usage"]["cost_usd"] == pytest.approx(sum(row["usage"]["cost_usd"] for row in report["per_case"]), abs=1e-6)
+    assert report["usage"]["cost_usd"] == pytest.approx(
+        sum(row["usage"]["cost_usd"] for row in report["per_case"]), abs=1e-6
+    )
 
     graded = [row for row in overloaded["per_case"] if "judge_usage" in row]
     assert graded and all(row["judge"] is None and row["judge_error"] == "OverloadedError" for row in graded)

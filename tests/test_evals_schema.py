@@ -55,7 +55,9 @@ def test_one_registry_drives_compare_report_digest_and_cli():
     p95 = f"p95 {report.latency_ms.p95:.0f} ms"
     assert "hit@5 1.000" in summary and "MRR@5 0.975" in summary and p95 in summary
     assert "calibration calibrated on index v2: 150 probe pairs" in summary
-    assert get_metric("latency_ms.p95").direction == "lower" and get_metric("escalation.escalation_rate").tolerance is None
+    assert (
+        get_metric("latency_ms.p95").direction == "lower" and get_metric("escalation.escalation_rate").tolerance is None
+    )
 
 
 def test_history_skips_invalid_reports(tmp_path):

@@ -38,8 +38,9 @@ def make(settings, clock, calls, posted, **options):
     async def post(text):
         posted.append(text)
 
-    return WeeklyScheduler(settings.model_copy(update={"weekly_eval": True}), post_digest=post, job=job, clock=clock,
-                           **options)
+    return WeeklyScheduler(
+        settings.model_copy(update={"weekly_eval": True}), post_digest=post, job=job, clock=clock, **options
+    )
 
 
 async def test_runs_once_per_week_and_survives_restarts(settings):
@@ -67,8 +68,13 @@ async def test_failures_are_posted_not_raised_and_the_task_starts_and_stops(sett
     async def post(text):
         posted.append(text)
 
-    scheduler = WeeklyScheduler(settings.model_copy(update={"weekly_eval": True}), post_digest=post, job=broken,
-                                clock=clock, max_sleep_seconds=0.01)
+    scheduler = WeeklyScheduler(
+        settings.model_copy(update={"weekly_eval": True}),
+        post_digest=post,
+        job=broken,
+        clock=clock,
+        max_sleep_seconds=0.01,
+    )
     scheduler._save_state(last_run=MONDAY_9 - timedelta(days=1))
     task = scheduler.start()
     for _ in range(100):
@@ -81,21 +87,40 @@ async def test_failures_are_posted_not_raised_and_the_task_starts_and_stops(sett
 
 
 def test_digest_text():
-    report = {"k": 5, "cases": 55, "config": {"dataset": "evals/datasets/sample.jsonl", "generator": "extractive"},
-              "retrieval": {"hit@k": 0.9, "mrr@k": 0.8}, "answer": {"faithfulness": 1.0, "correctness": 0.4},
-              "escalation": {"auroc": 0.85, "escalation_rate": 0.3}, "latency_ms": {"p50": 40, "p95": 90},
-              "usage": {"cost_usd": 0.0}}
+    report = {
+        "k": 5,
+        "cases": 55,
+        "config": {"dataset": "evals/datasets/sample.jsonl", "generator": "extractive"},
+        "retrieval": {"hit@k": 0.9, "mrr@k": 0.8},
+        "answer": {"faithfulness": 1.0, "correctness": 0.4},
+        "escalation": {"auroc": 0.85, "escalation_rate": 0.3},
+        "latency_ms": {"p50": 40, "p95": 90},
+        "usage": {"cost_usd": 0.0},
+    }
     previous = {"retrieval": {"hit@k": 0.85}}
     text = digest_text(report, previous, "2 new candidate(s)", Path("/tmp/r/report.html"))
     assert "sample.jsonl (55 cases, extractive)" in text and "hit@5 0.90 (+0.05)" in text and "MRR@5 0.80 ·" in text
     assert "p95 90 ms" in text and "2 new candidate(s)" in text and "/tmp/r/report.html" in text
     assert "threshold" not in text  # no advice in the report: nothing to say
 
-    fits = {"current": 0.35, "escalated": 0.86, "answered": 0.87, "targets": [0.8, 0.85], "meeting": [0.3, 0.4],
-            "suggested": 0.35, "suggested_rates": [0.86, 0.87]}
+    fits = {
+        "current": 0.35,
+        "escalated": 0.86,
+        "answered": 0.87,
+        "targets": [0.8, 0.85],
+        "meeting": [0.3, 0.4],
+        "suggested": 0.35,
+        "suggested_rates": [0.86, 0.87],
+    }
     assert "threshold" not in digest_text({**report, "threshold_advice": fits}, None, "", Path("r.html"))
-    misses = {**fits, "escalated": 0.93, "answered": 0.72, "meeting": [0.2, 0.2], "suggested": 0.2,
-              "suggested_rates": [0.8, 0.85]}
+    misses = {
+        **fits,
+        "escalated": 0.93,
+        "answered": 0.72,
+        "meeting": [0.2, 0.2],
+        "suggested": 0.2,
+        "suggested_rates": [0.8, 0.85],
+    }
     text = digest_text({**report, "threshold_advice": misses}, None, "", Path("r.html"))
     assert "At the escalation threshold 0.35, 93% of unanswerable" in text and "Only 0.20 meets both" in text
 

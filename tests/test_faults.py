@@ -41,9 +41,19 @@ LLM_KEY = "sk-ant-test-faults"
 # What /metrics must carry (issue 6): events, answers, escalations, feedback by rating, latency per
 # stage, LLM tokens and cost, prompt-cache read ratio, refreshes, plus ack time and loop lag.
 PRODUCTION_SERIES = (
-    "events_received", "answers", "escalations", "feedback", "stage_seconds", "llm_tokens", "llm_cost_usd",
-    "llm_prompt_cache_read_ratio", "refreshes", "refresh_documents", "last_refresh_timestamp_seconds",
-    "event_ack_seconds", "event_loop_lag_seconds",
+    "events_received",
+    "answers",
+    "escalations",
+    "feedback",
+    "stage_seconds",
+    "llm_tokens",
+    "llm_cost_usd",
+    "llm_prompt_cache_read_ratio",
+    "refreshes",
+    "refresh_documents",
+    "last_refresh_timestamp_seconds",
+    "event_ack_seconds",
+    "event_loop_lag_seconds",
 )
 
 
@@ -70,8 +80,9 @@ def thread_text(calls) -> str:
 # --------------------------------------------------------------------------- the LLM is overloaded
 
 
-async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recovers(tmp_path, sample_settings,
-                                                                                 engine_parts):
+async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recovers(
+    tmp_path, sample_settings, engine_parts
+):
     async with AnthropicEmulator() as llm:
         llm.always_fail(529, retry_after_ms=10)  # an overload storm; the SDK's retries wait 10 ms
         async with running_bot(tmp_path, sample_settings, engine_parts, **claude(llm, anthropic_max_retries=2)) as bot:
@@ -97,13 +108,28 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
 
             got = await metric_samples(bot)
             families = {name for name, labels in got if labels is None}
-            assert {f"supportbot_{series}" for series in PRODUCTION_SERIES} <= families, \
-                {f"supportbot_{series}" for series in PRODUCTION_SERIES} - families
+            assert {f"supportbot_{series}" for series in PRODUCTION_SERIES} <= families, {
+                f"supportbot_{series}" for series in PRODUCTION_SERIES
+            } - families
             assert got[("supportbot_event_loop_lag_seconds_count", ())] > 0
             assert 0 < got[("supportbot_llm_prompt_cache_read_ratio", ())] < 1  # the system prompt, read back
-            assert got[("supportbot_answers_total", (("decision", rows[0]["decision"]), ("generator", "extractive-fallback")))] >= 1
-            assert sum(v for (name, labels), v in got.items() if name == "supportbot_answers_total"
-                       and ("generator", "extractive-fallback") in labels) == 3
+            assert (
+                got[
+                    (
+                        "supportbot_answers_total",
+                        (("decision", rows[0]["decision"]), ("generator", "extractive-fallback")),
+                    )
+                ]
+                >= 1
+            )
+            assert (
+                sum(
+                    v
+                    for (name, labels), v in got.items()
+                    if name == "supportbot_answers_total" and ("generator", "extractive-fallback") in labels
+                )
+                == 3
+            )
             assert got[("supportbot_llm_tokens_total", (("kind", "output"),))] > 0
             assert got[("supportbot_llm_cost_usd_total", ())] > 0
             await bot.state.pipeline.aclose()
@@ -147,8 +173,13 @@ def small_kb(folder: Path) -> Path:
 
 def subprocess_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTBOT_", "SLACK_", "ANTHROPIC_"))}
-    return {**env, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "SUPPORTBOT_DATA_DIR": str(data_dir)}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "SUPPORTBOT_DATA_DIR": str(data_dir),
+    }
 
 
 def lock_is_held(lock: Path) -> bool:
@@ -177,8 +208,18 @@ async def test_bot_starts_and_answers_after_a_refresh_was_killed(tmp_path, sampl
     for i in range(150):  # enough new text that the refresh is still embedding when it is killed
         (kb / f"bulk{i}.md").write_text(f"# Bulk {i}\n" + f"Paragraph {i} on ledger reconciliation. " * 30)
     refresh = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "refresh", "--source", str(kb), "--progress",
-        cwd=tmp_path, env=subprocess_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "refresh",
+        "--source",
+        str(kb),
+        "--progress",
+        cwd=tmp_path,
+        env=subprocess_env(data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     seen = b""
     try:  # kill it mid-embedding: the progress bar shows chunks done, the commit has not happened
         async with asyncio.timeout(150):
@@ -202,7 +243,9 @@ async def test_bot_starts_and_answers_after_a_refresh_was_killed(tmp_path, sampl
         logged = await bot.interaction()
         assert logged["decision"] in ("answer", "answer_with_caveat"), logged["reasons"]
         assert logged["index_version"] == version and index.count_rows() == rows
-        assert any("api-keys" in citation["url"] or "api-keys" in citation["doc_id"] for citation in logged["citations"])
+        assert any(
+            "api-keys" in citation["url"] or "api-keys" in citation["doc_id"] for citation in logged["citations"]
+        )
 
 
 # --------------------------------------------------------------------------- many clicks at once
@@ -215,8 +258,13 @@ async def test_200_concurrent_feedback_clicks_are_200_rows(tmp_path, sample_sett
         voters = {f"U0VOTER{n:03d}": ("up" if n % 3 else "down") for n in range(200)}
 
         def click(user: str, rating: str) -> dict:
-            payload = block_actions_payload(blocks.FEEDBACK_ACTION, f"{rating}:{iid}", user=user,
-                                            message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"])
+            payload = block_actions_payload(
+                blocks.FEEDBACK_ACTION,
+                f"{rating}:{iid}",
+                user=user,
+                message_ts=reply.response["ts"],
+                thread_ts=reply.args["thread_ts"],
+            )
             payload["actions"][0]["type"] = "feedback_buttons"
             return payload
 
@@ -285,8 +333,16 @@ async def test_unusable_data_dir_fails_the_health_check_and_the_bot_still_replie
 def can_mount_privately() -> bool:
     if not (shutil.which("unshare") and shutil.which("nsenter")):
         return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || "
-                            "mount -t tmpfs -o size=64k tmpfs /tmp"], capture_output=True)
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=64k tmpfs /mnt 2>/dev/null || mount -t tmpfs -o size=64k tmpfs /tmp",
+        ],
+        capture_output=True,
+    )
     return probe.returncode == 0
 
 
@@ -296,8 +352,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(not can_mount_privately(), reason="needs unshare -m and mount (CAP_SYS_ADMIN) for a real "
-                    "read-only / full filesystem; test_unusable_data_dir_... covers the unprivileged case")
+@pytest.mark.skipif(
+    not can_mount_privately(),
+    reason="needs unshare -m and mount (CAP_SYS_ADMIN) for a real "
+    "read-only / full filesystem; test_unusable_data_dir_... covers the unprivileged case",
+)
 async def test_full_then_read_only_data_dir_fails_health_without_a_crash_loop(tmp_path, sample_data_dir):
     """`supportbot serve` in its own mount namespace, its data dir a 24 MB tmpfs holding the index:
     fill it (ENOSPC), empty it, remount it read-only (EROFS). Health follows; the process lives on
@@ -306,17 +365,30 @@ async def test_full_then_read_only_data_dir_fails_health_without_a_crash_loop(tm
     data_dir.mkdir()
     log_path = tmp_path / "server.log"
     async with SlackEmulator() as emu:
-        env = {**subprocess_env(data_dir), "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET,
-               "SUPPORTBOT_SLACK_API_URL": emu.api_url, "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL}
-        script = (f'mount -t tmpfs -o size=24m tmpfs "{data_dir}" && cp -a "{sample_data_dir}/index" "{data_dir}/" '
-                  f'&& exec "{sys.executable}" -m bot.cli serve --host 127.0.0.1 --port {port}')
+        env = {
+            **subprocess_env(data_dir),
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SUPPORTBOT_SLACK_API_URL": emu.api_url,
+            "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
+        }
+        script = (
+            f'mount -t tmpfs -o size=24m tmpfs "{data_dir}" && cp -a "{sample_data_dir}/index" "{data_dir}/" '
+            f'&& exec "{sys.executable}" -m bot.cli serve --host 127.0.0.1 --port {port}'
+        )
         with open(log_path, "wb") as log:
-            server = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                      cwd=tmp_path, env=env, stdout=log, stderr=log)
+            server = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
 
         def in_namespace(command: str) -> None:
-            subprocess.run(["nsenter", "-t", str(server.pid), "-m", "sh", "-c", command], capture_output=True,
-                           timeout=60)
+            subprocess.run(
+                ["nsenter", "-t", str(server.pid), "-m", "sh", "-c", command], capture_output=True, timeout=60
+            )
 
         base = f"http://127.0.0.1:{port}"
         try:

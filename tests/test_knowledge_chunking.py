@@ -42,12 +42,19 @@ def test_chunks_carry_title_heading_anchor_and_fit_the_model(count):
 
 
 def test_html_anchor_ids_win_over_slugs(count):
-    chunks = chunk_document(doc("## Partial refunds\nEnter the amount to refund, then confirm." * 3, anchors={"Partial refunds": "partial"}), count)
+    chunks = chunk_document(
+        doc(
+            "## Partial refunds\nEnter the amount to refund, then confirm." * 3, anchors={"Partial refunds": "partial"}
+        ),
+        count,
+    )
     assert chunks[0].url == "https://help.example/invoices#partial"
 
 
 def test_urls_that_already_point_into_a_page_keep_their_anchor(count):
-    chunks = chunk_document(doc("## Sub\nText here long enough to be a section of its own, really.", url="https://d.example/p#sec"), count)
+    chunks = chunk_document(
+        doc("## Sub\nText here long enough to be a section of its own, really.", url="https://d.example/p#sec"), count
+    )
     assert all(c.url == "https://d.example/p#sec" for c in chunks)
 
 

@@ -140,7 +140,9 @@ def test_a_reader_keeps_answering_while_a_refresh_writes(tmp_path, embedder):
     reader = KnowledgeIndex(tmp_path / "index", embedder, read_consistency_seconds=0)
     searcher = Searcher(reader)
     for i in range(12):
-        (folder / f"extra{i}.md").write_text(f"# Extra {i}\nArticle {i} about purchase orders and approvals.", encoding="utf-8")
+        (folder / f"extra{i}.md").write_text(
+            f"# Extra {i}\nArticle {i} about purchase orders and approvals.", encoding="utf-8"
+        )
 
     async def scenario():
         task = asyncio.create_task(writer.refresh([str(folder)]))
@@ -167,7 +169,9 @@ def test_killed_refresh_leaves_previous_version_queryable(tmp_path):
     version, rows = index.version, index.count_rows()
 
     for i in range(150):  # enough new text that embedding takes seconds
-        (folder / f"bulk{i}.md").write_text(f"# Bulk {i}\n" + f"Paragraph {i} on ledger reconciliation. " * 30, encoding="utf-8")
+        (folder / f"bulk{i}.md").write_text(
+            f"# Bulk {i}\n" + f"Paragraph {i} on ledger reconciliation. " * 30, encoding="utf-8"
+        )
     process = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     lock = data_dir / "index" / "refresh.lock"

@@ -14,8 +14,19 @@ def test_fts_query_text_strips_syntax():
 
 
 def row(chunk, doc, distance=None, score=None):
-    return {"chunk_id": chunk, "doc_id": doc, "source": "s", "title": doc, "url": f"u/{doc}", "doc_url": f"u/{doc}",
-            "heading": "", "text": chunk, "position": 0, "_distance": distance, "_score": score}
+    return {
+        "chunk_id": chunk,
+        "doc_id": doc,
+        "source": "s",
+        "title": doc,
+        "url": f"u/{doc}",
+        "doc_url": f"u/{doc}",
+        "heading": "",
+        "text": chunk,
+        "position": 0,
+        "_distance": distance,
+        "_score": score,
+    }
 
 
 def test_fuse_ranks_documents_found_by_both_lists_first_and_dedupes():

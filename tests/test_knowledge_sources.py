@@ -28,7 +28,10 @@ def write(path, content, mode="w"):
 
 
 def test_front_matter_title_url_and_metadata(tmp_path):
-    write(tmp_path / "a" / "refunds.md", "---\ntitle: Refund a payment\nurl: https://h.example/refunds\ntags: [x]\n---\n# Refund\nBody.")
+    write(
+        tmp_path / "a" / "refunds.md",
+        "---\ntitle: Refund a payment\nurl: https://h.example/refunds\ntags: [x]\n---\n# Refund\nBody.",
+    )
     load = load_path(str(tmp_path), 10_000)
     [doc] = load.documents
     assert (doc.doc_id, doc.title, doc.url) == ("a/refunds.md", "Refund a payment", "https://h.example/refunds")

@@ -21,9 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_sentences_split_at_ends_not_abbreviations():
     assert split_sentences("Open it, e.g. from Settings. Then click “Save”. *Done* now! 3.5 days") == [
-        "Open it, e.g. from Settings.", "Then click “Save”.", "*Done* now!", "3.5 days"]
+        "Open it, e.g. from Settings.",
+        "Then click “Save”.",
+        "*Done* now!",
+        "3.5 days",
+    ]
     assert split_answer_sentences("Refunds take 5 days.[1] Fees stay. [2]\nNext line") == [
-        "Refunds take 5 days.[1]", "Fees stay. [2]", "Next line"]
+        "Refunds take 5 days.[1]",
+        "Fees stay. [2]",
+        "Next line",
+    ]
 
 
 def test_markers_fences_truncate_and_sql():
@@ -46,7 +53,10 @@ def test_no_module_defines_the_shared_helpers_again():
         if path.name == "text.py" and path.parent.name == "knowledge":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else [
-                target.id for target in getattr(node, "targets", []) if isinstance(target, ast.Name)]
+            names = (
+                [node.name]
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else [target.id for target in getattr(node, "targets", []) if isinstance(target, ast.Name)]
+            )
             found += [f"{path.relative_to(ROOT)}: {name}" for name in names if name in shared]
     assert found == [] or found == ["evals/metrics.py: strip_markers"], found  # that one wraps the shared one (tidy)

@@ -17,7 +17,9 @@ PAGE = """<html><head><title>{title} | Help</title></head><body><nav>menu</nav>
 async def site():
     async def page(request):
         name = request.match_info["name"]
-        return web.Response(text=PAGE.format(title=name.title(), body=f"All about {name} in detail."), content_type="text/html")
+        return web.Response(
+            text=PAGE.format(title=name.title(), body=f"All about {name} in detail."), content_type="text/html"
+        )
 
     async def broken(request):
         return web.Response(status=500, text="boom")
@@ -28,8 +30,13 @@ async def site():
 
     async def sitemap(request):
         base = f"http://{request.host}"
-        urls = "".join(f"<url><loc>{base}{path}</loc></url>" for path in ("/p/invoices", "/p/refunds", "/broken", "/slow"))
-        return web.Response(text=f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>', content_type="application/xml")
+        urls = "".join(
+            f"<url><loc>{base}{path}</loc></url>" for path in ("/p/invoices", "/p/refunds", "/broken", "/slow")
+        )
+        return web.Response(
+            text=f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>',
+            content_type="application/xml",
+        )
 
     async def sitemap_index(request):
         base = f"http://{request.host}"
@@ -78,7 +85,9 @@ async def test_parsing_pages_does_not_block_the_event_loop():
     """A refresh parses pages in a worker thread: a ticker on the loop keeps ticking while a big page is parsed."""
     import time
 
-    rows = "".join(f"<tr><td><a href='/x{n}'>Item {n}</a></td><td><b>value</b> {n} <i>more</i></td></tr>" for n in range(2500))
+    rows = "".join(
+        f"<tr><td><a href='/x{n}'>Item {n}</a></td><td><b>value</b> {n} <i>more</i></td></tr>" for n in range(2500)
+    )
     html = PAGE.format(title="Big", body="Intro.").replace("</main>", f"<table>{rows}</table></main>")
 
     async def big(request):

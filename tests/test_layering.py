@@ -44,8 +44,12 @@ def modules_under(folder: str) -> dict[str, set[str]]:
 
 
 def violations(folder: str, forbidden: str) -> list[str]:
-    return sorted(f"{module} imports {name}" for module, names in modules_under(folder).items() for name in names
-                  if name == forbidden or name.startswith(forbidden + "."))
+    return sorted(
+        f"{module} imports {name}"
+        for module, names in modules_under(folder).items()
+        for name in names
+        if name == forbidden or name.startswith(forbidden + ".")
+    )
 
 
 def test_the_scanner_sees_every_kind_of_import():
@@ -58,14 +62,17 @@ def test_the_scanner_sees_every_kind_of_import():
     assert {"evals.weekly", "bot.slack.app", "bot.slack.listeners", "bot.slack.state"} <= found
 
 
-@pytest.mark.parametrize(("folder", "forbidden"), [
-    ("bot/slack", "evals"),
-    ("evals", "bot.slack"),
-    ("knowledge", "bot"),
-    ("knowledge", "evals"),
-    ("bot/engine", "bot.slack"),
-    ("bot/engine", "evals"),
-])
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("bot/slack", "evals"),
+        ("evals", "bot.slack"),
+        ("knowledge", "bot"),
+        ("knowledge", "evals"),
+        ("bot/engine", "bot.slack"),
+        ("bot/engine", "evals"),
+    ],
+)
 def test_rooms_do_not_import_upwards(folder, forbidden):
     assert violations(folder, forbidden) == []
 

@@ -46,11 +46,19 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def answer(**changes) -> Answer:
     fields = dict(
-        interaction_id="i1", question="How do I export invoices?", text="Use Export [1].",
-        decision=Decision.ANSWER_WITH_CAVEAT, generator="claude",
+        interaction_id="i1",
+        question="How do I export invoices?",
+        text="Use Export [1].",
+        decision=Decision.ANSWER_WITH_CAVEAT,
+        generator="claude",
         latency_ms={"retrieve": 40.0, "generate": 1200.0, "judge": 5.0, "total": 1250.0},
-        usage=Usage(input_tokens=200, output_tokens=80, cache_read_input_tokens=600,
-                    cache_creation_input_tokens=200, cost_usd=0.0042),
+        usage=Usage(
+            input_tokens=200,
+            output_tokens=80,
+            cache_read_input_tokens=600,
+            cache_creation_input_tokens=200,
+            cost_usd=0.0042,
+        ),
     )
     return Answer(**{**fields, **changes})
 
@@ -58,8 +66,15 @@ def answer(**changes) -> Answer:
 def test_record_answer_exposes_every_series():
     metrics = Metrics()
     record_answer(metrics, answer())
-    record_answer(metrics, answer(decision=Decision.ESCALATE, generator="extractive", usage=Usage(),
-                                  latency_ms={"retrieve": 30.0, "total": 35.0}))
+    record_answer(
+        metrics,
+        answer(
+            decision=Decision.ESCALATE,
+            generator="extractive",
+            usage=Usage(),
+            latency_ms={"retrieve": 30.0, "total": 35.0},
+        ),
+    )
     got = samples(metrics)
 
     assert got[("supportbot_answers_total", (("decision", "answer_with_caveat"), ("generator", "claude")))] == 1
@@ -92,7 +107,9 @@ def test_registries_are_independent():
 
 def test_record_refresh_counts_outcomes_and_documents():
     metrics = Metrics()
-    record_refresh(metrics, RefreshReport(sources=[SourceCounts("a", added=3, unchanged=7, failed=1)], failures=["x: bad"]))
+    record_refresh(
+        metrics, RefreshReport(sources=[SourceCounts("a", added=3, unchanged=7, failed=1)], failures=["x: bad"])
+    )
     record_refresh(metrics, RefreshReport(sources=[SourceCounts("a", unchanged=10)]))
     record_refresh(metrics, None)
     got = samples(metrics)

@@ -22,9 +22,7 @@ from knowledge.chunking import chunk_document, wordpiece_counter
 from knowledge.embeddings import resolve_model_path
 from knowledge.sources import Document, DocumentError, document_from_json_record, load_path
 
-PROPERTIES = settings(
-    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTIES = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 MAX_BYTES = 200_000
 COUNT = wordpiece_counter(resolve_model_path())
 MIN_BODY_TOKENS = 32  # the chunker keeps at least this much room for text under a huge heading
@@ -61,7 +59,8 @@ def markdown(draw) -> str:
 
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
 JSON_VALUES = st.recursive(
-    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 JSON_RECORDS = st.dictionaries(
@@ -70,11 +69,15 @@ JSON_RECORDS = st.dictionaries(
     max_size=6,
 )
 YAML_VALUES = st.one_of(
-    st.text(max_size=30), st.from_regex(r"\d{4}-\d{1,2}-\d{1,2}", fullmatch=True), st.sampled_from(["[", "{a", "- x"]),
+    st.text(max_size=30),
+    st.from_regex(r"\d{4}-\d{1,2}-\d{1,2}", fullmatch=True),
+    st.sampled_from(["[", "{a", "- x"]),
 )
 FRONT_MATTER = st.builds(
     lambda meta, body: "---\n" + "\n".join(f"{k}: {v}" for k, v in meta.items()) + f"\n---\n{body}",
-    st.dictionaries(st.sampled_from(["id", "title", "url", "date", "tags"]) | st.text(max_size=8), YAML_VALUES, max_size=4),
+    st.dictionaries(
+        st.sampled_from(["id", "title", "url", "date", "tags"]) | st.text(max_size=8), YAML_VALUES, max_size=4
+    ),
     markdown(),
 )
 FILE_BYTES = st.one_of(

@@ -21,8 +21,12 @@ from bot.engine.types import Answer, Citation, Decision
 from bot.slack import blocks
 from tests.emulators.slack_api import validate_message_blocks
 
-PROPERTIES = settings(max_examples=100, deadline=None, derandomize=True,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTIES = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 RAW_PING = re.compile(r"<!(?:channel|here|everyone|subteam\^)", re.IGNORECASE)
 BARE_PING = re.compile(r"@(?:channel|here|everyone)\b", re.IGNORECASE)  # neutralised ones carry a word joiner
@@ -30,14 +34,57 @@ RAW_MENTION = re.compile(r"<@[UW][A-Z0-9]+")
 
 # --------------------------------------------------------------------------- strategies
 
-PINGS = st.sampled_from([
-    "<!here>", "<!channel>", "<!everyone>", "<!HERE>", "<!here|here>", "<!channel|@channel>", "@here", "@Channel",
-    "@everyone", "<!subteam^S0123ABC>", "<!subteam^S0123ABC|@support-team>", "<!subteam^s1|x>",
-])
-MARKUP = st.sampled_from([
-    "**", "__", "*", "_", "~~", "`", "```", "\n", "\n\n", "# ", "### ", "- ", "* ", "> ", "---", "[", "]", "(", ")",
-    "<", ">", "&", "|", "!", "[1]", "[12]", " ", "\t", "\r\n", "<https://evil.example|click>", "&lt;!here&gt;",
-])
+PINGS = st.sampled_from(
+    [
+        "<!here>",
+        "<!channel>",
+        "<!everyone>",
+        "<!HERE>",
+        "<!here|here>",
+        "<!channel|@channel>",
+        "@here",
+        "@Channel",
+        "@everyone",
+        "<!subteam^S0123ABC>",
+        "<!subteam^S0123ABC|@support-team>",
+        "<!subteam^s1|x>",
+    ]
+)
+MARKUP = st.sampled_from(
+    [
+        "**",
+        "__",
+        "*",
+        "_",
+        "~~",
+        "`",
+        "```",
+        "\n",
+        "\n\n",
+        "# ",
+        "### ",
+        "- ",
+        "* ",
+        "> ",
+        "---",
+        "[",
+        "]",
+        "(",
+        ")",
+        "<",
+        ">",
+        "&",
+        "|",
+        "!",
+        "[1]",
+        "[12]",
+        " ",
+        "\t",
+        "\r\n",
+        "<https://evil.example|click>",
+        "&lt;!here&gt;",
+    ]
+)
 WORDS = st.one_of(
     st.sampled_from("Open Settings then Export. refund invoice 3 days $12.50 naïve 請求書 :wave: 👍".split()),
     st.text(string.ascii_letters + string.digits + string.punctuation + " éü—\n", min_size=1, max_size=15),
@@ -47,22 +94,35 @@ MARKDOWN = st.lists(st.one_of(WORDS, WORDS, WORDS, PINGS, MARKUP), max_size=120)
 LONG_MARKDOWN = st.one_of(
     MARKDOWN,
     st.tuples(MARKDOWN, st.integers(1, 60)).map(lambda pair: (pair[0] + "\n\n") * pair[1]),
-    st.tuples(st.sampled_from(["word ", "x", "**bold** ", "<!here> ", "a\n"]), st.integers(2_000, 160_000))
-      .map(lambda pair: pair[0] * (pair[1] // len(pair[0]))),
+    st.tuples(st.sampled_from(["word ", "x", "**bold** ", "<!here> ", "a\n"]), st.integers(2_000, 160_000)).map(
+        lambda pair: pair[0] * (pair[1] // len(pair[0]))
+    ),
 )
 SLUG = st.text(string.ascii_lowercase + string.digits + "-", min_size=1, max_size=12)
-URLS = st.builds(lambda host, parts, anchor: f"https://{host}.example.com/" + "/".join(parts) + anchor,
-                 st.sampled_from(["help", "docs", "kb"]), st.lists(SLUG, min_size=1, max_size=4),
-                 st.sampled_from(["", "#setup", "?a=1&b=2"]))
-LABELS = st.lists(st.text(string.ascii_letters + string.digits, min_size=1, max_size=8), min_size=1, max_size=4).map(" ".join)
+URLS = st.builds(
+    lambda host, parts, anchor: f"https://{host}.example.com/" + "/".join(parts) + anchor,
+    st.sampled_from(["help", "docs", "kb"]),
+    st.lists(SLUG, min_size=1, max_size=4),
+    st.sampled_from(["", "#setup", "?a=1&b=2"]),
+)
+LABELS = st.lists(st.text(string.ascii_letters + string.digits, min_size=1, max_size=8), min_size=1, max_size=4).map(
+    " ".join
+)
 # Text around a link that cannot form Markdown syntax with it (brackets, code, emphasis).
-PLAIN = st.lists(st.one_of(st.text(string.ascii_letters + string.digits + " .,:;?\n", max_size=20), PINGS),
-                 max_size=8).map(" ".join)
+PLAIN = st.lists(
+    st.one_of(st.text(string.ascii_letters + string.digits + " .,:;?\n", max_size=20), PINGS), max_size=8
+).map(" ".join)
 CITATION_TEXT = st.one_of(st.text(max_size=80), PINGS, st.sampled_from(["a|b>c", "<!here> docs", "Title & more"]))
-CITATIONS = st.lists(st.builds(
-    lambda number, url, title, doc: Citation(number=number, doc_id=doc, url=url, title=title, cited_text=title),
-    st.integers(1, 40), st.one_of(URLS, st.just(""), st.sampled_from(["https://x.example/a|b", "https://x.example/>"])),
-    CITATION_TEXT, st.text(min_size=1, max_size=20)), max_size=30)
+CITATIONS = st.lists(
+    st.builds(
+        lambda number, url, title, doc: Citation(number=number, doc_id=doc, url=url, title=title, cited_text=title),
+        st.integers(1, 40),
+        st.one_of(URLS, st.just(""), st.sampled_from(["https://x.example/a|b", "https://x.example/>"])),
+        CITATION_TEXT,
+        st.text(min_size=1, max_size=20),
+    ),
+    max_size=30,
+)
 
 
 def texts(payload) -> list[str]:
@@ -122,8 +182,12 @@ def test_markdown_links_survive_as_slack_links(before, label, url, after):
 
 
 @PROPERTIES
-@given(LONG_MARKDOWN, CITATIONS, st.sampled_from(list(Decision)),
-       st.lists(st.one_of(PINGS, st.text(min_size=1, max_size=4000).filter(str.strip)), max_size=3))
+@given(
+    LONG_MARKDOWN,
+    CITATIONS,
+    st.sampled_from(list(Decision)),
+    st.lists(st.one_of(PINGS, st.text(min_size=1, max_size=4000).filter(str.strip)), max_size=3),
+)
 def test_answer_blocks_fit_slack_and_keep_the_footer(markdown, citations, decision, notes):
     message = blocks.answer_blocks(answer(markdown, citations, decision), notes=notes)
     assert_within_limits(message)
@@ -146,12 +210,22 @@ def test_links_are_never_cut_between_sections(links, padding, filler):
 
 
 @PROPERTIES
-@given(MARKDOWN, st.one_of(st.none(), st.just("S0ONCALL")), st.one_of(st.none(), URLS), CITATIONS,
-       st.sampled_from(list(Decision)))
+@given(
+    MARKDOWN,
+    st.one_of(st.none(), st.just("S0ONCALL")),
+    st.one_of(st.none(), URLS),
+    CITATIONS,
+    st.sampled_from(list(Decision)),
+)
 def test_escalation_post_fits_and_pings_only_on_call(question, oncall, permalink, citations, decision):
     message = blocks.escalation_blocks(
-        interaction_id="i-1", question_mrkdwn=question, asker="U0ASKER", permalink=permalink,
-        answer=answer(question, citations, decision), trigger="the bot escalated", oncall_usergroup=oncall or "",
+        interaction_id="i-1",
+        question_mrkdwn=question,
+        asker="U0ASKER",
+        permalink=permalink,
+        answer=answer(question, citations, decision),
+        trigger="the bot escalated",
+        oncall_usergroup=oncall or "",
     )
     assert_within_limits(message)
     joined = json.dumps(texts(message))
@@ -176,7 +250,7 @@ def test_notices_fit_slack_and_never_ping(mrkdwn):
 def test_streamed_text_never_pings_however_it_is_split(markdown, cuts):
     sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
     for size in cuts:
-        pieces.append(markdown[start:start + size])
+        pieces.append(markdown[start : start + size])
         start += size
     pieces.append(markdown[start:])
     streamed = "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
@@ -188,19 +262,40 @@ def test_streamed_text_never_pings_however_it_is_split(markdown, cuts):
 # --------------------------------------------------------------------------- reading Slack text
 
 
-MARKUP_TOKENS = st.sampled_from([  # what Slack itself writes into a message's text
-    "<@U0123ABC>", "<@U0123ABC|alice>", "<@W0XYZ>", "<#C0123|general>", "<#C0123>", "<!here>", "<!channel|channel>",
-    "<!subteam^S0123|@team>", "<!date^1392734382^{date}|Feb 18>", "<https://x.example/a?b=1&amp;c=2|the docs>",
-    "<https://x.example>", "<mailto:a@b.example|mail me>", ":wave:", "\n", "  ",
-])
+MARKUP_TOKENS = st.sampled_from(
+    [  # what Slack itself writes into a message's text
+        "<@U0123ABC>",
+        "<@U0123ABC|alice>",
+        "<@W0XYZ>",
+        "<#C0123|general>",
+        "<#C0123>",
+        "<!here>",
+        "<!channel|channel>",
+        "<!subteam^S0123|@team>",
+        "<!date^1392734382^{date}|Feb 18>",
+        "<https://x.example/a?b=1&amp;c=2|the docs>",
+        "<https://x.example>",
+        "<mailto:a@b.example|mail me>",
+        ":wave:",
+        "\n",
+        "  ",
+    ]
+)
 TYPED = st.one_of(  # what people type; Slack escapes &, < and > in it
     st.text(max_size=12),
     st.sampled_from(["a < b", "x > 3 & y", "<@", "@U0123ABC", "<#C1>", "<!here>", "&lt;", "<b>bold</b>", "|"]),
 ).map(lambda typed: typed.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-SLACK_TEXT = st.lists(st.one_of(MARKUP_TOKENS, TYPED.filter(lambda typed: "&lt;" not in typed)), max_size=40).map("".join)
-ANY_TEXT = st.lists(st.one_of(MARKUP_TOKENS, st.text(max_size=10),
-                              st.sampled_from(["<", ">", "|", "<@", "<#", "<!", "U0123>", "&lt;", "&gt;", "&amp;"])),
-                    max_size=40).map("".join)
+SLACK_TEXT = st.lists(st.one_of(MARKUP_TOKENS, TYPED.filter(lambda typed: "&lt;" not in typed)), max_size=40).map(
+    "".join
+)
+ANY_TEXT = st.lists(
+    st.one_of(
+        MARKUP_TOKENS,
+        st.text(max_size=10),
+        st.sampled_from(["<", ">", "|", "<@", "<#", "<!", "U0123>", "&lt;", "&gt;", "&amp;"]),
+    ),
+    max_size=40,
+).map("".join)
 
 
 @PROPERTIES

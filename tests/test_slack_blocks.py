@@ -20,37 +20,58 @@ from bot.slack.conversation import bot_answered, is_acknowledgement, thread_hist
 
 
 def make_answer(text="Reset it in *Settings* [1] and confirm by email [2].", decision=Decision.ANSWER, citations=None):
-    citations = citations if citations is not None else [
-        Citation(number=1, doc_id="a", url="https://kb.test/reset", title="Reset your password", cited_text="x"),
-        Citation(number=2, doc_id="b", url="https://kb.test/email", title="Email & alerts", cited_text="y"),
-    ]
-    return Answer(interaction_id="iid1", question="q", text=text, citations=citations, confidence=0.8, decision=decision)
+    citations = (
+        citations
+        if citations is not None
+        else [
+            Citation(number=1, doc_id="a", url="https://kb.test/reset", title="Reset your password", cited_text="x"),
+            Citation(number=2, doc_id="b", url="https://kb.test/email", title="Email & alerts", cited_text="y"),
+        ]
+    )
+    return Answer(
+        interaction_id="iid1", question="q", text=text, citations=citations, confidence=0.8, decision=decision
+    )
 
 
 def all_text(payload) -> str:
     return json.dumps(payload, ensure_ascii=False)
 
 
-@pytest.mark.parametrize("markdown, expected", [
-    ("**bold** and __bold__", "*bold* and *bold*"),
-    ("*italic* and _italic_", "_italic_ and _italic_"),
-    ("~~gone~~", "~gone~"),
-    ("# Title\n## Sub", "*Title*\n*Sub*"),
-    ("[the guide](https://kb.test/a?b=1&c=2)", "<https://kb.test/a?b=1&c=2|the guide>"),
-    ("![diagram](https://kb.test/d.png)", "<https://kb.test/d.png|diagram>"),
-    ("- one\n* two\n  - nested", "• one\n• two\n    • nested"),
-    ("1. first\n2. second", "1. first\n2. second"),
-    ("a < b & c > d", "a &lt; b &amp; c &gt; d"),
-    ("> quoted", ">quoted"),
-    ("`**code**` stays", "`**code**` stays"),
-    ("```\n# not a heading\n**x**\n```", "```\n# not a heading\n**x**\n```"),
-])
+@pytest.mark.parametrize(
+    "markdown, expected",
+    [
+        ("**bold** and __bold__", "*bold* and *bold*"),
+        ("*italic* and _italic_", "_italic_ and _italic_"),
+        ("~~gone~~", "~gone~"),
+        ("# Title\n## Sub", "*Title*\n*Sub*"),
+        ("[the guide](https://kb.test/a?b=1&c=2)", "<https://kb.test/a?b=1&c=2|the guide>"),
+        ("![diagram](https://kb.test/d.png)", "<https://kb.test/d.png|diagram>"),
+        ("- one\n* two\n  - nested", "• one\n• two\n    • nested"),
+        ("1. first\n2. second", "1. first\n2. second"),
+        ("a < b & c > d", "a &lt; b &amp; c &gt; d"),
+        ("> quoted", ">quoted"),
+        ("`**code**` stays", "`**code**` stays"),
+        ("```\n# not a heading\n**x**\n```", "```\n# not a heading\n**x**\n```"),
+    ],
+)
 def test_markdown_to_mrkdwn(markdown, expected):
     assert markdown_to_mrkdwn(markdown) == expected
 
 
-@pytest.mark.parametrize("text", ["<!channel>", "<!here>", "<!everyone>", "<!here|@here>", "@here", "@channel",
-                                  "@everyone", "<!subteam^S0123|@oncall>", "<!subteam^S0123>"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<!channel>",
+        "<!here>",
+        "<!everyone>",
+        "<!here|@here>",
+        "@here",
+        "@channel",
+        "@everyone",
+        "<!subteam^S0123|@oncall>",
+        "<!subteam^S0123>",
+    ],
+)
 def test_pings_are_neutralised(text):
     for out in (neutralize_pings(f"hey {text} look"), all_text(answer_blocks(make_answer(text=f"hey {text} look")))):
         assert "<!" not in out and not any(f"@{word}" in out for word in ("here", "channel", "everyone"))
@@ -62,7 +83,9 @@ def test_answer_blocks_sources_markers_and_feedback():
     assert "<https://kb.test/reset|[1]>" in body and "<https://kb.test/email|[2]>" in body and "_Settings_" in body
     sources = next(b for b in rendered if b["type"] == "context" and "Sources" in b["elements"][0]["text"])
     text = sources["elements"][0]["text"]
-    assert text.index("1. <https://kb.test/reset|Reset your password>") < text.index("2. <https://kb.test/email|Email &amp; alerts>")
+    assert text.index("1. <https://kb.test/reset|Reset your password>") < text.index(
+        "2. <https://kb.test/email|Email &amp; alerts>"
+    )
     feedback = next(b for b in rendered if b["type"] == "context_actions")
     element = feedback["elements"][0]
     assert element["type"] == "feedback_buttons" and element["action_id"] == blocks.FEEDBACK_ACTION
@@ -102,8 +125,13 @@ def test_limits_sections_and_block_count():
 
 def test_escalation_blocks_keep_only_the_oncall_ping():
     post = escalation_blocks(
-        interaction_id="iid1", question_mrkdwn="help <!channel> me", asker="U1", permalink="https://x/p",
-        answer=make_answer(text="maybe @here [1]"), trigger="low confidence", oncall_usergroup="S0ONCALL",
+        interaction_id="iid1",
+        question_mrkdwn="help <!channel> me",
+        asker="U1",
+        permalink="https://x/p",
+        answer=make_answer(text="maybe @here [1]"),
+        trigger="low confidence",
+        oncall_usergroup="S0ONCALL",
     )
     text = all_text(post)
     assert text.count("<!subteam^S0ONCALL>") == 1 and "<!channel>" not in text and "@here" not in text
@@ -126,12 +154,21 @@ def test_thanks_is_not_a_follow_up_question():
 
 
 def test_thread_history_and_followup_detection():
-    answer_msg = {"ts": "2.0", "bot_id": "B1", "user": "UBOT", "text": "Use the reset link",
-                  "blocks": [{"type": "context_actions", "block_id": "feedback:iid"}]}
-    messages = [{"ts": "1.0", "user": "U1", "text": "<@UBOT> how to reset?"}, answer_msg,
-                {"ts": "2.5", "user": "U9", "subtype": "channel_join", "text": "joined"}]
-    turns = thread_history(messages + [{"ts": "3.0", "user": "U1", "text": "now"}], before_ts="3.0",
-                           bot_user_id="UBOT", bot_id="B1")
+    answer_msg = {
+        "ts": "2.0",
+        "bot_id": "B1",
+        "user": "UBOT",
+        "text": "Use the reset link",
+        "blocks": [{"type": "context_actions", "block_id": "feedback:iid"}],
+    }
+    messages = [
+        {"ts": "1.0", "user": "U1", "text": "<@UBOT> how to reset?"},
+        answer_msg,
+        {"ts": "2.5", "user": "U9", "subtype": "channel_join", "text": "joined"},
+    ]
+    turns = thread_history(
+        messages + [{"ts": "3.0", "user": "U1", "text": "now"}], before_ts="3.0", bot_user_id="UBOT", bot_id="B1"
+    )
     assert [(t.role, t.text) for t in turns] == [("user", "how to reset?"), ("assistant", "Use the reset link")]
     assert bot_answered(messages, "U1", "UBOT", "B1") and not bot_answered(messages, "U7", "UBOT", "B1")
     handoff = {"ts": "4.0", "bot_id": "B1", "text": "A human will reply", "blocks": [{"type": "section"}]}

@@ -30,8 +30,14 @@ async def test_doctor_names_missing_scopes_and_channels_the_bot_is_not_in(settin
     async with SlackEmulator(scopes=manifest_scopes() - {"usergroups:read"}) as emu:
         emu.add_channel("C0ESCALATE", is_member=False)
         emu.add_channel("C0ALERTS", is_member=True)
-        configured = settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"), "slack_api_url": emu.api_url,
-                                                 "escalation_channel": "C0ESCALATE", "alerts_channel": "C0ALERTS"})
+        configured = settings.model_copy(
+            update={
+                "slack_bot_token": SecretStr("xoxb-test"),
+                "slack_api_url": emu.api_url,
+                "escalation_channel": "C0ESCALATE",
+                "alerts_channel": "C0ALERTS",
+            }
+        )
         checks = await run_checks(configured, AsyncWebClient(token="xoxb-test", base_url=emu.api_url))
         report, ok = summary(checks)
         assert not ok
@@ -42,7 +48,13 @@ async def test_doctor_names_missing_scopes_and_channels_the_bot_is_not_in(settin
 
 async def test_doctor_passes_on_a_good_setup(settings):
     async with SlackEmulator() as emu:
-        configured = settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"), "slack_api_url": emu.api_url,
-                                                 "escalation_channel": "C0ESCALATE", "admin_users": ["U0ADMIN"]})
+        configured = settings.model_copy(
+            update={
+                "slack_bot_token": SecretStr("xoxb-test"),
+                "slack_api_url": emu.api_url,
+                "escalation_channel": "C0ESCALATE",
+                "admin_users": ["U0ADMIN"],
+            }
+        )
         report, ok = summary(await run_checks(configured, AsyncWebClient(token="xoxb-test", base_url=emu.api_url)))
         assert ok, report

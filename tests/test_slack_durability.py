@@ -43,11 +43,17 @@ class HeldPipeline:
 
 @asynccontextmanager
 async def bot_instance(emu, logs, sample_settings, parts):
-    settings = sample_settings.model_copy(update={
-        "slack_bot_token": SecretStr("xoxb-test"), "slack_signing_secret": SecretStr(SECRET),
-        "slack_api_url": emu.api_url, "escalation_channel": ESCALATION_CHANNEL, "user_rate_per_minute": 1000,
-        "global_concurrency": 50, "shutdown_drain_seconds": 1.0,
-    })
+    settings = sample_settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_signing_secret": SecretStr(SECRET),
+            "slack_api_url": emu.api_url,
+            "escalation_channel": ESCALATION_CHANNEL,
+            "user_rate_per_minute": 1000,
+            "global_concurrency": 50,
+            "shutdown_drain_seconds": 1.0,
+        }
+    )
     store = InteractionStore(logs)
     state = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
     runner = web.AppRunner(create_web_app(state))
@@ -61,12 +67,15 @@ async def bot_instance(emu, logs, sample_settings, parts):
 
 
 def replies_in(emu, thread_ts: str) -> list[dict]:
-    return [m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts]
+    return [
+        m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts
+    ]
 
 
 async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_path, sample_settings, engine_parts):
-    mentions = [app_mention_event(f"{ANSWERABLE} ({n})", user=f"U0ASKER{n:02d}", ts=f"1700000{n:03d}.000100")
-                for n in range(20)]
+    mentions = [
+        app_mention_event(f"{ANSWERABLE} ({n})", user=f"U0ASKER{n:02d}", ts=f"1700000{n:03d}.000100") for n in range(20)
+    ]
     async with SlackEmulator() as emu:
         for mention in mentions:
             emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
@@ -119,15 +128,20 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
     mention = app_mention_event(ANSWERABLE)
     async with SlackEmulator() as emu:
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
-            ask = answering.Ask(channel=CHANNEL_ID, message_ts=mention["ts"], thread_ts=mention["ts"],
-                                user=mention["user"], text=mention["text"], surface="mention")
+            ask = answering.Ask(
+                channel=CHANNEL_ID,
+                message_ts=mention["ts"],
+                thread_ts=mention["ts"],
+                user=mention["user"],
+                text=mention["text"],
+                surface="mention",
+            )
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
             try:
-                assert await bot.state.responder.recover(bot.state.client,
-                                                                  bot.state.tasks.spawn) == 1
+                assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
                 await bot.state.tasks.drain(timeout=30)
             finally:
                 answering.RECOVER_MAX_AGE_SECONDS = old
@@ -142,9 +156,13 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unus
 
     from bot.slack.app import build_bot, serve
 
-    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
-                                                  "slack_signing_secret": SecretStr(SECRET),
-                                                  "shutdown_drain_seconds": 1.0})
+    settings = sample_settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_signing_secret": SecretStr(SECRET),
+            "shutdown_drain_seconds": 1.0,
+        }
+    )
     server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port))
     async with aiohttp.ClientSession() as session:
         for _ in range(600):
@@ -182,15 +200,21 @@ async def test_a_kill_between_the_escalation_post_and_its_record_makes_no_duplic
     async with SlackEmulator() as emu:
         settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
         client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
-        question = Question(text="help", asker="U0ASKER", channel=CHANNEL_ID, thread_ts="1700000000.000100",
-                            interaction_id="i-kill")
+        question = Question(
+            text="help", asker="U0ASKER", channel=CHANNEL_ID, thread_ts="1700000000.000100", interaction_id="i-kill"
+        )
         answer = Answer(interaction_id="i-kill", question="help", text="draft", decision=Decision.ESCALATE)
         before_restart = Escalations(settings, KilledAfterPosting(tmp_path / "logs"), Metrics())
         with pytest.raises(asyncio.CancelledError):
-            await before_restart.escalate(client, question=question, answer=answer, question_ts=None,
-                                          trigger=TRIGGER_ASKED)
+            await before_restart.escalate(
+                client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED
+            )
         after_restart = Escalations(settings, InteractionStore(tmp_path / "logs"), Metrics())
-        assert await after_restart.escalate(client, question=question, answer=answer, question_ts=None,
-                                            trigger=TRIGGER_ASKED) is False
+        assert (
+            await after_restart.escalate(
+                client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED
+            )
+            is False
+        )
         posts = [c for c in emu.calls_to("chat.postMessage") if c.args.get("channel") == ESCALATION_CHANNEL]
         assert len(posts) == 1

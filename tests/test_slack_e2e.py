@@ -53,18 +53,33 @@ UNANSWERABLE = "Can the moon base cafeteria serve pickled herring on Tuesdays?"
 def build_pipeline(settings, parts):
     from bot.engine.pipeline import Pipeline
 
-    return Pipeline.from_settings(settings, index=parts["index"], searcher=parts["searcher"], embedder=parts["embedder"])
+    return Pipeline.from_settings(
+        settings, index=parts["index"], searcher=parts["searcher"], embedder=parts["embedder"]
+    )
 
 
 class BotUnderTest:
     """The bot's HTTP endpoint on a free port, with helpers that sign what Slack would send."""
 
-    def __init__(self, emu: SlackEmulator, state: SupportBot | None, base_url: str, session: aiohttp.ClientSession,
-                 store: InteractionStore | None):
+    def __init__(
+        self,
+        emu: SlackEmulator,
+        state: SupportBot | None,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        store: InteractionStore | None,
+    ):
         self.emu, self.state, self.base_url, self.session, self.store = emu, state, base_url, session, store
 
-    async def post(self, body: bytes, content_type: str, *, signed_with: str = SECRET, timestamp: int | None = None,
-                   headers: dict | None = None) -> tuple[int, str, float]:
+    async def post(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        signed_with: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict | None = None,
+    ) -> tuple[int, str, float]:
         all_headers = {"Content-Type": content_type, **sign_request(signed_with, body, timestamp), **(headers or {})}
         started = time.perf_counter()
         async with self.session.post(f"{self.base_url}/slack/events", data=body, headers=all_headers) as resp:
@@ -90,8 +105,11 @@ class BotUnderTest:
         return result, calls[before]
 
     def posts_in(self, channel: str, thread_ts: str | None = None) -> list:
-        return [c for c in self.emu.calls_to("chat.postMessage")
-                if c.args.get("channel") == channel and (thread_ts is None or c.args.get("thread_ts") == thread_ts)]
+        return [
+            c
+            for c in self.emu.calls_to("chat.postMessage")
+            if c.args.get("channel") == channel and (thread_ts is None or c.args.get("thread_ts") == thread_ts)
+        ]
 
     async def interaction(self, interaction_id: str | None = None) -> dict:
         rows = self.store.interactions()
@@ -102,11 +120,17 @@ class BotUnderTest:
 async def running_bot(tmp_path: Path, sample_settings, parts, **overrides):
     async with SlackEmulator() as emu:
         emu.add_usergroup(ONCALL, ["U0ONCALL"])
-        settings = sample_settings.model_copy(update={
-            "slack_bot_token": SecretStr("xoxb-test"), "slack_signing_secret": SecretStr(SECRET),
-            "slack_api_url": emu.api_url, "escalation_channel": ESCALATION_CHANNEL, "oncall_usergroup": ONCALL,
-            "admin_users": [ADMIN], **overrides,
-        })
+        settings = sample_settings.model_copy(
+            update={
+                "slack_bot_token": SecretStr("xoxb-test"),
+                "slack_signing_secret": SecretStr(SECRET),
+                "slack_api_url": emu.api_url,
+                "escalation_channel": ESCALATION_CHANNEL,
+                "oncall_usergroup": ONCALL,
+                "admin_users": [ADMIN],
+                **overrides,
+            }
+        )
         store = InteractionStore(tmp_path / "logs")
         state = create_app(settings, build_pipeline(settings, parts), store, parts["index"])
         runner = web.AppRunner(create_web_app(state))
@@ -128,8 +152,11 @@ async def slack_bot(tmp_path, sample_settings, engine_parts):
 
 
 def sources_links(blocks_: list[dict]) -> str:
-    return next(b["elements"][0]["text"] for b in blocks_ if b["type"] == "context"
-                and b["elements"][0]["text"].startswith("*Sources*"))
+    return next(
+        b["elements"][0]["text"]
+        for b in blocks_
+        if b["type"] == "context" and b["elements"][0]["text"].startswith("*Sources*")
+    )
 
 
 # --------------------------------------------------------------------------- 1. answering
@@ -235,7 +262,7 @@ class StreamingPipeline:
         answer = await self.inner.answer(question)
         text = answer.text + " More detail." * 20 + " Ping <!he"  # a ping split across deltas is still defused
         for start in range(0, len(text), 40):
-            await on_delta(text[start:start + 40])
+            await on_delta(text[start : start + 40])
         await on_delta("re> ok")
         return answer
 
@@ -269,14 +296,16 @@ async def test_healthz_and_metrics(slack_bot):
 
 
 async def test_auto_answer_channels_and_the_channel_allowlist(tmp_path, sample_settings, engine_parts):
-    async with running_bot(tmp_path, sample_settings, engine_parts, allowed_channels=["C0HELP", "C0AUTO"],
-                           auto_answer_channels=["C0AUTO"]) as bot:
+    async with running_bot(
+        tmp_path, sample_settings, engine_parts, allowed_channels=["C0HELP", "C0AUTO"], auto_answer_channels=["C0AUTO"]
+    ) as bot:
         question = message_event(ANSWERABLE, channel="C0AUTO")  # no mention needed here
         _, reply = await bot.next_post(bot.event(question))
         assert reply.args["channel"] == "C0AUTO" and reply.args["thread_ts"] == question["ts"]
         await bot.event(message_event(ANSWERABLE, channel="C0HELP"))  # not auto-answered: needs a mention
-        _, pointer = await bot.next_post(bot.event(app_mention_event(ANSWERABLE, channel="C0RANDOM")),
-                                         "chat.postEphemeral")
+        _, pointer = await bot.next_post(
+            bot.event(app_mention_event(ANSWERABLE, channel="C0RANDOM")), "chat.postEphemeral"
+        )
         assert "<#C0HELP>" in pointer.args["text"] and pointer.args["user"] == USER_ID
         await bot.state.tasks.drain(timeout=10)
         assert len(bot.emu.calls_to("chat.postMessage")) == 1
@@ -301,21 +330,24 @@ async def test_unanswerable_question_is_escalated_claimed_and_resolved(slack_bot
     iid = logged["interaction_id"]
     assert logged["decision"] == "escalate"
 
-    claim = block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL,
-                                  message_ts=post.response["ts"])
+    claim = block_actions_payload(
+        blocks.CLAIM_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL, message_ts=post.response["ts"]
+    )
     await slack_bot.click(claim)
     [update] = await emu.wait_for("chat.update")
     assert "Claimed by <@U0ONCALL>" in json.dumps(update.args["blocks"])
 
-    resolve = block_actions_payload(blocks.RESOLVE_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL,
-                                    message_ts=post.response["ts"])
+    resolve = block_actions_payload(
+        blocks.RESOLVE_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL, message_ts=post.response["ts"]
+    )
     await slack_bot.click(resolve)
     [opened] = await emu.wait_for("views.open")
     assert opened.args["view"]["private_metadata"] == iid
     submit = view_submission_payload(
-        blocks.RESOLVE_VIEW, {blocks.RESOLVE_BLOCK: {blocks.RESOLVE_INPUT: {"type": "plain_text_input",
-                                                                           "value": "Only on **Fridays**."}}},
-        user="U0ONCALL", private_metadata=iid,
+        blocks.RESOLVE_VIEW,
+        {blocks.RESOLVE_BLOCK: {blocks.RESOLVE_INPUT: {"type": "plain_text_input", "value": "Only on **Fridays**."}}},
+        user="U0ONCALL",
+        private_metadata=iid,
     )
     status, _, _ = await slack_bot.post(interactive_body(submit), "application/x-www-form-urlencoded")
     assert status == 200
@@ -323,8 +355,11 @@ async def test_unanswerable_question_is_escalated_claimed_and_resolved(slack_bot
     relayed = slack_bot.posts_in(CHANNEL_ID, mention["ts"])[-1]
     assert "Only on *Fridays*." in json.dumps(relayed.args["blocks"])
     escalation = await slack_bot.store.get_escalation(iid)
-    assert (escalation["status"], escalation["human_answer"], escalation["claimed_by"]) == \
-        ("resolved", "Only on **Fridays**.", "U0ONCALL")
+    assert (escalation["status"], escalation["human_answer"], escalation["claimed_by"]) == (
+        "resolved",
+        "Only on **Fridays**.",
+        "U0ONCALL",
+    )
     final = emu.calls_to("chat.update")[-1].args["blocks"]
     assert "Resolved by" in json.dumps(final) and final[-1]["type"] != "actions"
 
@@ -347,8 +382,9 @@ async def test_a_bare_mention_gets_a_prompt_and_asking_for_a_person_hands_over(s
 async def test_ask_a_human_button_escalates_once(slack_bot):
     _, reply = await slack_bot.next_post(slack_bot.event(app_mention_event(ANSWERABLE)))
     iid = (await slack_bot.interaction())["interaction_id"]
-    click = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, message_ts=reply.response["ts"],
-                                  thread_ts=reply.args["thread_ts"])
+    click = block_actions_payload(
+        blocks.ASK_HUMAN_ACTION, iid, message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"]
+    )
     await slack_bot.click(click)
     await slack_bot.emu.wait_for("chat.postMessage", 3)
     assert len(slack_bot.posts_in(ESCALATION_CHANNEL)) == 1
@@ -366,8 +402,12 @@ async def test_thumbs_land_in_the_feedback_log_and_a_second_click_replaces_the_v
     iid = (await slack_bot.interaction())["interaction_id"]
     feedback = next(b for b in reply.args["blocks"] if b["type"] == "context_actions")["elements"][0]
     for button in ("positive_button", "negative_button"):
-        payload = block_actions_payload(blocks.FEEDBACK_ACTION, feedback[button]["value"],
-                                        message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"])
+        payload = block_actions_payload(
+            blocks.FEEDBACK_ACTION,
+            feedback[button]["value"],
+            message_ts=reply.response["ts"],
+            thread_ts=reply.args["thread_ts"],
+        )
         payload["actions"][0]["type"] = "feedback_buttons"
         _, thanks = await slack_bot.next_post(slack_bot.click(payload), "chat.postEphemeral")
         votes = [row for row in slack_bot.store.feedback() if row["interaction_id"] == iid]
@@ -389,8 +429,9 @@ def small_knowledge(tmp_path):
     return folder
 
 
-async def test_kb_refresh_by_admin_reports_counts_and_others_are_refused(tmp_path, sample_settings, engine_parts,
-                                                                        small_knowledge, embedder):
+async def test_kb_refresh_by_admin_reports_counts_and_others_are_refused(
+    tmp_path, sample_settings, engine_parts, small_knowledge, embedder
+):
     from knowledge.index import KnowledgeIndex
 
     own = sample_settings.model_copy(update={"data_dir": tmp_path / "data", "sources": [str(small_knowledge)]})
@@ -430,8 +471,9 @@ async def test_forged_and_stale_requests_get_401_and_no_answer(slack_bot):
 async def test_slack_retry_of_the_same_event_is_not_answered_twice(slack_bot):
     mention = app_mention_event(ANSWERABLE)
     await slack_bot.next_post(slack_bot.event(mention, event_id="Ev0SAME"))
-    status, _, _ = await slack_bot.event(mention, event_id="Ev0SAME",
-                                         headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    status, _, _ = await slack_bot.event(
+        mention, event_id="Ev0SAME", headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    )
     again = await slack_bot.event(mention)  # a new event id for the same message (e.g. two subscriptions)
     await slack_bot.state.tasks.drain(timeout=10)
     assert status == 200 and again[0] == 200 and len(slack_bot.emu.calls_to("chat.postMessage")) == 1
@@ -439,8 +481,9 @@ async def test_slack_retry_of_the_same_event_is_not_answered_twice(slack_bot):
 
 async def test_own_and_other_bots_messages_are_ignored(slack_bot):
     await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", user=BOT_USER_ID, bot_id=BOT_ID))
-    await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", user="U0OTHERBOT", bot_id="B0OTHER",
-                                        subtype="bot_message"))
+    await slack_bot.event(
+        message_event(ANSWERABLE, channel="D0DIRECT", user="U0OTHERBOT", bot_id="B0OTHER", subtype="bot_message")
+    )
     await slack_bot.event(message_event(ANSWERABLE, channel="D0DIRECT", subtype="message_changed"))
     await slack_bot.state.tasks.drain(timeout=5)
     assert slack_bot.emu.calls_to("chat.postMessage") == []
@@ -484,8 +527,9 @@ async def test_typed_here_markup_is_decoded_once_and_stays_literal_text(slack_bo
 def test_create_app_returns_the_state_and_attaches_nothing_to_the_bolt_app(sample_settings):
     from slack_bolt.async_app import AsyncApp
 
-    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-x"),
-                                                  "slack_app_token": SecretStr("xapp-x")})
+    settings = sample_settings.model_copy(
+        update={"slack_bot_token": SecretStr("xoxb-x"), "slack_app_token": SecretStr("xapp-x")}
+    )
     state = create_app(settings, pipeline=None, store=None, index=None, socket_mode=True)
     assert isinstance(state, SupportBot) and isinstance(state.app, AsyncApp) and state.socket_mode
     assert state.client is state.app.client and not hasattr(state.app, "supportbot")
@@ -494,8 +538,9 @@ def test_create_app_returns_the_state_and_attaches_nothing_to_the_bolt_app(sampl
 async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_settings, unused_tcp_port):
     from bot.slack.app import build_bot, serve
 
-    settings = sample_settings.model_copy(update={"slack_bot_token": SecretStr("xoxb-test"),
-                                                  "slack_signing_secret": SecretStr(SECRET)})
+    settings = sample_settings.model_copy(
+        update={"slack_bot_token": SecretStr("xoxb-test"), "slack_signing_secret": SecretStr(SECRET)}
+    )
     events: list[str] = []
 
     class Job:  # what the CLI passes (the weekly eval scheduler): started with the bot, stopped before it drains
@@ -518,7 +563,8 @@ async def test_serve_runs_the_http_endpoint_until_cancelled(tmp_path, sample_set
             else:
                 pytest.fail("serve() never answered /healthz")
             status, _, _ = await BotUnderTest(None, None, f"http://127.0.0.1:{unused_tcp_port}", session, None).event(
-                app_mention_event(ANSWERABLE), signed_with="forged")
+                app_mention_event(ANSWERABLE), signed_with="forged"
+            )
             assert status == 401
     finally:
         server.cancel()
@@ -540,12 +586,20 @@ async def test_a_user_over_the_rate_limit_is_told_they_are_queued(tmp_path, samp
 
 async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts):
     async with SlackEmulator() as emu:
-        settings = sample_settings.model_copy(update={
-            "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
-            "slack_api_url": emu.api_url,
-        })
-        state = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
-                           engine_parts["index"], socket_mode=True)
+        settings = sample_settings.model_copy(
+            update={
+                "slack_bot_token": SecretStr("xoxb-test"),
+                "slack_app_token": SecretStr("xapp-test"),
+                "slack_api_url": emu.api_url,
+            }
+        )
+        state = create_app(
+            settings,
+            build_pipeline(settings, engine_parts),
+            InteractionStore(tmp_path / "logs"),
+            engine_parts["index"],
+            socket_mode=True,
+        )
         handler = create_socket_mode_handler(state)
         await handler.connect_async()
         try:
@@ -562,12 +616,20 @@ async def test_mention_over_socket_mode(tmp_path, sample_settings, engine_parts)
 
 async def test_socket_mode_serves_health_and_metrics_but_no_http_events(tmp_path, sample_settings, engine_parts):
     """The container HEALTHCHECK works in Socket Mode too; events never arrive unsigned over HTTP."""
-    settings = sample_settings.model_copy(update={
-        "slack_bot_token": SecretStr("xoxb-test"), "slack_app_token": SecretStr("xapp-test"),
-        "data_dir": tmp_path / "data",
-    })
-    state = create_app(settings, build_pipeline(settings, engine_parts), InteractionStore(tmp_path / "logs"),
-                       engine_parts["index"], socket_mode=True)
+    settings = sample_settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_app_token": SecretStr("xapp-test"),
+            "data_dir": tmp_path / "data",
+        }
+    )
+    state = create_app(
+        settings,
+        build_pipeline(settings, engine_parts),
+        InteractionStore(tmp_path / "logs"),
+        engine_parts["index"],
+        socket_mode=True,
+    )
     runner = web.AppRunner(create_web_app(state, events=False))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -605,8 +667,9 @@ async def test_weekly_digest_is_posted_to_the_report_channel_once(slack_bot, tmp
         return WeeklyResult("*Weekly eval*: recall@5 0.91, escalation AUROC 0.93", {}, {}, "")
 
     now = [datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)]  # a Monday, before the 09:00 slot
-    scheduler = WeeklyScheduler(settings, post_digest=digest_poster(slack_bot.state.client, settings.eval_report_channel),
-                                marker="x")
+    scheduler = WeeklyScheduler(
+        settings, post_digest=digest_poster(slack_bot.state.client, settings.eval_report_channel), marker="x"
+    )
     scheduler.job, scheduler.clock = job, lambda: now[0]
     assert await scheduler.run_if_due() is None  # armed now; the first slot is 09:00
     now[0] += timedelta(hours=2)

@@ -38,23 +38,68 @@ async def error_of(call) -> str:
     return err.value.response["error"]
 
 
-@pytest.mark.parametrize("blocks, why", [
-    ([section("x" * 3001)], "section text over 3000"),
-    ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "header over 150"),
-    ([{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}], "header must be plain_text"),
-    ([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b" * 76},
-                                        "action_id": "a", "value": "v"}]}], "button text over 75"),
-    ([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"},
-                                        "action_id": "a" * 256, "value": "v"}]}], "action_id over 255"),
-    ([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"},
-                                        "action_id": "a", "value": "v" * 2001}]}], "value over 2000"),
-    ([{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}], "context over 10 elements"),
-    ([{"type": "context", "elements": []}], "empty context"),
-    ([section("")], "empty text"),
-    ([{"type": "sectoin", "text": {"type": "mrkdwn", "text": "typo"}}], "unknown block type"),
-    ([section("a") | {"block_id": "same"}, section("b") | {"block_id": "same"}], "duplicate block_id"),
-    ([section("a")] * 51, "more than 50 blocks"),
-])
+@pytest.mark.parametrize(
+    "blocks, why",
+    [
+        ([section("x" * 3001)], "section text over 3000"),
+        ([{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}], "header over 150"),
+        ([{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}], "header must be plain_text"),
+        (
+            [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": "b" * 76},
+                            "action_id": "a",
+                            "value": "v",
+                        }
+                    ],
+                }
+            ],
+            "button text over 75",
+        ),
+        (
+            [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": "b"},
+                            "action_id": "a" * 256,
+                            "value": "v",
+                        }
+                    ],
+                }
+            ],
+            "action_id over 255",
+        ),
+        (
+            [
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": "b"},
+                            "action_id": "a",
+                            "value": "v" * 2001,
+                        }
+                    ],
+                }
+            ],
+            "value over 2000",
+        ),
+        ([{"type": "context", "elements": [{"type": "mrkdwn", "text": "c"}] * 11}], "context over 10 elements"),
+        ([{"type": "context", "elements": []}], "empty context"),
+        ([section("")], "empty text"),
+        ([{"type": "sectoin", "text": {"type": "mrkdwn", "text": "typo"}}], "unknown block type"),
+        ([section("a") | {"block_id": "same"}, section("b") | {"block_id": "same"}], "duplicate block_id"),
+        ([section("a")] * 51, "more than 50 blocks"),
+    ],
+)
 async def test_invalid_blocks_are_refused(client, blocks, why):
     assert await error_of(client.chat_postMessage(channel="C01", text="t", blocks=blocks)) == "invalid_blocks", why
 
@@ -156,9 +201,16 @@ async def test_a_text_only_update_step_clears_the_old_blocks(emu, client):
 
     posted = await client.chat_postMessage(channel="C0STALE01", text="old", blocks=[section("stale answer")])
     emu.inject("chat.update", error="invalid_blocks", times=1, when=lambda args: bool(args.get("blocks")))
-    result = await deliver(client, channel="C0STALE01", thread_ts=None, variants=[("blocks", [section("new")])],
-                           text="Sorry, the team has been alerted.", alerts=None, what="test",
-                           update_ts=posted["ts"])
+    result = await deliver(
+        client,
+        channel="C0STALE01",
+        thread_ts=None,
+        variants=[("blocks", [section("new")])],
+        text="Sorry, the team has been alerted.",
+        alerts=None,
+        what="test",
+        update_ts=posted["ts"],
+    )
     message = emu.workspace.message("C0STALE01", posted["ts"])
     assert result.ok and result.variant == "text"
     assert not message.get("blocks") and message["text"] == "Sorry, the team has been alerted."

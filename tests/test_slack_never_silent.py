@@ -40,13 +40,18 @@ class CutStreamPipeline:
         if on_delta is not None:
             for piece in ["Partial Claude text that ", "was cut off mid-sen"]:
                 await on_delta(piece)
-        return answer.model_copy(update={"fallback_reason": "Claude stream was cut", "generator": "extractive-fallback"})
+        return answer.model_copy(
+            update={"fallback_reason": "Claude stream was cut", "generator": "extractive-fallback"}
+        )
 
 
 def visible_to_asker(emu, channel: str, thread_ts: str) -> list[dict]:
     """Bot messages the asker can see about their question: in its thread, or in their DM."""
-    in_thread = [m for m in emu.workspace.messages.get(channel, [])
-                 if m.get("bot_id") and m.get("thread_ts") == thread_ts and (m.get("text") or m.get("blocks"))]
+    in_thread = [
+        m
+        for m in emu.workspace.messages.get(channel, [])
+        if m.get("bot_id") and m.get("thread_ts") == thread_ts and (m.get("text") or m.get("blocks"))
+    ]
     dm = emu.workspace.dm_channels.get(USER_ID)
     in_dm = [m for m in emu.workspace.messages.get(dm, []) if m.get("bot_id")] if dm else []
     return in_thread + in_dm
@@ -57,30 +62,54 @@ def alerts_text(emu) -> str:
 
 
 # fault name -> (methods it hits, how): applied to the site's predicate
-FAULTS = ["http_500_once", "http_503_x3", "http_429_x4", "msg_blocks_too_long", "invalid_blocks", "not_in_channel",
-          "channel_not_found", "start_stream_failure", "cut_claude_stream"]
+FAULTS = [
+    "http_500_once",
+    "http_503_x3",
+    "http_429_x4",
+    "msg_blocks_too_long",
+    "invalid_blocks",
+    "not_in_channel",
+    "channel_not_found",
+    "start_stream_failure",
+    "cut_claude_stream",
+]
 SITES = ["answer", "stream", "escalation", "notice"]
 # the error code an alert must name, when the fault outlives the SDK's retries
-EXPECTED_CODE = {"http_503_x3": "http_503", "http_429_x4": "ratelimited", "msg_blocks_too_long": "msg_blocks_too_long",
-                 "invalid_blocks": "invalid_blocks", "not_in_channel": "not_in_channel",
-                 "channel_not_found": "channel_not_found", "start_stream_failure": "http_500",
-                 "cut_claude_stream": "Claude stream was cut"}
+EXPECTED_CODE = {
+    "http_503_x3": "http_503",
+    "http_429_x4": "ratelimited",
+    "msg_blocks_too_long": "msg_blocks_too_long",
+    "invalid_blocks": "invalid_blocks",
+    "not_in_channel": "not_in_channel",
+    "channel_not_found": "channel_not_found",
+    "start_stream_failure": "http_500",
+    "cut_claude_stream": "Claude stream was cut",
+}
 
 
 def inject(emu, fault: str, site: str, ask_ts: str) -> None:
     streaming_methods = ["chat.startStream", "chat.appendStream", "chat.stopStream"]
     if site == "escalation":
         channel, methods = ESCALATION_CHANNEL, ["chat.postMessage"]
-        def when(args): return args.get("channel") == ESCALATION_CHANNEL
+
+        def when(args):
+            return args.get("channel") == ESCALATION_CHANNEL
     elif site == "notice":  # the hand-off notice in the asker's thread (after the escalation post)
         channel, methods = CHANNEL_ID, ["chat.postMessage"]
-        def when(args): return args.get("channel") == CHANNEL_ID and args.get("thread_ts") == ask_ts
+
+        def when(args):
+            return args.get("channel") == CHANNEL_ID and args.get("thread_ts") == ask_ts
     elif site == "stream":
         channel, methods = CHANNEL_ID, streaming_methods
-        def when(args): return args.get("channel") == CHANNEL_ID
+
+        def when(args):
+            return args.get("channel") == CHANNEL_ID
     else:
         channel, methods = CHANNEL_ID, ["chat.postMessage"]
-        def when(args): return args.get("channel") == CHANNEL_ID and args.get("thread_ts") == ask_ts
+
+        def when(args):
+            return args.get("channel") == CHANNEL_ID and args.get("thread_ts") == ask_ts
+
     if fault == "not_in_channel":
         emu.add_channel(channel, is_member=False)  # the real thing: every post there fails
         return
@@ -104,11 +133,13 @@ def inject(emu, fault: str, site: str, ask_ts: str) -> None:
 
 @pytest.mark.parametrize("site", SITES)
 @pytest.mark.parametrize("fault", FAULTS)
-async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(tmp_path, sample_settings, engine_parts,
-                                                                       fault, site):
+async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(
+    tmp_path, sample_settings, engine_parts, fault, site
+):
     streaming = site == "stream" or fault in ("start_stream_failure", "cut_claude_stream")
-    async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS,
-                           stream_answers=streaming) as bot:
+    async with running_bot(
+        tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS, stream_answers=streaming
+    ) as bot:
         responder = bot.state.responder
         if fault == "cut_claude_stream":
             responder.pipeline = CutStreamPipeline(responder.pipeline)
@@ -139,8 +170,9 @@ async def test_fifty_concurrent_ask_a_human_clicks_make_one_post(tmp_path, sampl
         mention = app_mention_event(ANSWERABLE)
         _, reply = await bot.next_post(bot.event(mention))
         iid = (await bot.interaction())["interaction_id"]
-        click = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, message_ts=reply.response["ts"],
-                                      thread_ts=reply.args["thread_ts"])
+        click = block_actions_payload(
+            blocks.ASK_HUMAN_ACTION, iid, message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"]
+        )
         statuses = await asyncio.gather(*(bot.click(click) for _ in range(50)))
         assert statuses == [200] * 50
         await bot.state.tasks.drain(timeout=60)
@@ -166,8 +198,9 @@ async def test_a_rate_limited_stream_start_posts_the_answer_at_once(tmp_path, sa
         assert "context_actions" in json.dumps(shown.get("blocks")) and "ratelimited" in alerts_text(bot.emu)
 
 
-async def test_a_failure_outside_the_pipeline_still_tells_the_asker_and_the_admins(tmp_path, sample_settings,
-                                                                                     engine_parts):
+async def test_a_failure_outside_the_pipeline_still_tells_the_asker_and_the_admins(
+    tmp_path, sample_settings, engine_parts
+):
     """A bug or transport error around the engine (not a Slack error code): an apology in the thread,
     an alert naming it, and the question closed as done."""
     async with running_bot(tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS) as bot:

@@ -68,11 +68,19 @@ def test_a_120k_answer_is_cut_to_fit_and_says_so():
 
 
 def test_escalation_with_a_pasted_8k_log_fits_and_the_rest_goes_to_the_thread():
-    log_lines = "\n".join(f"2026-11-30T10:{n % 60:02d}:00Z ERROR worker-{n} failed: connection reset" for n in range(160))
+    log_lines = "\n".join(
+        f"2026-11-30T10:{n % 60:02d}:00Z ERROR worker-{n} failed: connection reset" for n in range(160)
+    )
     question = "Why does the sync fail? Here is the log:\n" + log_lines
     draft = answer("Try this first. " * 500, [cite(1, "https://help.example.com/sync")], Decision.ESCALATE)
-    post = blocks.escalation_blocks(interaction_id="i-1", question_mrkdwn=blocks.escape(question), asker="U1",
-                                    permalink="https://x/p", answer=draft, trigger="low confidence")
+    post = blocks.escalation_blocks(
+        interaction_id="i-1",
+        question_mrkdwn=blocks.escape(question),
+        asker="U1",
+        permalink="https://x/p",
+        answer=draft,
+        trigger="low confidence",
+    )
     validate_message_blocks(post)
     assert blocks.text_size(post) <= blocks.MESSAGE_TEXT_BUDGET
     overflow = blocks.escalation_overflow(blocks.escape(question), draft)
@@ -102,8 +110,16 @@ def test_sources_drop_whole_lines_instead_of_cutting_a_link():
 # --------------------------------------------------------------------------- unsafe links and markup
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,<script>", "file:///srv/kb/secret.md",
-                                 "/srv/supportbot/examples/knowledge/api.md", "vbscript:x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:text/html,<script>",
+        "file:///srv/kb/secret.md",
+        "/srv/supportbot/examples/knowledge/api.md",
+        "vbscript:x",
+    ],
+)
 def test_only_web_and_mail_links_become_links(url):
     rendered = blocks.answer_blocks(answer(f"See [the page]({url}) [1].", [cite(1, url, "Source")]))
     text = json.dumps(rendered)
@@ -112,20 +128,30 @@ def test_only_web_and_mail_links_become_links(url):
 
 
 def test_streamed_text_is_escaped_like_posted_text():
-    attacks = ["<!channel|" + "x" * 80 + ">", "<!subteam^S0123|@ops>", "<@U0123ABC>", "<https://evil.example|bank.com>",
-               "[click](javascript:alert(1))"]
+    attacks = [
+        "<!channel|" + "x" * 80 + ">",
+        "<!subteam^S0123|@ops>",
+        "<@U0123ABC>",
+        "<https://evil.example|bank.com>",
+        "[click](javascript:alert(1))",
+    ]
     for attack in attacks:
         text = f"Before {attack} after."
         for size in (1, 3, 7, 50):
             sanitizer = blocks.StreamSanitizer()
-            out = "".join(sanitizer.feed(text[i:i + size]) for i in range(0, len(text), size)) + sanitizer.flush()
+            out = "".join(sanitizer.feed(text[i : i + size]) for i in range(0, len(text), size)) + sanitizer.flush()
             assert "<" not in out and "javascript:" not in out, (attack, size, out)
             assert "@channel" not in out
 
 
 def test_kb_status_shows_no_server_paths():
-    stats = {"exists": True, "documents": 2, "chunks": 5, "version": 3,
-             "sources": ["/srv/supportbot/data/kb/help-center", "https://help.example.com/sitemap.xml"]}
+    stats = {
+        "exists": True,
+        "documents": 2,
+        "chunks": 5,
+        "version": 3,
+        "sources": ["/srv/supportbot/data/kb/help-center", "https://help.example.com/sitemap.xml"],
+    }
     text = blocks.status_text(stats)
     assert "/srv/" not in text and "kb/help-center" in text and "https://help.example.com/sitemap.xml" in text
 
@@ -133,15 +159,18 @@ def test_kb_status_shows_no_server_paths():
 # --------------------------------------------------------------------------- PII
 
 
-@pytest.mark.parametrize("raw, placeholder, kept", [
-    ("my card is 4111 1111 1111 1111 thanks", "<CARD>", "4111"),
-    ("card 5500-0000-0000-0004", "<CARD>", "5500"),
-    ("ping U012AB3CD7 about it", "<USER>", "U012AB3CD7"),
-    ("ask @jane.doe or @ops-team", "<HANDLE>", "@jane.doe"),
-    ("IBAN DE89 3704 0044 0532 0130 00 please", "<IBAN>", "DE89"),
-    ("IBAN GB82 WEST 1234 5698 7654 32 THEN pay", "<IBAN>", "WEST"),  # a greedy match swallowed THEN
-    ("from 10.20.30.40 and 192.168.1.1", "<IP>", "10.20.30.40"),
-])
+@pytest.mark.parametrize(
+    "raw, placeholder, kept",
+    [
+        ("my card is 4111 1111 1111 1111 thanks", "<CARD>", "4111"),
+        ("card 5500-0000-0000-0004", "<CARD>", "5500"),
+        ("ping U012AB3CD7 about it", "<USER>", "U012AB3CD7"),
+        ("ask @jane.doe or @ops-team", "<HANDLE>", "@jane.doe"),
+        ("IBAN DE89 3704 0044 0532 0130 00 please", "<IBAN>", "DE89"),
+        ("IBAN GB82 WEST 1234 5698 7654 32 THEN pay", "<IBAN>", "WEST"),  # a greedy match swallowed THEN
+        ("from 10.20.30.40 and 192.168.1.1", "<IP>", "10.20.30.40"),
+    ],
+)
 def test_pii_scrub_removes_cards_ids_handles_ibans_and_ips(raw, placeholder, kept):
     scrubbed = scrub(raw)
     assert placeholder in scrubbed and kept not in scrubbed
@@ -159,7 +188,9 @@ def test_pii_scrub_keeps_numbers_that_are_not_cards_or_ibans():
 def test_escalation_transitions_are_one_way():
     assert escalation_transition_allowed(None, "pending") and escalation_transition_allowed("pending", "open")
     assert escalation_transition_allowed("open", "claimed") and escalation_transition_allowed("claimed", "resolved")
-    assert not escalation_transition_allowed("resolved", "claimed") and not escalation_transition_allowed("resolved", "resolved")
+    assert not escalation_transition_allowed("resolved", "claimed") and not escalation_transition_allowed(
+        "resolved", "resolved"
+    )
     assert not escalation_transition_allowed("claimed", "open") and not escalation_transition_allowed("open", "pending")
     assert escalation_transition_allowed("failed", "pending")
 
@@ -189,11 +220,17 @@ async def test_malformed_unsigned_and_non_numeric_timestamp_requests_get_4xx(sla
     body = b"{not json"
     assert (await bot.post(body, "application/json"))[0] == 400  # signed, but malformed
     assert (await bot.post(b"payload=%7Bbroken", "application/x-www-form-urlencoded"))[0] == 400
-    async with bot.session.post(f"{bot.base_url}/slack/events", data=json_body({"type": "event_callback"}),
-                                headers={"Content-Type": "application/json"}) as resp:
+    async with bot.session.post(
+        f"{bot.base_url}/slack/events",
+        data=json_body({"type": "event_callback"}),
+        headers={"Content-Type": "application/json"},
+    ) as resp:
         assert resp.status == 401  # unsigned
-    async with bot.session.post(f"{bot.base_url}/slack/events", data=b"{}", headers={
-            "Content-Type": "application/json", "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"}) as resp:
+    async with bot.session.post(
+        f"{bot.base_url}/slack/events",
+        data=b"{}",
+        headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"},
+    ) as resp:
         assert resp.status == 401  # a non-numeric timestamp is not a 500
 
 
@@ -243,8 +280,12 @@ async def test_a_second_resolve_does_not_relay_or_overwrite_and_claim_does_not_r
     iid = (await bot.interaction())["interaction_id"]
 
     def submit(text: str, user: str):
-        return view_submission_payload(blocks.RESOLVE_VIEW, {blocks.RESOLVE_BLOCK: {blocks.RESOLVE_INPUT: {
-            "type": "plain_text_input", "value": text}}}, user=user, private_metadata=iid)
+        return view_submission_payload(
+            blocks.RESOLVE_VIEW,
+            {blocks.RESOLVE_BLOCK: {blocks.RESOLVE_INPUT: {"type": "plain_text_input", "value": text}}},
+            user=user,
+            private_metadata=iid,
+        )
 
     for text, user in (("The first answer.", "U0ONCALL"), ("A second answer.", "U0OTHER")):
         await bot.post(interactive_body(submit(text, user)), "application/x-www-form-urlencoded")
@@ -261,12 +302,23 @@ async def test_button_values_naming_another_channels_or_users_interaction_are_re
     bot = slack_bot_e2e
     _, reply, iid = await answered(bot)
     # 👍 from a message in another channel naming this interaction
-    forged = block_actions_payload(blocks.FEEDBACK_ACTION, f"up:{iid}", user="U0MALLORY", channel="C0OTHERCHAN",
-                                   message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"])
+    forged = block_actions_payload(
+        blocks.FEEDBACK_ACTION,
+        f"up:{iid}",
+        user="U0MALLORY",
+        channel="C0OTHERCHAN",
+        message_ts=reply.response["ts"],
+        thread_ts=reply.args["thread_ts"],
+    )
     await bot.click(forged)
     # "Ask a human" on someone else's question, in its own thread
-    other = block_actions_payload(blocks.ASK_HUMAN_ACTION, iid, user="U0MALLORY", message_ts=reply.response["ts"],
-                                  thread_ts=reply.args["thread_ts"])
+    other = block_actions_payload(
+        blocks.ASK_HUMAN_ACTION,
+        iid,
+        user="U0MALLORY",
+        message_ts=reply.response["ts"],
+        thread_ts=reply.args["thread_ts"],
+    )
     await bot.click(other)
     await bot.state.tasks.drain(timeout=20)
     assert [r for r in bot.store.feedback() if r["interaction_id"] == iid] == []
@@ -337,8 +389,12 @@ async def test_group_dm_history_is_readable_with_the_manifests_scopes():
 
 async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_record_votes(slack_bot_e2e):
     bot = slack_bot_e2e
-    bot.emu.inject("chat.postMessage", error="invalid_blocks", times=1,
-                   when=lambda args: "context_actions" in json.dumps(args.get("blocks") or []))
+    bot.emu.inject(
+        "chat.postMessage",
+        error="invalid_blocks",
+        times=1,
+        when=lambda args: "context_actions" in json.dumps(args.get("blocks") or []),
+    )
     mention = app_mention_event(ANSWERABLE)
     await bot.event(mention)
     await bot.emu.wait_for("chat.postMessage", 2, timeout=30)
@@ -348,8 +404,11 @@ async def test_refused_feedback_buttons_degrade_to_plain_buttons_that_still_reco
     kinds = [b["type"] for b in reply.args["blocks"]]
     assert "context_actions" not in kinds and kinds[-1] == "actions"  # the degraded variant arrived
     up = next(e for e in reply.args["blocks"][-1]["elements"] if e["action_id"] == blocks.FEEDBACK_UP_ACTION)
-    await bot.click(block_actions_payload(blocks.FEEDBACK_UP_ACTION, up["value"], message_ts=reply.response["ts"],
-                                          thread_ts=reply.args["thread_ts"]))
+    await bot.click(
+        block_actions_payload(
+            blocks.FEEDBACK_UP_ACTION, up["value"], message_ts=reply.response["ts"], thread_ts=reply.args["thread_ts"]
+        )
+    )
     await bot.state.tasks.drain(timeout=20)
     assert [r["rating"] for r in bot.store.feedback() if r["interaction_id"] == iid] == ["up"]
     _, second, _ = await answered(bot, "How do I rotate an API key?")  # no second refused attempt

@@ -97,18 +97,34 @@ async def test_background_tasks_log_failures_and_close(caplog):
 
 # Web API methods the code calls -> the bot scope each needs (None: no scope needed).
 METHOD_SCOPES = {
-    "chat_postMessage": "chat:write", "chat_update": "chat:write", "chat_postEphemeral": "chat:write",
-    "chat_stream": "chat:write", "chat_getPermalink": None, "views_open": None,
+    "chat_postMessage": "chat:write",
+    "chat_update": "chat:write",
+    "chat_postEphemeral": "chat:write",
+    "chat_stream": "chat:write",
+    "chat_getPermalink": None,
+    "views_open": None,
     "conversations_replies": "channels:history groups:history im:history mpim:history",
-    "usergroups_users_list": "usergroups:read", "chat_stopStream": "chat:write",
-    "reactions_add": "reactions:write", "reactions_remove": "reactions:write", "auth_test": None,
+    "usergroups_users_list": "usergroups:read",
+    "chat_stopStream": "chat:write",
+    "reactions_add": "reactions:write",
+    "reactions_remove": "reactions:write",
+    "auth_test": None,
     "conversations_info": None,  # doctor only, optional: without channels:read it probes membership another way
 }
 # Bolt helpers used by the listeners -> scope.
-BOLT_HELPER_SCOPES = {"set_status": "assistant:write", "set_title": "assistant:write",
-                      "set_suggested_prompts": "assistant:write", "say": "chat:write"}
-EVENT_SCOPES = {"app_mention": "app_mentions:read", "message.channels": "channels:history",
-                "message.groups": "groups:history", "message.im": "im:history", "assistant_thread_started": "assistant:write"}
+BOLT_HELPER_SCOPES = {
+    "set_status": "assistant:write",
+    "set_title": "assistant:write",
+    "set_suggested_prompts": "assistant:write",
+    "say": "chat:write",
+}
+EVENT_SCOPES = {
+    "app_mention": "app_mentions:read",
+    "message.channels": "channels:history",
+    "message.groups": "groups:history",
+    "message.im": "im:history",
+    "assistant_thread_started": "assistant:write",
+}
 
 
 def test_manifest_lists_exactly_what_the_code_uses():
@@ -119,8 +135,11 @@ def test_manifest_lists_exactly_what_the_code_uses():
     helpers = {name for name in BOLT_HELPER_SCOPES if re.search(rf"\b{name}\(", source)}
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     needed = {"commands"}
-    for scopes in [METHOD_SCOPES[m] for m in called] + [BOLT_HELPER_SCOPES[h] for h in helpers] + \
-            [EVENT_SCOPES[e] for e in events]:
+    for scopes in (
+        [METHOD_SCOPES[m] for m in called]
+        + [BOLT_HELPER_SCOPES[h] for h in helpers]
+        + [EVENT_SCOPES[e] for e in events]
+    ):
         needed.update((scopes or "").split())
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
 

@@ -13,15 +13,25 @@ from bot.store import InteractionStore
 
 def make_pair(n: int = 0, decision: Decision = Decision.ANSWER) -> tuple[Question, Answer]:
     question = Question(
-        text=f"How do I reset my password? ({n})", asker="U1", channel="C1", thread_ts="1.0",
+        text=f"How do I reset my password? ({n})",
+        asker="U1",
+        channel="C1",
+        thread_ts="1.0",
         history=[Turn(role="user", text="hi")],
     )
     answer = Answer(
-        interaction_id=question.interaction_id, question=question.text, text="Use the reset link [1].",
+        interaction_id=question.interaction_id,
+        question=question.text,
+        text="Use the reset link [1].",
         citations=[Citation(number=1, doc_id="d1", url="https://kb/d1", title="Reset", cited_text="reset link")],
         retrieved=[RetrievedChunk(chunk_id="c1", doc_id="d1", title="Reset", url="https://kb/d1", text="t", score=0.9)],
-        confidence=0.8, decision=decision, reasons=["strong retrieval"], generator="extractive",
-        index_version=3, latency_ms={"retrieve": 12.5, "total": 40.0}, usage=Usage(input_tokens=10, cost_usd=0.01),
+        confidence=0.8,
+        decision=decision,
+        reasons=["strong retrieval"],
+        generator="extractive",
+        index_version=3,
+        latency_ms={"retrieve": 12.5, "total": 40.0},
+        usage=Usage(input_tokens=10, cost_usd=0.01),
     )
     return question, answer
 
@@ -73,8 +83,14 @@ async def test_escalation_is_one_row_updated_in_place(store):
     await store.log_answer(question, answer)
     iid = answer.interaction_id
     assert await store.get_escalation(iid) is None
-    await store.record_escalation(iid, status="open", escalation_ts="9.9", escalation_channel="CESC",
-                                  trigger="low confidence", permalink="https://x/p1")
+    await store.record_escalation(
+        iid,
+        status="open",
+        escalation_ts="9.9",
+        escalation_channel="CESC",
+        trigger="low confidence",
+        permalink="https://x/p1",
+    )
     await store.record_escalation(iid, status="claimed", user="UH")
     row = await store.record_escalation(iid, status="resolved", user="UH2", human_answer="Ask IT.")
     assert row["status"] == "resolved" and row["claimed_by"] == "UH" and row["resolved_by"] == "UH2"

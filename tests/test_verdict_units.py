@@ -24,20 +24,23 @@ from bot.engine.verdict import (
 A, C, E = Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT, Decision.ESCALATE
 
 
-@pytest.mark.parametrize("tag, verdict", [
-    ("<verdict>full</verdict>", Verdict.FULL),
-    ("<VERDICT> Partial </Verdict>", Verdict.PARTIAL),
-    ("<verdict>partly</verdict>\n", Verdict.PARTIAL),
-    ("<verdict>none</verdict>", Verdict.NONE),
-    ("<verdict>not  at all</verdict>", Verdict.NONE),
-    ("<verdict>full", Verdict.FULL),  # cut before its closing tag, nothing after: still readable
-    ("<verdict>maybe</verdict>", Verdict.MALFORMED),
-    ("<verdict>full</verdict", Verdict.MALFORMED),
-    ("<verdict>full</verdict> Anything else?", Verdict.MALFORMED),
-    ("<verdict full>", Verdict.MALFORMED),
-    ("<verdict>", Verdict.MALFORMED),
-    ("", Verdict.MISSING),
-])
+@pytest.mark.parametrize(
+    "tag, verdict",
+    [
+        ("<verdict>full</verdict>", Verdict.FULL),
+        ("<VERDICT> Partial </Verdict>", Verdict.PARTIAL),
+        ("<verdict>partly</verdict>\n", Verdict.PARTIAL),
+        ("<verdict>none</verdict>", Verdict.NONE),
+        ("<verdict>not  at all</verdict>", Verdict.NONE),
+        ("<verdict>full", Verdict.FULL),  # cut before its closing tag, nothing after: still readable
+        ("<verdict>maybe</verdict>", Verdict.MALFORMED),
+        ("<verdict>full</verdict", Verdict.MALFORMED),
+        ("<verdict>full</verdict> Anything else?", Verdict.MALFORMED),
+        ("<verdict full>", Verdict.MALFORMED),
+        ("<verdict>", Verdict.MALFORMED),
+        ("", Verdict.MISSING),
+    ],
+)
 def test_parse_tag(tag, verdict):
     assert parse_tag(tag) is verdict
 
@@ -49,8 +52,12 @@ def test_split_tag_cuts_from_the_first_tag_and_the_space_before_it():
 
 
 def test_strip_verdict_across_segments_keeps_citations_of_kept_text():
-    segments = [Segment("Intro. "), Segment("Cited fact.", [Span(0, "Cited fact.")]), Segment("\n\n<ver"),
-                Segment("dict>partial</verdict>", [Span(1, "bogus")])]
+    segments = [
+        Segment("Intro. "),
+        Segment("Cited fact.", [Span(0, "Cited fact.")]),
+        Segment("\n\n<ver"),
+        Segment("dict>partial</verdict>", [Span(1, "bogus")]),
+    ]
     kept, verdict = strip_verdict(segments)
     assert verdict is Verdict.PARTIAL
     assert [(s.text, s.spans) for s in kept] == [("Intro. ", []), ("Cited fact.", [Span(0, "Cited fact.")])]
@@ -66,8 +73,9 @@ ANSWER = "Refunds to cards are possible for 120 days after the payment. <b>Note<
 
 
 @pytest.mark.parametrize("size", range(1, 12))
-@pytest.mark.parametrize("ending", ["\n\n<verdict>full</verdict>", "\n<VERDICT>none</VERDICT>\n",
-                                    "\n\n<verdict>maybe</verdict", "<verdict>"])
+@pytest.mark.parametrize(
+    "ending", ["\n\n<verdict>full</verdict>", "\n<VERDICT>none</VERDICT>\n", "\n\n<verdict>maybe</verdict", "<verdict>"]
+)
 async def test_the_gate_never_forwards_any_part_of_the_tag(size, ending):
     forwarded: list[str] = []
 
@@ -77,7 +85,7 @@ async def test_the_gate_never_forwards_any_part_of_the_tag(size, ending):
     gate = VerdictGate(forward)
     text = ANSWER + ending
     for i in range(0, len(text), size):
-        await gate.feed(text[i:i + size])
+        await gate.feed(text[i : i + size])
     await gate.close()
     streamed = "".join(forwarded)
     assert streamed.rstrip() == ANSWER and "verd" not in streamed.lower()
@@ -99,8 +107,9 @@ async def test_the_gate_releases_a_tail_that_only_looked_like_the_tag():
 
 
 def chunk(text: str, similarity: float | None = 0.6) -> RetrievedChunk:
-    return RetrievedChunk(chunk_id="c", doc_id="d", title="T", url="u", text=text, score=0.5,
-                          vector_similarity=similarity)
+    return RetrievedChunk(
+        chunk_id="c", doc_id="d", title="T", url="u", text=text, score=0.5, vector_similarity=similarity
+    )
 
 
 def test_citations_are_verified_against_the_chunk_they_point_at():
@@ -138,27 +147,55 @@ def judged(decision: Decision) -> Judgement:
     return Judgement(confidence, decision, ["top source similarity 0.60", f"confidence {confidence:.2f}"])
 
 
-@pytest.mark.parametrize("verdict, retrieval, citations, similarity, decision, lead", [
-    (Verdict.FULL, E, VERIFIED, HIGH, A,
-     "Claude: the sources fully answer it; 3/3 citations verified; retrieval confidence 0.22 would have escalated"),
-    (Verdict.FULL, A, VERIFIED, HIGH, A, "Claude: the sources fully answer it"),
-    (Verdict.FULL, A, VERIFIED, LOW, E, "retrieval found essentially nothing"),
-    (Verdict.FULL, E, PARTLY_CITED, HIGH, E, "retrieval confidence 0.22 decided"),
-    (Verdict.FULL, A, ABSENT, HIGH, A, "retrieval confidence 0.80 decided: Claude says the sources fully answer "
-                                       "it, but the answer cites nothing"),
-    (Verdict.FULL, A, UNVERIFIABLE, HIGH, C, "retrieval confidence 0.80 decided"),
-    (Verdict.FULL, C, UNVERIFIABLE, HIGH, E, "but 2/3 citations verified (1 not found in its source)"),
-    (Verdict.PARTIAL, A, VERIFIED, HIGH, C, "Claude: the sources only partly answer it"),
-    (Verdict.PARTIAL, E, VERIFIED, HIGH, C, "Claude: the sources only partly answer it"),
-    (Verdict.PARTIAL, A, ABSENT, HIGH, C, "retrieval confidence 0.80 decided"),
-    (Verdict.PARTIAL, A, UNVERIFIABLE, HIGH, E, "unverifiable citation lowered the decision to escalated"),
-    (Verdict.NONE, A, VERIFIED, HIGH, E, "Claude: the sources don't answer it; retrieval confidence 0.80 would "
-                                         "have answered"),
-    (Verdict.MISSING, A, VERIFIED, HIGH, A, "retrieval confidence 0.80 decided (Claude gave no verdict)"),
-    (Verdict.MISSING, E, VERIFIED, HIGH, E, "retrieval confidence 0.22 decided (Claude gave no verdict)"),
-    (Verdict.MALFORMED, C, VERIFIED, LOW, C, "retrieval confidence 0.40 decided (Claude gave an unreadable verdict)"),
-    (Verdict.MALFORMED, A, UNVERIFIABLE, HIGH, C, "unverifiable citation lowered the decision to answered with a"),
-])
+@pytest.mark.parametrize(
+    "verdict, retrieval, citations, similarity, decision, lead",
+    [
+        (
+            Verdict.FULL,
+            E,
+            VERIFIED,
+            HIGH,
+            A,
+            "Claude: the sources fully answer it; 3/3 citations verified; retrieval confidence 0.22 would have escalated",
+        ),
+        (Verdict.FULL, A, VERIFIED, HIGH, A, "Claude: the sources fully answer it"),
+        (Verdict.FULL, A, VERIFIED, LOW, E, "retrieval found essentially nothing"),
+        (Verdict.FULL, E, PARTLY_CITED, HIGH, E, "retrieval confidence 0.22 decided"),
+        (
+            Verdict.FULL,
+            A,
+            ABSENT,
+            HIGH,
+            A,
+            "retrieval confidence 0.80 decided: Claude says the sources fully answer it, but the answer cites nothing",
+        ),
+        (Verdict.FULL, A, UNVERIFIABLE, HIGH, C, "retrieval confidence 0.80 decided"),
+        (Verdict.FULL, C, UNVERIFIABLE, HIGH, E, "but 2/3 citations verified (1 not found in its source)"),
+        (Verdict.PARTIAL, A, VERIFIED, HIGH, C, "Claude: the sources only partly answer it"),
+        (Verdict.PARTIAL, E, VERIFIED, HIGH, C, "Claude: the sources only partly answer it"),
+        (Verdict.PARTIAL, A, ABSENT, HIGH, C, "retrieval confidence 0.80 decided"),
+        (Verdict.PARTIAL, A, UNVERIFIABLE, HIGH, E, "unverifiable citation lowered the decision to escalated"),
+        (
+            Verdict.NONE,
+            A,
+            VERIFIED,
+            HIGH,
+            E,
+            "Claude: the sources don't answer it; retrieval confidence 0.80 would have answered",
+        ),
+        (Verdict.MISSING, A, VERIFIED, HIGH, A, "retrieval confidence 0.80 decided (Claude gave no verdict)"),
+        (Verdict.MISSING, E, VERIFIED, HIGH, E, "retrieval confidence 0.22 decided (Claude gave no verdict)"),
+        (
+            Verdict.MALFORMED,
+            C,
+            VERIFIED,
+            LOW,
+            C,
+            "retrieval confidence 0.40 decided (Claude gave an unreadable verdict)",
+        ),
+        (Verdict.MALFORMED, A, UNVERIFIABLE, HIGH, C, "unverifiable citation lowered the decision to answered with a"),
+    ],
+)
 def test_combine(verdict, retrieval, citations, similarity, decision, lead):
     before = judged(retrieval)
     after = combine(before, verdict, citations, similarity=similarity)
@@ -178,6 +215,12 @@ def test_review_records_the_signals_evals_report():
     before = judged(E)
     after, extra = review(before, Verdict.FULL, VERIFIED, [chunk("x", 0.41)])
     assert after.decision is A
-    assert extra == {"claude_verdict": "full", "citations_total": 3, "citations_verified": 3,
-                     "citations_fully_cited": True, "retrieval_decision": "escalate",
-                     "retrieval_top_similarity": 0.41, "verdict_changed_decision": True}
+    assert extra == {
+        "claude_verdict": "full",
+        "citations_total": 3,
+        "citations_verified": 3,
+        "citations_fully_cited": True,
+        "retrieval_decision": "escalate",
+        "retrieval_top_similarity": 0.41,
+        "verdict_changed_decision": True,
+    }

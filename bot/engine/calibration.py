@@ -72,8 +72,13 @@ class ScoredProbe(BaseModel):
 def score_fingerprint() -> str:
     """What the stored lines depend on besides the probes: the score's constants and the quantiles.
     A calibration made under other constants is refitted from its stored signals (no new search)."""
-    parts = [METHOD, repr(confidence.INTERCEPT), repr(sorted(confidence.COEFFICIENTS.items())),
-             repr(ESCALATE_QUANTILE), repr(ANSWER_QUANTILE)]
+    parts = [
+        METHOD,
+        repr(confidence.INTERCEPT),
+        repr(sorted(confidence.COEFFICIENTS.items())),
+        repr(ESCALATE_QUANTILE),
+        repr(ANSWER_QUANTILE),
+    ]
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:12]
 
 
@@ -108,10 +113,15 @@ class Calibration(BaseModel):
     def summary(self) -> dict[str, Any]:
         """What `refresh`, `status`, `/kb-status` and the eval report show."""
         return {
-            "method": self.method, "index_version": self.index_version, "pairs": self.pairs,
-            "separation_auroc": self.separation_auroc, "escalate_below_raw": round(self.raw_escalate, 4),
-            "answer_from_raw": round(self.raw_answer, 4), "escalate_quantile": self.escalate_quantile,
-            "rescored": self.rescored, "seconds": round(self.seconds, 2),
+            "method": self.method,
+            "index_version": self.index_version,
+            "pairs": self.pairs,
+            "separation_auroc": self.separation_auroc,
+            "escalate_below_raw": round(self.raw_escalate, 4),
+            "answer_from_raw": round(self.raw_answer, 4),
+            "escalate_quantile": self.escalate_quantile,
+            "rescored": self.rescored,
+            "seconds": round(self.seconds, 2),
             "created_at": self.created_at.isoformat(timespec="seconds"),
         }
 
@@ -119,12 +129,17 @@ class Calibration(BaseModel):
 def describe(summary: dict[str, Any] | None) -> str:
     """One line for people: which calibration is in force and how good it is."""
     if not summary:
-        return (f"not calibrated (fewer than {MIN_PROBES} usable sections, or an index from before calibration: "
-                "`supportbot calibrate`); fixed thresholds on the raw score")
+        return (
+            f"not calibrated (fewer than {MIN_PROBES} usable sections, or an index from before calibration: "
+            "`supportbot calibrate`); fixed thresholds on the raw score"
+        )
     auroc = summary.get("separation_auroc")
-    return (f"calibrated on index v{summary['index_version']}: {summary['pairs']} probe pairs, "
-            f"separation AUROC {auroc:.2f}, escalates below raw {summary['escalate_below_raw']:.3f}"
-            if auroc is not None else f"calibrated on index v{summary['index_version']}")
+    return (
+        f"calibrated on index v{summary['index_version']}: {summary['pairs']} probe pairs, "
+        f"separation AUROC {auroc:.2f}, escalates below raw {summary['escalate_below_raw']:.3f}"
+        if auroc is not None
+        else f"calibrated on index v{summary['index_version']}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ fitting
@@ -147,17 +162,30 @@ def separation(positives: Sequence[float], negatives: Sequence[float]) -> float 
     return round(wins / (len(positives) * len(negatives)), 4)
 
 
-def fit(index_version: int, probes: list[ScoredProbe], *, escalate_quantile: float = ESCALATE_QUANTILE,
-        answer_quantile: float = ANSWER_QUANTILE, rescored: int = 0, seconds: float = 0.0) -> Calibration:
+def fit(
+    index_version: int,
+    probes: list[ScoredProbe],
+    *,
+    escalate_quantile: float = ESCALATE_QUANTILE,
+    answer_quantile: float = ANSWER_QUANTILE,
+    rescored: int = 0,
+    seconds: float = 0.0,
+) -> Calibration:
     """The lines from the twins' raw scores; the separation from both sides."""
     twins = [confidence.score(p.masked) for p in probes]
     found = [confidence.score(p.answerable) for p in probes]
     escalate = quantile(twins, escalate_quantile)
     answer = max(quantile(twins, answer_quantile), escalate + 1e-3)
     return Calibration(
-        index_version=index_version, escalate_quantile=escalate_quantile, answer_quantile=answer_quantile,
-        raw_escalate=round(escalate, 4), raw_answer=round(min(answer, 0.999), 4),
-        separation_auroc=separation(found, twins), probes=probes, rescored=rescored, seconds=seconds,
+        index_version=index_version,
+        escalate_quantile=escalate_quantile,
+        answer_quantile=answer_quantile,
+        raw_escalate=round(escalate, 4),
+        raw_answer=round(min(answer, 0.999), 4),
+        separation_auroc=separation(found, twins),
+        probes=probes,
+        rescored=rescored,
+        seconds=seconds,
     )
 
 
@@ -212,14 +240,22 @@ def _kept(values: dict[str, Any]) -> dict[str, float]:
     return {name: float(values.get(name, 0.0)) for name in KEPT_SIGNALS}
 
 
-def score_probe(searcher: Searcher, probe: Probe, section: Section, vector: np.ndarray, stats: TermStats | None, k: int,
-                per_doc: int) -> ScoredProbe:
+def score_probe(
+    searcher: Searcher,
+    probe: Probe,
+    section: Section,
+    vector: np.ndarray,
+    stats: TermStats | None,
+    k: int,
+    per_doc: int,
+) -> ScoredProbe:
     """One candidate retrieval through the serving path, fused with and without the probe's section,
     and the judge's signals for each (sync: run in a thread)."""
     from bot.engine.pipeline import to_retrieved
 
-    found_hits, masked_hits = searcher.search_masked(probe.question, vector, k, per_doc=per_doc,
-                                                     masked=set(section.chunk_ids))
+    found_hits, masked_hits = searcher.search_masked(
+        probe.question, vector, k, per_doc=per_doc, masked=set(section.chunk_ids)
+    )
     signals: dict[str, dict[str, float]] = {}
     for name, hits in (("answerable", found_hits), ("masked", masked_hits)):
         chunks = [to_retrieved(hit) for hit in hits]
@@ -233,8 +269,17 @@ def read_sections(index: KnowledgeIndex) -> list[Section]:
     return sections_from_chunks(table.to_pylist())
 
 
-def calibrate_sync(index: KnowledgeIndex, searcher: Searcher, stats: TermStats | None, *, version: int, previous: Calibration | None,
-                   k: int, per_doc: int, limit: int = PROBE_LIMIT) -> Calibration | None:
+def calibrate_sync(
+    index: KnowledgeIndex,
+    searcher: Searcher,
+    stats: TermStats | None,
+    *,
+    version: int,
+    previous: Calibration | None,
+    k: int,
+    per_doc: int,
+    limit: int = PROBE_LIMIT,
+) -> Calibration | None:
     started = time.perf_counter()
     sections = read_sections(index)
     probes = make_probes(sections, limit=limit, stats=stats)
@@ -251,8 +296,9 @@ def calibrate_sync(index: KnowledgeIndex, searcher: Searcher, stats: TermStats |
     scored = []
     for probe in probes:
         hit = cached.get((probe.section_key, probe.question))
-        scored.append(hit or score_probe(searcher, probe, by_key[probe.section_key], vectors[probe.question], stats,
-                                         k, per_doc))
+        scored.append(
+            hit or score_probe(searcher, probe, by_key[probe.section_key], vectors[probe.question], stats, k, per_doc)
+        )
     return fit(version, scored, rescored=len(fresh), seconds=time.perf_counter() - started)
 
 
@@ -271,8 +317,14 @@ class IndexCalibrator:
         stats = await asyncio.to_thread(load_term_stats, index)
         previous = await asyncio.to_thread(latest, index.index_dir, version)
         calibration = await asyncio.to_thread(
-            calibrate_sync, index, searcher, stats, version=version, previous=previous,
-            k=self.settings.answer_k, per_doc=self.settings.answer_chunks_per_doc,
+            calibrate_sync,
+            index,
+            searcher,
+            stats,
+            version=version,
+            previous=previous,
+            k=self.settings.answer_k,
+            per_doc=self.settings.answer_chunks_per_doc,
         )
         if calibration is None:
             return None
@@ -305,8 +357,9 @@ def index_status(index: KnowledgeIndex) -> dict[str, Any]:
     return stats
 
 
-async def refresh_calibrated(index: KnowledgeIndex, specs: Sequence[str], settings: Settings,
-                             *, show_progress: bool | None = None) -> RefreshReport:
+async def refresh_calibrated(
+    index: KnowledgeIndex, specs: Sequence[str], settings: Settings, *, show_progress: bool | None = None
+) -> RefreshReport:
     """Every refresh path's one call: refresh, calibrate the new version, and calibrate the served
     version if it never was (an index from before calibration, or probes of an older release),
     even when the refresh itself changed nothing."""

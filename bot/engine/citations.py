@@ -37,7 +37,7 @@ def with_marker(text: str, numbers: Sequence[int]) -> str:
     if not numbers:
         return text
     body = text.rstrip()
-    return body + markers(numbers) + text[len(body):]
+    return body + markers(numbers) + text[len(body) :]
 
 
 def assemble(segments: Sequence[Segment], chunks: Sequence[RetrievedChunk]) -> tuple[str, list[Citation]]:
@@ -58,8 +58,15 @@ def assemble(segments: Sequence[Segment], chunks: Sequence[RetrievedChunk]) -> t
                 seen.add((number, span.cited_text))
                 chunk = chunks[span.chunk]
                 citations.append(
-                    Citation(number=number, doc_id=chunk.doc_id, chunk_id=chunk.chunk_id, url=chunk.url,
-                             title=chunk.title, cited_text=span.cited_text, doc_url=chunk.doc_url)
+                    Citation(
+                        number=number,
+                        doc_id=chunk.doc_id,
+                        chunk_id=chunk.chunk_id,
+                        url=chunk.url,
+                        title=chunk.title,
+                        cited_text=span.cited_text,
+                        doc_url=chunk.doc_url,
+                    )
                 )
         parts.append(with_marker(segment.text, cited))
     return "".join(parts).strip(), citations

@@ -76,7 +76,9 @@ def history_messages(history: Sequence[Turn], current: str) -> list[dict[str, An
     return messages
 
 
-def build_messages(question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()) -> list[dict[str, Any]]:
+def build_messages(
+    question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()
+) -> list[dict[str, Any]]:
     """History, then one user message: the search results, then the question."""
     messages = history_messages(history, question)
     content: list[dict[str, Any]] = []
@@ -158,11 +160,12 @@ class VerdictGate:
             if text[:start]:
                 await self.forward(text[:start])
             return
-        keep = next((n for n in range(min(len(text), len(TAG_START) - 1), 0, -1)
-                     if TAG_START.startswith(text[-n:].lower())), 0)
-        self.pending = text[len(text) - keep:]
-        if text[:len(text) - keep]:
-            await self.forward(text[:len(text) - keep])
+        keep = next(
+            (n for n in range(min(len(text), len(TAG_START) - 1), 0, -1) if TAG_START.startswith(text[-n:].lower())), 0
+        )
+        self.pending = text[len(text) - keep :]
+        if text[: len(text) - keep]:
+            await self.forward(text[: len(text) - keep])
 
     async def close(self) -> None:
         if self.pending and not self.cut:
@@ -238,23 +241,41 @@ class ClaudeAnswerer:
         return self.draft(message, chunks)
 
     def draft(self, message: Any, chunks: Sequence[RetrievedChunk]) -> Draft:
-        usage = usage_from_api(message.usage, price_for(getattr(message, "model", None), self.settings.prices) or self.price)
+        usage = usage_from_api(
+            message.usage, price_for(getattr(message, "model", None), self.settings.prices) or self.price
+        )
         segments, verdict = strip_verdict(segments_from_message(message))
         raw = "".join(segment.text for segment in segments)
         cited = any(segment.spans for segment in segments)
         if not raw.strip() and verdict is not Verdict.NONE:
             raise GenerationError(f"Claude returned no text (stop reason {message.stop_reason})")
         if not raw.strip() or (CANNOT_ANSWER.match(raw) and not cited):  # the sentinel is a verdict of none
-            return Draft(text=NOT_IN_SOURCES, generator=self.name, model=message.model, usage=usage,
-                         cannot_answer=True, verdict=Verdict.NONE, citation_check=CitationCheck())
+            return Draft(
+                text=NOT_IN_SOURCES,
+                generator=self.name,
+                model=message.model,
+                usage=usage,
+                cannot_answer=True,
+                verdict=Verdict.NONE,
+                citation_check=CitationCheck(),
+            )
         text, citations = assemble(segments, chunks)
         if message.stop_reason == "max_tokens":
             text += " …"
         coverage = round(cited_share(segments, len(chunks)), 4)
-        check = verify_citations((span for segment in segments for span in segment.spans),
-                                 [chunk.text for chunk in chunks], coverage)
-        return Draft(text=text, citations=citations, generator=self.name, model=message.model, usage=usage,
-                     citation_coverage=coverage, verdict=verdict, citation_check=check)
+        check = verify_citations(
+            (span for segment in segments for span in segment.spans), [chunk.text for chunk in chunks], coverage
+        )
+        return Draft(
+            text=text,
+            citations=citations,
+            generator=self.name,
+            model=message.model,
+            usage=usage,
+            citation_coverage=coverage,
+            verdict=verdict,
+            citation_check=check,
+        )
 
     async def aclose(self) -> None:
         await self.client.close()

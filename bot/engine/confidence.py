@@ -167,7 +167,9 @@ def reasons(values: dict[str, Any], confidence: float, decision: Decision, cavea
         found.append(f"only {values['citation_coverage']:.0%} of the answer is backed by a citation")
     calibrated = " (calibrated on this index)" if values.get("calibration") else ""
     if decision is Decision.ESCALATE:
-        found.append(f"confidence {confidence:.2f} is below the escalation threshold {caveat_threshold:.2f}{calibrated}")
+        found.append(
+            f"confidence {confidence:.2f} is below the escalation threshold {caveat_threshold:.2f}{calibrated}"
+        )
     else:
         found.append(f"confidence {confidence:.2f}{calibrated}")
     return found

@@ -112,10 +112,16 @@ def units(text: str) -> list[Unit]:
             in_fence = not in_fence
             continue
         stripped = line.strip()
-        if number <= skip_until or in_fence or not stripped or HEADING_LINE.match(stripped) or TABLE_RULE.match(stripped):
+        if (
+            number <= skip_until
+            or in_fence
+            or not stripped
+            or HEADING_LINE.match(stripped)
+            or TABLE_RULE.match(stripped)
+        ):
             continue
         if stripped.startswith("|"):
-            following = next((later.strip() for later in lines[number + 1:] if later.strip()), "")
+            following = next((later.strip() for later in lines[number + 1 :] if later.strip()), "")
             if TABLE_RULE.match(following):
                 header = stripped
             else:
@@ -128,12 +134,15 @@ def units(text: str) -> list[Unit]:
             found.extend(Unit(piece) for piece in pieces[:-1])
             if last > number:
                 begin = text.find(pieces[-1], starts[number])
-                found.append(Unit(text[begin:starts[last] + len(lines[last].rstrip())]))
+                found.append(Unit(text[begin : starts[last] + len(lines[last].rstrip())]))
                 skip_until = last
             continue
         found.extend(Unit(piece) for piece in pieces)
-    return [u for u in found if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text
-            and not is_scraped_menu(u.text)]
+    return [
+        u
+        for u in found
+        if MIN_WORDS <= len(u.text.split()) <= max_words(u.text) and u.text in text and not is_scraped_menu(u.text)
+    ]
 
 
 def max_words(unit: str) -> int:
@@ -209,9 +218,7 @@ def extract(question: str, chunks: Sequence[RetrievedChunk]) -> tuple[list[Segme
     """Cited segments for the answer and the best sentence's share of question terms."""
     weights = term_weights(question, chunks)
     wants_number = bool(ASKS_FOR_NUMBER.search(question))
-    scored = [
-        (score_sentence(c, chunks[c.chunk], weights, c.chunk + 1, wants_number), c) for c in candidates(chunks)
-    ]
+    scored = [(score_sentence(c, chunks[c.chunk], weights, c.chunk + 1, wants_number), c) for c in candidates(chunks)]
     chosen = choose(scored)
     segments: list[Segment] = []
     for i, candidate in enumerate(chosen):

@@ -65,4 +65,3 @@ def has_question(text: str) -> bool:
     stripped = SHORTCODE.sub(" ", text)
     stripped = re.sub(r"@user\b|@here\b|@channel\b|@everyone\b", " ", stripped)
     return any(char.isalnum() for char in stripped)
-

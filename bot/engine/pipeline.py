@@ -83,9 +83,18 @@ class Stopwatch:
 def to_retrieved(hit: SearchHit) -> RetrievedChunk:
     """knowledge.search.SearchHit -> the engine's RetrievedChunk (same signals, engine vocabulary)."""
     return RetrievedChunk(
-        chunk_id=hit.chunk_id, doc_id=hit.doc_id, title=hit.title, url=hit.url, doc_url=hit.doc_url,
-        heading=hit.heading, text=hit.text, score=hit.score, vector_similarity=hit.vector_similarity,
-        fts_score=hit.fts_score, vector_rank=hit.vector_rank, fts_rank=hit.fts_rank,
+        chunk_id=hit.chunk_id,
+        doc_id=hit.doc_id,
+        title=hit.title,
+        url=hit.url,
+        doc_url=hit.doc_url,
+        heading=hit.heading,
+        text=hit.text,
+        score=hit.score,
+        vector_similarity=hit.vector_similarity,
+        fts_score=hit.fts_score,
+        vector_rank=hit.vector_rank,
+        fts_rank=hit.fts_rank,
     )
 
 
@@ -101,8 +110,15 @@ def thread_key(question: Question) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, searcher: Searcher, *, generator: Generator | None = None,
-                 followup_mode: str = "context", rewriter: QueryRewriter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        searcher: Searcher,
+        *,
+        generator: Generator | None = None,
+        followup_mode: str = "context",
+        rewriter: QueryRewriter | None = None,
+    ) -> None:
         """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
         fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
         rule-based rewrite), "alone" (the message by itself), "concat" (earlier user turns + message)."""
@@ -119,7 +135,11 @@ class Pipeline:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, index: KnowledgeIndex | None = None, searcher: Searcher | None = None,
+        cls,
+        settings: Settings,
+        *,
+        index: KnowledgeIndex | None = None,
+        searcher: Searcher | None = None,
         embedder: Embedder | None = None,
     ) -> Pipeline:
         """Claude when an API key is configured, else the extractive answerer."""
@@ -158,8 +178,13 @@ class Pipeline:
             return await self._answer(question, on_delta, watch)
         except Exception as exc:  # the last line of defence: a bug must not leave the user with nothing
             log.exception("answer failed for interaction %s", question.interaction_id)
-            return self._reply(question, UNAVAILABLE_REPLY, Decision.ESCALATE,
-                               [f"internal error ({type(exc).__name__}), handed to a human"], watch)
+            return self._reply(
+                question,
+                UNAVAILABLE_REPLY,
+                Decision.ESCALATE,
+                [f"internal error ({type(exc).__name__}), handed to a human"],
+                watch,
+            )
 
     async def _answer(self, question: Question, on_delta: OnDelta | None, watch: Stopwatch) -> Answer:
         text = question.text  # plain text: Slack markup is decoded once, at the Slack edge
@@ -178,8 +203,14 @@ class Pipeline:
                 query, result, rewrite_usage = await self.retrieve(text, question.history, thread=thread_key(question))
         except Exception as exc:  # index missing, being rebuilt, disk trouble: say so and hand over
             log.warning("retrieval failed: %s", exc)
-            return self._reply(question, UNAVAILABLE_REPLY, Decision.ESCALATE,
-                               [f"knowledge search unavailable: {exc}", *notes], watch, search_query=query)
+            return self._reply(
+                question,
+                UNAVAILABLE_REPLY,
+                Decision.ESCALATE,
+                [f"knowledge search unavailable: {exc}", *notes],
+                watch,
+                search_query=query,
+            )
         chunks = [to_retrieved(hit) for hit in result.hits]
 
         with watch.stage("generate"):
@@ -188,14 +219,19 @@ class Pipeline:
             stats = await self.term_stats(result.index_version)
             values = await asyncio.to_thread(  # ~5 ms of pure Python: keep it off the event loop
                 confidence.signals,  # judged on the self-contained query, as retrieval saw it
-                query, chunks, stats=stats, citation_coverage=draft.citation_coverage,
+                query,
+                chunks,
+                stats=stats,
+                citation_coverage=draft.citation_coverage,
                 cannot_answer=draft.cannot_answer,
             )
             scale = await self.calibration(result.index_version)
             values["calibration"] = scale.index_version if scale else None
             verdict = confidence.judge(
-                values, answer_threshold=self.settings.answer_threshold,
-                caveat_threshold=self.settings.caveat_threshold, calibration=scale,
+                values,
+                answer_threshold=self.settings.answer_threshold,
+                caveat_threshold=self.settings.caveat_threshold,
+                calibration=scale,
             )
             # Claude's own verdict and its checked citations can overrule the lexical judgement
             verdict, extra = claude_verdict.review(verdict, draft.verdict, draft.citation_check, chunks)
@@ -204,14 +240,27 @@ class Pipeline:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
         body = f"{FALLBACK_NOTE}\n\n{draft.text}" if draft.fallback_reason else draft.text
         return Answer(
-            interaction_id=question.interaction_id, question=question.text, text=body, citations=draft.citations,
-            retrieved=chunks, confidence=verdict.confidence, decision=verdict.decision,
-            reasons=[*verdict.reasons, *notes], generator=draft.generator, model=draft.model,
-            fallback_reason=draft.fallback_reason, index_version=result.index_version, search_query=query,
-            latency_ms=watch.done(), usage=draft.usage + rewrite_usage, signals=values,
+            interaction_id=question.interaction_id,
+            question=question.text,
+            text=body,
+            citations=draft.citations,
+            retrieved=chunks,
+            confidence=verdict.confidence,
+            decision=verdict.decision,
+            reasons=[*verdict.reasons, *notes],
+            generator=draft.generator,
+            model=draft.model,
+            fallback_reason=draft.fallback_reason,
+            index_version=result.index_version,
+            search_query=query,
+            latency_ms=watch.done(),
+            usage=draft.usage + rewrite_usage,
+            signals=values,
         )
 
-    async def retrieve(self, text: str, history: Sequence[Turn], *, thread: str = "") -> tuple[str, SearchResult, Usage]:
+    async def retrieve(
+        self, text: str, history: Sequence[Turn], *, thread: str = ""
+    ) -> tuple[str, SearchResult, Usage]:
         """(the query the judge reads, the search result, tokens spent) for a message and its thread.
 
         Outside a thread, or in a baseline mode, one search as always. A follow-up in "context"
@@ -231,8 +280,10 @@ class Pipeline:
         if declares_new_topic(text):  # a declared new question is searched exactly as a first one
             return text, await self.searcher.asearch(text, k, per_doc=per_doc), Usage()
         rewriting = asyncio.create_task(self.rewriter.rewrite(text, history, thread=thread)) if self.rewriter else None
-        searches = [self.searcher.asearch(text, depth, per_doc=per_doc),
-                    self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc)]
+        searches = [
+            self.searcher.asearch(text, depth, per_doc=per_doc),
+            self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc),
+        ]
         if where:
             searches.append(self.searcher.asearch(text, depth, per_doc=per_doc, where=where))
         try:
@@ -242,12 +293,16 @@ class Pipeline:
                 rewriting.cancel()
             raise
         rewritten, usage = await rewriting if rewriting is not None else (None, Usage())
-        weight = dependence(text, top_alone=alone.top_vector_similarity,
-                            top_thread=within[0].top_vector_similarity if within else None)
+        weight = dependence(
+            text, top_alone=alone.top_vector_similarity, top_thread=within[0].top_vector_similarity if within else None
+        )
         if rewritten and rewritten.strip() != text.strip():  # Claude read the thread: its query leads
             lead = await self.searcher.asearch(rewritten, depth, per_doc=per_doc)
-            lists = [(1.0, lead.hits), (REWRITE_ALONE_WEIGHT, alone.hits),
-                     (weight * THREAD_WEIGHT, within[0].hits if within else [])]
+            lists = [
+                (1.0, lead.hits),
+                (REWRITE_ALONE_WEIGHT, alone.hits),
+                (weight * THREAD_WEIGHT, within[0].hits if within else []),
+            ]
             return rewritten, replace(alone, query=rewritten, hits=fuse_results(lists, k, prefer=(0, 2, 1))), usage
         if weight <= 0:  # the thread does not fit the message: the plain search, as for a first question
             return text, await self.searcher.asearch(text, k, per_doc=per_doc), usage
@@ -268,7 +323,11 @@ class Pipeline:
         return search_query(text, history)
 
     async def _generate(
-        self, question: Question, text: str, query: str, chunks: list[RetrievedChunk],
+        self,
+        question: Question,
+        text: str,
+        query: str,
+        chunks: list[RetrievedChunk],
         on_delta: OnDelta | None,
     ) -> Draft:
         """Claude if configured (it reads the thread itself); on any failure the extractive answer,
@@ -304,7 +363,9 @@ class Pipeline:
         if not self.settings.self_calibration:
             return None
         cached = self._calibration
-        stale_miss = cached is not None and cached[1] is None and time.monotonic() - cached[2] > CALIBRATION_RETRY_SECONDS
+        stale_miss = (
+            cached is not None and cached[1] is None and time.monotonic() - cached[2] > CALIBRATION_RETRY_SECONDS
+        )
         if cached is None or cached[0] != version or stale_miss:
             # A miss is looked at again later: a refresh commits its version before it calibrates it.
             index = self.searcher.index
@@ -317,12 +378,26 @@ class Pipeline:
             cached = self._calibration = (version, found, time.monotonic())
         return cached[1]
 
-    def _reply(self, question: Question, text: str, decision: Decision, reasons: list[str], watch: Stopwatch,
-               *, search_query: str = "") -> Answer:
+    def _reply(
+        self,
+        question: Question,
+        text: str,
+        decision: Decision,
+        reasons: list[str],
+        watch: Stopwatch,
+        *,
+        search_query: str = "",
+    ) -> Answer:
         """An answer that did not go through retrieval and generation (empty, human, unavailable)."""
         return Answer(
-            interaction_id=question.interaction_id, question=question.text, text=text, decision=decision,
-            reasons=reasons, generator="none", search_query=search_query, latency_ms=watch.done(),
+            interaction_id=question.interaction_id,
+            question=question.text,
+            text=text,
+            decision=decision,
+            reasons=reasons,
+            generator="none",
+            search_query=search_query,
+            latency_ms=watch.done(),
         )
 
 

@@ -24,7 +24,9 @@ from typing import Any
 from bot.engine.terms import STOPWORDS, TermStats, content_words, term_set, words
 from knowledge.text import split_sentences
 
-CODE_LINE = re.compile(r"[A-Za-z_]+(?:Exception|Error)\b|\b[A-Z]{2,}-?\d{3,}[A-Z]?\b|\berror\b|\bfailed\b", re.IGNORECASE)
+CODE_LINE = re.compile(
+    r"[A-Za-z_]+(?:Exception|Error)\b|\b[A-Z]{2,}-?\d{3,}[A-Z]?\b|\berror\b|\bfailed\b", re.IGNORECASE
+)
 GENERIC_HEADINGS = frozenset(
     "overview introduction summary notes note related information see also next steps prerequisites "
     "before you begin faq examples example resources more details background contents".split()
@@ -66,10 +68,15 @@ def sections_from_chunks(rows: Iterable[dict[str, Any]]) -> list[Section]:
     sections = []
     for (doc_id, heading), members in sorted(grouped.items()):
         members.sort(key=lambda r: int(r.get("position") or 0))
-        sections.append(Section(
-            doc_id=doc_id, title=members[0].get("title") or "", heading=heading,
-            text="\n".join(r.get("text") or "" for r in members), chunk_ids=tuple(r["chunk_id"] for r in members),
-        ))
+        sections.append(
+            Section(
+                doc_id=doc_id,
+                title=members[0].get("title") or "",
+                heading=heading,
+                text="\n".join(r.get("text") or "" for r in members),
+                chunk_ids=tuple(r["chunk_id"] for r in members),
+            )
+        )
     return sections
 
 
@@ -84,8 +91,12 @@ def _sentences(text: str) -> list[str]:
 
 def _code_lines(text: str) -> list[str]:
     """Lines a customer would paste: error messages, exceptions, codes (inside fences first)."""
-    fenced = [line.strip() for block in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.DOTALL)
-              for line in block.splitlines() if len(line.strip()) > 15]
+    fenced = [
+        line.strip()
+        for block in re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.DOTALL)
+        for line in block.splitlines()
+        if len(line.strip()) > 15
+    ]
     return [line for line in fenced if CODE_LINE.search(line)] or fenced
 
 
@@ -154,11 +165,18 @@ def vocabulary_of(stats: TermStats | None, sections: Sequence[Section]) -> list[
     if stats is None:
         return sorted(set(seen.values()))
     low, high = 2, max(3, int(0.2 * stats.documents))
-    return sorted({word for stem_, word in seen.items()
-                   if low <= stats.df.get(stem_, 0) <= high and word not in STOPWORDS and not word.isdigit()})
+    return sorted(
+        {
+            word
+            for stem_, word in seen.items()
+            if low <= stats.df.get(stem_, 0) <= high and word not in STOPWORDS and not word.isdigit()
+        }
+    )
 
 
-def make_probes(sections: Sequence[Section], *, limit: int, stats: TermStats | None = None, seed: int = 0) -> list[Probe]:
+def make_probes(
+    sections: Sequence[Section], *, limit: int, stats: TermStats | None = None, seed: int = 0
+) -> list[Probe]:
     """Up to `limit` probes from as many different sections as possible, kinds in turn.
     The choice depends only on the sections and the seed, so a refresh that changes nothing
     makes the same probes (and the cache of scored probes stays valid)."""

@@ -131,8 +131,11 @@ def is_clarification(text: str) -> bool:
 def context_poor(text: str) -> bool:
     """Few content words, a pronoun among the first words, or a connective opener ("and for ACH?")."""
     lowered = words(text)
-    return (len(content_terms(text)) <= POOR_TERMS or bool(PRONOUNS & set(lowered[:PRONOUN_REACH]))
-            or bool(CONNECTIVE_OPENER.match(text)))
+    return (
+        len(content_terms(text)) <= POOR_TERMS
+        or bool(PRONOUNS & set(lowered[:PRONOUN_REACH]))
+        or bool(CONNECTIVE_OPENER.match(text))
+    )
 
 
 def dependence(text: str, *, top_alone: float, top_thread: float | None) -> float:
@@ -153,8 +156,11 @@ def dependence(text: str, *, top_alone: float, top_thread: float | None) -> floa
 
 def earlier_user_turns(history: Sequence[Turn], current: str) -> list[str]:
     """The thread's earlier user messages, oldest first (the current one left out)."""
-    return [turn.text.strip() for turn in history
-            if turn.role == "user" and turn.text.strip() and turn.text.strip() != current.strip()]
+    return [
+        turn.text.strip()
+        for turn in history
+        if turn.role == "user" and turn.text.strip() and turn.text.strip() != current.strip()
+    ]
 
 
 def contextual_query(text: str, history: Sequence[Turn] = ()) -> str:
@@ -179,8 +185,9 @@ def cited_pages(history: Sequence[Turn]) -> list[str]:
     return []
 
 
-def fuse_results(lists: Sequence[tuple[float, Sequence[Any]]], k: int, rrf_k: int = FUSION_RRF_K,
-                 prefer: Sequence[int] = ()) -> list[Any]:
+def fuse_results(
+    lists: Sequence[tuple[float, Sequence[Any]]], k: int, rrf_k: int = FUSION_RRF_K, prefer: Sequence[int] = ()
+) -> list[Any]:
     """Weighted reciprocal-rank fusion of several hit lists at document level.
 
     Each list is (weight, hits in rank order); a document's rank in a list is the rank of its

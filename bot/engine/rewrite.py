@@ -53,7 +53,7 @@ def thread_prompt(text: str, history: Sequence[Turn]) -> str:
 def clean_rewrite(reply: str) -> str | None:
     """The first non-empty line of the reply, unquoted and capped; None when there is none."""
     for line in reply.splitlines():
-        line = line.strip().strip('"“”\'`').strip()
+        line = line.strip().strip("\"“”'`").strip()
         if line:
             return line[:QUERY_CHARS]
     return None
@@ -62,15 +62,23 @@ def clean_rewrite(reply: str) -> str | None:
 class QueryRewriter:
     """Claude (the configured model, one attempt, short timeout) rewriting follow-ups, cached."""
 
-    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic | None = None, *,
-                 timeout: float = REWRITE_TIMEOUT, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        timeout: float = REWRITE_TIMEOUT,
+        cache_size: int = CACHE_SIZE,
+    ) -> None:
         self.settings = settings
         self.timeout = timeout
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.client = client or anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
-            base_url=settings.anthropic_base_url or None, max_retries=0, timeout=timeout,
+            base_url=settings.anthropic_base_url or None,
+            max_retries=0,
+            timeout=timeout,
         )
 
     async def rewrite(self, text: str, history: Sequence[Turn], *, thread: str) -> tuple[str | None, Usage]:
@@ -80,10 +88,15 @@ class QueryRewriter:
             self._cache.move_to_end(key)
             return self._cache[key], Usage()
         try:
-            message = await asyncio.wait_for(self.client.messages.create(
-                model=self.settings.anthropic_model, max_tokens=REWRITE_MAX_TOKENS, system=REWRITE_PROMPT,
-                messages=[{"role": "user", "content": thread_prompt(text, history)}],
-            ), self.timeout)
+            message = await asyncio.wait_for(
+                self.client.messages.create(
+                    model=self.settings.anthropic_model,
+                    max_tokens=REWRITE_MAX_TOKENS,
+                    system=REWRITE_PROMPT,
+                    messages=[{"role": "user", "content": thread_prompt(text, history)}],
+                ),
+                self.timeout,
+            )
         except Exception as exc:  # timeout, API error, network: the offline path answers alone
             log.warning("query rewrite unavailable, searching offline: %s", type(exc).__name__)
             return None, Usage()

@@ -26,8 +26,12 @@ def sources_lines(answer: Answer) -> list[str]:
 def render_answer(answer: Answer, *, width: int = 100, details: bool = True) -> str:
     """Answer text, 'Sources', then decision, confidence, generator and reasons."""
     paragraphs = [
-        "\n".join(textwrap.fill(line, width, subsequent_indent="  " if line.lstrip().startswith(("*", "-")) else "")
-                  if line.strip() else "" for line in block.split("\n"))
+        "\n".join(
+            textwrap.fill(line, width, subsequent_indent="  " if line.lstrip().startswith(("*", "-")) else "")
+            if line.strip()
+            else ""
+            for line in block.split("\n")
+        )
         for block in answer.text.split("\n\n")
     ]
     lines = ["\n\n".join(paragraphs)]
@@ -46,5 +50,7 @@ def render_answer(answer: Answer, *, width: int = 100, details: bool = True) -> 
         lines += [f"  - {reason}" for reason in answer.reasons]
         stages = ", ".join(f"{name} {ms:.0f} ms" for name, ms in answer.latency_ms.items())
         if stages:
-            lines.append(f"Timing: {stages}" + (f" · cost ${answer.usage.cost_usd:.5f}" if answer.usage.cost_usd else ""))
+            lines.append(
+                f"Timing: {stages}" + (f" · cost ${answer.usage.cost_usd:.5f}" if answer.usage.cost_usd else "")
+            )
     return "\n".join(lines)

@@ -68,9 +68,15 @@ class Verdict(str, Enum):
 
 
 WORDS = {
-    "full": Verdict.FULL, "fully": Verdict.FULL, "yes": Verdict.FULL,
-    "partial": Verdict.PARTIAL, "partly": Verdict.PARTIAL, "partially": Verdict.PARTIAL,
-    "none": Verdict.NONE, "no": Verdict.NONE, "not at all": Verdict.NONE,
+    "full": Verdict.FULL,
+    "fully": Verdict.FULL,
+    "yes": Verdict.FULL,
+    "partial": Verdict.PARTIAL,
+    "partly": Verdict.PARTIAL,
+    "partially": Verdict.PARTIAL,
+    "none": Verdict.NONE,
+    "no": Verdict.NONE,
+    "not at all": Verdict.NONE,
 }
 SAYS = {
     Verdict.FULL: "the sources fully answer it",
@@ -79,8 +85,11 @@ SAYS = {
 }
 STEP_DOWN = {Decision.ANSWER: Decision.ANSWER_WITH_CAVEAT, Decision.ANSWER_WITH_CAVEAT: Decision.ESCALATE}
 RANK = {Decision.ESCALATE: 0, Decision.ANSWER_WITH_CAVEAT: 1, Decision.ANSWER: 2}
-WOULD = {Decision.ANSWER: "answered", Decision.ANSWER_WITH_CAVEAT: "answered with a caveat",
-         Decision.ESCALATE: "escalated"}
+WOULD = {
+    Decision.ANSWER: "answered",
+    Decision.ANSWER_WITH_CAVEAT: "answered with a caveat",
+    Decision.ESCALATE: "escalated",
+}
 
 
 def tag_start(text: str) -> int:
@@ -178,16 +187,17 @@ def combine(
         lead = f"Claude: {SAYS[verdict]}; {retrieval}"
     elif similarity < floor:
         decision = Decision.ESCALATE
-        lead = (f"retrieval found essentially nothing (best source similarity {similarity:.2f} is below "
-                f"{floor:.2f}), so Claude's verdict '{verdict.value}' was overruled; {cited}")
+        lead = (
+            f"retrieval found essentially nothing (best source similarity {similarity:.2f} is below "
+            f"{floor:.2f}), so Claude's verdict '{verdict.value}' was overruled; {cited}"
+        )
     elif citations.fully_cited:
         decision = Decision.ANSWER if verdict is Verdict.FULL else Decision.ANSWER_WITH_CAVEAT
         lead = f"Claude: {SAYS[verdict]}; {cited}; {retrieval}"
     else:
         cap = Decision.ANSWER if verdict is Verdict.FULL else Decision.ANSWER_WITH_CAVEAT
         decision = min(judgement.decision, cap, key=RANK.__getitem__)
-        lead = (f"retrieval confidence {judgement.confidence:.2f} decided: Claude says {SAYS[verdict]}, "
-                f"but {cited}")
+        lead = f"retrieval confidence {judgement.confidence:.2f} decided: Claude says {SAYS[verdict]}, but {cited}"
     if citations.unverified and decision in STEP_DOWN:
         decision = STEP_DOWN[decision]
         lead += f"; an unverifiable citation lowered the decision to {WOULD[decision]}"
@@ -203,8 +213,9 @@ def review(
     return final, signals(verdict, citations, judgement, final, similarity)
 
 
-def signals(verdict: Verdict | None, citations: CitationCheck, before: Judgement, after: Judgement,
-            similarity: float) -> dict[str, Any]:
+def signals(
+    verdict: Verdict | None, citations: CitationCheck, before: Judgement, after: Judgement, similarity: float
+) -> dict[str, Any]:
     """What evals report: the verdict, the citation check and what the retrieval alone decided."""
     if verdict is None:
         return {}

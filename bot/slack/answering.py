@@ -39,16 +39,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SORRY_TEXT = ("Sorry, something went wrong while I was looking that up, and the team has been alerted. "
-              "Please try again in a minute.")
+SORRY_TEXT = (
+    "Sorry, something went wrong while I was looking that up, and the team has been alerted. "
+    "Please try again in a minute."
+)
 WORKING_STATUS = "is searching the knowledge base…"
 # chat.appendStream is rate-limited per workspace: ~600 characters per call keeps a 4,000-character
 # answer to about 7 calls instead of ~33 at 120.
 STREAM_BUFFER_CHARS = 600
 # Status reactions on the asker's message (needs reactions:write; skipped for good if not granted).
 REACTIONS = {"working": "eyes", "answered": "white_check_mark", "escalated": "raising_hand", "failed": "warning"}
-RESTARTED_TEXT = ("Sorry, I was restarted before I could answer this, and it's been a while. "
-                  "Please ask again if you still need an answer.")
+RESTARTED_TEXT = (
+    "Sorry, I was restarted before I could answer this, and it's been a while. "
+    "Please ask again if you still need an answer."
+)
 RECOVER_MAX_AGE_SECONDS = 3600  # older unfinished questions get an apology instead of a late answer
 REACTIONS_PAUSE_SECONDS = 60.0
 HISTORY_PAGE = 200
@@ -90,8 +94,16 @@ SetStatus = Callable[[str], Awaitable[Any]]
 
 
 class Responder:
-    def __init__(self, settings: Settings, pipeline: Pipeline, store: InteractionStore, escalations: Escalations, limiter: AnswerLimiter,
-                 metrics: Metrics, alerts: Alerts | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        store: InteractionStore,
+        escalations: Escalations,
+        limiter: AnswerLimiter,
+        metrics: Metrics,
+        alerts: Alerts | None = None,
+    ) -> None:
         self.settings = settings
         self.alerts = alerts or escalations.alerts
         self.metrics = metrics
@@ -112,8 +124,13 @@ class Responder:
         if not self.reactions_allowed or time.monotonic() < self.reactions_paused_until:
             return
         # no retry handlers: a rate-limited reaction is skipped, never waited for (answers come first)
-        client = AsyncWebClient(token=client.token, base_url=client.base_url, session=client.session,
-                                timeout=client.timeout, retry_handlers=[])
+        client = AsyncWebClient(
+            token=client.token,
+            base_url=client.base_url,
+            session=client.session,
+            timeout=client.timeout,
+            retry_handlers=[],
+        )
         calls = [("remove", REACTIONS[remove])] if remove else []
         calls.append(("add", REACTIONS[state]))
         for verb, name in calls:
@@ -135,8 +152,9 @@ class Responder:
             except Exception as exc:  # noqa: BLE001
                 log.info("status reaction %s failed: %s", name, exc)
 
-    async def respond(self, client: AsyncWebClient, ask: Ask, *, set_status: SetStatus | None = None,
-                      recovering: bool = False) -> Answer | None:
+    async def respond(
+        self, client: AsyncWebClient, ask: Ask, *, set_status: SetStatus | None = None, recovering: bool = False
+    ) -> Answer | None:
         """Answer one message, once: the in-memory guard is taken before any await, then the
         question is recorded as received in the store (which also refuses a message already
         received before a restart), and marked done once its thread shows an outcome."""
@@ -160,8 +178,15 @@ class Responder:
 
     async def _receive(self, ask: Ask) -> bool:
         try:
-            return await self.store.receive(ask.channel, ask.message_ts, thread_ts=ask.thread_ts, user=ask.user,
-                                            team_id=ask.team_id, surface=ask.surface, ask=ask.to_record())
+            return await self.store.receive(
+                ask.channel,
+                ask.message_ts,
+                thread_ts=ask.thread_ts,
+                user=ask.user,
+                team_id=ask.team_id,
+                surface=ask.surface,
+                ask=ask.to_record(),
+            )
         except Exception:  # noqa: BLE001 (a broken log must not cost the asker the answer)
             log.exception("could not record received question %s/%s", ask.channel, ask.message_ts)
             return True
@@ -208,8 +233,12 @@ class Responder:
     async def _respond(self, client: AsyncWebClient, ask: Ask, set_status: SetStatus | None) -> Answer | None:
         notes = [note for note in [blocks.attachments_note(ask.files)] if note]
         question = Question(
-            text=normalise_slack(ask.text), history=await self.history(client, ask), asker=ask.user,
-            channel=ask.channel, thread_ts=ask.thread_ts, team_id=ask.team_id,
+            text=normalise_slack(ask.text),
+            history=await self.history(client, ask),
+            asker=ask.user,
+            channel=ask.channel,
+            thread_ts=ask.thread_ts,
+            team_id=ask.team_id,
         )
 
         async def tell_queued(seconds: float) -> None:
@@ -225,8 +254,13 @@ class Responder:
             return None
         if answer.decision is Decision.ESCALATE:
             posted = await self.escalations.escalate(
-                client, question=question, answer=answer, question_ts=ask.message_ts, trigger=TRIGGER_DECISION,
-                asker_notice=None if blocks.has_draft(answer) else answer.text, notice_ts=ask.reply_ts,
+                client,
+                question=question,
+                answer=answer,
+                question_ts=ask.message_ts,
+                trigger=TRIGGER_DECISION,
+                asker_notice=None if blocks.has_draft(answer) else answer.text,
+                notice_ts=ask.reply_ts,
             )
             await self.react(client, ask, "escalated" if posted else "failed", remove="working")
         else:
@@ -245,8 +279,9 @@ class Responder:
             log.exception("answering %s/%s failed", ask.channel, ask.message_ts)
             await self.alerts.alert(client, f"answering {ask.channel}/{ask.message_ts} failed", [error_code(exc)])
             if stream is not None and stream.ts:
-                await stream.replace(self.alerts, [("blocks", blocks.notice_blocks(SORRY_TEXT))], SORRY_TEXT,
-                                     what="apology")
+                await stream.replace(
+                    self.alerts, [("blocks", blocks.notice_blocks(SORRY_TEXT))], SORRY_TEXT, what="apology"
+                )
             else:
                 await self.post_notice(client, ask, SORRY_TEXT)
             return None
@@ -257,29 +292,47 @@ class Responder:
             if is_answer and not answer.fallback_reason:
                 await stream.finish(self.alerts, answer, notes)
             elif is_answer:  # the stream was cut and the engine answered another way: replace the text
-                await self.alerts.alert(client, f"streamed answer in {ask.channel}/{ask.thread_ts} replaced",
-                                        [answer.fallback_reason or "stream replaced"])
-                await stream.replace(self.alerts, blocks.answer_variants(answer, notes=notes),
-                                     blocks.answer_body(answer), what="answer (replacing a cut stream)")
+                await self.alerts.alert(
+                    client,
+                    f"streamed answer in {ask.channel}/{ask.thread_ts} replaced",
+                    [answer.fallback_reason or "stream replaced"],
+                )
+                await stream.replace(
+                    self.alerts,
+                    blocks.answer_variants(answer, notes=notes),
+                    blocks.answer_body(answer),
+                    what="answer (replacing a cut stream)",
+                )
             else:  # streamed, then escalated or a clarifying question: that message becomes the notice
                 ask.reply_ts = await stream.close()
                 problems = [*stream.errors, *([answer.fallback_reason] if answer.fallback_reason else [])]
                 if problems:
-                    await self.alerts.alert(client, f"streamed reply in {ask.channel}/{ask.thread_ts} closed "
-                                                    f"({answer.decision.value})", problems)
+                    await self.alerts.alert(
+                        client,
+                        f"streamed reply in {ask.channel}/{ask.thread_ts} closed ({answer.decision.value})",
+                        problems,
+                    )
         elif is_answer:
             variants = blocks.answer_variants(answer, notes=notes)
             if self.plain_feedback_only:  # Slack refused feedback buttons on chat.postMessage before
                 variants = variants[1:]
-            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts, variants=variants,
-                                   text=blocks.answer_body(answer), alerts=self.alerts, what="answer",
-                                   dm_user=ask.user)
+            result = await deliver(
+                client,
+                channel=ask.channel,
+                thread_ts=ask.thread_ts,
+                variants=variants,
+                text=blocks.answer_body(answer),
+                alerts=self.alerts,
+                what="answer",
+                dm_user=ask.user,
+            )
             if result.variant == "degraded" and "blocks: invalid_blocks" in result.errors:
                 self.plain_feedback_only = True
                 log.warning("Slack refused context_actions feedback buttons; answers use plain buttons from now on")
         if answer.decision is Decision.CLARIFY:  # no question found: the engine says what it needs
-            await self.post_notice(client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]),
-                                   update_ts=ask.reply_ts)
+            await self.post_notice(
+                client, ask, "\n\n".join([blocks.markdown_to_mrkdwn(answer.text), *notes]), update_ts=ask.reply_ts
+            )
         elif notes and not (stream is not None and stream.touched) and answer.decision is Decision.ESCALATE:
             # escalated: the hand-off notice follows from Escalations
             await self.post_notice(client, ask, notes[0])
@@ -287,8 +340,13 @@ class Responder:
 
     async def _log(self, question: Question, answer: Answer, ask: Ask, *, streamed: bool) -> None:
         """Logged before the reply is posted, so a click on its buttons always finds the record."""
-        slack = {"surface": ask.surface, "message_ts": ask.message_ts, "thread_ts": ask.thread_ts,
-                 "files": ask.files, "streamed": streamed}
+        slack = {
+            "surface": ask.surface,
+            "message_ts": ask.message_ts,
+            "thread_ts": ask.thread_ts,
+            "files": ask.files,
+            "streamed": streamed,
+        }
         try:
             await self.store.log_answer(question, answer, slack=slack)
         except Exception:
@@ -306,18 +364,33 @@ class Responder:
                 return []
         return thread_history(messages, before_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
 
-    async def post_notice(self, client: AsyncWebClient, ask: Ask, mrkdwn: str, what: str = "notice",
-                          update_ts: str | None = None) -> Delivery:
+    async def post_notice(
+        self, client: AsyncWebClient, ask: Ask, mrkdwn: str, what: str = "notice", update_ts: str | None = None
+    ) -> Delivery:
         """A notice in the asker's thread (or, with `update_ts`, in place of a streamed message)."""
         result = Delivery()
         if update_ts:
-            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
-                                   variants=[("blocks", blocks.notice_blocks(mrkdwn))], text=mrkdwn,
-                                   alerts=self.alerts, what=what, update_ts=update_ts)
+            result = await deliver(
+                client,
+                channel=ask.channel,
+                thread_ts=ask.thread_ts,
+                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
+                text=mrkdwn,
+                alerts=self.alerts,
+                what=what,
+                update_ts=update_ts,
+            )
         if not result.ok:
-            result = await deliver(client, channel=ask.channel, thread_ts=ask.thread_ts,
-                                   variants=[("blocks", blocks.notice_blocks(mrkdwn))], text=mrkdwn,
-                                   alerts=self.alerts, what=what, dm_user=ask.user)
+            result = await deliver(
+                client,
+                channel=ask.channel,
+                thread_ts=ask.thread_ts,
+                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
+                text=mrkdwn,
+                alerts=self.alerts,
+                what=what,
+                dm_user=ask.user,
+            )
         return result
 
 
@@ -327,8 +400,9 @@ async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> l
     messages: list[dict[str, Any]] = []
     cursor = None
     for _ in range(HISTORY_MAX_PAGES):
-        page = await client.conversations_replies(channel=channel, ts=thread_ts, limit=HISTORY_PAGE,
-                                                  **({"cursor": cursor} if cursor else {}))
+        page = await client.conversations_replies(
+            channel=channel, ts=thread_ts, limit=HISTORY_PAGE, **({"cursor": cursor} if cursor else {})
+        )
         seen = {m.get("ts") for m in messages}
         messages.extend(m for m in page.get("messages") or [] if m.get("ts") not in seen)
         cursor = (page.get("response_metadata") or {}).get("next_cursor")
@@ -351,7 +425,10 @@ class AnswerStream:
         # chat.startStream/stopStream are Tier 2 (~20 a minute per workspace): when Slack says wait,
         # the answer is posted normally at once instead of after a Retry-After of up to a minute.
         self.stream_client = AsyncWebClient(
-            token=client.token, base_url=client.base_url, session=client.session, timeout=client.timeout,
+            token=client.token,
+            base_url=client.base_url,
+            session=client.session,
+            timeout=client.timeout,
             retry_handlers=[h for h in client.retry_handlers if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
         )
         self.ask = ask
@@ -364,7 +441,6 @@ class AnswerStream:
     def ts(self) -> str | None:
         return self._stream.ts if self._stream is not None else None
 
-
     @property
     def broken(self) -> bool:
         return bool(self.errors)
@@ -376,8 +452,11 @@ class AnswerStream:
         try:
             if self._stream is None:
                 self._stream = await self.stream_client.chat_stream(
-                    channel=self.ask.channel, thread_ts=self.ask.thread_ts, buffer_size=STREAM_BUFFER_CHARS,
-                    recipient_team_id=self.ask.team_id, recipient_user_id=self.ask.user,
+                    channel=self.ask.channel,
+                    thread_ts=self.ask.thread_ts,
+                    buffer_size=STREAM_BUFFER_CHARS,
+                    recipient_team_id=self.ask.team_id,
+                    recipient_user_id=self.ask.user,
                 )
             safe = self.sanitizer.feed(piece)
             if safe:
@@ -422,18 +501,25 @@ class AnswerStream:
     async def finish(self, alerts: Alerts, answer: Answer, notes: list[str]) -> None:
         """Close the stream with the footer (sources, feedback); on failure, fall back."""
         if not self.broken and self._stream is not None:
-            footers = [blocks.answer_footer_blocks(answer, notes=notes),
-                       blocks.answer_footer_blocks(answer, notes=notes, plain_feedback=True)]
+            footers = [
+                blocks.answer_footer_blocks(answer, notes=notes),
+                blocks.answer_footer_blocks(answer, notes=notes, plain_feedback=True),
+            ]
             if await self._stop(footers, text=self.sanitizer.flush() or None):
                 if self.errors:
-                    await alerts.alert(self.client, f"streamed answer in {self.ask.channel}/{self.ask.thread_ts} "
-                                                    "delivered with a plainer footer", self.errors)
+                    await alerts.alert(
+                        self.client,
+                        f"streamed answer in {self.ask.channel}/{self.ask.thread_ts} delivered with a plainer footer",
+                        self.errors,
+                    )
                 return
-        await self.replace(alerts, blocks.answer_variants(answer, notes=notes), blocks.answer_body(answer),
-                           what="streamed answer")
+        await self.replace(
+            alerts, blocks.answer_variants(answer, notes=notes), blocks.answer_body(answer), what="streamed answer"
+        )
 
-    async def replace(self, alerts: Alerts, variants: list[tuple[str, list[dict[str, Any]]]], text: str,
-                      *, what: str) -> Delivery:
+    async def replace(
+        self, alerts: Alerts, variants: list[tuple[str, list[dict[str, Any]]]], text: str, *, what: str
+    ) -> Delivery:
         """Put the whole message in place of the stream: an update of the streamed message if there
         is one (so no truncated text stays behind), else a normal post."""
         if self._stream is not None and self.ts and not self.broken:
@@ -448,12 +534,28 @@ class AnswerStream:
                 self.errors.append(f"stopStream: {error_code(exc)}")
         result = Delivery()
         if self.ts:
-            result = await deliver(self.client, channel=self.ask.channel, thread_ts=self.ask.thread_ts,
-                                   variants=variants, text=text, alerts=None, what=what, update_ts=self.ts)
+            result = await deliver(
+                self.client,
+                channel=self.ask.channel,
+                thread_ts=self.ask.thread_ts,
+                variants=variants,
+                text=text,
+                alerts=None,
+                what=what,
+                update_ts=self.ts,
+            )
             self.errors.extend(f"update {e}" for e in result.errors)
         if not result.ok:
-            result = await deliver(self.client, channel=self.ask.channel, thread_ts=self.ask.thread_ts,
-                                   variants=variants, text=text, alerts=None, what=what, dm_user=self.ask.user)
+            result = await deliver(
+                self.client,
+                channel=self.ask.channel,
+                thread_ts=self.ask.thread_ts,
+                variants=variants,
+                text=text,
+                alerts=None,
+                what=what,
+                dm_user=self.ask.user,
+            )
             self.errors.extend(result.errors)
         if self.errors:
             outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"

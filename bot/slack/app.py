@@ -82,9 +82,13 @@ def create_web_client(settings: Settings, token: str | None = None) -> AsyncWebC
     connection errors and HTTP 500/503 (slack_sdk retries neither 5xx by default)."""
     base_url = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
     return AsyncWebClient(
-        token=token or secret(settings.slack_bot_token), base_url=base_url,
-        retry_handlers=[*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-                        AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES)],
+        token=token or secret(settings.slack_bot_token),
+        base_url=base_url,
+        retry_handlers=[
+            *async_default_handlers(),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
+        ],
     )
 
 
@@ -118,8 +122,16 @@ def create_app(
         # *at that moment* onto its loggers (including "supportbot"), freezing them at it.
         logger=logging.getLogger("bot.slack.bolt"),
     )
-    bot = SupportBot(settings=settings, pipeline=pipeline, store=store, index=index, app=app, client=client,
-                     socket_mode=socket_mode, signing_secret=signing_secret if signing_secret and not socket_mode else None)
+    bot = SupportBot(
+        settings=settings,
+        pipeline=pipeline,
+        store=store,
+        index=index,
+        app=app,
+        client=client,
+        socket_mode=socket_mode,
+        signing_secret=signing_secret if signing_secret and not socket_mode else None,
+    )
     Listeners(bot).register(app)
     return bot
 
@@ -211,8 +223,9 @@ def create_web_app(
         if bot.signing_secret and (problem := signature_problem(bot.signing_secret, raw, request.headers)):
             return web.Response(status=401, text=problem)  # before any byte of the body is parsed
         try:
-            bolt_request = AsyncBoltRequest(body=raw.decode("utf-8"), query=request.query_string,
-                                            headers=request.headers)  # type: ignore[arg-type]
+            bolt_request = AsyncBoltRequest(
+                body=raw.decode("utf-8"), query=request.query_string, headers=dict(request.headers)
+            )
         except UnicodeDecodeError:
             return web.Response(status=400, text="request body is not UTF-8")
         except Exception:  # noqa: BLE001 (a malformed JSON or form body: the sender's mistake, not ours)
@@ -241,8 +254,11 @@ def create_web_app(
             "data_dir": await in_thread(data_dir_problem, bot.settings.data_dir),
         }
         not_ready = [name for name, problem in checks.items() if problem]
-        body = {"ready": not not_ready, "not_ready": not_ready,
-                "checks": {name: problem or "ok" for name, problem in checks.items()}}
+        body = {
+            "ready": not not_ready,
+            "not_ready": not_ready,
+            "checks": {name: problem or "ok" for name, problem in checks.items()},
+        }
         return web.json_response(body, status=503 if not_ready else 200)
 
     async def metrics(_request: web.Request) -> web.Response:

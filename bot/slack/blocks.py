@@ -232,6 +232,7 @@ def text_size(payload: Any) -> int:
 
 # --------------------------------------------------------------------------- blocks
 
+
 def sections(mrkdwn: str) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}} for piece in split_text(mrkdwn)]
 
@@ -241,22 +242,28 @@ def context(mrkdwn: str) -> dict[str, Any]:
 
 
 def button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
-    element = {"type": "button", "text": {"type": "plain_text", "text": text, "emoji": True},
-               "action_id": action_id, "value": value}
+    element = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+        "action_id": action_id,
+        "value": value,
+    }
     if style:
         element["style"] = style
     return element
 
 
 def sources_block(citations: Iterable[Citation], limit: int = SECTION_LIMIT) -> dict[str, Any] | None:
-    """"Sources" with one numbered link per marker number, in marker order."""
+    """ "Sources" with one numbered link per marker number, in marker order."""
     by_number: dict[int, Citation] = {}
     for citation in citations:
         by_number.setdefault(citation.number, citation)
     if not by_number:
         return None
     lines = [
-        neutralize_pings(f"{number}. {link(c.url, c.title or c.url) if safe_url(c.url) else escape(c.title or c.doc_id)}")
+        neutralize_pings(
+            f"{number}. {link(c.url, c.title or c.url) if safe_url(c.url) else escape(c.title or c.doc_id)}"
+        )
         for number, c in sorted(by_number.items())
     ]
     return context(fit_lines("*Sources*", lines, limit))
@@ -282,25 +289,42 @@ def feedback_blocks(interaction_id: str, *, plain: bool = False) -> list[dict[st
     (`invalid_blocks`): the same three choices as ordinary buttons in one actions block.
     """
     if plain:
-        return [{"type": "actions", "block_id": f"{FEEDBACK_BLOCK_PREFIX}{interaction_id}", "elements": [
-            button("👍", FEEDBACK_UP_ACTION, f"up:{interaction_id}"),
-            button("👎", FEEDBACK_DOWN_ACTION, f"down:{interaction_id}"),
-            button("Ask a human", ASK_HUMAN_ACTION, interaction_id),
-        ]}]
+        return [
+            {
+                "type": "actions",
+                "block_id": f"{FEEDBACK_BLOCK_PREFIX}{interaction_id}",
+                "elements": [
+                    button("👍", FEEDBACK_UP_ACTION, f"up:{interaction_id}"),
+                    button("👎", FEEDBACK_DOWN_ACTION, f"down:{interaction_id}"),
+                    button("Ask a human", ASK_HUMAN_ACTION, interaction_id),
+                ],
+            }
+        ]
     thumbs = {
         "type": "context_actions",
         "block_id": f"{FEEDBACK_BLOCK_PREFIX}{interaction_id}",
-        "elements": [{
-            "type": "feedback_buttons",
-            "action_id": FEEDBACK_ACTION,
-            "positive_button": {"text": {"type": "plain_text", "text": "👍"}, "value": f"up:{interaction_id}",
-                                "accessibility_label": "This answer helped"},
-            "negative_button": {"text": {"type": "plain_text", "text": "👎"}, "value": f"down:{interaction_id}",
-                                "accessibility_label": "This answer did not help"},
-        }],
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": {
+                    "text": {"type": "plain_text", "text": "👍"},
+                    "value": f"up:{interaction_id}",
+                    "accessibility_label": "This answer helped",
+                },
+                "negative_button": {
+                    "text": {"type": "plain_text", "text": "👎"},
+                    "value": f"down:{interaction_id}",
+                    "accessibility_label": "This answer did not help",
+                },
+            }
+        ],
     }
-    ask = {"type": "actions", "block_id": f"ask:{interaction_id}",
-           "elements": [button("Ask a human", ASK_HUMAN_ACTION, interaction_id)]}
+    ask = {
+        "type": "actions",
+        "block_id": f"ask:{interaction_id}",
+        "elements": [button("Ask a human", ASK_HUMAN_ACTION, interaction_id)],
+    }
     return [thumbs, ask]
 
 
@@ -322,8 +346,9 @@ def answer_body(answer: Answer) -> str:
     return link_citation_markers(markdown_to_mrkdwn(answer.text), answer.citations)
 
 
-def answer_footer_blocks(answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False,
-                         sources_limit: int = SECTION_LIMIT) -> list[dict[str, Any]]:
+def answer_footer_blocks(
+    answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False, sources_limit: int = SECTION_LIMIT
+) -> list[dict[str, Any]]:
     """Everything below the answer text: caveat, notes, sources, feedback and "Ask a human"."""
     blocks: list[dict[str, Any]] = []
     if answer.decision is Decision.ANSWER_WITH_CAVEAT:
@@ -335,8 +360,9 @@ def answer_footer_blocks(answer: Answer, *, notes: Iterable[str] = (), plain_fee
     return blocks
 
 
-def fit_body(body_mrkdwn: str, head: list[dict[str, Any]], tail: list[dict[str, Any]],
-             budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
+def fit_body(
+    body_mrkdwn: str, head: list[dict[str, Any]], tail: list[dict[str, Any]], budget: int = MESSAGE_TEXT_BUDGET
+) -> list[dict[str, Any]]:
     """`head` + the body as sections + `tail`, within `budget` characters of text and 50 blocks:
     the body is cut (at a safe boundary, with a note) before `head` or `tail` lose anything."""
     room_chars = budget - text_size(head) - text_size(tail)
@@ -350,14 +376,16 @@ def fit_body(body_mrkdwn: str, head: list[dict[str, Any]], tail: list[dict[str, 
     return head + pieces + tail
 
 
-def answer_blocks(answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False,
-                  budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
+def answer_blocks(
+    answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False, budget: int = MESSAGE_TEXT_BUDGET
+) -> list[dict[str, Any]]:
     """The whole answer message within Slack's limits; the body is cut before the footer is ever dropped."""
     notes = list(notes)
     footer = answer_footer_blocks(answer, notes=notes, plain_feedback=plain_feedback)
     if text_size(footer) > budget // 2:  # huge notes or source lists give way to the answer
-        footer = answer_footer_blocks(answer, notes=[truncate(n, 500) for n in notes],
-                                      plain_feedback=plain_feedback, sources_limit=1500)
+        footer = answer_footer_blocks(
+            answer, notes=[truncate(n, 500) for n in notes], plain_feedback=plain_feedback, sources_limit=1500
+        )
     return fit_body(answer_body(answer), [], footer, budget)
 
 
@@ -371,8 +399,12 @@ def answer_variants(answer: Answer, *, notes: Iterable[str] = ()) -> list[tuple[
     return [
         ("blocks", answer_blocks(answer, notes=notes)),
         ("degraded", answer_blocks(answer, notes=notes, plain_feedback=True)),
-        ("trimmed", answer_blocks(answer, notes=[truncate(n, 300) for n in notes], plain_feedback=True,
-                                  budget=TRIMMED_BODY_CHARS + 1500)),
+        (
+            "trimmed",
+            answer_blocks(
+                answer, notes=[truncate(n, 300) for n in notes], plain_feedback=True, budget=TRIMMED_BODY_CHARS + 1500
+            ),
+        ),
     ]
 
 
@@ -398,12 +430,16 @@ def status_text(stats: dict[str, Any]) -> str:
     last = stats.get("last_refresh") or {}
     if last:
         totals = last.get("totals") or {}
-        counts = ", ".join(f"{name} {totals.get(name, 0)}" for name in ("added", "updated", "unchanged", "deleted", "failed"))
+        counts = ", ".join(
+            f"{name} {totals.get(name, 0)}" for name in ("added", "updated", "unchanged", "deleted", "failed")
+        )
         lines.append(f"*Last refresh*: {escape(str(last.get('started_at') or 'unknown'))} ({counts})")
     if "calibration" in stats:
         lines.append(f"*Escalation*: {escape(describe_calibration(stats['calibration']))}")
     if stats.get("sources"):
-        lines.append("*Sources*: " + ", ".join(f"`{escape(display_source(source))}`" for source in stats["sources"][:20]))
+        lines.append(
+            "*Sources*: " + ", ".join(f"`{escape(display_source(source))}`" for source in stats["sources"][:20])
+        )
     return neutralize_pings("\n".join(lines))
 
 
@@ -422,6 +458,7 @@ def refresh_text(summary: str, user: str, calibration: dict[str, Any] | None = N
 
 
 # --------------------------------------------------------------------------- escalation
+
 
 def escalation_blocks(
     *,
@@ -446,8 +483,15 @@ def escalation_blocks(
     who = f"<@{asker}>" if asker else "someone"
     question, question_cut = cut_to(neutralize_pings(question_mrkdwn), ESCALATION_QUESTION_CHARS)
     head: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": truncate(
-            f"{tag}:sos: *Question needs a human* ({escape(trigger)}) from {who}{where}", SECTION_LIMIT)}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": truncate(
+                    f"{tag}:sos: *Question needs a human* ({escape(trigger)}) from {who}{where}", SECTION_LIMIT
+                ),
+            },
+        },
         *sections("*Question*\n" + quote(question)),
     ]
     if question_cut:
@@ -467,10 +511,16 @@ def escalation_blocks(
     if status_line:
         tail.append(context(status_line))
     if actions:
-        tail.append({"type": "actions", "block_id": f"escalation:{interaction_id}", "elements": [
-            button("Claim", CLAIM_ACTION, interaction_id, "primary"),
-            button("Resolve", RESOLVE_ACTION, interaction_id),
-        ]})
+        tail.append(
+            {
+                "type": "actions",
+                "block_id": f"escalation:{interaction_id}",
+                "elements": [
+                    button("Claim", CLAIM_ACTION, interaction_id, "primary"),
+                    button("Resolve", RESOLVE_ACTION, interaction_id),
+                ],
+            }
+        )
     return fit_body(draft, head, tail)
 
 
@@ -481,12 +531,12 @@ def escalation_overflow(question_mrkdwn: str, answer: Answer | None) -> list[str
     question = neutralize_pings(question_mrkdwn)
     head, cut = cut_to(question, ESCALATION_QUESTION_CHARS)
     if cut:
-        out.append("*Question (continued)*\n" + question[len(head.removesuffix(FENCE_MARK).rstrip()):].lstrip())
+        out.append("*Question (continued)*\n" + question[len(head.removesuffix(FENCE_MARK).rstrip()) :].lstrip())
     if answer is not None and has_draft(answer):
         body = answer_body(answer)
         head, cut = cut_to(body, ESCALATION_DRAFT_CHARS)
         if cut:
-            out.append("*Draft answer (continued)*\n" + body[len(head.removesuffix(FENCE_MARK).rstrip()):].lstrip())
+            out.append("*Draft answer (continued)*\n" + body[len(head.removesuffix(FENCE_MARK).rstrip()) :].lstrip())
     return out
 
 
@@ -504,20 +554,28 @@ def resolve_modal(interaction_id: str, private_metadata: str) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Send answer"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "input", "block_id": RESOLVE_BLOCK,
-             "label": {"type": "plain_text", "text": "Answer for the asker"},
-             "hint": {"type": "plain_text", "text": "Posted in the asker's thread and saved as the reference answer."},
-             "element": {"type": "plain_text_input", "action_id": RESOLVE_INPUT, "multiline": True,
-                         "max_length": SECTION_LIMIT}},
+            {
+                "type": "input",
+                "block_id": RESOLVE_BLOCK,
+                "label": {"type": "plain_text", "text": "Answer for the asker"},
+                "hint": {
+                    "type": "plain_text",
+                    "text": "Posted in the asker's thread and saved as the reference answer.",
+                },
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": RESOLVE_INPUT,
+                    "multiline": True,
+                    "max_length": SECTION_LIMIT,
+                },
+            },
         ],
     }
 
 
 def human_answer_blocks(human_answer: str, responder: str | None) -> list[dict[str, Any]]:
     who = f"<@{responder}>" if responder else "the support team"
-    return notice_blocks(markdown_to_mrkdwn(human_answer))[: MESSAGE_BLOCK_LIMIT - 1] + [
-        context(f"Answered by {who}")
-    ]
+    return notice_blocks(markdown_to_mrkdwn(human_answer))[: MESSAGE_BLOCK_LIMIT - 1] + [context(f"Answered by {who}")]
 
 
 # --------------------------------------------------------------------------- streaming
@@ -554,7 +612,7 @@ class StreamSanitizer:
             cut = bracket
         tail = max(0, len(text) - self.HOLD)
         at = text.rfind("@", tail)
-        if at != -1 and re.fullmatch(r"[A-Za-z]{0,8}", text[at + 1:]):
+        if at != -1 and re.fullmatch(r"[A-Za-z]{0,8}", text[at + 1 :]):
             cut = min(cut, at)
         target = text.rfind("](")
         if target != -1 and ")" not in text[target:]:

@@ -22,6 +22,7 @@ SLACK_LINK = re.compile(r"<(https?://[^|>\s]+)(?:\|[^>]*)?>")
 # Message subtypes that are still a person talking; every other subtype (edits, joins, bots) is not.
 HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
+
 def mentions(text: str, user_id: str | None) -> bool:
     return bool(user_id) and any(m.group(1) == user_id for m in MENTION.finditer(text or ""))
 
@@ -36,9 +37,7 @@ def attachment_names(event: dict[str, Any]) -> list[str]:
 
 
 def is_bot_message(message: dict[str, Any], bot_user_id: str | None, bot_id: str | None) -> bool:
-    return bool(
-        (bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id)
-    )
+    return bool((bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id))
 
 
 def cited_urls(message: dict[str, Any]) -> list[str]:
@@ -70,7 +69,9 @@ def thread_history(
             continue
         text = normalise_slack(message.get("text", ""))
         if text:
-            turns.append(Turn(role="assistant" if mine else "user", text=text, sources=cited_urls(message) if mine else []))
+            turns.append(
+                Turn(role="assistant" if mine else "user", text=text, sources=cited_urls(message) if mine else [])
+            )
     return turns[-limit:]
 
 
@@ -81,7 +82,7 @@ _ACKNOWLEDGEMENT = re.compile(
 
 
 def is_acknowledgement(text: str) -> bool:
-    """"thanks!" in a thread the bot answered is not a new question."""
+    """ "thanks!" in a thread the bot answered is not a new question."""
     return bool(_ACKNOWLEDGEMENT.match(normalise_slack(text)))
 
 
@@ -91,7 +92,9 @@ def bot_answered(messages: list[dict[str, Any]], user: str, bot_user_id: str | N
     for position in range(len(messages) - 1, -1, -1):
         message = messages[position]
         if is_bot_message(message, bot_user_id, bot_id):
-            is_answer = any(str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX)
-                            for block in message.get("blocks") or [])
+            is_answer = any(
+                str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX)
+                for block in message.get("blocks") or []
+            )
             return is_answer and any(earlier.get("user") == user for earlier in messages[:position])
     return False

@@ -26,14 +26,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The conversation (or thread) will not take a post from the bot, whatever its content.
-CHANNEL_ERRORS = frozenset({
-    "not_in_channel", "channel_not_found", "is_archived", "restricted_action", "restricted_action_thread_locked",
-    "restricted_action_read_only_channel", "restricted_action_non_threadable_channel", "cant_update_message",
-    "message_not_found", "ekm_access_denied", "team_access_not_granted", "thread_locked",
-})
+CHANNEL_ERRORS = frozenset(
+    {
+        "not_in_channel",
+        "channel_not_found",
+        "is_archived",
+        "restricted_action",
+        "restricted_action_thread_locked",
+        "restricted_action_read_only_channel",
+        "restricted_action_non_threadable_channel",
+        "cant_update_message",
+        "message_not_found",
+        "ekm_access_denied",
+        "team_access_not_granted",
+        "thread_locked",
+    }
+)
 # The content was refused: a smaller or plainer payload may pass.
-CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long",
-                            "no_text", "invalid_arguments", "too_many_attachments"})
+CONTENT_ERRORS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_blocks_too_long",
+        "msg_too_long",
+        "no_text",
+        "invalid_arguments",
+        "too_many_attachments",
+    }
+)
 PLAIN_TEXT_LIMIT = 3900  # Slack shows up to 4,000 characters of `text` before "show more"; 40,000 is its hard cap
 ALERT_TEXT_LIMIT = 1500
 
@@ -135,8 +155,9 @@ async def deliver(
             if update_ts:
                 response = await client.chat_update(ts=update_ts, **kwargs)
             else:
-                response = await client.chat_postMessage(thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
-                                                         **kwargs)
+                response = await client.chat_postMessage(
+                    thread_ts=thread_ts, unfurl_links=False, unfurl_media=False, **kwargs
+                )
         except Exception as exc:  # noqa: BLE001 (every failure is a step down the chain)
             code = error_code(exc)
             result.errors.append(f"{name}: {code}")
@@ -147,12 +168,18 @@ async def deliver(
         break
     if not result.ok and dm_user:
         try:
-            response = await client.chat_postMessage(channel=dm_user, text=fallback, unfurl_links=False,
-                                                     unfurl_media=False)
+            response = await client.chat_postMessage(
+                channel=dm_user, text=fallback, unfurl_links=False, unfurl_media=False
+            )
         except Exception as exc:  # noqa: BLE001
             result.errors.append(f"dm: {error_code(exc)}")
         else:
-            result.ok, result.channel, result.ts, result.variant = True, response.get("channel"), response.get("ts"), "dm"
+            result.ok, result.channel, result.ts, result.variant = (
+                True,
+                response.get("channel"),
+                response.get("ts"),
+                "dm",
+            )
     if result.errors and alerts is not None:
         where = f"{channel}/{thread_ts or update_ts or '-'}"
         outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"

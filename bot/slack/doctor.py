@@ -20,10 +20,20 @@ if TYPE_CHECKING:
 
 MANIFEST = Path(__file__).resolve().parents[2] / "slack-manifest.yml"
 # Scopes the running bot needs (bot/slack calls these methods; see slack-manifest.yml for why).
-REQUIRED_SCOPES = frozenset({
-    "app_mentions:read", "assistant:write", "channels:history", "groups:history", "im:history", "mpim:history",
-    "chat:write", "commands", "reactions:write", "usergroups:read",
-})
+REQUIRED_SCOPES = frozenset(
+    {
+        "app_mentions:read",
+        "assistant:write",
+        "channels:history",
+        "groups:history",
+        "im:history",
+        "mpim:history",
+        "chat:write",
+        "commands",
+        "reactions:write",
+        "usergroups:read",
+    }
+)
 OPTIONAL_SCOPES = {"reactions:write": "status reactions on questions are skipped"}
 
 
@@ -49,18 +59,30 @@ def scope_checks(granted: set[str], manifest: set[str]) -> list[Check]:
     """Pure: the manifest against the code, and the token against the manifest."""
     checks = []
     missing_in_manifest = REQUIRED_SCOPES - manifest
-    checks.append(Check("manifest vs code", not missing_in_manifest,
-                        "the manifest asks for every scope the code uses" if not missing_in_manifest
-                        else f"add to slack-manifest.yml: {', '.join(sorted(missing_in_manifest))}"))
+    checks.append(
+        Check(
+            "manifest vs code",
+            not missing_in_manifest,
+            "the manifest asks for every scope the code uses"
+            if not missing_in_manifest
+            else f"add to slack-manifest.yml: {', '.join(sorted(missing_in_manifest))}",
+        )
+    )
     missing = manifest - granted
     fatal = {scope for scope in missing if scope not in OPTIONAL_SCOPES}
     if not missing:
         checks.append(Check("token scopes", True, f"{len(granted)} scopes, all the manifest asks for"))
     else:
         why = "; ".join(f"{scope}: {OPTIONAL_SCOPES[scope]}" for scope in sorted(missing - fatal))
-        checks.append(Check("token scopes", False,
-                            f"missing {', '.join(sorted(missing))} (reinstall the app from slack-manifest.yml)"
-                            + (f" [{why}]" if why else ""), warning=not fatal))
+        checks.append(
+            Check(
+                "token scopes",
+                False,
+                f"missing {', '.join(sorted(missing))} (reinstall the app from slack-manifest.yml)"
+                + (f" [{why}]" if why else ""),
+                warning=not fatal,
+            )
+        )
     return checks
 
 
@@ -100,19 +122,32 @@ async def run_checks(settings: Settings, client: AsyncWebClient, manifest: set[s
     granted = {scope.strip() for scope in header.split(",") if scope.strip()}
     checks.extend(scope_checks(granted, manifest if manifest is not None else manifest_scopes()))
     channels: dict[str, str] = {}
-    for name, channel in (("escalation channel", settings.escalation_channel),
-                          ("alerts channel", getattr(settings, "alerts_channel", "")),
-                          ("eval report channel", settings.eval_report_channel)):
+    for name, channel in (
+        ("escalation channel", settings.escalation_channel),
+        ("alerts channel", getattr(settings, "alerts_channel", "")),
+        ("eval report channel", settings.eval_report_channel),
+    ):
         if channel:
             channels.setdefault(channel, name)
     for channel in [*settings.auto_answer_channels, *settings.allowed_channels]:
         channels.setdefault(channel, "answer channel")
     if not settings.escalation_channel:
-        checks.append(Check("escalation channel", False, "SUPPORTBOT_ESCALATION_CHANNEL is not set: "
-                                                         "questions the bot cannot answer reach nobody"))
+        checks.append(
+            Check(
+                "escalation channel",
+                False,
+                "SUPPORTBOT_ESCALATION_CHANNEL is not set: questions the bot cannot answer reach nobody",
+            )
+        )
     if not getattr(settings, "alerts_channel", "") and not settings.admin_users:
-        checks.append(Check("alerts", False, "neither SUPPORTBOT_ALERTS_CHANNEL nor SUPPORTBOT_ADMIN_USERS is "
-                                             "set: failures reach nobody", warning=True))
+        checks.append(
+            Check(
+                "alerts",
+                False,
+                "neither SUPPORTBOT_ALERTS_CHANNEL nor SUPPORTBOT_ADMIN_USERS is set: failures reach nobody",
+                warning=True,
+            )
+        )
     for channel, name in channels.items():
         member, detail = await membership(client, channel)
         hint = "" if member else f" (invite the bot: /invite @{response.get('user') or 'supportbot'} in {channel})"

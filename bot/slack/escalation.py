@@ -46,13 +46,20 @@ ALREADY_ESCALATED_TEXT = "This question is already with the support team."
 def from_log(row: dict[str, Any]) -> tuple[Question, Answer]:
     """Rebuild the Question and Answer of a logged interaction (for posts made long ago)."""
     question = Question(
-        text=row["question"] or "", asker=row.get("asker"), channel=row.get("channel"),
-        thread_ts=row.get("thread_ts"), team_id=row.get("team_id"), interaction_id=row["interaction_id"],
+        text=row["question"] or "",
+        asker=row.get("asker"),
+        channel=row.get("channel"),
+        thread_ts=row.get("thread_ts"),
+        team_id=row.get("team_id"),
+        interaction_id=row["interaction_id"],
     )
     answer = Answer(
-        interaction_id=row["interaction_id"], question=row["question"] or "", text=row.get("answer") or "",
+        interaction_id=row["interaction_id"],
+        question=row["question"] or "",
+        text=row.get("answer") or "",
         citations=[Citation(**citation) for citation in row.get("citations") or []],
-        confidence=row.get("confidence") or 0.0, decision=Decision(row.get("decision") or "escalate"),
+        confidence=row.get("confidence") or 0.0,
+        decision=Decision(row.get("decision") or "escalate"),
         reasons=row.get("reasons") or [],
     )
     return question, answer
@@ -67,7 +74,9 @@ def status_line(escalation: dict[str, Any]) -> str | None:
 
 
 class Escalations:
-    def __init__(self, settings: Settings, store: InteractionStore, metrics: Metrics, alerts: Alerts | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: InteractionStore, metrics: Metrics, alerts: Alerts | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -100,13 +109,21 @@ class Escalations:
             if not await self._reserve(interaction_id, trigger):
                 if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
                     # answering this question again (a restart's recovery): the asker still hears back
-                    await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
-                                  variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
-                                  text=ALREADY_ESCALATED_TEXT, alerts=self.alerts, what="escalation notice",
-                                  dm_user=question.asker, update_ts=notice_ts)
+                    await deliver(
+                        client,
+                        channel=question.channel,
+                        thread_ts=question.thread_ts,
+                        variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
+                        text=ALREADY_ESCALATED_TEXT,
+                        alerts=self.alerts,
+                        what="escalation notice",
+                        dm_user=question.asker,
+                        update_ts=notice_ts,
+                    )
                 return False
-            return await self._escalate(client, interaction_id, question, answer, question_ts, trigger, asker_notice,
-                                        notice_ts)
+            return await self._escalate(
+                client, interaction_id, question, answer, question_ts, trigger, asker_notice, notice_ts
+            )
         finally:
             self._in_flight.discard(interaction_id)
 
@@ -122,41 +139,73 @@ class Escalations:
             log.exception("cannot write the escalation log; escalating %s anyway", interaction_id)
         return True
 
-    async def _escalate(self, client: AsyncWebClient, interaction_id: str, question: Question,
-                        answer: Answer | None, question_ts: str | None, trigger: str, asker_notice: str | None,
-                        notice_ts: str | None = None) -> bool:
+    async def _escalate(
+        self,
+        client: AsyncWebClient,
+        interaction_id: str,
+        question: Question,
+        answer: Answer | None,
+        question_ts: str | None,
+        trigger: str,
+        asker_notice: str | None,
+        notice_ts: str | None = None,
+    ) -> bool:
         channel = self.settings.escalation_channel
         posted = False
         if channel:
             permalink = await self._permalink(client, question.channel, question_ts)
             question_mrkdwn = blocks.escape(question.text)
             post_blocks = blocks.escalation_blocks(
-                interaction_id=interaction_id, question_mrkdwn=question_mrkdwn, asker=question.asker,
-                permalink=permalink, answer=answer, trigger=trigger, oncall_usergroup=self.settings.oncall_usergroup,
+                interaction_id=interaction_id,
+                question_mrkdwn=question_mrkdwn,
+                asker=question.asker,
+                permalink=permalink,
+                answer=answer,
+                trigger=trigger,
+                oncall_usergroup=self.settings.oncall_usergroup,
             )
-            delivery = await deliver(client, channel=channel, thread_ts=None, variants=[("blocks", post_blocks)],
-                                     text=self._summary(question, trigger), alerts=self.alerts,
-                                     what=f"escalation of {interaction_id}")
+            delivery = await deliver(
+                client,
+                channel=channel,
+                thread_ts=None,
+                variants=[("blocks", post_blocks)],
+                text=self._summary(question, trigger),
+                alerts=self.alerts,
+                what=f"escalation of {interaction_id}",
+            )
             if delivery.ok:
                 posted = True
                 self.metrics.escalations.labels(trigger=trigger).inc()
                 try:
                     await self.store.record_escalation(
-                        interaction_id, status="open", escalation_ts=delivery.ts,
-                        escalation_channel=delivery.channel, trigger=trigger, permalink=permalink,
+                        interaction_id,
+                        status="open",
+                        escalation_ts=delivery.ts,
+                        escalation_channel=delivery.channel,
+                        trigger=trigger,
+                        permalink=permalink,
                     )
                 except Exception:  # noqa: BLE001 (the post is up; the asker must still be told)
                     log.exception("could not log the escalation of %s", interaction_id)
                 for rest in blocks.escalation_overflow(question_mrkdwn, answer):
-                    await deliver(client, channel=delivery.channel or channel, thread_ts=delivery.ts,
-                                  variants=[("blocks", blocks.notice_blocks(rest))], text=rest, alerts=self.alerts,
-                                  what=f"escalation overflow of {interaction_id}")
+                    await deliver(
+                        client,
+                        channel=delivery.channel or channel,
+                        thread_ts=delivery.ts,
+                        variants=[("blocks", blocks.notice_blocks(rest))],
+                        text=rest,
+                        alerts=self.alerts,
+                        what=f"escalation overflow of {interaction_id}",
+                    )
             else:
                 await self._mark_failed(interaction_id)
         else:
             log.warning("no SUPPORTBOT_ESCALATION_CHANNEL: interaction %s was not escalated", interaction_id)
-            await self.alerts.alert(client, f"interaction {interaction_id} needs a human, but no escalation "
-                                            "channel is configured", ["no_escalation_channel"])
+            await self.alerts.alert(
+                client,
+                f"interaction {interaction_id} needs a human, but no escalation channel is configured",
+                ["no_escalation_channel"],
+            )
             await self._mark_failed(interaction_id)
         if question.channel and question.thread_ts:
             self.handed_off.add((question.channel, question.thread_ts))
@@ -168,13 +217,27 @@ class Escalations:
                 text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
             told = None
             if notice_ts:
-                told = await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
-                                     variants=[("blocks", blocks.notice_blocks(text))], text=text, alerts=self.alerts,
-                                     what="escalation notice", update_ts=notice_ts)
+                told = await deliver(
+                    client,
+                    channel=question.channel,
+                    thread_ts=question.thread_ts,
+                    variants=[("blocks", blocks.notice_blocks(text))],
+                    text=text,
+                    alerts=self.alerts,
+                    what="escalation notice",
+                    update_ts=notice_ts,
+                )
             if told is None or not told.ok:
-                await deliver(client, channel=question.channel, thread_ts=question.thread_ts,
-                              variants=[("blocks", blocks.notice_blocks(text))], text=text, alerts=self.alerts,
-                              what="escalation notice", dm_user=question.asker)
+                await deliver(
+                    client,
+                    channel=question.channel,
+                    thread_ts=question.thread_ts,
+                    variants=[("blocks", blocks.notice_blocks(text))],
+                    text=text,
+                    alerts=self.alerts,
+                    what="escalation notice",
+                    dm_user=question.asker,
+                )
         return posted
 
     async def _mark_failed(self, interaction_id: str) -> None:
@@ -191,8 +254,13 @@ class Escalations:
             log.warning("escalation requested for unknown interaction %s", interaction_id)
             return False
         question, answer = from_log(row)
-        return await self.escalate(client, question=question, answer=answer,
-                                   question_ts=(row.get("slack") or {}).get("message_ts"), trigger=trigger)
+        return await self.escalate(
+            client,
+            question=question,
+            answer=answer,
+            question_ts=(row.get("slack") or {}).get("message_ts"),
+            trigger=trigger,
+        )
 
     async def claim(self, client: AsyncWebClient, interaction_id: str, user: str) -> dict[str, Any] | None:
         """Claim an open escalation; None (nothing changed) if it is already claimed or resolved."""
@@ -207,8 +275,9 @@ class Escalations:
     async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> None:
         await client.views_open(trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id))
 
-    async def resolve(self, client: AsyncWebClient, interaction_id: str, user: str,
-                      human_answer: str) -> dict[str, Any] | None:
+    async def resolve(
+        self, client: AsyncWebClient, interaction_id: str, user: str, human_answer: str
+    ) -> dict[str, Any] | None:
         """Store the human answer first (it is the valuable part), then relay it and close the post.
         None if it was already resolved: the first human answer stands and is relayed once."""
         try:
@@ -221,29 +290,48 @@ class Escalations:
         row = await self.store.get_interaction(interaction_id)
         if row and row.get("channel") and row.get("thread_ts"):
             mrkdwn = blocks.markdown_to_mrkdwn(human_answer)
-            await deliver(client, channel=row["channel"], thread_ts=row["thread_ts"],
-                          variants=[("blocks", blocks.human_answer_blocks(human_answer, user))], text=mrkdwn,
-                          alerts=self.alerts, what=f"human answer to {interaction_id}", dm_user=row.get("asker"))
+            await deliver(
+                client,
+                channel=row["channel"],
+                thread_ts=row["thread_ts"],
+                variants=[("blocks", blocks.human_answer_blocks(human_answer, user))],
+                text=mrkdwn,
+                alerts=self.alerts,
+                what=f"human answer to {interaction_id}",
+                dm_user=row.get("asker"),
+            )
         await self._refresh_post(client, interaction_id, escalation, row)
         return escalation
 
-    async def _refresh_post(self, client: AsyncWebClient, interaction_id: str, escalation: dict[str, Any],
-                            row: dict[str, Any] | None = None) -> None:
+    async def _refresh_post(
+        self, client: AsyncWebClient, interaction_id: str, escalation: dict[str, Any], row: dict[str, Any] | None = None
+    ) -> None:
         """Re-render the escalation post from the store with its new status."""
         row = row or await self.store.get_interaction(interaction_id)
         if not (escalation.get("escalation_channel") and escalation.get("escalation_ts") and row):
             return
         question, answer = from_log(row)
         post_blocks = blocks.escalation_blocks(
-            interaction_id=interaction_id, question_mrkdwn=blocks.escape(question.text), asker=question.asker,
-            permalink=escalation.get("permalink"), answer=answer, trigger=escalation.get("trigger") or "escalated",
-            oncall_usergroup=self.settings.oncall_usergroup, status_line=status_line(escalation),
+            interaction_id=interaction_id,
+            question_mrkdwn=blocks.escape(question.text),
+            asker=question.asker,
+            permalink=escalation.get("permalink"),
+            answer=answer,
+            trigger=escalation.get("trigger") or "escalated",
+            oncall_usergroup=self.settings.oncall_usergroup,
+            status_line=status_line(escalation),
             actions=escalation.get("status") != "resolved",
         )
-        await deliver(client, channel=escalation["escalation_channel"], thread_ts=None,
-                      variants=[("blocks", post_blocks)], text=self._summary(question, escalation.get("trigger") or "escalated"),
-                      alerts=self.alerts, what=f"escalation status of {interaction_id}",
-                      update_ts=escalation["escalation_ts"])
+        await deliver(
+            client,
+            channel=escalation["escalation_channel"],
+            thread_ts=None,
+            variants=[("blocks", post_blocks)],
+            text=self._summary(question, escalation.get("trigger") or "escalated"),
+            alerts=self.alerts,
+            what=f"escalation status of {interaction_id}",
+            update_ts=escalation["escalation_ts"],
+        )
 
     def _summary(self, question: Question, trigger: str) -> str:
         tag = f"<!subteam^{self.settings.oncall_usergroup}> " if self.settings.oncall_usergroup else ""

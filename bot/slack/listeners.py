@@ -92,8 +92,11 @@ class Listeners:
         team_id = context.team_id or body.get("team_id") or (body.get("team") or {}).get("id")
         actor = actor_team(body)
         if allowed and (team_id not in allowed or (actor is not None and actor not in allowed)):
-            log.warning("dropped a request from workspace %s / actor team %s (not in SUPPORTBOT_ALLOWED_TEAM_IDS)",
-                        team_id, actor)
+            log.warning(
+                "dropped a request from workspace %s / actor team %s (not in SUPPORTBOT_ALLOWED_TEAM_IDS)",
+                team_id,
+                actor,
+            )
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id")
         if event_id and not self.seen_events.first_time(event_id):
@@ -106,9 +109,17 @@ class Listeners:
 
     def _ask(self, event: dict[str, Any], context, *, surface: str, thread_ts: str, **extra: Any) -> Ask:
         return Ask(
-            channel=event["channel"], message_ts=event["ts"], thread_ts=thread_ts, user=event["user"],
-            text=event.get("text") or "", surface=surface, team_id=context.team_id or event.get("team"),
-            bot_user_id=context.bot_user_id, bot_id=context.bot_id, files=attachment_names(event), **extra,
+            channel=event["channel"],
+            message_ts=event["ts"],
+            thread_ts=thread_ts,
+            user=event["user"],
+            text=event.get("text") or "",
+            surface=surface,
+            team_id=context.team_id or event.get("team"),
+            bot_user_id=context.bot_user_id,
+            bot_id=context.bot_id,
+            files=attachment_names(event),
+            **extra,
         )
 
     def _channel_allowed(self, channel: str) -> bool:
@@ -119,8 +130,16 @@ class Listeners:
             return
         if not self._channel_allowed(event["channel"]):
             channels = ", ".join(f"<#{channel}>" for channel in self.settings.allowed_channels)
-            self.spawn(self._tell(client, event["channel"], event["user"], NOT_HERE_TEXT.format(channels=channels),
-                                  thread_ts=event.get("thread_ts")), "not here")
+            self.spawn(
+                self._tell(
+                    client,
+                    event["channel"],
+                    event["user"],
+                    NOT_HERE_TEXT.format(channels=channels),
+                    thread_ts=event.get("thread_ts"),
+                ),
+                "not here",
+            )
             return
         ask = self._ask(event, context, surface="mention", thread_ts=event.get("thread_ts") or event["ts"])
         self.spawn(self.responder.respond(client, ask), f"answer mention {ask.channel}/{ask.message_ts}")
@@ -176,8 +195,9 @@ class Listeners:
 
         self.spawn(greet(), "assistant greeting")
 
-    async def on_assistant_message(self, payload: dict[str, Any], context, client: AsyncWebClient,
-                                   set_status, set_title) -> None:
+    async def on_assistant_message(
+        self, payload: dict[str, Any], context, client: AsyncWebClient, set_status, set_title
+    ) -> None:
         if not is_from_a_person(payload):
             return
         ask = self._ask(payload, context, surface="assistant", thread_ts=payload["thread_ts"])
@@ -200,8 +220,9 @@ class Listeners:
             return
         self.spawn(self._feedback(client, body, rating, interaction_id), f"feedback {interaction_id}")
 
-    async def _clicked_on_its_interaction(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str,
-                                          *, asker_only: bool) -> dict[str, Any] | None:
+    async def _clicked_on_its_interaction(
+        self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str, *, asker_only: bool
+    ) -> dict[str, Any] | None:
         """The logged interaction a button names, if the click came from its own message: same
         channel and thread (and, for `asker_only`, the asker's own click); else None, and the
         clicker is told."""
@@ -224,8 +245,9 @@ class Listeners:
         await self.bot.store.record_feedback(interaction_id, user=user, rating=rating)  # durable before thanks
         self.bot.metrics.feedback.labels(rating=rating).inc()
         channel, thread_ts = clicked_in(body)
-        await self._tell(client, channel, user, blocks.THANKS_UP if rating == "up" else blocks.THANKS_DOWN,
-                         thread_ts=thread_ts)
+        await self._tell(
+            client, channel, user, blocks.THANKS_UP if rating == "up" else blocks.THANKS_DOWN, thread_ts=thread_ts
+        )
         if rating == "down" and self.settings.escalate_on_thumbs_down:
             await self.escalations.escalate_logged(client, interaction_id, TRIGGER_THUMBS_DOWN)
 
@@ -270,8 +292,13 @@ class Listeners:
             return
         if await self.escalations.claim(client, interaction_id, user) is None:
             current = await self.bot.store.get_escalation(interaction_id) or {}
-            await self._tell(client, channel, user, ALREADY_HANDLED_TEXT.format(status=current.get("status", "closed")),
-                             thread_ts=thread_ts)
+            await self._tell(
+                client,
+                channel,
+                user,
+                ALREADY_HANDLED_TEXT.format(status=current.get("status", "closed")),
+                thread_ts=thread_ts,
+            )
 
     async def on_resolve(self, ack, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -284,13 +311,19 @@ class Listeners:
             return
         current = await self.bot.store.get_escalation(action["value"])
         if current is not None and current.get("status") == "resolved":
-            self.spawn(self._tell(client, channel, user, ALREADY_HANDLED_TEXT.format(status="resolved"),
-                                  thread_ts=thread_ts), "refuse resolve")
+            self.spawn(
+                self._tell(client, channel, user, ALREADY_HANDLED_TEXT.format(status="resolved"), thread_ts=thread_ts),
+                "refuse resolve",
+            )
             return
         await self.escalations.open_resolve_modal(client, action["value"], body["trigger_id"])
 
-    async def on_resolve_submitted(self, ack, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient) -> None:
-        value = (view["state"]["values"].get(blocks.RESOLVE_BLOCK, {}).get(blocks.RESOLVE_INPUT, {}) or {}).get("value") or ""
+    async def on_resolve_submitted(
+        self, ack, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        value = (view["state"]["values"].get(blocks.RESOLVE_BLOCK, {}).get(blocks.RESOLVE_INPUT, {}) or {}).get(
+            "value"
+        ) or ""
         if not value.strip():
             await ack(response_action="errors", errors={blocks.RESOLVE_BLOCK: "Write the answer for the asker."})
             return
@@ -300,13 +333,17 @@ class Listeners:
 
     async def _resolve(self, client: AsyncWebClient, body: dict[str, Any], interaction_id: str, answer: str) -> None:
         user = body["user"]["id"]
-        if self.settings.escalation_actions_oncall_only and \
-                await self.may_act_on_escalations(client, {**body, "channel": {"id": self.settings.escalation_channel}}):
+        if self.settings.escalation_actions_oncall_only and await self.may_act_on_escalations(
+            client, {**body, "channel": {"id": self.settings.escalation_channel}}
+        ):
             await best_effort(client.chat_postMessage(channel=user, text=NOT_ONCALL_TEXT))
             return
         if await self.escalations.resolve(client, interaction_id, user, answer) is None:
-            await best_effort(client.chat_postMessage(
-                channel=user, text="That escalation was already resolved, so your answer was not sent."))
+            await best_effort(
+                client.chat_postMessage(
+                    channel=user, text="That escalation was already resolved, so your answer was not sent."
+                )
+            )
 
     # ------------------------------------------------------------------ slash commands
 
@@ -340,8 +377,12 @@ class Listeners:
         except Exception as exc:
             log.exception("refresh from Slack failed")
             record_refresh(self.bot.metrics, None)
-            await self._reply(client, command, respond, f"The refresh failed: {blocks.escape(type(exc).__name__)}. "
-                                                        "The details are in the bot's log.")
+            await self._reply(
+                client,
+                command,
+                respond,
+                f"The refresh failed: {blocks.escape(type(exc).__name__)}. The details are in the bot's log.",
+            )
             return
         record_refresh(self.bot.metrics, report)
         await self._announce(client, channel, user, blocks.refresh_text(report.summary, user, report.calibration))
@@ -376,7 +417,9 @@ class Listeners:
 
     # ------------------------------------------------------------------ replies to one person
 
-    async def _tell(self, client: AsyncWebClient, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
+    async def _tell(
+        self, client: AsyncWebClient, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> None:
         """An ephemeral note; where the bot cannot post (not a member), a DM instead."""
         try:
             await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)

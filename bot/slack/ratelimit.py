@@ -18,8 +18,14 @@ if TYPE_CHECKING:
 
 
 class AnswerLimiter:
-    def __init__(self, per_user_per_window: int, concurrency: int, *, window_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_user_per_window: int,
+        concurrency: int,
+        *,
+        window_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.per_user = max(1, per_user_per_window)
         self.window = window_seconds
         self._clock = clock

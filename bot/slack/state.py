@@ -48,5 +48,12 @@ class SupportBot:
     def __post_init__(self) -> None:
         self.alerts = Alerts(self.settings)
         self.escalations = Escalations(self.settings, self.store, self.metrics, self.alerts)
-        self.responder = Responder(self.settings, self.pipeline, self.store, self.escalations,
-                                   AnswerLimiter.from_settings(self.settings), self.metrics, self.alerts)
+        self.responder = Responder(
+            self.settings,
+            self.pipeline,
+            self.store,
+            self.escalations,
+            AnswerLimiter.from_settings(self.settings),
+            self.metrics,
+            self.alerts,
+        )

@@ -33,9 +33,16 @@ from aiohttp import web
 
 CANNOT_ANSWER_TEXT = "I can't find this in the provided sources."
 ANSWER_INTRO = "According to the documentation, "
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-               500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 ERROR_MESSAGES = {429: "Rate limit exceeded", 500: "Internal server error", 529: "Overloaded"}
 
 
@@ -234,8 +241,10 @@ def stream_events(message: dict, delta_chars: int | None = None) -> Iterator[dic
     """The SSE event sequence the API sends for `message`, block by block (text deltas of
     `delta_chars` characters when given, else a few words each)."""
     usage = message["usage"]
-    yield {"type": "message_start",
-           "message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}
+    yield {
+        "type": "message_start",
+        "message": {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}},
+    }
     yield {"type": "ping"}
     for i, block in enumerate(message["content"]):
         if block["type"] == "thinking":
@@ -250,21 +259,23 @@ def stream_events(message: dict, delta_chars: int | None = None) -> Iterator[dic
             pieces = char_pieces(block["text"], delta_chars) if delta_chars else text_pieces(block["text"])
             yield from (_delta(i, "text_delta", "text", p) for p in pieces)
         yield {"type": "content_block_stop", "index": i}
-    yield {"type": "message_delta",
-           "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-           "usage": {"output_tokens": usage["output_tokens"]}}
+    yield {
+        "type": "message_delta",
+        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+        "usage": {"output_tokens": usage["output_tokens"]},
+    }
     yield {"type": "message_stop"}
 
 
 def text_pieces(text: str, words: int = 3) -> list[str]:
     """Split text into small deltas (a few words each), concatenating back to the original."""
     tokens = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
-    return ["".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]
+    return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]
 
 
 def char_pieces(text: str, size: int) -> list[str]:
     """Split text into deltas of `size` characters (the last may be shorter)."""
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class AnthropicEmulator:
@@ -274,8 +285,15 @@ class AnthropicEmulator:
     (`always_fail`), else the first matching `when` rule, else the default answer.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, default_delay: float = 0.0,
-                 api_key: str | None = None, max_recorded: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        default_delay: float = 0.0,
+        api_key: str | None = None,
+        max_recorded: int | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.default_delay = default_delay
         self.chunk_delay = 0.0  # seconds between streamed events, for time-to-first-token tests
@@ -297,8 +315,16 @@ class AnthropicEmulator:
         """Queue answers for the next requests, in order."""
         self._queue.extend(replies)
 
-    def fail(self, status: int = 529, *, times: int = 1, retry_after_ms: int | None = None,
-             message: str | None = None, should_retry: bool | None = None, delay: float | None = None) -> None:
+    def fail(
+        self,
+        status: int = 529,
+        *,
+        times: int = 1,
+        retry_after_ms: int | None = None,
+        message: str | None = None,
+        should_retry: bool | None = None,
+        delay: float | None = None,
+    ) -> None:
         """Queue `times` identical error responses."""
         failure = Failure(status, message, retry_after_ms=retry_after_ms, should_retry=should_retry, delay=delay)
         self._queue.extend([failure] * times)
@@ -361,8 +387,9 @@ class AnthropicEmulator:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = RecordedRequest(request.method, request.path,
-                                 {k.lower(): v for k, v in request.headers.items()}, body, time.time())
+        record = RecordedRequest(
+            request.method, request.path, {k.lower(): v for k, v in request.headers.items()}, body, time.time()
+        )
         self.requests.append(record)
         if self.max_recorded is not None and len(self.requests) > self.max_recorded:
             del self.requests[: len(self.requests) - self.max_recorded]
@@ -392,7 +419,9 @@ class AnthropicEmulator:
             if field_name not in body:
                 return error_response(400, "invalid_request_error", f"{field_name}: Field required", request_id)
         if not isinstance(body["messages"], list) or not body["messages"]:
-            return error_response(400, "invalid_request_error", "messages: at least one message is required", request_id)
+            return error_response(
+                400, "invalid_request_error", "messages: at least one message is required", request_id
+            )
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             return error_response(400, "invalid_request_error", "max_tokens: must be a positive integer", request_id)
         return None
@@ -450,10 +479,16 @@ class AnthropicEmulator:
             "usage": {**self.cache.usage(body), "output_tokens": estimate_tokens(output)},
         }
 
-    async def _stream(self, request: web.Request, message: dict, request_id: str,
-                      delta_chars: int | None = None) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
-                                               "cache-control": "no-cache", "request-id": request_id})
+    async def _stream(
+        self, request: web.Request, message: dict, request_id: str, delta_chars: int | None = None
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "request-id": request_id,
+            }
+        )
         await response.prepare(request)
         for event in stream_events(message, delta_chars):
             await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())

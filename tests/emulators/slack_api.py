@@ -63,17 +63,36 @@ TEXT_LIMITS = {"section": 3000, "header": 150, "context": 3000, "markdown": 12_0
 SECTION_FIELDS_MAX, SECTION_FIELD_TEXT_MAX = 10, 2000
 CONTEXT_ELEMENTS_MAX, ACTIONS_ELEMENTS_MAX, CONTEXT_ACTIONS_ELEMENTS_MAX = 10, 25, 5
 BUTTON_TEXT_MAX, ACCESSIBILITY_LABEL_MAX = 75, 75
-MESSAGE_BLOCK_TYPES = {"section", "header", "context", "actions", "divider", "context_actions", "rich_text",
-                       "markdown", "image", "input", "file", "video"}
+MESSAGE_BLOCK_TYPES = {
+    "section",
+    "header",
+    "context",
+    "actions",
+    "divider",
+    "context_actions",
+    "rich_text",
+    "markdown",
+    "image",
+    "input",
+    "file",
+    "video",
+}
 MODAL_BLOCK_TYPES = MESSAGE_BLOCK_TYPES - {"context_actions", "markdown"}
 
 # Bot-token scopes each Web API method needs (any one of a set). Methods missing here need none.
 METHOD_SCOPES: dict[str, set[str]] = {
-    "chat.postMessage": {"chat:write"}, "chat.update": {"chat:write"}, "chat.postEphemeral": {"chat:write"},
-    "chat.startStream": {"chat:write"}, "chat.appendStream": {"chat:write"}, "chat.stopStream": {"chat:write"},
-    "reactions.add": {"reactions:write"}, "reactions.remove": {"reactions:write"},
-    "users.info": {"users:read"}, "usergroups.users.list": {"usergroups:read"},
-    "assistant.threads.setStatus": {"assistant:write"}, "assistant.threads.setSuggestedPrompts": {"assistant:write"},
+    "chat.postMessage": {"chat:write"},
+    "chat.update": {"chat:write"},
+    "chat.postEphemeral": {"chat:write"},
+    "chat.startStream": {"chat:write"},
+    "chat.appendStream": {"chat:write"},
+    "chat.stopStream": {"chat:write"},
+    "reactions.add": {"reactions:write"},
+    "reactions.remove": {"reactions:write"},
+    "users.info": {"users:read"},
+    "usergroups.users.list": {"usergroups:read"},
+    "assistant.threads.setStatus": {"assistant:write"},
+    "assistant.threads.setSuggestedPrompts": {"assistant:write"},
     "assistant.threads.setTitle": {"assistant:write"},
 }
 # conversations.* need the history/read scope of the conversation's type.
@@ -81,9 +100,17 @@ HISTORY_SCOPE = {"im": "im:history", "mpim": "mpim:history", "private": "groups:
 READ_SCOPE = {"im": "im:read", "mpim": "mpim:read", "private": "groups:read", "public": "channels:read"}
 # Per-method rate tiers (calls per minute per workspace): Tier 2 ~20, Tier 3 ~50, Tier 4 ~100.
 RATE_TIERS: dict[str, int] = {
-    "chat.startStream": 20, "chat.stopStream": 20, "chat.appendStream": 100, "conversations.replies": 50,
-    "conversations.info": 50, "users.info": 100, "usergroups.users.list": 20, "auth.test": 100, "views.open": 100,
-    "reactions.add": 50, "reactions.remove": 50,
+    "chat.startStream": 20,
+    "chat.stopStream": 20,
+    "chat.appendStream": 100,
+    "conversations.replies": 50,
+    "conversations.info": 50,
+    "users.info": 100,
+    "usergroups.users.list": 20,
+    "auth.test": 100,
+    "views.open": 100,
+    "reactions.add": 50,
+    "reactions.remove": 50,
 }
 REPLIES_MAX_LIMIT = 1000
 
@@ -218,8 +245,11 @@ def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
             for j, f in enumerate(fields):
                 total += _text_object(f, f"{where}.fields[{j}]", SECTION_FIELD_TEXT_MAX)
             if "accessory" in block:
-                total += _element(block["accessory"], f"{where}.accessory", {"button", "image", "overflow",
-                                                                            "static_select", "datepicker"})
+                total += _element(
+                    block["accessory"],
+                    f"{where}.accessory",
+                    {"button", "image", "overflow", "static_select", "datepicker"},
+                )
         elif kind == "header":
             total += _text_object(block.get("text"), f"{where}.text", TEXT_LIMITS["header"], plain_only=True)
         elif kind == "context":
@@ -233,8 +263,11 @@ def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
             if not isinstance(elements, list) or not 1 <= len(elements) <= ACTIONS_ELEMENTS_MAX:
                 _fail(f"{where}.elements: 1-{ACTIONS_ELEMENTS_MAX} items")
             for j, el in enumerate(elements):
-                total += _element(el, f"{where}.elements[{j}]", {"button", "overflow", "static_select",
-                                                                 "datepicker", "checkboxes", "radio_buttons"})
+                total += _element(
+                    el,
+                    f"{where}.elements[{j}]",
+                    {"button", "overflow", "static_select", "datepicker", "checkboxes", "radio_buttons"},
+                )
         elif kind == "context_actions":
             elements = block.get("elements")
             if not isinstance(elements, list) or not 1 <= len(elements) <= CONTEXT_ACTIONS_ELEMENTS_MAX:
@@ -250,8 +283,11 @@ def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
             total += _text_object(block.get("label"), f"{where}.label", 2000, plain_only=True)
             if "hint" in block:
                 total += _text_object(block["hint"], f"{where}.hint", 2000, plain_only=True)
-            _element(block.get("element"), f"{where}.element", {"plain_text_input", "static_select", "checkboxes",
-                                                                  "radio_buttons", "datepicker"})
+            _element(
+                block.get("element"),
+                f"{where}.element",
+                {"plain_text_input", "static_select", "checkboxes", "radio_buttons", "datepicker"},
+            )
         elif kind == "image":
             _url(block.get("image_url"), f"{where}.image_url")
         elif kind == "rich_text":
@@ -343,8 +379,15 @@ class Workspace:
         self._last_us = us
         return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
-    def add_message(self, channel: str, text: str, user: str = USER_ID, ts: str | None = None,
-                    thread_ts: str | None = None, **extra: Any) -> dict:
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        user: str = USER_ID,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        **extra: Any,
+    ) -> dict:
         """Store a message (seeded by a test or posted through the API) and return it."""
         msg = {"type": "message", "user": user, "text": text, "ts": ts or self.next_ts(), "team": self.bot.team_id}
         if thread_ts:
@@ -373,7 +416,7 @@ class Workspace:
         return self.dm_channels[user]
 
     def kind(self, channel: str) -> str:
-        """"im", "mpim", "private" or "public": what decides the scopes a call in it needs."""
+        """ "im", "mpim", "private" or "public": what decides the scopes a call in it needs."""
         info = self.channels.get(channel, {})
         if channel.startswith("D") or info.get("is_im"):
             return "im"
@@ -388,26 +431,47 @@ class Workspace:
     def channel_info(self, channel: str) -> dict | None:
         if not self.is_channel(channel):
             return None
-        base: dict[str, Any] = {"id": channel, "created": 1700000000, "is_archived": False,
-                                "context_team_id": self.bot.team_id}
+        base: dict[str, Any] = {
+            "id": channel,
+            "created": 1700000000,
+            "is_archived": False,
+            "context_team_id": self.bot.team_id,
+        }
         if channel.startswith("D"):
             base.update(is_im=True, is_channel=False, is_private=True, user=USER_ID, is_open=True, is_member=True)
         else:
             private = channel.startswith("G")
-            base.update(name=f"channel-{channel.lower()}", is_im=False, is_channel=not private, is_group=private,
-                        is_private=private, is_member=True, is_ext_shared=False)
+            base.update(
+                name=f"channel-{channel.lower()}",
+                is_im=False,
+                is_channel=not private,
+                is_group=private,
+                is_private=private,
+                is_member=True,
+                is_ext_shared=False,
+            )
         return {**base, **self.channels.get(channel, {})}
 
     def user_info(self, user: str) -> dict | None:
         if user not in self.users and not re.fullmatch(r"[UW][A-Z0-9]{2,}", user or ""):
             return None
-        info: dict[str, Any] = {"id": user, "team_id": self.bot.team_id, "name": f"user-{user.lower()}",
-                                "real_name": f"Test User {user}", "tz": "America/Los_Angeles",
-                                "tz_label": "Pacific Standard Time", "tz_offset": -28800,
-                                "is_bot": user == self.bot.user_id, "deleted": False, "is_admin": False}
+        info: dict[str, Any] = {
+            "id": user,
+            "team_id": self.bot.team_id,
+            "name": f"user-{user.lower()}",
+            "real_name": f"Test User {user}",
+            "tz": "America/Los_Angeles",
+            "tz_label": "Pacific Standard Time",
+            "tz_offset": -28800,
+            "is_bot": user == self.bot.user_id,
+            "deleted": False,
+            "is_admin": False,
+        }
         info.update(self.users.get(user, {}))
-        info.setdefault("profile", {"real_name": info["real_name"], "display_name": info["name"],
-                                    "email": f"{info['name']}@example.test"})
+        info.setdefault(
+            "profile",
+            {"real_name": info["real_name"], "display_name": info["name"], "email": f"{info['name']}@example.test"},
+        )
         return info
 
     def new_view_id(self) -> str:
@@ -440,7 +504,8 @@ class WebApi:
             "views.update": self.views_update,
             "assistant.threads.setStatus": lambda a: self._assistant_thread(a, status=a.get("status", "")),
             "assistant.threads.setSuggestedPrompts": lambda a: self._assistant_thread(
-                a, prompts=a.get("prompts") or [], prompts_title=a.get("title")),
+                a, prompts=a.get("prompts") or [], prompts_title=a.get("title")
+            ),
             "assistant.threads.setTitle": lambda a: self._assistant_thread(a, title=a.get("title", "")),
             "apps.connections.open": lambda a: {"url": self._socket_url()},
         }
@@ -477,8 +542,15 @@ class WebApi:
         return msg
 
     def _post(self, channel: str, text: str, thread_ts: str | None, **extra: Any) -> dict:
-        return self.ws.add_message(channel, text, user=self.bot.user_id, thread_ts=thread_ts,
-                                   bot_id=self.bot.bot_id, app_id=self.bot.app_id, **extra)
+        return self.ws.add_message(
+            channel,
+            text,
+            user=self.bot.user_id,
+            thread_ts=thread_ts,
+            bot_id=self.bot.bot_id,
+            app_id=self.bot.app_id,
+            **extra,
+        )
 
     @staticmethod
     def _pick(a: dict, *keys: str) -> dict:
@@ -491,17 +563,27 @@ class WebApi:
 
     # --- auth / chat ---------------------------------------------------------------------
     def auth_test(self, a: dict) -> dict:
-        return {"url": f"{PERMALINK_HOST}/", "team": "Emulator Test", "user": self.bot.user,
-                "team_id": self.bot.team_id, "user_id": self.bot.user_id, "bot_id": self.bot.bot_id,
-                "is_enterprise_install": False}
+        return {
+            "url": f"{PERMALINK_HOST}/",
+            "team": "Emulator Test",
+            "user": self.bot.user,
+            "team_id": self.bot.team_id,
+            "user_id": self.bot.user_id,
+            "bot_id": self.bot.bot_id,
+            "is_enterprise_install": False,
+        }
 
     def post_message(self, a: dict) -> dict:
         channel = self._channel(a, member=True, users=True)
         self._blocks(a)
         if not any(a.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
             raise ApiError("no_text")
-        msg = self._post(channel, a.get("text") or a.get("markdown_text") or "", a.get("thread_ts"),
-                         **self._pick(a, "blocks", "attachments", "metadata"))
+        msg = self._post(
+            channel,
+            a.get("text") or a.get("markdown_text") or "",
+            a.get("thread_ts"),
+            **self._pick(a, "blocks", "attachments", "metadata"),
+        )
         return {"channel": channel, "ts": msg["ts"], "message": msg}
 
     def update(self, a: dict) -> dict:
@@ -522,8 +604,13 @@ class WebApi:
         if not any(a.get(k) for k in ("text", "blocks", "attachments")):
             raise ApiError("no_text")
         message_ts = self.ws.next_ts()
-        self.ws.ephemeral.append({"channel": channel, "message_ts": message_ts,
-                                  **self._pick(a, "user", "text", "blocks", "attachments", "thread_ts")})
+        self.ws.ephemeral.append(
+            {
+                "channel": channel,
+                "message_ts": message_ts,
+                **self._pick(a, "user", "text", "blocks", "attachments", "thread_ts"),
+            }
+        )
         return {"message_ts": message_ts}
 
     def get_permalink(self, a: dict) -> dict:
@@ -611,12 +698,19 @@ class WebApi:
         messages = [self._with_reactions(channel, m) for m in thread]
         for m in messages:
             if m["ts"] == ts and replies:
-                m.update(thread_ts=ts, reply_count=len(replies), latest_reply=replies[-1]["ts"],
-                         reply_users=sorted({r["user"] for r in replies if r.get("user")}))
-        page = messages[start:start + limit]
+                m.update(
+                    thread_ts=ts,
+                    reply_count=len(replies),
+                    latest_reply=replies[-1]["ts"],
+                    reply_users=sorted({r["user"] for r in replies if r.get("user")}),
+                )
+        page = messages[start : start + limit]
         more = start + limit < len(messages)
-        return {"messages": page, "has_more": more,
-                "response_metadata": {"next_cursor": f"dXNlcjo{start + limit}" if more else ""}}
+        return {
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": f"dXNlcjo{start + limit}" if more else ""},
+        }
 
     def conversations_info(self, a: dict) -> dict:
         info = self.ws.channel_info(a.get("channel") or "")
@@ -653,9 +747,16 @@ class WebApi:
             raise ApiError(exc.error) from exc
         self.ws.used_triggers.add(trigger_id)
         view_id = self.ws.new_view_id()
-        view = {**a["view"], "id": view_id, "team_id": self.bot.team_id, "app_id": self.bot.app_id,
-                "bot_id": self.bot.bot_id, "root_view_id": view_id, "hash": f"{view_id}-1",
-                "state": {"values": {}}}
+        view = {
+            **a["view"],
+            "id": view_id,
+            "team_id": self.bot.team_id,
+            "app_id": self.bot.app_id,
+            "bot_id": self.bot.bot_id,
+            "root_view_id": view_id,
+            "hash": f"{view_id}-1",
+            "state": {"values": {}},
+        }
         self.ws.views[view_id] = view
         return {"view": view}
 
@@ -701,9 +802,14 @@ class SocketModeHub:
         await ws.prepare(request)
         self.clients.append(ws)
         self.connection_count += 1
-        await ws.send_json({"type": "hello", "num_connections": len(self.clients),
-                            "debug_info": {"host": "emulator", "approximate_connection_time": 18060},
-                            "connection_info": {"app_id": self.app_id}})
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self.clients),
+                "debug_info": {"host": "emulator", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
         self.connected.set()
         try:
             async for msg in ws:
@@ -725,14 +831,23 @@ class SocketModeHub:
         if future is not None and not future.done():
             future.set_result(message)
 
-    async def send(self, payload: dict, envelope_type: str = "events_api", *, timeout: float = 5.0,
-                   accepts_response_payload: bool | None = None) -> dict:
+    async def send(
+        self,
+        payload: dict,
+        envelope_type: str = "events_api",
+        *,
+        timeout: float = 5.0,
+        accepts_response_payload: bool | None = None,
+    ) -> dict:
         """Push one envelope to every connected client; return the first ack (`{"envelope_id": ...}`)."""
         await asyncio.wait_for(self.connected.wait(), timeout)
         envelope_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
-            "envelope_id": envelope_id, "type": envelope_type, "payload": payload,
-            "accepts_response_payload": (envelope_type != "events_api") if accepts_response_payload is None
+            "envelope_id": envelope_id,
+            "type": envelope_type,
+            "payload": payload,
+            "accepts_response_payload": (envelope_type != "events_api")
+            if accepts_response_payload is None
             else accepts_response_payload,
         }
         if envelope_type == "events_api":
@@ -767,8 +882,14 @@ class SlackEmulator:
     uses Slack's published tiers (`RATE_TIERS`); pass `{}` to switch rate limiting off.
     """
 
-    def __init__(self, *, bot: BotIdentity | None = None, valid_tokens: set[str] | None = None,
-                 scopes: set[str] | None = None, rate_tiers: dict[str, int] | None = None):
+    def __init__(
+        self,
+        *,
+        bot: BotIdentity | None = None,
+        valid_tokens: set[str] | None = None,
+        scopes: set[str] | None = None,
+        rate_tiers: dict[str, int] | None = None,
+    ):
         self.bot = bot or BotIdentity()
         self.valid_tokens = valid_tokens
         self.scopes = manifest_scopes() if scopes is None else set(scopes)
@@ -837,8 +958,16 @@ class SlackEmulator:
         return self.calls_to(method)
 
     # --- fault injection -----------------------------------------------------------------------
-    def inject(self, method: str, *, error: str | None = None, status: int = 200, times: int = 1,
-               retry_after: int | None = None, when: Callable[[dict], bool] | None = None) -> None:
+    def inject(
+        self,
+        method: str,
+        *,
+        error: str | None = None,
+        status: int = 200,
+        times: int = 1,
+        retry_after: int | None = None,
+        when: Callable[[dict], bool] | None = None,
+    ) -> None:
         """The next `times` calls to `method` (only those whose args satisfy `when`, if given) fail:
         with HTTP `status` (429 adds `Retry-After`, 5xx is a server error) and/or `{"ok": false,
         "error": error}`."""
@@ -860,8 +989,15 @@ class SlackEmulator:
         return len(self._faults[method])
 
     # --- seeding / inspection shortcuts -----------------------------------------------------------
-    def add_message(self, channel: str, text: str, user: str = USER_ID, ts: str | None = None,
-                    thread_ts: str | None = None, **extra: Any) -> dict:
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        user: str = USER_ID,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        **extra: Any,
+    ) -> dict:
         return self.workspace.add_message(channel, text, user=user, ts=ts, thread_ts=thread_ts, **extra)
 
     def add_channel(self, channel: str, **fields: Any) -> None:
@@ -883,10 +1019,17 @@ class SlackEmulator:
     def socket_connected(self) -> asyncio.Event:
         return self.socket.connected
 
-    async def socket_send_event(self, payload: dict, envelope_type: str = "events_api", *,
-                                timeout: float = 5.0, accepts_response_payload: bool | None = None) -> dict:
-        return await self.socket.send(payload, envelope_type, timeout=timeout,
-                                      accepts_response_payload=accepts_response_payload)
+    async def socket_send_event(
+        self,
+        payload: dict,
+        envelope_type: str = "events_api",
+        *,
+        timeout: float = 5.0,
+        accepts_response_payload: bool | None = None,
+    ) -> dict:
+        return await self.socket.send(
+            payload, envelope_type, timeout=timeout, accepts_response_payload=accepts_response_payload
+        )
 
     # --- HTTP ------------------------------------------------------------------------------------
     async def _handle_api(self, request: web.Request) -> web.Response:
@@ -899,8 +1042,19 @@ class SlackEmulator:
             headers = {**headers, "X-OAuth-Scopes": ",".join(sorted(self.scopes))}
         text = json.dumps(body)
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.calls.append(Call(method, args, token, authorization, request.method, time.time(), status, json.loads(text),
-                               tuple(peer) if peer else None))
+        self.calls.append(
+            Call(
+                method,
+                args,
+                token,
+                authorization,
+                request.method,
+                time.time(),
+                status,
+                json.loads(text),
+                tuple(peer) if peer else None,
+            )
+        )
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
@@ -923,8 +1077,9 @@ class SlackEmulator:
         except ApiError as e:
             body = {"ok": False, "error": e.error}
             if e.error == "missing_scope":
-                body.update(needed=",".join(sorted(self._needed_scopes(method, args))),
-                            provided=",".join(sorted(self.scopes)))
+                body.update(
+                    needed=",".join(sorted(self._needed_scopes(method, args))), provided=",".join(sorted(self.scopes))
+                )
             return 200, body, {}
 
     def _authorize(self, method: str, token: str | None) -> None:

@@ -106,7 +106,9 @@ def app_mention_event(
 ) -> dict[str, Any]:
     """An `app_mention` event; the `<@bot>` mention is prefixed unless text already has it."""
     mention = f"<@{bot_user_id}>"
-    event = message_event(text if mention in text else f"{mention} {text}", user=user, channel=channel, ts=ts, thread_ts=thread_ts)
+    event = message_event(
+        text if mention in text else f"{mention} {text}", user=user, channel=channel, ts=ts, thread_ts=thread_ts
+    )
     event["type"] = "app_mention"
     event.pop("channel_type")
     return event
@@ -141,7 +143,13 @@ def event_callback(
         "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
         "event_time": int(time.time()),
         "authorizations": [
-            {"enterprise_id": None, "team_id": team_id, "user_id": bot_user_id, "is_bot": True, "is_enterprise_install": False}
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
         ],
         "is_ext_shared_channel": False,
     }
@@ -170,8 +178,13 @@ def block_actions_payload(
         "user": {"id": user, "username": f"user-{user.lower()}", "team_id": team_id},
         "api_app_id": APP_ID,
         "token": "verification-token",
-        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False,
-                      **({"thread_ts": thread_ts} if thread_ts else {})},
+        "container": {
+            "type": "message",
+            "message_ts": ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
+        },
         "trigger_id": trigger_id or new_trigger_id(),
         "team": {"id": TEAM_ID, "domain": "emulator"},
         "channel": {"id": channel, "name": f"channel-{channel.lower()}"},
@@ -212,7 +225,11 @@ def view_submission_payload(
 
 
 def slash_command_form(
-    command: str, text: str = "", user_id: str = USER_ID, channel_id: str = CHANNEL_ID, trigger_id: str | None = None,
+    command: str,
+    text: str = "",
+    user_id: str = USER_ID,
+    channel_id: str = CHANNEL_ID,
+    trigger_id: str | None = None,
     response_url: str | None = None,
 ) -> dict[str, str]:
     """Slash command fields: `form_body(...)` them for HTTP, or send as a Socket Mode payload."""
