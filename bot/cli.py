@@ -66,12 +66,17 @@ def main() -> None:
     help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). Default: SUPPORTBOT_SOURCES.",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for long runs).")
+@click.option("--force", is_flag=True, help="Publish the new version even if the eval gate finds it worse.")
 @data_dir_option
 @json_option
-def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
-    """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded."""
+def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_dir: Path | None, as_json: bool) -> None:
+    """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded.
+
+    The new version is then scored on the frozen eval set (SUPPORTBOT_EVAL_DATASET); if a guarded
+    metric fell beyond its tolerance the previous version stays in service (exit 3) unless --force.
+    """
     from bot.engine.calibration import describe as describe_calibration
-    from bot.engine.calibration import refresh_calibrated
+    from evals.gate import describe_gate, refresh_gated
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
@@ -80,13 +85,14 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
-        report = asyncio.run(refresh_calibrated(index, specs, settings, show_progress=progress))
+        gated = asyncio.run(refresh_gated(index, specs, settings, force=force, show_progress=progress))
     except RefreshInProgress as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the index in {settings.index_dir}: {exc.strerror or exc}")
+    report, gate = gated.report, gated.gate
     if as_json:
-        print_json(report.to_dict())
+        print_json(gated.to_dict())
     else:
         for warning in report.warnings:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
@@ -100,6 +106,26 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         click.echo(f"refresh done: {report.summary}")
         if report.calibration:
             click.echo(describe_calibration(report.calibration))
+        click.echo(describe_gate(gate))
+    if gate.status in ("blocked", "forced"):
+        asyncio.run(notify_admins(settings, describe_gate(gate)))
+    if gate.blocked:
+        sys.exit(3)
+
+
+async def notify_admins(settings: Settings, text: str) -> None:
+    """Tell the admins in Slack (alerts channel, else DMs) when a token is configured; else nothing."""
+    from bot.slack.app import create_web_client, secret
+    from bot.slack.refresh_gate import post_to_admins
+
+    if not secret(settings.slack_bot_token):
+        return
+    client = create_web_client(settings)
+    try:
+        await post_to_admins(client, settings, text)
+    finally:
+        if client.session is not None:
+            await client.session.close()
 
 
 @main.command()
@@ -292,6 +318,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
 
     async def run() -> None:
         bot = build_bot(settings, socket_mode=socket_mode)
+        bot.refresher = gated_refresher  # /kb-refresh goes through the eval gate (bot/slack never imports evals/)
         # the weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true): built here, so the Slack
         # server never imports evals/; its digest goes to the report channel through the bot's client
         weekly = WeeklyScheduler(
@@ -310,6 +337,17 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+async def gated_refresher(index, specs: list[str], settings: Settings, force: bool):
+    """`/kb-refresh` through the eval gate, in the shape the Slack bot takes (`RefreshOutcome`)."""
+    from bot.slack.refresh_gate import RefreshOutcome
+    from evals.gate import describe_gate, refresh_gated
+
+    gated = await refresh_gated(index, specs, settings, force=force)
+    return RefreshOutcome(
+        gated.report, describe_gate(gated.gate), needs_admins=gated.gate.status in ("blocked", "forced")
+    )
 
 
 @main.command()

@@ -28,6 +28,7 @@ from bot.slack import blocks
 from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
+from bot.slack.refresh_gate import post_to_admins, wants_force
 from bot.slack.ttlcache import TTLSet
 
 if TYPE_CHECKING:
@@ -361,7 +362,6 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
-        from bot.engine.calibration import refresh_calibrated
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
@@ -370,7 +370,9 @@ class Listeners:
             return
         await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
-            report = await refresh_calibrated(self.bot.index, self.settings.sources, self.settings)
+            outcome = await self.bot.refresher(
+                self.bot.index, self.settings.sources, self.settings, wants_force(command.get("text"))
+            )
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
@@ -384,8 +386,14 @@ class Listeners:
                 f"The refresh failed: {blocks.escape(type(exc).__name__)}. The details are in the bot's log.",
             )
             return
+        report = outcome.report
         record_refresh(self.bot.metrics, report)
-        await self._announce(client, channel, user, blocks.refresh_text(report.summary, user, report.calibration))
+        text = blocks.refresh_text(report.summary, user, report.calibration)
+        if outcome.gate_text:
+            text = f"{text}\n{blocks.escape(outcome.gate_text)}"
+        await self._announce(client, channel, user, text)
+        if outcome.needs_admins and outcome.gate_text:
+            await post_to_admins(client, self.settings, outcome.gate_text)
 
     async def is_admin(self, client: AsyncWebClient, user: str) -> bool:
         """Checked on every call, so removing someone from the group takes effect at once."""
