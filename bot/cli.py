@@ -204,19 +204,25 @@ def status(data_dir: Path | None, as_json: bool) -> None:
 # --------------------------------------------------------------------------- answers
 
 
-async def answer_questions(settings: Settings, questions, on_answer) -> None:
+async def answer_questions(settings: Settings, questions, on_answer, *, log: bool = False) -> None:
     """One pipeline (and one event loop, which the Claude client needs) for a whole session:
-    `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer."""
+    `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer. With
+    `log`, each answer goes to the interaction log (so `supportbot why ID` can explain it)."""
     from bot.engine.pipeline import Pipeline
+    from bot.store import InteractionStore
 
     pipeline = Pipeline.from_settings(settings)
+    store = InteractionStore.from_settings(settings) if log else None
     try:
         try:
             await pipeline.warm_up()  # model load and index open are not the first answer's latency
         except Exception:  # no index yet: the answer itself says so
             pass
         async for question in questions:
-            on_answer(await pipeline.answer(question))
+            answer = await pipeline.answer(question)
+            if store is not None:
+                await store.log_answer(question, answer, slack={"surface": "cli"})
+            on_answer(answer)
     finally:
         await pipeline.aclose()
 
@@ -262,7 +268,27 @@ def ask(question: str, data_dir: Path | None, as_json: bool) -> None:
     def show(answer) -> None:
         click.echo(answer.model_dump_json(indent=2) if as_json else render_answer(answer))
 
-    asyncio.run(answer_questions(load_settings(data_dir), one(), show))
+    asyncio.run(answer_questions(load_settings(data_dir), one(), show, log=True))
+
+
+@main.command()
+@click.argument("interaction_id")
+@data_dir_option
+@json_option
+def why(interaction_id: str, data_dir: Path | None, as_json: bool) -> None:
+    """Explain one logged decision: query, retrieved chunks with scores, signals, calibration, threshold, cost."""
+    from dataclasses import asdict
+
+    from bot.engine.why import calibration_of, explain, render_terminal
+    from bot.store import InteractionStore
+
+    settings = load_settings(data_dir)
+    row = asyncio.run(InteractionStore.from_settings(settings).get_interaction(interaction_id))
+    if row is None:
+        fail(f"no interaction {interaction_id!r} in {settings.data_dir / 'logs'}")
+        return
+    explanation = explain(row, calibration_of(settings.index_dir, row))
+    click.echo(json.dumps(asdict(explanation), indent=2, default=str) if as_json else render_terminal(explanation))
 
 
 @main.command()

@@ -290,7 +290,7 @@ async def refresh_gated(
         candidate_version=candidate_version,
         serving_version=candidate_version,
         documents=document_changes(before_docs, after_docs),
-        cases=candidate.cases,
+        cases=candidate.cases or 0,
     )
     if baseline is None:
         gate.reason = "first version of this index: nothing to compare with; its report is the next baseline"

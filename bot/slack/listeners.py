@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.calibration import index_status
 from bot.observability import record_refresh, request_context
-from bot.slack import blocks
+from bot.slack import blocks, why
 from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
@@ -75,6 +75,7 @@ class Listeners:
         app.view(blocks.RESOLVE_VIEW)(self.on_resolve_submitted)
         app.command("/kb-refresh")(self.on_kb_refresh)
         app.command("/kb-status")(self.on_kb_status)
+        app.command("/kb")(self.on_kb)
 
     def spawn(self, coro, name: str) -> None:
         self.bot.tasks.spawn(coro, name)
@@ -422,6 +423,26 @@ class Listeners:
             await self._reply(client, command, respond, text)
 
         self.spawn(report(), "kb-status")
+
+    async def on_kb(self, ack, command: dict[str, Any], client: AsyncWebClient, respond) -> None:
+        """`/kb why <message link>` (admins): the explanation of one decision, privately."""
+        await ack()
+
+        async def explain() -> None:
+            words = (command.get("text") or "").split(maxsplit=1)
+            if not words or words[0].lower() != "why" or len(words) < 2:
+                await self._reply(client, command, respond, why.USAGE_TEXT)
+            elif not await self.is_admin(client, command["user_id"]):
+                await self._reply(client, command, respond, why.NOT_ADMIN_TEXT)
+            else:
+                body = await why.explain_link(self.bot.store, self.settings.index_dir, words[1])
+                try:
+                    await respond(**body, response_type="ephemeral")
+                except Exception as exc:  # noqa: BLE001 (refused blocks: the short text still arrives)
+                    log.warning("kb why reply failed (%s); sending its text", type(exc).__name__)
+                    await self._reply(client, command, respond, body["text"])
+
+        self.spawn(explain(), "kb why")
 
     # ------------------------------------------------------------------ replies to one person
 
