@@ -252,7 +252,9 @@ async def refresh_gated(
     """Every refresh path's one call: `refresh_calibrated`, then the eval gate on the new version."""
     from bot.engine.calibration import refresh_calibrated
     from evals.runner import file_sha256
+    from knowledge.learned import with_learned
 
+    specs = with_learned(specs, settings.data_dir)
     dataset = Path(settings.eval_dataset)
     if not settings.refresh_gate or not dataset.is_file():
         report = await refresh_calibrated(index, specs, settings, show_progress=show_progress)

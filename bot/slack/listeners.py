@@ -28,6 +28,7 @@ from bot.slack import blocks, why
 from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
+from bot.slack.learned import LearnedReview
 from bot.slack.refresh_gate import post_to_admins, wants_force
 from bot.slack.ttlcache import TTLSet
 
@@ -59,6 +60,7 @@ class Listeners:
         self.seen_events = TTLSet(EVENT_DEDUPE_SECONDS, max_size=50_000)
         self.not_followups = TTLSet(NOT_A_FOLLOWUP_SECONDS)
         self.titled_threads = TTLSet(24 * 3600)
+        self.learned = LearnedReview(bot, may_act=self.may_act_on_escalations, tell=self._tell)
 
     def register(self, app: AsyncApp) -> None:
         app.middleware(self.guard)  # before the assistant middleware, so it covers assistant events too
@@ -76,6 +78,7 @@ class Listeners:
         app.command("/kb-refresh")(self.on_kb_refresh)
         app.command("/kb-status")(self.on_kb_status)
         app.command("/kb")(self.on_kb)
+        self.learned.register(app)  # Approve / Edit / Decline of learned answer drafts
 
     def spawn(self, coro, name: str) -> None:
         self.bot.tasks.spawn(coro, name)
@@ -346,6 +349,8 @@ class Listeners:
                     channel=user, text="That escalation was already resolved, so your answer was not sent."
                 )
             )
+            return
+        await self.learned.draft(client, interaction_id, body["user"])  # offered for review as a learned answer
 
     # ------------------------------------------------------------------ slash commands
 

@@ -44,8 +44,9 @@ def wants_force(command_text: str | None) -> bool:
 async def ungated(index: KnowledgeIndex, specs: list[str], settings: Settings, force: bool) -> RefreshOutcome:
     """The refresh without a gate (no Refresher was given): refreshed and calibrated."""
     from bot.engine.calibration import refresh_calibrated
+    from knowledge.learned import with_learned
 
-    return RefreshOutcome(await refresh_calibrated(index, specs, settings))
+    return RefreshOutcome(await refresh_calibrated(index, with_learned(specs, settings.data_dir), settings))
 
 
 async def post_to_admins(client: AsyncWebClient, settings: Settings, text: str) -> list[str]:
