@@ -119,6 +119,16 @@ async def test_a_resolved_escalation_becomes_a_learned_answer_that_answers_a_par
         await bot.state.tasks.drain(timeout=10)
         assert len(bot.posts_in(ESCALATION_CHANNEL)) == escalations_before  # no escalation
 
+    # the eval report marks answers drawn from learned entries, and shows their share
+    from evals.cases import EvalCase
+    from evals.report import render_markdown
+    from evals.runner import run_eval
+
+    cases = [EvalCase(id="l1", question=PARAPHRASE, reference_answer=HUMAN_ANSWER)]
+    report = await run_eval(settings, cases, embedder=parts["embedder"], progress=False, cosine_correctness=False)
+    assert report["per_case"][0]["from_learned"] and report["answer"]["learned_share"] == 1.0
+    assert "| Answers from learned entries | 1.000 |" in render_markdown(report)
+
 
 def entry(entry_id: str, title: str, **extra) -> LearnedEntry:
     return LearnedEntry(
