@@ -406,6 +406,59 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- learned answers
+
+
+@main.group("learned")
+def learned_group() -> None:
+    """Human answers approved as knowledge (drafted when an escalation is resolved, reviewed in Slack)."""
+
+
+@learned_group.command("list")
+@click.option("--status", type=click.Choice(["draft", "approved", "declined", "deleted"]), default=None)
+@data_dir_option
+@json_option
+def learned_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Every learned entry (or those with one status), oldest first."""
+    from dataclasses import asdict
+
+    from knowledge.learned import LearnedStore
+
+    entries = LearnedStore(load_settings(data_dir).data_dir).all(status)
+    if as_json:
+        print_json([asdict(entry) for entry in entries])
+        return
+    if not entries:
+        click.echo("no learned answers")
+    for entry in entries:
+        click.echo(f"{entry.id}  {entry.status:<8}  {entry.citation}  {entry.title[:80]}")
+
+
+@learned_group.command("delete")
+@click.argument("entry_id")
+@data_dir_option
+def learned_delete(entry_id: str, data_dir: Path | None) -> None:
+    """Take an approved entry out of the knowledge (its page goes, and the learned source is refreshed)."""
+    from bot.engine.calibration import refresh_calibrated
+    from knowledge.index import KnowledgeIndex, RefreshInProgress
+    from knowledge.learned import EntryNotFound, LearnedStore
+
+    settings = load_settings(data_dir)
+    store = LearnedStore(settings.data_dir)
+    try:
+        entry = store.delete(entry_id)
+    except EntryNotFound:
+        fail(f"no learned entry {entry_id!r}")
+        return
+    index = KnowledgeIndex.from_settings(settings)
+    try:
+        report = asyncio.run(refresh_calibrated(index, [store.source], settings))
+    except RefreshInProgress as exc:
+        fail(f"deleted {entry.id}, but {exc}: the next refresh drops it")
+        return
+    click.echo(f"deleted {entry.id} ({entry.title[:80]}): {report.summary}")
+
+
 # --------------------------------------------------------------------------- evals
 
 
