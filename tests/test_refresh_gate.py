@@ -13,6 +13,7 @@ import pytest
 
 from evals.gate import describe_gate, document_changes, refresh_gated
 from tests.conftest import SAMPLE_EVALS, SAMPLE_KNOWLEDGE
+from tests.emulators.slack_payloads import form_body, slash_command_form
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,3 +85,44 @@ def test_document_changes_names_added_updated_and_deleted():
     after = {("s", "a"): "1", ("s", "b"): "9", ("s", "d"): "4"}
     changes = document_changes(before, after)
     assert (changes.added, changes.updated, changes.deleted) == (["d"], ["b"], ["c"])
+
+
+async def test_kb_refresh_in_slack_is_gated_and_the_admins_are_told(tmp_path, sample_settings, engine_parts, embedder):
+    """`/kb-refresh` with the refresher `supportbot serve` hands the bot: blocked, reported, then forced."""
+    from bot.cli import gated_refresher
+    from knowledge.index import KnowledgeIndex
+    from tests.test_slack_e2e import ADMIN, running_bot
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("api/api-keys.md", "api/rate-limits.md"):
+        shutil.copy(SAMPLE_KNOWLEDGE / name, kb / name.split("/")[1])
+    (kb / "supportbot-source.yml").write_text("base_url: https://help.tallybook.example/api/\n", encoding="utf-8")
+    cases = [json.loads(line) for line in SAMPLE_EVALS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    about = [c for c in cases if any("/api/api-keys" in g or "/api/rate-limits" in g for g in c["gold_sources"])]
+    dataset = tmp_path / "frozen.jsonl"
+    dataset.write_text("".join(json.dumps(c) + "\n" for c in about), encoding="utf-8")
+    own = sample_settings.model_copy(
+        update={"data_dir": tmp_path / "data", "sources": [str(kb)], "eval_dataset": dataset}
+    )
+    parts = {**engine_parts, "index": KnowledgeIndex.from_settings(own, embedder)}
+    async with running_bot(tmp_path, own, parts) as bot:
+        bot.state.refresher = gated_refresher
+        await bot.command("/kb-refresh", user=ADMIN)
+        [first] = await bot.emu.wait_for("chat.postMessage", timeout=120)
+        assert "added 2" in first.args["text"] and "Refresh gate: passed" in first.args["text"]
+
+        (kb / "rate-limits.md").unlink()
+        await bot.command("/kb-refresh", user=ADMIN)
+        calls = await bot.emu.wait_for("chat.postMessage", 3, timeout=120)
+        announced, told = calls[1].args, calls[2].args
+        assert "deleted 1" in announced["text"] and "BLOCKED" in announced["text"]
+        assert told["channel"] == ADMIN and "BLOCKED" in told["text"] and "rate-limits.md" in told["text"]
+        assert "rate-limits.md" in {doc for _, doc in parts["index"].doc_hashes()}  # still served
+
+        form = slash_command_form("/kb-refresh", text="--force", user_id=ADMIN, response_url=bot.emu.response_url())
+        await bot.post(form_body(form), "application/x-www-form-urlencoded")
+        calls = await bot.emu.wait_for("chat.postMessage", 5, timeout=120)
+        assert "--force kept" in calls[3].args["text"] and "rate-limits.md" not in {
+            doc for _, doc in parts["index"].doc_hashes()
+        }
