@@ -148,7 +148,6 @@ METRICS: tuple[Metric, ...] = (
         "from learned",
         "answered cases citing a human answer approved as knowledge",
         "neither",
-        digest=True,
     ),
     Metric(
         "escalation.auroc",
