@@ -66,12 +66,17 @@ def main() -> None:
     help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). Default: SUPPORTBOT_SOURCES.",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for long runs).")
+@click.option("--force", is_flag=True, help="Publish the new version even if the eval gate finds it worse.")
 @data_dir_option
 @json_option
-def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | None, as_json: bool) -> None:
-    """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded."""
+def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_dir: Path | None, as_json: bool) -> None:
+    """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded.
+
+    The new version is then scored on the frozen eval set (SUPPORTBOT_EVAL_DATASET); if a guarded
+    metric fell beyond its tolerance the previous version stays in service (exit 3) unless --force.
+    """
     from bot.engine.calibration import describe as describe_calibration
-    from bot.engine.calibration import refresh_calibrated
+    from evals.gate import describe_gate, refresh_gated
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
@@ -80,13 +85,14 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
-        report = asyncio.run(refresh_calibrated(index, specs, settings, show_progress=progress))
+        gated = asyncio.run(refresh_gated(index, specs, settings, force=force, show_progress=progress))
     except RefreshInProgress as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the index in {settings.index_dir}: {exc.strerror or exc}")
+    report, gate = gated.report, gated.gate
     if as_json:
-        print_json(report.to_dict())
+        print_json(gated.to_dict())
     else:
         for warning in report.warnings:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
@@ -100,6 +106,26 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
         click.echo(f"refresh done: {report.summary}")
         if report.calibration:
             click.echo(describe_calibration(report.calibration))
+        click.echo(describe_gate(gate))
+    if gate.status in ("blocked", "forced"):
+        asyncio.run(notify_admins(settings, describe_gate(gate)))
+    if gate.blocked:
+        sys.exit(3)
+
+
+async def notify_admins(settings: Settings, text: str) -> None:
+    """Tell the admins in Slack (alerts channel, else DMs) when a token is configured; else nothing."""
+    from bot.slack.app import create_web_client, secret
+    from bot.slack.refresh_gate import post_to_admins
+
+    if not secret(settings.slack_bot_token):
+        return
+    client = create_web_client(settings)
+    try:
+        await post_to_admins(client, settings, text)
+    finally:
+        if client.session is not None:
+            await client.session.close()
 
 
 @main.command()
@@ -178,19 +204,25 @@ def status(data_dir: Path | None, as_json: bool) -> None:
 # --------------------------------------------------------------------------- answers
 
 
-async def answer_questions(settings: Settings, questions, on_answer) -> None:
+async def answer_questions(settings: Settings, questions, on_answer, *, log: bool = False) -> None:
     """One pipeline (and one event loop, which the Claude client needs) for a whole session:
-    `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer."""
+    `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer. With
+    `log`, each answer goes to the interaction log (so `supportbot why ID` can explain it)."""
     from bot.engine.pipeline import Pipeline
+    from bot.store import InteractionStore
 
     pipeline = Pipeline.from_settings(settings)
+    store = InteractionStore.from_settings(settings) if log else None
     try:
         try:
             await pipeline.warm_up()  # model load and index open are not the first answer's latency
         except Exception:  # no index yet: the answer itself says so
             pass
         async for question in questions:
-            on_answer(await pipeline.answer(question))
+            answer = await pipeline.answer(question)
+            if store is not None:
+                await store.log_answer(question, answer, slack={"surface": "cli"})
+            on_answer(answer)
     finally:
         await pipeline.aclose()
 
@@ -236,7 +268,27 @@ def ask(question: str, data_dir: Path | None, as_json: bool) -> None:
     def show(answer) -> None:
         click.echo(answer.model_dump_json(indent=2) if as_json else render_answer(answer))
 
-    asyncio.run(answer_questions(load_settings(data_dir), one(), show))
+    asyncio.run(answer_questions(load_settings(data_dir), one(), show, log=True))
+
+
+@main.command()
+@click.argument("interaction_id")
+@data_dir_option
+@json_option
+def why(interaction_id: str, data_dir: Path | None, as_json: bool) -> None:
+    """Explain one logged decision: query, retrieved chunks with scores, signals, calibration, threshold, cost."""
+    from dataclasses import asdict
+
+    from bot.engine.why import calibration_of, explain, render_terminal
+    from bot.store import InteractionStore
+
+    settings = load_settings(data_dir)
+    row = asyncio.run(InteractionStore.from_settings(settings).get_interaction(interaction_id))
+    if row is None:
+        fail(f"no interaction {interaction_id!r} in {settings.data_dir / 'logs'}")
+        return
+    explanation = explain(row, calibration_of(settings.index_dir, row))
+    click.echo(json.dumps(asdict(explanation), indent=2, default=str) if as_json else render_terminal(explanation))
 
 
 @main.command()
@@ -292,6 +344,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
 
     async def run() -> None:
         bot = build_bot(settings, socket_mode=socket_mode)
+        bot.refresher = gated_refresher  # /kb-refresh goes through the eval gate (bot/slack never imports evals/)
         # the weekly export + eval (on when SUPPORTBOT_WEEKLY_EVAL=true): built here, so the Slack
         # server never imports evals/; its digest goes to the report channel through the bot's client
         weekly = WeeklyScheduler(
@@ -310,6 +363,17 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+async def gated_refresher(index, specs: list[str], settings: Settings, force: bool):
+    """`/kb-refresh` through the eval gate, in the shape the Slack bot takes (`RefreshOutcome`)."""
+    from bot.slack.refresh_gate import RefreshOutcome
+    from evals.gate import describe_gate, refresh_gated
+
+    gated = await refresh_gated(index, specs, settings, force=force)
+    return RefreshOutcome(
+        gated.report, describe_gate(gated.gate), needs_admins=gated.gate.status in ("blocked", "forced")
+    )
 
 
 @main.command()
@@ -340,6 +404,59 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
         click.echo(report)
     if not ok:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------- learned answers
+
+
+@main.group("learned")
+def learned_group() -> None:
+    """Human answers approved as knowledge (drafted when an escalation is resolved, reviewed in Slack)."""
+
+
+@learned_group.command("list")
+@click.option("--status", type=click.Choice(["draft", "approved", "declined", "deleted"]), default=None)
+@data_dir_option
+@json_option
+def learned_list(status: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Every learned entry (or those with one status), oldest first."""
+    from dataclasses import asdict
+
+    from knowledge.learned import LearnedStore
+
+    entries = LearnedStore(load_settings(data_dir).data_dir).all(status)
+    if as_json:
+        print_json([asdict(entry) for entry in entries])
+        return
+    if not entries:
+        click.echo("no learned answers")
+    for entry in entries:
+        click.echo(f"{entry.id}  {entry.status:<8}  {entry.citation}  {entry.title[:80]}")
+
+
+@learned_group.command("delete")
+@click.argument("entry_id")
+@data_dir_option
+def learned_delete(entry_id: str, data_dir: Path | None) -> None:
+    """Take an approved entry out of the knowledge (its page goes, and the learned source is refreshed)."""
+    from bot.engine.calibration import refresh_calibrated
+    from knowledge.index import KnowledgeIndex, RefreshInProgress
+    from knowledge.learned import EntryNotFound, LearnedStore
+
+    settings = load_settings(data_dir)
+    store = LearnedStore(settings.data_dir)
+    try:
+        entry = store.delete(entry_id)
+    except EntryNotFound:
+        fail(f"no learned entry {entry_id!r}")
+        return
+    index = KnowledgeIndex.from_settings(settings)
+    try:
+        report = asyncio.run(refresh_calibrated(index, [store.source], settings))
+    except RefreshInProgress as exc:
+        fail(f"deleted {entry.id}, but {exc}: the next refresh drops it")
+        return
+    click.echo(f"deleted {entry.id} ({entry.title[:80]}): {report.summary}")
 
 
 # --------------------------------------------------------------------------- evals

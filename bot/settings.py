@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     eval_report_channel: str = ""
     weekly_eval_weekday: int = Field(default=0, ge=0, le=6)  # 0 = Monday
     weekly_eval_hour: int = Field(default=9, ge=0, le=23)  # UTC
+    # every refresh runs eval_dataset against the new index version and keeps the old one if it is worse
+    refresh_gate: bool = True
 
     @field_validator(
         "sources", "admin_users", "allowed_channels", "allowed_team_ids", "auto_answer_channels", mode="before"

@@ -18,7 +18,8 @@ Field names are a contract (the weekly eval export reads them); add fields, neve
     cited_text}], confidence, decision ("answer" | "answer_with_caveat" | "escalate"), reasons [str],
     generator, model, fallback_reason, index_version, search_query, latency_ms {stage: ms, "total"},
     input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost_usd,
-    signals {name: value}
+    signals {name: value; also raw_score, calibration (the calibrated index version or None), and
+    answer_threshold / caveat_threshold in force when it was decided}
 
 `feedback()` rows, one per vote and one per escalation (key `key`):
     key, interaction_id, kind ("vote" | "escalation"), user (voter, or the last human who acted),
@@ -472,6 +473,11 @@ class InteractionStore:
     async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None:
         rows = await asyncio.to_thread(self._feedback.select, f"key = {sql_string(escalation_key(interaction_id))}")
         return rows[0] if rows else None
+
+    async def interactions_in(self, channel: str) -> list[dict[str, Any]]:
+        """The interactions asked in one channel, oldest first (a message link names a channel)."""
+        rows = await asyncio.to_thread(self._interactions.select, f"channel = {sql_string(channel)}")
+        return sorted((decode_interaction(row) for row in rows), key=lambda row: row["created_at"])
 
     def interactions(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Every logged interaction (JSON fields decoded), oldest first."""

@@ -17,6 +17,7 @@ first, so the follow-up sees the bot's real earlier answer and the sources it ci
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from evals.metrics import (
     unique_documents,
 )
 from evals.topics import topic_of_document
+from knowledge.learned import is_learned
 
 REPORT_VERSION = 1
 if TYPE_CHECKING:
@@ -139,6 +141,7 @@ def score_case(case: EvalCase, answer, k: int) -> dict[str, Any]:
             for doc in documents[:k]
         ],
         "top_similarity": round(max(similarities), 4) if similarities else None,
+        "from_learned": answered and any(is_learned(citation.doc_id) for citation in answer.citations),
         "retrieval": contract_keys(retrieval, k),
         "faithfulness": faithfulness(answer.text, verified) if answered else None,
         "token_f1": round(token_f1(strip_markers(answer.text), case.reference_answer), 4)
@@ -156,6 +159,12 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
 def mean(values: Sequence[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return round(sum(present) / len(present), 4) if present else None
+
+
+def learned_share(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Of the answered cases, the share that cited a learned answer (`knowledge.learned`)."""
+    answered = [row for row in rows if not row["escalated"]]
+    return round(sum(1 for row in answered if row.get("from_learned")) / len(answered), 4) if answered else None
 
 
 def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
@@ -198,6 +207,7 @@ def summarise(rows: Sequence[dict[str, Any]], k: int) -> dict[str, Any]:
             "correctness_cosine": mean([row.get("cosine") for row in rows]),
             "correctness_judge": mean([row.get("judge") for row in rows]),
             "answered": sum(1 for e in escalated if not e),
+            "learned_share": learned_share(rows),
         },
         "latency_ms": {
             "p50": round(percentile(totals, 50), 1),
@@ -337,8 +347,13 @@ async def run_eval(
     judge: Judge | None = None,
     progress: bool = True,
     dataset: str | Path | None = None,
+    cosine_correctness: bool = True,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
-    """Answer every case with the real pipeline and return the full report (contract + rows)."""
+    """Answer every case with the real pipeline and return the full report (contract + rows).
+    `cosine_correctness=False` skips embedding answers and references (the refresh gate's choice:
+    it is half the run's time, and token F1 still guards correctness). `concurrency` answers that
+    many cases at once: faster, but each case's latency then includes waiting for the others."""
     from tqdm import tqdm
 
     from bot.engine.pipeline import Pipeline
@@ -362,10 +377,11 @@ async def run_eval(
     if hasattr(pipeline, "warm_up"):
         await pipeline.warm_up()  # load models and statistics outside the timings
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    with tqdm(total=len(cases), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
-        replies: dict[tuple, Turn] = {}
-        for case in cases:
+    replies: dict[tuple, Turn] = {}
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def run_case(case: EvalCase, bar) -> dict[str, Any]:
+        async with slots:
             history = await replay_thread(pipeline, case.history, replies)
             answer = await pipeline.answer(Question(text=case.question, history=history))
             row = score_case(case, answer, k)
@@ -374,11 +390,15 @@ async def run_eval(
                 row["judge"], row["judge_usage"] = grade.score, grade.usage.model_dump()
                 if grade.error:
                     row["judge_error"] = grade.error
-            rows.append(row)
             bar.update(1)
+            return row
+
+    with tqdm(total=len(cases), desc="eval", unit="case", disable=not progress, file=sys.stderr) as bar:
+        rows: list[dict[str, Any]] = list(await asyncio.gather(*(run_case(case, bar) for case in cases)))
     if owned and hasattr(pipeline, "aclose"):
         await pipeline.aclose()
-    await add_cosine_correctness(rows, embedder)
+    if cosine_correctness:
+        await add_cosine_correctness(rows, embedder)
 
     report = summarise(rows, k)
     report["threshold_advice"] = threshold_advice(

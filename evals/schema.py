@@ -141,6 +141,14 @@ METRICS: tuple[Metric, ...] = (
         "higher",
         tolerance=QUALITY_TOLERANCE,
     ),
+    # How much the bot leans on learned answers (knowledge.learned): shown, never a regression.
+    Metric(
+        "answer.learned_share",
+        "Answers from learned entries",
+        "from learned",
+        "answered cases citing a human answer approved as knowledge",
+        "neither",
+    ),
     Metric(
         "escalation.auroc",
         "Escalation AUROC",
@@ -243,6 +251,7 @@ class AnswerMetrics(_Section):
     correctness_cosine: float | None = None
     correctness_judge: float | None = None
     answered: int | None = None
+    learned_share: float | None = None
 
 
 class EscalationMetrics(_Section):

@@ -119,7 +119,18 @@ async def run_weekly(
     changes = compare_reports(report, previous) if previous else []
     paths = await asyncio.to_thread(write_report, report, out, changes)
     summary = exported.summary()
-    return WeeklyResult(digest_text(report, previous, summary, paths["html"]), report, paths, summary)
+    digest = digest_text(report, previous, summary, paths["html"])
+    gaps = await asyncio.to_thread(weekly_gaps, store, settings, parse_since(since))
+    return WeeklyResult(f"{digest}\n{gaps}" if gaps else digest, report, paths, summary)
+
+
+def weekly_gaps(store, settings: Settings, since: datetime | None) -> str:
+    """The digest's knowledge-gap lines from the week's escalations (the I/O edge of `evals.gaps`)."""
+    from evals.gaps import gaps_text, knowledge_gaps
+    from knowledge.learned import LearnedStore
+
+    learned = LearnedStore(settings.data_dir).answered_interactions()
+    return gaps_text(knowledge_gaps(store.interactions(), store.feedback(since), learned))
 
 
 # ------------------------------------------------------------------------------ scheduling

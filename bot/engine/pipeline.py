@@ -235,7 +235,12 @@ class Pipeline:
             )
             # Claude's own verdict and its checked citations can overrule the lexical judgement
             verdict, extra = claude_verdict.review(verdict, draft.verdict, draft.citation_check, chunks)
-            values = {**values, **extra}
+            # the lines in force when this was decided: `supportbot why` shows them even after the settings change
+            lines = {
+                "answer_threshold": self.settings.answer_threshold,
+                "caveat_threshold": self.settings.caveat_threshold,
+            }
+            values = {**values, **extra, **lines}
         if draft.fallback_reason:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
         body = f"{FALLBACK_NOTE}\n\n{draft.text}" if draft.fallback_reason else draft.text

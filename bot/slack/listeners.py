@@ -24,10 +24,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.calibration import index_status
 from bot.observability import record_refresh, request_context
-from bot.slack import blocks
+from bot.slack import blocks, why
 from bot.slack.answering import Ask, best_effort, read_thread
 from bot.slack.conversation import attachment_names, bot_answered, is_acknowledgement, is_from_a_person, mentions
 from bot.slack.escalation import ALREADY_ESCALATED_TEXT, TRIGGER_ASKED, TRIGGER_THUMBS_DOWN
+from bot.slack.learned import LearnedReview
+from bot.slack.refresh_gate import post_to_admins, wants_force
 from bot.slack.ttlcache import TTLSet
 
 if TYPE_CHECKING:
@@ -58,6 +60,7 @@ class Listeners:
         self.seen_events = TTLSet(EVENT_DEDUPE_SECONDS, max_size=50_000)
         self.not_followups = TTLSet(NOT_A_FOLLOWUP_SECONDS)
         self.titled_threads = TTLSet(24 * 3600)
+        self.learned = LearnedReview(bot, may_act=self.may_act_on_escalations, tell=self._tell)
 
     def register(self, app: AsyncApp) -> None:
         app.middleware(self.guard)  # before the assistant middleware, so it covers assistant events too
@@ -74,6 +77,8 @@ class Listeners:
         app.view(blocks.RESOLVE_VIEW)(self.on_resolve_submitted)
         app.command("/kb-refresh")(self.on_kb_refresh)
         app.command("/kb-status")(self.on_kb_status)
+        app.command("/kb")(self.on_kb)
+        self.learned.register(app)  # Approve / Edit / Decline of learned answer drafts
 
     def spawn(self, coro, name: str) -> None:
         self.bot.tasks.spawn(coro, name)
@@ -344,6 +349,8 @@ class Listeners:
                     channel=user, text="That escalation was already resolved, so your answer was not sent."
                 )
             )
+            return
+        await self.learned.draft(client, interaction_id, body["user"])  # offered for review as a learned answer
 
     # ------------------------------------------------------------------ slash commands
 
@@ -361,7 +368,6 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
-        from bot.engine.calibration import refresh_calibrated
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
@@ -370,7 +376,9 @@ class Listeners:
             return
         await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
-            report = await refresh_calibrated(self.bot.index, self.settings.sources, self.settings)
+            outcome = await self.bot.refresher(
+                self.bot.index, self.settings.sources, self.settings, wants_force(command.get("text"))
+            )
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
@@ -384,8 +392,14 @@ class Listeners:
                 f"The refresh failed: {blocks.escape(type(exc).__name__)}. The details are in the bot's log.",
             )
             return
+        report = outcome.report
         record_refresh(self.bot.metrics, report)
-        await self._announce(client, channel, user, blocks.refresh_text(report.summary, user, report.calibration))
+        text = blocks.refresh_text(report.summary, user, report.calibration)
+        if outcome.gate_text:
+            text = f"{text}\n{blocks.escape(outcome.gate_text)}"
+        await self._announce(client, channel, user, text)
+        if outcome.needs_admins and outcome.gate_text:
+            await post_to_admins(client, self.settings, outcome.gate_text)
 
     async def is_admin(self, client: AsyncWebClient, user: str) -> bool:
         """Checked on every call, so removing someone from the group takes effect at once."""
@@ -414,6 +428,26 @@ class Listeners:
             await self._reply(client, command, respond, text)
 
         self.spawn(report(), "kb-status")
+
+    async def on_kb(self, ack, command: dict[str, Any], client: AsyncWebClient, respond) -> None:
+        """`/kb why <message link>` (admins): the explanation of one decision, privately."""
+        await ack()
+
+        async def explain() -> None:
+            words = (command.get("text") or "").split(maxsplit=1)
+            if not words or words[0].lower() != "why" or len(words) < 2:
+                await self._reply(client, command, respond, why.USAGE_TEXT)
+            elif not await self.is_admin(client, command["user_id"]):
+                await self._reply(client, command, respond, why.NOT_ADMIN_TEXT)
+            else:
+                body = await why.explain_link(self.bot.store, self.settings.index_dir, words[1])
+                try:
+                    await respond(**body, response_type="ephemeral")
+                except Exception as exc:  # noqa: BLE001 (refused blocks: the short text still arrives)
+                    log.warning("kb why reply failed (%s); sending its text", type(exc).__name__)
+                    await self._reply(client, command, respond, body["text"])
+
+        self.spawn(explain(), "kb why")
 
     # ------------------------------------------------------------------ replies to one person
 

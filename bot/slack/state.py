@@ -17,6 +17,7 @@ from bot.slack.answering import Responder
 from bot.slack.delivery import Alerts
 from bot.slack.escalation import Escalations
 from bot.slack.ratelimit import AnswerLimiter
+from bot.slack.refresh_gate import Refresher, ungated
 from bot.slack.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class SupportBot:
     alerts: Alerts = field(init=False)
     accepting: bool = True  # False once shutdown began: new events get 503 so Slack redelivers them later
     signing_secret: str | None = None  # set in HTTP mode: requests are verified before anything is parsed
+    refresher: Refresher = ungated  # `/kb-refresh`; `supportbot serve` hands in the eval-gated one
 
     def __post_init__(self) -> None:
         self.alerts = Alerts(self.settings)
