@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -165,6 +165,68 @@ RECEIVED_SCHEMA = pa.schema(
         pa.field("updated_at", TIMESTAMP),
     ]
 )
+
+
+class Store(Protocol):
+    """What the bot needs of its logs, whichever engine keeps them: `InteractionStore` (LanceDB
+    tables in the data directory, one process) or `bot.postgres.store.PostgresStore` (replicas).
+
+    Rows are plain dicts with the field names above. The synchronous readers (`interactions`,
+    `feedback`, `unfinished`) are for the CLI, exports and worker threads, never the event loop.
+    """
+
+    async def log_answer(self, question: Question, answer: Answer, *, slack: dict | None = None) -> None: ...
+
+    async def record_feedback(
+        self, interaction_id: str, *, user: str, rating: str, comment: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def record_escalation(
+        self,
+        interaction_id: str,
+        *,
+        status: str,
+        user: str | None = None,
+        human_answer: str | None = None,
+        escalation_ts: str | None = None,
+        escalation_channel: str | None = None,
+        trigger: str | None = None,
+        permalink: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def receive(
+        self,
+        channel: str,
+        message_ts: str,
+        *,
+        thread_ts: str | None = None,
+        user: str | None = None,
+        team_id: str | None = None,
+        surface: str | None = None,
+        ask: dict[str, Any] | None = None,
+    ) -> bool: ...
+
+    async def mark_received(self, channel: str, message_ts: str, status: str) -> None: ...
+
+    def unfinished(self) -> list[dict[str, Any]]: ...
+
+    async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None: ...
+
+    async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None: ...
+
+    def interactions(self, since: datetime | None = None) -> list[dict[str, Any]]: ...
+
+    def feedback(self, since: datetime | None = None) -> list[dict[str, Any]]: ...
+
+
+def open_store(settings: Settings) -> Store:
+    """PostgreSQL when `SUPPORTBOT_DATABASE_URL` is set (replicas share it), else the embedded
+    LanceDB logs in `data_dir/logs` (one process, no service to run)."""
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        from bot.postgres.store import PostgresStore
+
+        return PostgresStore.from_settings(settings)
+    return InteractionStore.from_settings(settings)
 
 
 def received_key(channel: str, message_ts: str) -> str:

@@ -1,4 +1,8 @@
-"""The interaction and feedback logs: round trips, idempotent votes, concurrency, reopening."""
+"""The interaction and feedback logs: round trips, idempotent votes, concurrency, reopening.
+
+Every behaviour test runs against both engines: the embedded LanceDB logs and PostgreSQL (a real
+server the `postgres_url` fixture starts), through the same `Store` protocol.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +40,32 @@ def make_pair(n: int = 0, decision: Decision = Decision.ANSWER) -> tuple[Questio
     return question, answer
 
 
+ENGINES = ["lancedb", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+async def open_logs(request, tmp_path):
+    """A function opening the logs (again: a reopened store must see everything), on each engine."""
+    if request.param == "lancedb":
+        yield lambda: InteractionStore(tmp_path / "logs")
+        return
+    from bot.postgres.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    opened: list[PostgresStore] = []
+
+    def open_postgres() -> PostgresStore:
+        opened.append(PostgresStore(url))
+        return opened[-1]
+
+    yield open_postgres
+    for store in opened:
+        await store.aclose()
+
+
 @pytest.fixture
-def store(tmp_path):
-    return InteractionStore(tmp_path / "logs")
+def store(open_logs):
+    return open_logs()
 
 
 async def test_log_answer_round_trip(store):
@@ -103,15 +130,15 @@ async def test_escalation_is_one_row_updated_in_place(store):
         await store.record_escalation(iid, status="lost")
 
 
-async def test_reopened_store_keeps_everything_and_since_filters(tmp_path):
-    first = InteractionStore(tmp_path / "logs")
+async def test_reopened_store_keeps_everything_and_since_filters(open_logs):
+    first = open_logs()
     pairs = [make_pair(n) for n in range(3)]
     for question, answer in pairs:
         await first.log_answer(question, answer)
     await first.record_feedback(pairs[0][1].interaction_id, user="U1", rating="up")
     await first.record_escalation(pairs[1][1].interaction_id, status="resolved", human_answer="x")
 
-    reopened = InteractionStore(tmp_path / "logs")
+    reopened = open_logs()
     assert [row["interaction_id"] for row in reopened.interactions()] == [a.interaction_id for _, a in pairs]
     assert {row["kind"] for row in reopened.feedback()} == {"vote", "escalation"}
     future = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -120,6 +147,5 @@ async def test_reopened_store_keeps_everything_and_since_filters(tmp_path):
     assert len(reopened.interactions(since=past)) == 3 and len(reopened.feedback(since=past)) == 2
 
 
-def test_empty_store_reads_nothing(tmp_path):
-    store = InteractionStore(tmp_path / "logs")
+def test_empty_store_reads_nothing(store):
     assert store.interactions() == [] and store.feedback() == []
