@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.engine.types import Answer, Citation, Decision, Question, RetrievedChunk, Turn, Usage
-from bot.store import InteractionStore
+from bot.store import EscalationConflict, InteractionStore
 
 
 def make_pair(n: int = 0, decision: Decision = Decision.ANSWER) -> tuple[Question, Answer]:
@@ -149,3 +149,77 @@ async def test_reopened_store_keeps_everything_and_since_filters(open_logs):
 
 def test_empty_store_reads_nothing(store):
     assert store.interactions() == [] and store.feedback() == []
+
+
+async def test_a_message_is_received_once_and_unfinished_until_done(store):
+    assert await store.receive("C1", "1.1", user="U1", ask={"text": "hi"})
+    assert not await store.receive("C1", "1.1", user="U1")  # the retry: already taken
+    assert await store.receive("C1", "2.2", user="U2")
+    await store.mark_received("C1", "2.2", "done")
+    assert [(row["key"], row["ask"]) for row in store.unfinished()] == [("C1:1.1", {"text": "hi"})]
+    await store.mark_received("C1", "1.1", "apologised")
+    assert store.unfinished() == []
+    with pytest.raises(ValueError):
+        await store.mark_received("C1", "1.1", "forgotten")
+
+
+async def test_escalation_conflict_names_the_stored_row(store):
+    await store.record_escalation("i-9", status="open", escalation_ts="1.1", escalation_channel="C0ESC")
+    await store.record_escalation("i-9", status="resolved", user="UA", human_answer="First answer.")
+    for status in ("resolved", "claimed", "open"):
+        with pytest.raises(EscalationConflict) as refused:
+            await store.record_escalation("i-9", status=status, user="UB", human_answer="Second answer.")
+        assert refused.value.current["status"] == "resolved"
+    row = await store.get_escalation("i-9")
+    assert (row["human_answer"], row["resolved_by"], row["escalation_ts"]) == ("First answer.", "UA", "1.1")
+    await store.record_escalation("i-8", status="pending")
+    await store.record_escalation("i-8", status="failed")
+    assert (await store.record_escalation("i-8", status="pending"))["status"] == "pending"  # a failed post may retry
+
+
+# ---------------------------------------------------------------- replicas sharing PostgreSQL
+
+
+@pytest.fixture
+async def replicas(postgres_url):
+    """Three stores on one database, as three `supportbot serve` processes would hold."""
+    from bot.postgres.store import PostgresStore
+
+    stores = [PostgresStore(postgres_url, replica_timeout_seconds=1.0, replica_id=f"r{n}") for n in range(3)]
+    yield stores
+    for store in stores:
+        await store.aclose()
+
+
+async def test_racing_replicas_move_an_escalation_exactly_once(replicas):
+    await replicas[0].record_escalation("i1", status="open")
+    outcomes = await asyncio.gather(
+        *(store.record_escalation("i1", status="claimed", user=f"U{n}") for n, store in enumerate(replicas)),
+        return_exceptions=True,
+    )
+    winners = [row for row in outcomes if isinstance(row, dict)]
+    assert len(winners) == 1 and sum(isinstance(o, EscalationConflict) for o in outcomes) == 2
+    assert (await replicas[1].get_escalation("i1"))["claimed_by"] == winners[0]["claimed_by"]
+
+
+async def test_a_message_retried_to_every_replica_is_taken_once(replicas):
+    taken = await asyncio.gather(*(store.receive("C1", f"{n}.0") for n in range(50) for store in replicas))
+    assert sum(taken) == 50
+
+
+async def test_a_dead_replicas_question_is_taken_over_and_recovered_once(replicas):
+    first, second, third = replicas
+    assert await first.receive("C1", "1.0", ask={"text": "q1"})
+    assert await first.receive("C1", "2.0", ask={"text": "q2"})
+    assert not await second.receive("C1", "1.0")  # the owner is alive: a retry is a duplicate
+    assert second.unfinished() == []  # and recovery leaves its questions alone
+    first._heartbeat.cancel()  # kill -9: the beats stop
+    await asyncio.sleep(1.5)
+    await second.beat()
+    await third.beat()
+    assert await second.receive("C1", "1.0")  # Slack's retry reaches a live replica: taken over
+    assert not await third.receive("C1", "1.0")  # ... once
+    recovered = await asyncio.gather(asyncio.to_thread(second.unfinished), asyncio.to_thread(third.unfinished))
+    keys = [row["key"] for rows in recovered for row in rows]
+    assert sorted(keys) == ["C1:1.0", "C1:2.0"] or keys == ["C1:2.0"]
+    assert keys.count("C1:2.0") == 1  # of two replicas recovering at once, one takes it

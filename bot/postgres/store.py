@@ -86,6 +86,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._beating: asyncio.Future[None] | None = None
         self._row_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @classmethod
@@ -140,12 +141,20 @@ class PostgresStore:
 
     async def start_heartbeat(self) -> None:
         """Beat now, then every third of the timeout until `aclose()`; idempotent."""
-        if self._heartbeat is not None and not self._heartbeat.done():
-            return
-        await self.beat()
-        self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever(), name="replica heartbeat")
+        if self._heartbeat is None or self._heartbeat.done():
+            self._beating = asyncio.get_running_loop().create_future()
+            self._heartbeat = asyncio.get_running_loop().create_task(
+                self._beat_forever(self._beating), name="replica heartbeat"
+            )
+        await asyncio.shield(self._beating)  # every caller waits for the first beat
 
-    async def _beat_forever(self) -> None:
+    async def _beat_forever(self, started: asyncio.Future[None]) -> None:
+        try:
+            await self.beat()
+        except Exception as exc:
+            started.set_exception(exc)
+            return
+        started.set_result(None)
         while True:
             await asyncio.sleep(self.replica_timeout / 3)
             try:
