@@ -300,6 +300,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             store=bot.store,
             pipeline=bot.pipeline,
             embedder=bot.index.embedder,
+            claim_run=bot.coordination.claim_run,
         )
         await run_bot(bot, host=host, port=port, background=[weekly])
 
@@ -340,6 +341,37 @@ def doctor(data_dir: Path | None, as_json: bool) -> None:
         click.echo(report)
     if not ok:
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------- database
+
+
+@main.group("db")
+def db_group() -> None:
+    """The shared PostgreSQL database of a replicated bot (SUPPORTBOT_DATABASE_URL)."""
+
+
+@db_group.command("upgrade")
+@data_dir_option
+@json_option
+def db_upgrade(data_dir: Path | None, as_json: bool) -> None:
+    """Apply the pending schema migrations (safe to run from several replicas at once)."""
+    settings = load_settings(data_dir)
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    if not url:
+        fail("SUPPORTBOT_DATABASE_URL is not set: the embedded logs in the data dir need no migration", 2)
+    import psycopg
+
+    from bot.postgres.migrations import upgrade
+
+    try:
+        applied = upgrade(url)
+    except psycopg.Error as exc:  # the URL's password never reaches the message: psycopg leaves it out
+        fail(f"database upgrade failed: {type(exc).__name__}: {str(exc).strip()}")
+    if as_json:
+        print_json({"applied": applied})
+    else:
+        click.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
 
 
 # --------------------------------------------------------------------------- evals
@@ -386,8 +418,10 @@ def evals_export(
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent)."""
-    from bot.store import InteractionStore
+    """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent).
+
+    Reads the configured logs: PostgreSQL when SUPPORTBOT_DATABASE_URL is set, else the data dir's."""
+    from bot.store import open_store
     from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
     from knowledge.embeddings import Embedder
 
@@ -396,17 +430,23 @@ def evals_export(
         moment = parse_since(since)
     except ValueError:
         fail(f"--since: expected 7d, 12h, 2w or an ISO date, got {since!r}", 2)
-    result = asyncio.run(
-        export_feedback(
-            InteractionStore.from_settings(settings),
-            Embedder(settings.embedding_model, settings.embedding_batch_size),
-            since=moment,
-            candidates_path=out or default_candidates_path(settings),
-            review_path=review_out or default_review_path(settings),
-            frozen_paths=list(frozen) or [settings.eval_dataset],
-            threshold=threshold,
-        )
-    )
+
+    async def export() -> Any:
+        store = open_store(settings)
+        try:
+            return await export_feedback(
+                store,
+                Embedder(settings.embedding_model, settings.embedding_batch_size),
+                since=moment,
+                candidates_path=out or default_candidates_path(settings),
+                review_path=review_out or default_review_path(settings),
+                frozen_paths=list(frozen) or [settings.eval_dataset],
+                threshold=threshold,
+            )
+        finally:
+            await store.aclose()
+
+    result = asyncio.run(export())
     if as_json:
         print_json(
             {

@@ -218,6 +218,10 @@ class Store(Protocol):
 
     def feedback(self, since: datetime | None = None) -> list[dict[str, Any]]: ...
 
+    async def aclose(self) -> None:
+        """Release connections (a no-op for the embedded logs)."""
+        ...
+
 
 def open_store(settings: Settings) -> Store:
     """PostgreSQL when `SUPPORTBOT_DATABASE_URL` is set (replicas share it), else the embedded
@@ -385,6 +389,9 @@ class InteractionStore:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             self._db = lancedb.connect(str(self.logs_dir))
         return self._db
+
+    async def aclose(self) -> None:
+        return None  # every commit is already on disk; nothing held open
 
     # ------------------------------------------------------------------ writing
 

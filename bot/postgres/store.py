@@ -83,7 +83,7 @@ class PostgresStore:
         self.url = url
         self.replica_id = replica_id or replica_name()
         self.replica_timeout = float(replica_timeout_seconds)
-        self._pool: AsyncConnectionPool | None = None
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._beating: asyncio.Future[None] | None = None
@@ -95,13 +95,14 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ connections
 
-    async def pool(self) -> AsyncConnectionPool:
+    async def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]:
         if self._pool is None:
             self._pool_lock = self._pool_lock or asyncio.Lock()
             async with self._pool_lock:
                 if self._pool is None:
                     pool = AsyncConnectionPool(
                         self.url,
+                        connection_class=psycopg.AsyncConnection[dict[str, Any]],
                         min_size=1,
                         max_size=POOL_MAX,
                         open=False,
@@ -146,6 +147,7 @@ class PostgresStore:
             self._heartbeat = asyncio.get_running_loop().create_task(
                 self._beat_forever(self._beating), name="replica heartbeat"
             )
+        assert self._beating is not None
         await asyncio.shield(self._beating)  # every caller waits for the first beat
 
     async def _beat_forever(self, started: asyncio.Future[None]) -> None:
@@ -238,8 +240,8 @@ class PostgresStore:
             "trigger": trigger,
             "permalink": permalink,
         }
-        kept = ("user", "claimed_by", "resolved_by", "human_answer", "escalation_ts", "escalation_channel")
-        kept += ("trigger", "permalink")
+        kept = ["user", "claimed_by", "resolved_by", "human_answer", "escalation_ts", "escalation_channel"]
+        kept += ["trigger", "permalink"]
         updates = ", ".join(f'"{name}" = COALESCE(EXCLUDED."{name}", feedback."{name}")' for name in kept)
         async with self.in_call_order(key):
             rows = await self.fetch(

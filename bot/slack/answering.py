@@ -35,7 +35,7 @@ from bot.slack.ttlcache import TTLSet
 if TYPE_CHECKING:
     from bot.engine.pipeline import Pipeline
     from bot.settings import Settings
-    from bot.store import InteractionStore
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Responder:
         self,
         settings: Settings,
         pipeline: Pipeline,
-        store: InteractionStore,
+        store: Store,
         escalations: Escalations,
         limiter: AnswerLimiter,
         metrics: Metrics,

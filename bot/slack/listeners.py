@@ -361,14 +361,22 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
+        user = command["user_id"]
+        if not await self.is_admin(client, user):
+            await self._reply(client, command, respond, NOT_ADMIN_TEXT)
+            return
+        async with self.bot.coordination.lease("refresh") as held:  # one refresh across replicas
+            if not held:
+                await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
+                return
+            await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
+            await self._refresh_held(client, command, respond)
+
+    async def _refresh_held(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
         from bot.engine.calibration import refresh_calibrated
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
-        if not await self.is_admin(client, user):
-            await self._reply(client, command, respond, NOT_ADMIN_TEXT)
-            return
-        await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
             report = await refresh_calibrated(self.bot.index, self.settings.sources, self.settings)
         except RefreshInProgress:
