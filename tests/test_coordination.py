@@ -59,7 +59,7 @@ async def test_the_global_cap_holds_across_replicas_and_frees_a_dead_replicas_sl
     assert sorted(taken) == [0, 1] and await third.try_slot(2) is None
     await second.release_slot(taken[1])
     assert await third.try_slot(2) == taken[1]
-    first.store._heartbeat.cancel()  # the first replica dies holding slot 0
+    first.store.heartbeat.stop()  # the first replica dies holding slot 0
     await asyncio.sleep(1.5)
     assert await second.try_slot(2) == taken[0]
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -68,6 +69,53 @@ def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row, options=CONNECT_OPTIONS)
 
 
+class Heartbeat:
+    """This replica's row in `replicas`, refreshed every `interval` seconds by a daemon thread on a
+    connection of its own: a busy event loop (embedding, a burst of events on a loaded machine)
+    must never make a live replica look dead, while a killed process stops beating at once."""
+
+    def __init__(self, url: str, replica_id: str, interval: float) -> None:
+        self.url, self.replica_id, self.interval = url, replica_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        conn.execute(
+            "INSERT INTO replicas (replica_id) VALUES (%(id)s) ON CONFLICT (replica_id) DO UPDATE SET seen_at = now()",
+            {"id": self.replica_id},
+        )
+
+    def start(self) -> None:
+        """Beat once (raising if the database is unreachable), then keep beating in the background."""
+        conn = connect(self.url)
+        try:
+            self.beat(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(conn,), name="replica heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    if conn.closed:
+                        conn = connect(self.url)
+                    self.beat(conn)
+                except psycopg.Error:  # a blip: the next beat tries again, well within the timeout
+                    log.warning("replica heartbeat failed", exc_info=True)
+                    conn.close()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Stop beating (as a killed replica would); the row stays until the replica deregisters."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 def since_clause(column: str, since: datetime | None) -> tuple[str, dict[str, Any]]:
     if since is None:
         return "", {}
@@ -85,8 +133,8 @@ class PostgresStore:
         self.replica_timeout = float(replica_timeout_seconds)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] | None = None
         self._pool_lock: asyncio.Lock | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
-        self._beating: asyncio.Future[None] | None = None
+        self.heartbeat = Heartbeat(url, self.replica_id, self.replica_timeout / 4)
+        self._beating: asyncio.Task[None] | None = None
         self._row_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @classmethod
@@ -133,43 +181,17 @@ class PostgresStore:
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description else []
 
-    async def beat(self) -> None:
-        """Mark this replica alive now (its received questions are not to be claimed by others)."""
-        await self.fetch(
-            "INSERT INTO replicas (replica_id) VALUES (%(id)s) ON CONFLICT (replica_id) DO UPDATE SET seen_at = now()",
-            {"id": self.replica_id},
-        )
-
     async def start_heartbeat(self) -> None:
-        """Beat now, then every third of the timeout until `aclose()`; idempotent."""
-        if self._heartbeat is None or self._heartbeat.done():
-            self._beating = asyncio.get_running_loop().create_future()
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat_forever(self._beating), name="replica heartbeat"
-            )
-        assert self._beating is not None
-        await asyncio.shield(self._beating)  # every caller waits for the first beat
-
-    async def _beat_forever(self, started: asyncio.Future[None]) -> None:
-        try:
-            await self.beat()
-        except Exception as exc:
-            started.set_exception(exc)
-            return
-        started.set_result(None)
-        while True:
-            await asyncio.sleep(self.replica_timeout / 3)
-            try:
-                await self.beat()
-            except Exception:  # noqa: BLE001 (a blip: the next beat tries again, well within the timeout)
-                log.warning("replica heartbeat failed", exc_info=True)
+        """Register this replica and keep it alive (idempotent; every caller waits for the first beat)."""
+        if self._beating is None or (self._beating.done() and self._beating.exception() is not None):
+            self._beating = asyncio.get_running_loop().create_task(asyncio.to_thread(self.heartbeat.start))
+        await asyncio.shield(self._beating)
 
     async def aclose(self) -> None:
         """Stop beating and forget this replica (what it owned is claimable at once), close the pool."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
-            self._heartbeat = None
+        if self._beating is not None:
+            await asyncio.to_thread(self.heartbeat.stop)
+            self._beating = None
             try:
                 await self.fetch("DELETE FROM replicas WHERE replica_id = %(id)s", {"id": self.replica_id})
             except Exception:  # noqa: BLE001
@@ -328,7 +350,7 @@ class PostgresStore:
             f"""UPDATE received SET owner = %(me)s, updated_at = clock_timestamp()
                 WHERE key IN (SELECT key FROM received
                               WHERE status IN ('received', 'unfinished')
-                                AND (owner IS NULL OR owner = %(me)s OR {OWNER_DEAD.format(table="received")})
+                                AND (owner IS NULL OR {OWNER_DEAD.format(table="received")})
                               FOR UPDATE SKIP LOCKED)
                 RETURNING *""",
             {"me": self.replica_id, "timeout": self.replica_timeout},
