@@ -225,3 +225,22 @@ async def test_a_dead_replicas_question_is_taken_over_and_recovered_once(replica
     keys = [row["key"] for rows in recovered for row in rows]
     assert sorted(keys) == ["C1:1.0", "C1:2.0"] or keys == ["C1:2.0"]
     assert keys.count("C1:2.0") == 1  # of two replicas recovering at once, one takes it
+
+
+def test_db_upgrade_applies_each_migration_once(postgres_server, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from bot.postgres.migrations import pending
+
+    url = postgres_server.create_database()
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    monkeypatch.delenv("SUPPORTBOT_DATABASE_URL", raising=False)
+    refused = CliRunner().invoke(main, ["db", "upgrade"])
+    assert refused.exit_code == 2 and "SUPPORTBOT_DATABASE_URL is not set" in refused.output
+    monkeypatch.setenv("SUPPORTBOT_DATABASE_URL", url)
+    assert pending(url) == ["0001_initial"]
+    first = CliRunner().invoke(main, ["db", "upgrade"])
+    assert first.exit_code == 0 and "applied 0001_initial" in first.output, first.output
+    again = CliRunner().invoke(main, ["db", "upgrade", "--json"])
+    assert again.exit_code == 0 and '"applied": []' in again.output and pending(url) == []

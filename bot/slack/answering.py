@@ -162,6 +162,9 @@ class Responder:
         if not self.answered_messages.first_time(key):
             return None
         if not recovering and not await self._receive(ask):
+            # Taken by another replica (or before a restart): the store decides again for a later
+            # retry, which may find that replica dead and take the question over.
+            self.answered_messages.discard(key)
             return None
         self.in_flight[key] = ask
         try:

@@ -80,7 +80,7 @@ class Listeners:
 
     # ------------------------------------------------------------------ guard
 
-    async def guard(self, body: dict[str, Any], context, next) -> BoltResponse | None:
+    async def guard(self, body: dict[str, Any], context, request, next) -> BoltResponse | None:
         """Other workspaces and redelivered events stop here, acknowledged so Slack stops retrying.
 
         Bolt runs listeners only after every global middleware has returned, so a context opened
@@ -99,7 +99,10 @@ class Listeners:
             )
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id")
-        if event_id and not self.seen_events.first_time(event_id):
+        # Each of Slack's retries passes once: whether the message is answered is the store's call
+        # (a replica that took it may have died since), and an answer in flight here refuses it.
+        retry = (request.headers.get("x-slack-retry-num") or ["0"])[0]
+        if event_id and not self.seen_events.first_time((event_id, retry)):
             log.info("dropped redelivered event %s", event_id)
             return BoltResponse(status=200, body="")
         with request_context(event_id):
