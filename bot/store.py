@@ -222,6 +222,10 @@ class Store(Protocol):
         """Release connections (a no-op for the embedded logs)."""
         ...
 
+    async def problem(self) -> str | None:
+        """None when the store takes reads and writes; else why not (for `/readyz`)."""
+        ...
+
 
 def open_store(settings: Settings) -> Store:
     """PostgreSQL when `SUPPORTBOT_DATABASE_URL` is set (replicas share it), else the embedded
@@ -392,6 +396,9 @@ class InteractionStore:
 
     async def aclose(self) -> None:
         return None  # every commit is already on disk; nothing held open
+
+    async def problem(self) -> str | None:
+        return None  # the data directory's own check (`/readyz` data_dir) covers these files
 
     # ------------------------------------------------------------------ writing
 

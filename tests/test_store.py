@@ -244,3 +244,18 @@ def test_db_upgrade_applies_each_migration_once(postgres_server, monkeypatch, tm
     assert first.exit_code == 0 and "applied 0001_initial" in first.output, first.output
     again = CliRunner().invoke(main, ["db", "upgrade", "--json"])
     assert again.exit_code == 0 and '"applied": []' in again.output and pending(url) == []
+
+
+async def test_readiness_names_an_unreachable_or_unmigrated_database(store, postgres_server):
+    from bot.postgres.store import PostgresStore
+    from tests.engines.postgres import free_port
+
+    assert await store.problem() is None  # either engine, when it works
+    unmigrated = PostgresStore(postgres_server.create_database())
+    down = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=1")
+    try:
+        assert "UndefinedTable" in (await unmigrated.problem() or "")
+        assert (await down.problem() or "").startswith("database: ")
+    finally:
+        await unmigrated.aclose()
+        await down.aclose()

@@ -54,6 +54,7 @@ from bot.store import (
 log = logging.getLogger(__name__)
 
 POOL_MAX = 10
+PROBE_SECONDS = 3.0  # /readyz must answer even when the database hangs
 CONNECT_OPTIONS = "-c TimeZone=UTC"  # timestamps come back in UTC, as from the LanceDB logs
 
 OWNER_DEAD = """NOT EXISTS (SELECT 1 FROM replicas r WHERE r.replica_id = {table}.owner
@@ -156,7 +157,11 @@ class PostgresStore:
                         open=False,
                         kwargs={"autocommit": True, "row_factory": dict_row, "options": CONNECT_OPTIONS},
                     )
-                    await pool.open(wait=True)
+                    try:
+                        await pool.open(wait=True, timeout=PROBE_SECONDS * 5)
+                    except BaseException:  # unreachable (or cancelled): no pool left retrying behind us
+                        await asyncio.shield(pool.close())
+                        raise
                     self._pool = pool
         return self._pool
 
@@ -199,6 +204,14 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def problem(self) -> str | None:
+        """None while the database answers; else why not (a replica without it must not take events)."""
+        try:
+            await asyncio.wait_for(self.fetch("SELECT 1 FROM received LIMIT 1"), PROBE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 (unreachable, timed out, not migrated: all mean not ready)
+            return f"database: {type(exc).__name__}: {str(exc).strip()[:200] or 'no answer'}"
+        return None
 
     # ------------------------------------------------------------------ writing
 

@@ -220,7 +220,8 @@ def create_web_app(
     /healthz: 200 while the process serves and its data directory takes a write; 503 with the
     reason otherwise (a read-only or full disk), so an orchestrator replaces the instance or pages
     someone, while the process itself keeps running and explaining instead of crash-looping.
-    /readyz: 503 until the index is open and the embedding model loaded, naming what is missing.
+    /readyz: 503 until the index is open and the embedding model loaded (and, with replicas, while
+    PostgreSQL does not answer), naming what is missing.
     """
     app = bot.app
 
@@ -261,6 +262,7 @@ def create_web_app(
             "index": await in_thread(index_problem, bot.index),
             "embedding_model": None if bot.index.embedder.loaded else "the embedding model is not loaded yet",
             "data_dir": await in_thread(data_dir_problem, bot.settings.data_dir),
+            "store": await bot.store.problem(),  # PostgreSQL reachable and migrated, when configured
         }
         not_ready = [name for name, problem in checks.items() if problem]
         body = {
