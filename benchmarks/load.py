@@ -2,6 +2,8 @@
 
     python benchmarks/load.py                      # 500 mentions, 50 in flight, LLM answers after 1 s
     python benchmarks/load.py --events 100 --in-flight 20 --json-out /tmp/load.json
+    python benchmarks/load.py --replicas 3           # three replicas sharing a throwaway PostgreSQL
+    python benchmarks/load.py --replicas 1 --postgres  # the same, one replica (the scaling baseline)
 
 What runs:
 - the bot exactly as deployed: `python -m bot.cli serve` (its own process, so the memory figure is
@@ -17,6 +19,11 @@ Rate limits: every event comes from a distinct user (the per-user limit of 6/min
 in one of 25 channels, and the global cap on answers in flight is raised to `--global-concurrency`
 (default 64, above the 50 in flight) for the run, so no one is queued; with the default of 8 the
 bot would answer at most 8 at a time and tell the others they are queued.
+
+Replicas (`--replicas N`, `--postgres`): N `supportbot serve` processes over the same index, sharing
+a throwaway PostgreSQL (initdb + pg_ctl, as the tests start it) for their logs, dedupe, limits and
+leases; events go round-robin, as a load balancer would send them. Metrics are summed over the
+replicas; memory is the largest replica's.
 
 Reported: Slack ack latency p50/p99 (request sent -> HTTP response), end-to-end p50/p99 (request
 sent -> answer posted at the Slack emulator), throughput, event-loop lag p99 inside the server (its
@@ -50,6 +57,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from tests.emulators.processes import stop_gracefully  # noqa: E402
 from tests.emulators.slack_api import SlackEmulator  # noqa: E402
 from tests.emulators.slack_payloads import app_mention_event, event_callback, json_body, sign_request  # noqa: E402
+from tests.engines.cluster import migrate  # noqa: E402
+from tests.engines.postgres import start_postgres  # noqa: E402
 
 SIGNING_SECRET = "load-test-signing-secret"
 BOT_TOKEN = "xoxb-load-test"
@@ -87,24 +96,28 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
-def histogram(text: str, name: str, **labels: str) -> dict[float, float]:
-    """Cumulative bucket counts {le: count} of one histogram (one label set) in a /metrics body."""
-    for family in text_string_to_metric_families(text):
-        if family.name == name:
-            return {
-                float(s.labels["le"]): s.value
-                for s in family.samples
-                if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in labels.items())
-            }
-    raise KeyError(name)
+def histogram(texts: list[str], name: str, **labels: str) -> dict[float, float]:
+    """Cumulative bucket counts {le: count} of one histogram (one label set), summed over the
+    /metrics bodies of the replicas (buckets of one histogram add up)."""
+    summed: dict[float, float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name == name:
+                for s in family.samples:
+                    if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in labels.items()):
+                        summed[float(s.labels["le"])] = summed.get(float(s.labels["le"]), 0.0) + s.value
+    if not summed:
+        raise KeyError(name)
+    return summed
 
 
-def counter(text: str, name: str, **labels: str) -> float:
+def counter(texts: list[str], name: str, **labels: str) -> float:
     total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
     return total
 
 
@@ -191,9 +204,18 @@ async def wait_ready(session: aiohttp.ClientSession, base: str, server: subproce
     raise RuntimeError(f"not ready after {timeout:.0f} s: {body}")
 
 
+async def scrape(session: aiohttp.ClientSession, bases: list[str]) -> list[str]:
+    """The /metrics body of every replica."""
+    bodies = []
+    for base in bases:
+        async with session.get(f"{base}/metrics") as resp:
+            bodies.append(await resp.text())
+    return bodies
+
+
 async def drive(
     args: argparse.Namespace,
-    base: str,
+    bases: list[str],
     emu: SlackEmulator,
     session: aiohttp.ClientSession,
     run: Run,
@@ -216,6 +238,7 @@ async def drive(
         waiter = run.waiters[ts] = loop.create_future()
         record.sent = time.time()
         headers = {"Content-Type": "application/json", **sign_request(SIGNING_SECRET, body)}
+        base = bases[n % len(bases)]  # round-robin, as a load balancer sends them
         async with session.post(f"{base}/slack/events", data=body, headers=headers) as resp:
             await resp.read()
             record.status, record.acked = resp.status, time.time()
@@ -255,6 +278,10 @@ async def main_async(args: argparse.Namespace) -> int:
             timeout=600,
         )
     shutil.rmtree(data_dir / "logs", ignore_errors=True)  # a fresh interaction log for every run
+    database = start_postgres() if args.postgres or args.replicas > 1 else None
+    database_url = database.create_database() if database else None
+    if database_url:
+        migrate(database_url)
 
     llm_port, bot_port = free_port(), free_port()
     llm_log = open(work / "anthropic-emulator.log", "wb")  # noqa: SIM115 - open while the emulator runs
@@ -273,7 +300,7 @@ async def main_async(args: argparse.Namespace) -> int:
         stdout=llm_log,
         stderr=llm_log,
     )
-    server = None
+    servers: list[subprocess.Popen] = []
     run, warm = Run(), Run()
     try:
         async with SlackEmulator() as emu:
@@ -287,43 +314,61 @@ async def main_async(args: argparse.Namespace) -> int:
                 "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{llm_port}",
                 "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
                 "SUPPORTBOT_GLOBAL_CONCURRENCY": str(args.global_concurrency),
+                **({"SUPPORTBOT_DATABASE_URL": database_url} if database_url else {}),
             }
-            server_log = open(work / "server.log", "wb")  # noqa: SIM115 - open while the server runs
             started = time.monotonic()
-            # cwd=work: no developer .env is read; everything is set above
-            profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
-            server = subprocess.Popen(
-                [sys.executable, *profile, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(bot_port)],
-                cwd=work,
-                env=server_env,
-                stdout=server_log,
-                stderr=server_log,
-            )
-            base = f"http://127.0.0.1:{bot_port}"
+            bases = []
+            for n in range(args.replicas):
+                port = bot_port if n == 0 else free_port()
+                server_log = open(work / f"server-{n}.log", "wb")  # noqa: SIM115 - open while the server runs
+                # cwd=work: no developer .env is read; everything is set above
+                profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile and not n else []
+                servers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            *profile,
+                            "-m",
+                            "bot.cli",
+                            "serve",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                        ],
+                        cwd=work,
+                        env=server_env,
+                        stdout=server_log,
+                        stderr=server_log,
+                    )
+                )
+                bases.append(f"http://127.0.0.1:{port}")
             connector = aiohttp.TCPConnector(limit=args.in_flight)  # loopback only, bounded
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-                await wait_ready(session, base, server, args.ready_timeout)
+                for base, server in zip(bases, servers):
+                    await wait_ready(session, base, server, args.ready_timeout)
                 ready_seconds = time.monotonic() - started
-                rss_ready = proc_status(server.pid)["VmRSS"]
+                rss_ready = max(proc_status(server.pid)["VmRSS"] for server in servers)
                 follower = asyncio.create_task(Watcher(emu, run).follow())
                 warm_follower = asyncio.create_task(Watcher(emu, warm).follow())
-                await drive(args, base, emu, session, warm, args.warm_up, "warm")  # not measured
+                await drive(args, bases, emu, session, warm, args.warm_up, "warm")  # not measured
                 warm_follower.cancel()
-                async with session.get(f"{base}/metrics") as resp:
-                    metrics_before = await resp.text()
-                first, last = await drive(args, base, emu, session, run, args.events, "load")
+                metrics_before = await scrape(session, bases)
+                first, last = await drive(args, bases, emu, session, run, args.events, "load")
                 await asyncio.sleep(0.5)  # a late duplicate would show up here
-                async with session.get(f"{base}/metrics") as resp:
-                    metrics_after = await resp.text()
+                metrics_after = await scrape(session, bases)
                 follower.cancel()
                 async with session.get(f"http://127.0.0.1:{llm_port}/_emulator/stats") as resp:
                     llm_stats = await resp.json()
-            memory = proc_status(server.pid)
+            memories = [proc_status(server.pid) for server in servers]
+            memory = {name: max(m[name] for m in memories) for name in ("VmRSS", "VmHWM")}
     finally:
-        if server is not None:
+        for server in servers:
             stop_gracefully(server)
         llm.kill()
         llm.wait()
+        if database is not None:
+            database.stop()
 
     sent = list(run.sent.values())
     acks = [s.acked - s.sent for s in sent if s.status == 200]
@@ -361,6 +406,8 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     wall = last - first
     results = {
+        "replicas": args.replicas,
+        "store": "postgresql" if database_url else "embedded",
         "events": args.events,
         "in_flight": args.in_flight,
         "llm_delay_s": args.llm_delay,
@@ -394,6 +441,7 @@ async def main_async(args: argparse.Namespace) -> int:
     }
 
     rows = [
+        ("replicas / store", f"{args.replicas} / {results['store']}"),
         ("events (signed app_mention, distinct users, 25 channels)", f"{args.events}"),
         ("in flight (closed loop) / LLM delay", f"{args.in_flight} / {args.llm_delay:g} s"),
         ("answered exactly once", f"{answered - duplicates}/{args.events} ({duplicates} duplicates)"),
@@ -411,7 +459,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{1000 * lag50:.2f} / {1000 * lag:.1f} ms (<= {1000 * lag_bucket:g} ms), {lag_samples} samples",
         ),
         (
-            "server RSS after ready / peak",
+            "server RSS after ready / peak (largest replica)",
             f"{results['server_rss_mb']['after_ready']:.0f} / {results['server_rss_mb']['peak']:.0f} MB",
         ),
         ("time to /readyz 200", f"{ready_seconds:.1f} s"),
@@ -437,7 +485,7 @@ async def main_async(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"FAIL: {failure}", file=sys.stderr)
     if failures:
-        print(f"server log kept in {work / 'server.log'}", file=sys.stderr)
+        print(f"server logs kept in {work}", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0
@@ -454,6 +502,8 @@ def main() -> None:
         default=64,
         help="SUPPORTBOT_GLOBAL_CONCURRENCY for the run (answers in flight in the bot)",
     )
+    parser.add_argument("--replicas", type=int, default=1, help="`supportbot serve` processes, round-robin")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL even for one replica")
     parser.add_argument("--warm-up", type=int, default=10, help="unmeasured events first (connections, caches)")
     parser.add_argument("--data-dir", default=None, help="reuse an indexed data dir (its logs/ are reset)")
     parser.add_argument("--ready-timeout", type=float, default=180.0)

@@ -209,10 +209,10 @@ async def answer_questions(settings: Settings, questions, on_answer, *, log: boo
     `questions` is an async iterator of Question, `on_answer(answer)` shows each Answer. With
     `log`, each answer goes to the interaction log (so `supportbot why ID` can explain it)."""
     from bot.engine.pipeline import Pipeline
-    from bot.store import InteractionStore
+    from bot.store import open_store
 
     pipeline = Pipeline.from_settings(settings)
-    store = InteractionStore.from_settings(settings) if log else None
+    store = open_store(settings) if log else None
     try:
         try:
             await pipeline.warm_up()  # model load and index open are not the first answer's latency
@@ -225,6 +225,8 @@ async def answer_questions(settings: Settings, questions, on_answer, *, log: boo
             on_answer(answer)
     finally:
         await pipeline.aclose()
+        if store is not None:
+            await store.aclose()
 
 
 @main.command()
@@ -280,12 +282,20 @@ def why(interaction_id: str, data_dir: Path | None, as_json: bool) -> None:
     from dataclasses import asdict
 
     from bot.engine.why import calibration_of, explain, render_terminal
-    from bot.store import InteractionStore
+    from bot.store import open_store
 
     settings = load_settings(data_dir)
-    row = asyncio.run(InteractionStore.from_settings(settings).get_interaction(interaction_id))
+
+    async def lookup() -> dict | None:
+        store = open_store(settings)
+        try:
+            return await store.get_interaction(interaction_id)
+        finally:
+            await store.aclose()
+
+    row = asyncio.run(lookup())
     if row is None:
-        fail(f"no interaction {interaction_id!r} in {settings.data_dir / 'logs'}")
+        fail(f"no interaction {interaction_id!r} in the interaction log")
         return
     explanation = explain(row, calibration_of(settings.index_dir, row))
     click.echo(json.dumps(asdict(explanation), indent=2, default=str) if as_json else render_terminal(explanation))
@@ -353,6 +363,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             store=bot.store,
             pipeline=bot.pipeline,
             embedder=bot.index.embedder,
+            claim_run=bot.coordination.claim_run,
         )
         await run_bot(bot, host=host, port=port, background=[weekly])
 
@@ -459,6 +470,37 @@ def learned_delete(entry_id: str, data_dir: Path | None) -> None:
     click.echo(f"deleted {entry.id} ({entry.title[:80]}): {report.summary}")
 
 
+# --------------------------------------------------------------------------- database
+
+
+@main.group("db")
+def db_group() -> None:
+    """The shared PostgreSQL database of a replicated bot (SUPPORTBOT_DATABASE_URL)."""
+
+
+@db_group.command("upgrade")
+@data_dir_option
+@json_option
+def db_upgrade(data_dir: Path | None, as_json: bool) -> None:
+    """Apply the pending schema migrations (safe to run from several replicas at once)."""
+    settings = load_settings(data_dir)
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    if not url:
+        fail("SUPPORTBOT_DATABASE_URL is not set: the embedded logs in the data dir need no migration", 2)
+    import psycopg
+
+    from bot.postgres.migrations import upgrade
+
+    try:
+        applied = upgrade(url)
+    except psycopg.Error as exc:  # the URL's password never reaches the message: psycopg leaves it out
+        fail(f"database upgrade failed: {type(exc).__name__}: {str(exc).strip()}")
+    if as_json:
+        print_json({"applied": applied})
+    else:
+        click.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
+
+
 # --------------------------------------------------------------------------- evals
 
 
@@ -503,8 +545,10 @@ def evals_export(
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent)."""
-    from bot.store import InteractionStore
+    """Feedback and human resolutions -> candidate eval cases (deduped, PII scrubbed, idempotent).
+
+    Reads the configured logs: PostgreSQL when SUPPORTBOT_DATABASE_URL is set, else the data dir's."""
+    from bot.store import open_store
     from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
     from knowledge.embeddings import Embedder
 
@@ -513,17 +557,23 @@ def evals_export(
         moment = parse_since(since)
     except ValueError:
         fail(f"--since: expected 7d, 12h, 2w or an ISO date, got {since!r}", 2)
-    result = asyncio.run(
-        export_feedback(
-            InteractionStore.from_settings(settings),
-            Embedder(settings.embedding_model, settings.embedding_batch_size),
-            since=moment,
-            candidates_path=out or default_candidates_path(settings),
-            review_path=review_out or default_review_path(settings),
-            frozen_paths=list(frozen) or [settings.eval_dataset],
-            threshold=threshold,
-        )
-    )
+
+    async def export() -> Any:
+        store = open_store(settings)
+        try:
+            return await export_feedback(
+                store,
+                Embedder(settings.embedding_model, settings.embedding_batch_size),
+                since=moment,
+                candidates_path=out or default_candidates_path(settings),
+                review_path=review_out or default_review_path(settings),
+                frozen_paths=list(frozen) or [settings.eval_dataset],
+                threshold=threshold,
+            )
+        finally:
+            await store.aclose()
+
+    result = asyncio.run(export())
     if as_json:
         print_json(
             {

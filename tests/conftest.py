@@ -77,3 +77,26 @@ def sample_searcher(sample_index):
 def engine_parts(sample_index, sample_searcher, embedder):
     """The shared sample index, searcher and model, for tests that build a whole bot around them."""
     return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session (skipped, with the reason, if it cannot start)."""
+    from tests.engines.postgres import EngineUnavailable, start_postgres
+
+    try:
+        server = start_postgres()
+    except EngineUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database with the schema migrated (what `supportbot db upgrade` does)."""
+    from bot.postgres.migrations import upgrade
+
+    url = postgres_server.create_database()
+    upgrade(url)
+    return url

@@ -210,18 +210,34 @@ async def test_export_from_the_real_store(tmp_path, store, embedder):
     assert {case.interaction_id for case in fifth.added} == {handoff, down}
 
 
-def test_export_cli_json(tmp_path, store):
+@pytest.fixture(params=["lancedb", "postgres"])
+def configured_store(request, tmp_path, monkeypatch):
+    """The store `supportbot` opens from its settings: the data dir's logs, or PostgreSQL when
+    SUPPORTBOT_DATABASE_URL is set (a real server); the CLI is then expected to read the same."""
+    monkeypatch.delenv("SUPPORTBOT_DATABASE_URL", raising=False)
+    if request.param == "lancedb":
+        return InteractionStore(tmp_path / "logs")
+    from bot.postgres.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("SUPPORTBOT_DATABASE_URL", url)
+    return PostgresStore(url)
+
+
+def test_export_cli_json(tmp_path, configured_store):
     import asyncio
 
     from click.testing import CliRunner
 
     from bot.cli import main
 
+    store = configured_store
     pair = answered("How do I refund a customer's card payment?", "Click Refund [1].")
 
     async def setup():
         await log(store, pair)
         await store.record_feedback(pair[1].interaction_id, user="U1", rating="up")
+        await store.aclose()
 
     asyncio.run(setup())
     out = tmp_path / "c.jsonl"

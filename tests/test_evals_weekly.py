@@ -59,6 +59,34 @@ async def test_runs_once_per_week_and_survives_restarts(settings):
     assert len(calls) == 2
 
 
+async def test_replicas_post_the_weekly_digest_once(tmp_path, settings, postgres_url):
+    """Three replicas, each with its own data dir and scheduler, one PostgreSQL: one digest a week."""
+    from bot.postgres.coordination import PostgresCoordination
+    from bot.postgres.store import PostgresStore
+
+    stores = [PostgresStore(postgres_url, replica_id=f"r{n}") for n in range(3)]
+    clock, calls, posted = Clock(MONDAY_9 - timedelta(hours=1)), [], []
+    schedulers = [
+        make(
+            settings.model_copy(update={"data_dir": tmp_path / f"replica-{n}"}),
+            clock,
+            calls,
+            posted,
+            claim_run=PostgresCoordination(store).claim_run,
+        )
+        for n, store in enumerate(stores)
+    ]
+    assert [await s.run_if_due() for s in schedulers] == [None] * 3  # armed before the slot
+    clock.now = MONDAY_9 + timedelta(minutes=5)
+    await asyncio.gather(*(s.run_if_due() for s in schedulers))
+    assert posted == ["digest 1"] and len(calls) == 1
+    clock.now = MONDAY_9 + timedelta(days=7, minutes=1)
+    await asyncio.gather(*(s.run_if_due() for s in schedulers))
+    assert posted == ["digest 1", "digest 2"]
+    for store in stores:
+        await store.aclose()
+
+
 async def test_failures_are_posted_not_raised_and_the_task_starts_and_stops(settings):
     clock, posted = Clock(MONDAY_9 + timedelta(minutes=1)), []
 

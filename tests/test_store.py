@@ -1,4 +1,8 @@
-"""The interaction and feedback logs: round trips, idempotent votes, concurrency, reopening."""
+"""The interaction and feedback logs: round trips, idempotent votes, concurrency, reopening.
+
+Every behaviour test runs against both engines: the embedded LanceDB logs and PostgreSQL (a real
+server the `postgres_url` fixture starts), through the same `Store` protocol.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.engine.types import Answer, Citation, Decision, Question, RetrievedChunk, Turn, Usage
-from bot.store import InteractionStore
+from bot.store import EscalationConflict, InteractionStore
 
 
 def make_pair(n: int = 0, decision: Decision = Decision.ANSWER) -> tuple[Question, Answer]:
@@ -36,9 +40,32 @@ def make_pair(n: int = 0, decision: Decision = Decision.ANSWER) -> tuple[Questio
     return question, answer
 
 
+ENGINES = ["lancedb", "postgres"]
+
+
+@pytest.fixture(params=ENGINES)
+async def open_logs(request, tmp_path):
+    """A function opening the logs (again: a reopened store must see everything), on each engine."""
+    if request.param == "lancedb":
+        yield lambda: InteractionStore(tmp_path / "logs")
+        return
+    from bot.postgres.store import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+    opened: list[PostgresStore] = []
+
+    def open_postgres() -> PostgresStore:
+        opened.append(PostgresStore(url))
+        return opened[-1]
+
+    yield open_postgres
+    for store in opened:
+        await store.aclose()
+
+
 @pytest.fixture
-def store(tmp_path):
-    return InteractionStore(tmp_path / "logs")
+def store(open_logs):
+    return open_logs()
 
 
 async def test_log_answer_round_trip(store):
@@ -53,6 +80,8 @@ async def test_log_answer_round_trip(store):
     assert row["slack"]["message_ts"] == "2.0" and row["history"] == [{"role": "user", "text": "hi"}]
     assert row["input_tokens"] == 10 and row["cost_usd"] == pytest.approx(0.01) and row["index_version"] == 3
     assert await store.get_interaction("missing") is None
+    assert [row["interaction_id"] for row in await store.interactions_in(row["channel"])] == [answer.interaction_id]
+    assert await store.interactions_in("C-elsewhere") == []
     await store.log_answer(question, answer)  # logging again replaces, never duplicates
     assert len(store.interactions()) == 1
 
@@ -103,15 +132,15 @@ async def test_escalation_is_one_row_updated_in_place(store):
         await store.record_escalation(iid, status="lost")
 
 
-async def test_reopened_store_keeps_everything_and_since_filters(tmp_path):
-    first = InteractionStore(tmp_path / "logs")
+async def test_reopened_store_keeps_everything_and_since_filters(open_logs):
+    first = open_logs()
     pairs = [make_pair(n) for n in range(3)]
     for question, answer in pairs:
         await first.log_answer(question, answer)
     await first.record_feedback(pairs[0][1].interaction_id, user="U1", rating="up")
     await first.record_escalation(pairs[1][1].interaction_id, status="resolved", human_answer="x")
 
-    reopened = InteractionStore(tmp_path / "logs")
+    reopened = open_logs()
     assert [row["interaction_id"] for row in reopened.interactions()] == [a.interaction_id for _, a in pairs]
     assert {row["kind"] for row in reopened.feedback()} == {"vote", "escalation"}
     future = datetime.now(timezone.utc) + timedelta(hours=1)
@@ -120,6 +149,115 @@ async def test_reopened_store_keeps_everything_and_since_filters(tmp_path):
     assert len(reopened.interactions(since=past)) == 3 and len(reopened.feedback(since=past)) == 2
 
 
-def test_empty_store_reads_nothing(tmp_path):
-    store = InteractionStore(tmp_path / "logs")
+def test_empty_store_reads_nothing(store):
     assert store.interactions() == [] and store.feedback() == []
+
+
+async def test_a_message_is_received_once_and_unfinished_until_done(open_logs):
+    store = open_logs()
+    assert await store.receive("C1", "1.1", user="U1", ask={"text": "hi"})
+    assert not await store.receive("C1", "1.1", user="U1")  # the retry: already taken
+    assert await store.receive("C1", "2.2", user="U2")
+    await store.mark_received("C1", "2.2", "done")
+    await store.aclose()  # a restart: what the last run did not finish is owed
+    store = open_logs()
+    assert not await store.receive("C1", "2.2", user="U2")  # dedupe survives the restart
+    assert [(row["key"], row["ask"]) for row in store.unfinished()] == [("C1:1.1", {"text": "hi"})]
+    await store.mark_received("C1", "1.1", "apologised")
+    assert store.unfinished() == []
+    with pytest.raises(ValueError):
+        await store.mark_received("C1", "1.1", "forgotten")
+
+
+async def test_escalation_conflict_names_the_stored_row(store):
+    await store.record_escalation("i-9", status="open", escalation_ts="1.1", escalation_channel="C0ESC")
+    await store.record_escalation("i-9", status="resolved", user="UA", human_answer="First answer.")
+    for status in ("resolved", "claimed", "open"):
+        with pytest.raises(EscalationConflict) as refused:
+            await store.record_escalation("i-9", status=status, user="UB", human_answer="Second answer.")
+        assert refused.value.current["status"] == "resolved"
+    row = await store.get_escalation("i-9")
+    assert (row["human_answer"], row["resolved_by"], row["escalation_ts"]) == ("First answer.", "UA", "1.1")
+    await store.record_escalation("i-8", status="pending")
+    await store.record_escalation("i-8", status="failed")
+    assert (await store.record_escalation("i-8", status="pending"))["status"] == "pending"  # a failed post may retry
+
+
+# ---------------------------------------------------------------- replicas sharing PostgreSQL
+
+
+@pytest.fixture
+async def replicas(postgres_url):
+    """Three stores on one database, as three `supportbot serve` processes would hold."""
+    from bot.postgres.store import PostgresStore
+
+    stores = [PostgresStore(postgres_url, replica_timeout_seconds=1.0, replica_id=f"r{n}") for n in range(3)]
+    yield stores
+    for store in stores:
+        await store.aclose()
+
+
+async def test_racing_replicas_move_an_escalation_exactly_once(replicas):
+    await replicas[0].record_escalation("i1", status="open")
+    outcomes = await asyncio.gather(
+        *(store.record_escalation("i1", status="claimed", user=f"U{n}") for n, store in enumerate(replicas)),
+        return_exceptions=True,
+    )
+    winners = [row for row in outcomes if isinstance(row, dict)]
+    assert len(winners) == 1 and sum(isinstance(o, EscalationConflict) for o in outcomes) == 2
+    assert (await replicas[1].get_escalation("i1"))["claimed_by"] == winners[0]["claimed_by"]
+
+
+async def test_a_message_retried_to_every_replica_is_taken_once(replicas):
+    taken = await asyncio.gather(*(store.receive("C1", f"{n}.0") for n in range(50) for store in replicas))
+    assert sum(taken) == 50
+
+
+async def test_a_dead_replicas_question_is_taken_over_and_recovered_once(replicas):
+    first, second, third = replicas
+    assert await first.receive("C1", "1.0", ask={"text": "q1"})
+    assert await first.receive("C1", "2.0", ask={"text": "q2"})
+    assert not await second.receive("C1", "1.0")  # the owner is alive: a retry is a duplicate
+    assert second.unfinished() == []  # and recovery leaves its questions alone
+    first.heartbeat.stop()  # kill -9: the beats stop
+    await asyncio.sleep(1.5)
+    assert await second.receive("C1", "1.0")  # Slack's retry reaches a live replica: taken over
+    assert not await third.receive("C1", "1.0")  # ... once
+    recovered = await asyncio.gather(asyncio.to_thread(second.unfinished), asyncio.to_thread(third.unfinished))
+    keys = [row["key"] for rows in recovered for row in rows]
+    assert sorted(keys) == ["C1:1.0", "C1:2.0"] or keys == ["C1:2.0"]
+    assert keys.count("C1:2.0") == 1  # of two replicas recovering at once, one takes it
+
+
+def test_db_upgrade_applies_each_migration_once(postgres_server, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from bot.postgres.migrations import pending
+
+    url = postgres_server.create_database()
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    monkeypatch.delenv("SUPPORTBOT_DATABASE_URL", raising=False)
+    refused = CliRunner().invoke(main, ["db", "upgrade"])
+    assert refused.exit_code == 2 and "SUPPORTBOT_DATABASE_URL is not set" in refused.output
+    monkeypatch.setenv("SUPPORTBOT_DATABASE_URL", url)
+    assert pending(url) == ["0001_initial"]
+    first = CliRunner().invoke(main, ["db", "upgrade"])
+    assert first.exit_code == 0 and "applied 0001_initial" in first.output, first.output
+    again = CliRunner().invoke(main, ["db", "upgrade", "--json"])
+    assert again.exit_code == 0 and '"applied": []' in again.output and pending(url) == []
+
+
+async def test_readiness_names_an_unreachable_or_unmigrated_database(store, postgres_server):
+    from bot.postgres.store import PostgresStore
+    from tests.engines.postgres import free_port
+
+    assert await store.problem() is None  # either engine, when it works
+    unmigrated = PostgresStore(postgres_server.create_database())
+    down = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=1")
+    try:
+        assert "UndefinedTable" in (await unmigrated.problem() or "")
+        assert (await down.problem() or "").startswith("database: ")
+    finally:
+        await unmigrated.aclose()
+        await down.aclose()

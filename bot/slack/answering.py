@@ -35,7 +35,7 @@ from bot.slack.ttlcache import TTLSet
 if TYPE_CHECKING:
     from bot.engine.pipeline import Pipeline
     from bot.settings import Settings
-    from bot.store import InteractionStore
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Responder:
         self,
         settings: Settings,
         pipeline: Pipeline,
-        store: InteractionStore,
+        store: Store,
         escalations: Escalations,
         limiter: AnswerLimiter,
         metrics: Metrics,
@@ -162,6 +162,9 @@ class Responder:
         if not self.answered_messages.first_time(key):
             return None
         if not recovering and not await self._receive(ask):
+            # Taken by another replica (or before a restart): the store decides again for a later
+            # retry, which may find that replica dead and take the question over.
+            self.answered_messages.discard(key)
             return None
         self.in_flight[key] = ask
         try:

@@ -35,6 +35,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.coordination import LocalCoordination
 from bot.observability import render, request_context, watch_event_loop
 from bot.slack.listeners import Listeners
 from bot.slack.state import SupportBot
@@ -43,9 +44,10 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    from bot.coordination import Coordination
     from bot.engine.pipeline import Pipeline
     from bot.settings import Settings
-    from bot.store import InteractionStore
+    from bot.store import Store
     from knowledge.index import KnowledgeIndex
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,13 @@ def check_settings(settings: Settings, *, socket_mode: bool = False) -> None:
 
 
 def create_app(
-    settings: Settings, pipeline: Pipeline, store: InteractionStore, index: KnowledgeIndex, *, socket_mode: bool = False
+    settings: Settings,
+    pipeline: Pipeline,
+    store: Store,
+    index: KnowledgeIndex,
+    *,
+    socket_mode: bool = False,
+    coordination: Coordination | None = None,
 ) -> SupportBot:
     """The bolt app (`.app` of the result) with every listener registered, and the state they share."""
     check_settings(settings, socket_mode=socket_mode)
@@ -131,6 +139,7 @@ def create_app(
         client=client,
         socket_mode=socket_mode,
         signing_secret=signing_secret if signing_secret and not socket_mode else None,
+        coordination=coordination or LocalCoordination(),
     )
     Listeners(bot).register(app)
     return bot
@@ -211,7 +220,8 @@ def create_web_app(
     /healthz: 200 while the process serves and its data directory takes a write; 503 with the
     reason otherwise (a read-only or full disk), so an orchestrator replaces the instance or pages
     someone, while the process itself keeps running and explaining instead of crash-looping.
-    /readyz: 503 until the index is open and the embedding model loaded, naming what is missing.
+    /readyz: 503 until the index is open and the embedding model loaded (and, with replicas, while
+    PostgreSQL does not answer), naming what is missing.
     """
     app = bot.app
 
@@ -252,6 +262,7 @@ def create_web_app(
             "index": await in_thread(index_problem, bot.index),
             "embedding_model": None if bot.index.embedder.loaded else "the embedding model is not loaded yet",
             "data_dir": await in_thread(data_dir_problem, bot.settings.data_dir),
+            "store": await bot.store.problem(),  # PostgreSQL reachable and migrated, when configured
         }
         not_ready = [name for name, problem in checks.items() if problem]
         body = {
@@ -290,6 +301,7 @@ def create_web_app(
         for session in sessions:  # after the tasks: their last posts still use it
             bot.client.session = None
             await session.close()
+        await bot.store.aclose()  # a shared store's pool and heartbeat (after the last write)
 
     web_app = web.Application(client_max_size=max_request_bytes)
     if events:
@@ -330,14 +342,17 @@ def build_bot(settings: Settings, *, socket_mode: bool = False) -> SupportBot:
     """The production bot: the index, pipeline and logs of `settings.data_dir` (checked first, so
     bad settings fail before the model loads). Called inside the event loop that will serve it."""
     check_settings(settings, socket_mode=socket_mode)
+    from bot.coordination import open_coordination
     from bot.engine.pipeline import Pipeline
-    from bot.store import InteractionStore
+    from bot.store import open_store
     from knowledge.index import KnowledgeIndex
 
     index = KnowledgeIndex.from_settings(settings)
     pipeline = Pipeline.from_settings(settings, index=index)
-    store = InteractionStore.from_settings(settings)
-    return create_app(settings, pipeline, store, index, socket_mode=socket_mode)
+    store = open_store(settings)  # PostgreSQL when SUPPORTBOT_DATABASE_URL is set
+    return create_app(
+        settings, pipeline, store, index, socket_mode=socket_mode, coordination=open_coordination(settings, store)
+    )
 
 
 async def serve(

@@ -28,7 +28,7 @@ from bot.store import EscalationConflict
 
 if TYPE_CHECKING:
     from bot.settings import Settings
-    from bot.store import InteractionStore
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ def status_line(escalation: dict[str, Any]) -> str | None:
 
 
 class Escalations:
-    def __init__(
-        self, settings: Settings, store: InteractionStore, metrics: Metrics, alerts: Alerts | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, alerts: Alerts | None = None) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics

@@ -85,7 +85,7 @@ class Listeners:
 
     # ------------------------------------------------------------------ guard
 
-    async def guard(self, body: dict[str, Any], context, next) -> BoltResponse | None:
+    async def guard(self, body: dict[str, Any], context, request, next) -> BoltResponse | None:
         """Other workspaces and redelivered events stop here, acknowledged so Slack stops retrying.
 
         Bolt runs listeners only after every global middleware has returned, so a context opened
@@ -104,7 +104,10 @@ class Listeners:
             )
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id")
-        if event_id and not self.seen_events.first_time(event_id):
+        # Each of Slack's retries passes once: whether the message is answered is the store's call
+        # (a replica that took it may have died since), and an answer in flight here refuses it.
+        retry = (request.headers.get("x-slack-retry-num") or ["0"])[0]
+        if event_id and not self.seen_events.first_time((event_id, retry)):
             log.info("dropped redelivered event %s", event_id)
             return BoltResponse(status=200, body="")
         with request_context(event_id):
@@ -368,13 +371,21 @@ class Listeners:
             await self._tell(client, command["channel_id"], command["user_id"], text)
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
-        from knowledge.index import RefreshInProgress
-
-        user, channel = command["user_id"], command["channel_id"]
+        user = command["user_id"]
         if not await self.is_admin(client, user):
             await self._reply(client, command, respond, NOT_ADMIN_TEXT)
             return
-        await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
+        async with self.bot.coordination.lease("refresh") as held:  # one refresh across replicas
+            if not held:
+                await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
+                return
+            await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
+            await self._refresh_held(client, command, respond)
+
+    async def _refresh_held(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
+        from knowledge.index import RefreshInProgress
+
+        user, channel = command["user_id"], command["channel_id"]
         try:
             outcome = await self.bot.refresher(
                 self.bot.index, self.settings.sources, self.settings, wants_force(command.get("text"))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.coordination import Coordination, LocalCoordination
 from bot.observability import Metrics
 from bot.slack.answering import Responder
 from bot.slack.delivery import Alerts
@@ -23,7 +24,7 @@ from bot.slack.tasks import BackgroundTasks
 if TYPE_CHECKING:
     from bot.engine.pipeline import Pipeline
     from bot.settings import Settings
-    from bot.store import InteractionStore
+    from bot.store import Store
     from knowledge.index import KnowledgeIndex
 
 
@@ -33,11 +34,12 @@ class SupportBot:
 
     settings: Settings
     pipeline: Pipeline
-    store: InteractionStore
+    store: Store
     index: KnowledgeIndex
     app: AsyncApp
     client: AsyncWebClient
     socket_mode: bool = False
+    coordination: Coordination = field(default_factory=LocalCoordination)  # leases and limits shared by replicas
     metrics: Metrics = field(default_factory=Metrics)
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     responder: Responder = field(init=False)
@@ -55,7 +57,7 @@ class SupportBot:
             self.pipeline,
             self.store,
             self.escalations,
-            AnswerLimiter.from_settings(self.settings),
+            AnswerLimiter.from_settings(self.settings, self.coordination.shared_limits),
             self.metrics,
             self.alerts,
         )

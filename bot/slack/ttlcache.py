@@ -32,6 +32,9 @@ class TTLSet:
         self._expiry[key] = self._clock() + self.ttl
         self._prune()
 
+    def discard(self, key: Hashable) -> None:
+        self._expiry.pop(key, None)
+
     def first_time(self, key: Hashable) -> bool:
         """True the first time a key is seen within the TTL (and remembers it)."""
         if key in self:

@@ -30,7 +30,7 @@ from bot.slack.blocks import SECTION_LIMIT, context, escape, link
 from knowledge.text import truncate
 
 if TYPE_CHECKING:
-    from bot.store import InteractionStore
+    from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,13 @@ def why_text(why: Explanation) -> str:
     return f"Why {why.interaction_id}: {why.decision} at confidence {why.confidence:.2f}"
 
 
-async def find_interaction(store: InteractionStore, message_link: str) -> dict[str, Any] | None:
+async def find_interaction(store: Store, message_link: str) -> dict[str, Any] | None:
     """The logged interaction behind a message link; ValueError when it is not a link."""
     channel, message_ts, thread_ts = parse_message_link(message_link)
     return match_link(await store.interactions_in(channel), message_ts, thread_ts)
 
 
-async def explain_link(store: InteractionStore, index_dir: Any, message_link: str) -> dict[str, Any]:
+async def explain_link(store: Store, index_dir: Any, message_link: str) -> dict[str, Any]:
     """The `response_url` body answering `/kb why LINK` (blocks and text, or a plain-text reason)."""
     try:
         row = await find_interaction(store, message_link)
