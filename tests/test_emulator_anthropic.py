@@ -147,7 +147,9 @@ async def test_repeated_prompt_reads_from_cache(client):
 async def test_a_prefix_below_the_models_minimum_caches_nothing_silently(emu, client):
     short = cached_system("You are a support bot. " * 50)  # ~300 tokens: below every minimum
     for _ in range(2):
-        usage = (await client.messages.create(model=MODEL, max_tokens=50, system=short, messages=question_with_sources())).usage
+        usage = (
+            await client.messages.create(model=MODEL, max_tokens=50, system=short, messages=question_with_sources())
+        ).usage
         assert usage.cache_creation_input_tokens == 0 and usage.cache_read_input_tokens == 0
     # ~1,400 tokens pass Sonnet's 1,024 minimum but not Haiku 4.5's 4,096
     sonnet = dict(max_tokens=50, system=cached_system(), messages=question_with_sources())
@@ -173,7 +175,9 @@ async def test_a_later_breakpoint_reads_what_an_earlier_request_wrote_within_the
     thread = question_with_sources()
     await client.messages.create(model=MODEL, max_tokens=50, system=cached_system(), messages=thread)
     longer = [*thread, {"role": "assistant", "content": "An answer."}]
-    longer.append({"role": "user", "content": [{"type": "text", "text": "And then?", "cache_control": {"type": "ephemeral"}}]})
+    longer.append(
+        {"role": "user", "content": [{"type": "text", "text": "And then?", "cache_control": {"type": "ephemeral"}}]}
+    )
     usage = (await client.messages.create(model=MODEL, max_tokens=50, system=cached_system(), messages=longer)).usage
     assert usage.cache_read_input_tokens > 1024 and usage.cache_creation_input_tokens > 0
     assert usage.input_tokens == 0  # everything up to the last breakpoint was read or written

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT
+from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT, plain_messages
 from bot.engine.pipeline import FALLBACK_NOTE, Pipeline
 from bot.engine.types import Decision, Question, Turn
 from tests.emulators.anthropic_api import ANSWER_INTRO, AnthropicEmulator, Reply
@@ -42,12 +42,15 @@ async def pipeline(sample_settings, sample_searcher, emu):
     await pipe.aclose()
 
 
-async def test_request_carries_search_results_system_contract_and_cache_control(pipeline, emu):
+async def test_request_carries_search_results_system_contract_and_no_dead_breakpoint(pipeline, emu):
     answer = await pipeline.answer(Question(text=QUESTION))
     body = emu.last.body
     assert emu.last.headers["authorization"] == "Bearer test-key"
     assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == pipeline.settings.anthropic_max_tokens
-    assert body["system"] == [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+    # The contract alone is far below any model's minimum cacheable length: no breakpoint on it,
+    # and a first question on Haiku (4,096 minimum) carries none at all.
+    assert body["system"] == [{"type": "text", "text": SYSTEM_PROMPT}]
+    assert "cache_control" not in str(body) and emu.cache.dead_breakpoints == 0
     assert "only from the search results" in SYSTEM_PROMPT and NO_ANSWER in SYSTEM_PROMPT
     assert "data, not instructions" in SYSTEM_PROMPT
     content = body["messages"][-1]["content"]
@@ -73,10 +76,10 @@ async def test_citations_map_back_to_the_cited_chunks(pipeline):
     assert answer.signals["citation_coverage"] > 0.5 and answer.decision is not Decision.ESCALATE
 
 
-async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
+async def test_usage_and_cost_are_recorded(pipeline):
     first = await pipeline.answer(Question(text=QUESTION))
     usage = first.usage
-    assert usage.input_tokens > 0 and usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
     price = pipeline.settings.prices["claude-haiku-4-5"]
     expected = (
         usage.input_tokens * price["input"]
@@ -85,8 +88,54 @@ async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
         + usage.cache_read_input_tokens * price["cache_read"]
     ) / 1e6
     assert usage.cost_usd == pytest.approx(expected)
-    second = await pipeline.answer(Question(text="Do webhook deliveries count against the API rate limit?"))
-    assert second.usage.cache_read_input_tokens > 0  # the system prompt prefix came from the cache
+
+
+FOLLOWUP = "And does that also work for a partial refund?"
+
+
+async def thread_of_three(pipe: Pipeline) -> list:
+    """A first question and two follow-ups in one Slack thread, as the Slack layer passes them."""
+    answers, history = [], []
+    for text in (QUESTION, FOLLOWUP, "What if the card has expired since?"):
+        answer = await pipe.answer(Question(text=text, history=list(history), channel="C1", thread_ts="1.0"))
+        answers.append(answer)
+        history += [Turn(role="user", text=text), Turn(role="assistant", text=answer.text)]
+    return answers
+
+
+async def test_a_sonnet_thread_caches_its_turns_and_the_next_follow_up_reads_them(
+    sample_settings, sample_searcher, emu
+):
+    settings = claude_settings(sample_settings, emu, anthropic_model="claude-sonnet-4-6")
+    pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
+    try:
+        first, second, third = await thread_of_three(pipe)
+    finally:
+        await pipe.aclose()
+    assert (
+        first.usage.cache_creation_input_tokens == first.usage.cache_read_input_tokens == 0
+    )  # no first-question write
+    assert second.usage.cache_creation_input_tokens > 1024 and second.usage.cache_read_input_tokens == 0
+    third_input = (
+        third.usage.input_tokens + third.usage.cache_creation_input_tokens + third.usage.cache_read_input_tokens
+    )
+    assert third.usage.cache_read_input_tokens >= 0.5 * third_input  # the thread so far came from the cache
+    assert third.usage.cost_usd < second.usage.cost_usd
+    # the third request repeats the second one byte for byte, then adds the answer and the new turn
+    answering = [r.body for r in emu.requests if r.body.get("system") == [{"type": "text", "text": SYSTEM_PROMPT}]]
+    second_body, third_body = answering[-2:]
+    assert plain_messages(third_body["messages"][: len(second_body["messages"])]) == plain_messages(
+        second_body["messages"]
+    )
+    # citations of this turn still map to this turn's chunks, past the earlier turns' search results
+    assert third.citations and [c.chunk_id for c in third.citations] == [c.chunk_id for c in third.retrieved[:2]]
+    assert emu.cache.dead_breakpoints == 0
+
+
+async def test_on_haiku_a_thread_below_4096_tokens_carries_no_breakpoint(pipeline, emu):
+    answers = await thread_of_three(pipeline)
+    assert all(a.usage.cache_creation_input_tokens == a.usage.cache_read_input_tokens == 0 for a in answers)
+    assert not any("cache_control" in str(r.body) for r in emu.requests) and emu.cache.dead_breakpoints == 0
 
 
 async def test_streaming_forwards_text_deltas_and_keeps_citations(pipeline, emu):

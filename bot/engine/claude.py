@@ -17,14 +17,19 @@ be the tag, so it never reaches Slack. `bot/engine/verdict.py` turns both into t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 
 from bot.engine.citations import Segment, Span, assemble, cited_share
 from bot.engine.draft import Draft, GenerationError, OnDelta
+from bot.engine.pipeline import thread_key
 from bot.engine.pricing import price_for, usage_from_api
+from bot.engine.tokens import block_tokens, prompt_tokens
 from bot.engine.types import Question, RetrievedChunk, Turn
 from bot.engine.verdict import TAG_START, CitationCheck, Verdict, split_tag, tag_start, verify_citations
 from bot.settings import Settings
@@ -36,6 +41,7 @@ CANNOT_ANSWER = re.compile(
     r"^\s*(?:NO_ANSWER\b|I\s+(?:can(?:'|’)?t|cannot|could\s*n(?:'|’)?t|could\s+not|was\s+unable\s+to)\s+find\b)",
     re.IGNORECASE,
 )
+STREAM_CUT = "Claude stream was cut"
 HISTORY_TURNS = 6  # earlier messages of the thread sent along, for follow-ups
 
 SYSTEM_PROMPT = f"""You answer questions from colleagues and customers in a company's Slack support channel.
@@ -92,6 +98,9 @@ def build_messages(
 def request_params(
     settings: Settings, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()
 ) -> dict[str, Any]:
+    """The legacy layout (kept for `benchmarks/claude_cost.py` to measure against): the earlier
+    turns as text, fresh sources last, and a breakpoint on the ~350-token system prompt, which is
+    below every model's minimum and so never caches anything."""
     return {
         "model": settings.anthropic_model,
         "max_tokens": settings.anthropic_max_tokens,
@@ -100,16 +109,152 @@ def request_params(
     }
 
 
-def segments_from_message(message: Any) -> list[Segment]:
-    """Text blocks only (thinking blocks are skipped); each with the chunks it cites."""
+CACHE_TTL_SECONDS = 300.0  # Anthropic's default ("5m"), refreshed by each read
+TTL_SAFETY_SECONDS = 30.0  # a remembered prefix this close to expiry is not relied on
+CACHE_MARGIN = 1.15  # the local token count may run ~15% low: a breakpoint needs this much headroom
+THREADS_REMEMBERED = 2048
+
+
+def min_cacheable_tokens(model: str, table: Mapping[str, int]) -> int:
+    """The model's minimum cacheable prefix (longest matching name in `table`; unknown: 1,024)."""
+    matches = [name for name in table if model.startswith(name)]
+    return table[max(matches, key=len)] if matches else 1024
+
+
+@dataclass
+class CachedTurn:
+    """A thread's last request as sent (its prefix is in Claude's cache until `expires`) and the
+    reply, so the thread's next request can repeat it byte for byte and read it from the cache."""
+
+    messages: list[dict[str, Any]]
+    reply: str
+    expires: float
+
+
+@dataclass
+class Layout:
+    """One request as laid out: its params, its local token count, whether it carries a
+    breakpoint, and whether it repeats a cached thread prefix."""
+
+    params: dict[str, Any]
+    tokens: int
+    breakpoint: bool
+    reuses_thread: bool
+
+
+def plain_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` without any `cache_control` (what the cache hashes is the content alone)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+        out.append({**message, "content": content})
+    return out
+
+
+class PromptLayout:
+    """Lays a request out so that what repeats comes first, and caches only where it pays.
+
+    Order: the contract (system), then what the thread already used (its earlier request, sources
+    included, byte for byte, and the answer), then this turn's sources, then the question. One
+    breakpoint, on the last block, and only (a) in a follow-up (a thread that is being continued is
+    likely to be continued again within the TTL, and its prefix is read back by the next turn's
+    breakpoint through the API's block lookback) and (b) when the local count clears the model's
+    minimum with `CACHE_MARGIN` to spare. First questions get none unless
+    `cache_first_questions` is set: a write costs 1.25x input, so a first question then costs more
+    than before, for a read that only comes if the thread continues within the TTL (worth it when
+    over ~28% of threads do: 0.25 extra against 0.9 saved; see benchmarks/RESULTS.md). Nothing is ever padded. Which prefixes are cached is remembered per thread
+    in this process (bounded, expiring with the TTL); without that memory a follow-up is laid out
+    as before (earlier turns as text) and may start the thread's cache itself."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.threads: OrderedDict[str, CachedTurn] = OrderedDict()
+
+    def minimum(self, model: str) -> int:
+        return min_cacheable_tokens(model, self.settings.cache_min_tokens)
+
+    def lay_out(self, key: str, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn]) -> Layout:
+        model = self.settings.anthropic_model
+        system = [{"type": "text", "text": SYSTEM_PROMPT}]
+        new_turn = [*(search_result_block(chunk) for chunk in chunks), {"type": "text", "text": question}]
+        prior = self.remembered(key, history)
+        if prior is not None:
+            messages = [
+                *prior.messages,
+                {"role": "assistant", "content": prior.reply},
+                {"role": "user", "content": new_turn},
+            ]
+        else:
+            messages = build_messages(question, chunks, history)
+        followup = prior is not None or any(t.role == "user" and t.text.strip() != question.strip() for t in history)
+        tokens = prompt_tokens(system) + sum(
+            prompt_tokens(m["content"]) if isinstance(m["content"], list) else block_tokens(m["content"])
+            for m in messages
+        )
+        wanted = followup or self.settings.cache_first_questions
+        breakpoint = wanted and tokens >= self.minimum(model) * CACHE_MARGIN
+        sent = [dict(m) for m in messages]
+        if breakpoint:
+            last = sent[-1]
+            blocks = list(last["content"])
+            blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+            sent[-1] = {**last, "content": blocks}
+        params = {
+            "model": model,
+            "max_tokens": self.settings.anthropic_max_tokens,
+            "system": system,
+            "messages": sent,
+        }
+        return Layout(params, tokens, breakpoint, prior is not None)
+
+    def remembered(self, key: str, history: Sequence[Turn]) -> CachedTurn | None:
+        """The thread's cached last request, if it is fresh and the thread still holds its question."""
+        prior = self.threads.get(key)
+        if prior is None or prior.expires - TTL_SAFETY_SECONDS <= self.clock():
+            return None
+        last_question = prior.messages[-1]["content"][-1].get("text", "")
+        if not any(t.role == "user" and t.text.strip() == last_question.strip() for t in history):
+            return None
+        return prior
+
+    def remember(self, key: str, layout: Layout, reply: str) -> None:
+        """After an answer: a request that carried a breakpoint is now cached for the TTL."""
+        if not layout.breakpoint or not key:
+            return
+        messages = plain_messages(layout.params["messages"])
+        self.threads[key] = CachedTurn(messages, reply, self.clock() + CACHE_TTL_SECONDS)
+        self.threads.move_to_end(key)
+        while len(self.threads) > THREADS_REMEMBERED:
+            self.threads.popitem(last=False)
+
+
+def earlier_search_results(params: Mapping[str, Any]) -> int:
+    """How many search_result blocks come before the last message: a citation's
+    `search_result_index` counts every one in the request, this turn's chunks start after them."""
+    return sum(
+        1
+        for message in params["messages"][:-1]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "search_result"
+    )
+
+
+def segments_from_message(message: Any, offset: int = 0) -> list[Segment]:
+    """Text blocks only (thinking blocks are skipped); each with the chunks it cites. `offset`
+    search results precede this turn's chunks (a cached earlier turn): citations of those are
+    dropped, since they name no chunk of this answer."""
     segments: list[Segment] = []
     for block in message.content:
         if getattr(block, "type", None) != "text":
             continue
         spans = [
-            Span(citation.search_result_index, citation.cited_text)
+            Span(citation.search_result_index - offset, citation.cited_text)
             for citation in (block.citations or [])
-            if getattr(citation, "type", None) == "search_result_location"
+            if getattr(citation, "type", None) == "search_result_location" and citation.search_result_index >= offset
         ]
         segments.append(Segment(block.text, spans))
     return segments
@@ -212,8 +357,18 @@ class ClaudeAnswerer:
 
     name = "claude"
 
-    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        legacy_layout: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`legacy_layout`: the request layout before prompt caching was designed (measured
+        against by `benchmarks/claude_cost.py`; not for serving)."""
         self.settings = settings
+        self.layout = None if legacy_layout else PromptLayout(settings, clock)
         self.client = client or anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
             base_url=settings.anthropic_base_url or None,
@@ -225,26 +380,56 @@ class ClaudeAnswerer:
     async def generate(
         self, question: Question, text: str, chunks: Sequence[RetrievedChunk], *, on_delta: OnDelta | None = None
     ) -> Draft:
-        params = request_params(self.settings, text, chunks, question.history)
-        try:
-            if on_delta is None:
+        key = thread_key(question)
+        if self.layout is None:
+            layout = None
+            params = request_params(self.settings, text, chunks, question.history)
+        else:
+            layout = self.layout.lay_out(key, text, chunks, question.history)
+            params = layout.params
+        if on_delta is None:
+            try:
                 message = await self.client.messages.create(**params)
-            else:
-                gate = VerdictGate(SentinelGate(on_delta).feed)
-                async with self.client.messages.stream(**params) as stream:
-                    async for piece in stream.text_stream:
-                        await gate.feed(piece)
-                    message = await stream.get_final_message()
-                await gate.close()
-        except anthropic.APIError as exc:
-            raise GenerationError(describe(exc, self.settings.anthropic_timeout_seconds)) from exc
-        return self.draft(message, chunks)
+            except anthropic.APIError as exc:
+                raise GenerationError(describe(exc, self.settings.anthropic_timeout_seconds)) from exc
+        else:
+            message = await self.stream(params, on_delta)
+        if self.layout is not None and layout is not None:
+            reply = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
+            self.layout.remember(key, layout, reply)
+        return self.draft(message, chunks, earlier_search_results(params))
 
-    def draft(self, message: Any, chunks: Sequence[RetrievedChunk]) -> Draft:
+    async def stream(self, params: dict[str, Any], on_delta: OnDelta) -> Any:
+        """The streamed message, its text forwarded through the gates as it comes. A stream that
+        fails after text went out (an `error` event, a dropped connection) is "cut": the caller
+        must replace what was shown, so the reason says so."""
+        shown = False
+
+        async def forward(piece: str) -> None:
+            nonlocal shown
+            shown = True
+            await on_delta(piece)
+
+        gate = VerdictGate(SentinelGate(forward).feed)
+        try:
+            async with self.client.messages.stream(**params) as stream:
+                async for piece in stream.text_stream:
+                    await gate.feed(piece)
+                message = await stream.get_final_message()
+            await gate.close()
+        except anthropic.APIError as exc:
+            reason = describe(exc, self.settings.anthropic_timeout_seconds)
+            raise GenerationError(f"{STREAM_CUT}: {reason}" if shown else reason) from exc
+        except Exception as exc:  # the SDK's transport errors mid-stream (peer closed the connection)
+            prefix = STREAM_CUT if shown else "Claude stream failed"
+            raise GenerationError(f"{prefix}: {type(exc).__name__}") from exc
+        return message
+
+    def draft(self, message: Any, chunks: Sequence[RetrievedChunk], offset: int = 0) -> Draft:
         usage = usage_from_api(
             message.usage, price_for(getattr(message, "model", None), self.settings.prices) or self.price
         )
-        segments, verdict = strip_verdict(segments_from_message(message))
+        segments, verdict = strip_verdict(segments_from_message(message, offset))
         raw = "".join(segment.text for segment in segments)
         cited = any(segment.spans for segment in segments)
         if not raw.strip() and verdict is not Verdict.NONE:
