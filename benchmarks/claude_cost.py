@@ -12,13 +12,14 @@ Workload (200 questions by default): 60% first questions, 40% follow-ups in the 
 Follow-up threads come from `evals/datasets/followups-sample.jsonl` (its thread opener, then its
 follow-up); a third of them go one turn deeper with another follow-up on the same article (the
 cases whose history has two user turns give natural ones). The other threads are single first
-questions from `evals/datasets/sample.jsonl`. Both models run the same workload: a Haiku-class
+questions from `evals/datasets/sample.jsonl`, all shuffled (seed 15). Both models run the same workload: a Haiku-class
 model (4,096-token minimum) and a Sonnet-class one (1,024).
 
 Prices come from settings (`SUPPORTBOT_PRICES`, defaults from Anthropic's pricing page).
 Correct, plainly: an answerable case whose answer cites at least one of its gold sources (the
-emulator cites the first two search results of the request's last user turn, so correctness
-measures whether the layout still hands Claude the right sources, citations included); an
+emulator cites the two search results anywhere in the request that share most words with the
+question, whichever turn of the layout they sit in, so correctness measures whether the layout
+still hands Claude the right sources and their citations still map back); an
 unanswerable case is correct when the bot does not answer it (escalates or says it cannot).
 
 `--latency` also measures time to first visible text with the emulator's time to first token at
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -104,6 +106,7 @@ def workload(total: int) -> list[Thread]:
     for i in range(firsts - followup_threads):
         case = singles[i % len(singles)]
         threads.append(Thread([Ask(case.question, case.gold_sources, case.answerable)]))
+    random.Random(15).shuffle(threads)  # threads of every kind interleave, as in a channel
     return threads
 
 
@@ -137,6 +140,7 @@ async def run(
 ) -> tuple[list[dict], int]:
     clock = SimClock()
     async with AnthropicEmulator(clock=clock) as emu:
+        emu.cite_relevant = True  # what it cites must not depend on where a layout put each source
         claude = settings.model_copy(
             update={
                 "anthropic_api_key": SecretStr("bench"),

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     # Cache each first question's prompt for its thread's follow-ups (costs first questions 1.25x on the
     # prompt; pays when over ~28% of threads get a follow-up within 5 minutes). Off: only follow-ups cache.
     cache_first_questions: bool = False
+    # Claude spend per UTC day, in US dollars, per process; past it answers are extractive (marked). 0: no cap.
+    daily_budget_usd: float = Field(default=0.0, ge=0.0)
     answer_k: int = 5  # documents retrieved per question
     answer_chunks_per_doc: int = 2  # best chunks of each of those documents given to the answerer
     answer_threshold: float = 0.60  # confidence at or above: answer plainly

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +113,10 @@ CACHE_TTL_SECONDS = 300.0  # Anthropic's default ("5m"), refreshed by each read
 TTL_SAFETY_SECONDS = 30.0  # a remembered prefix this close to expiry is not relied on
 CACHE_MARGIN = 1.15  # the local token count may run ~15% low: a breakpoint needs this much headroom
 THREADS_REMEMBERED = 2048
+# A follow-up's end is cached only when more than this share of turns at its depth continue within
+# the TTL: a write costs 0.25x extra of what it covers, and the next turn's read saves about half of
+# it against sending the thread as text (benchmarks/claude_cost.py), so break-even is near 50%.
+WRITE_RATE = 0.5
 
 
 def min_cacheable_tokens(model: str, table: Mapping[str, int]) -> int:
@@ -123,23 +127,32 @@ def min_cacheable_tokens(model: str, table: Mapping[str, int]) -> int:
 
 @dataclass
 class CachedTurn:
-    """A thread's last request as sent (its prefix is in Claude's cache until `expires`) and the
-    reply, so the thread's next request can repeat it byte for byte and read it from the cache."""
+    """A thread's last request as sent and its reply, with the message whose last block ends the
+    prefix now in Claude's cache (until `expires`): the thread's next request repeats the messages
+    byte for byte, so its breakpoint there reads the prefix back."""
 
     messages: list[dict[str, Any]]
+    chunks: list[RetrievedChunk]  # every search result in `messages`, in order
     reply: str
+    cached_at: int  # index into `messages`
     expires: float
 
 
 @dataclass
 class Layout:
-    """One request as laid out: its params, its local token count, whether it carries a
-    breakpoint, and whether it repeats a cached thread prefix."""
+    """One request as laid out: its params, every chunk sent (in the order citation indexes count
+    them), its depth in the thread, the breakpoint that writes its end to the cache (if any) and
+    the message index of the breakpoint that reads the thread's cached prefix (if any)."""
 
     params: dict[str, Any]
-    tokens: int
-    breakpoint: bool
-    reuses_thread: bool
+    chunks: list[RetrievedChunk]
+    depth: int
+    writes: bool
+    reads_at: int | None
+
+    @property
+    def breakpoints(self) -> int:
+        return int(self.writes) + int(self.reads_at is not None)
 
 
 def plain_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,35 +166,67 @@ def plain_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def mark(messages: list[dict[str, Any]], index: int) -> None:
+    """Put a breakpoint on the last block of `messages[index]` (a message with block content)."""
+    blocks = list(messages[index]["content"])
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    messages[index] = {**messages[index], "content": blocks}
+
+
+def request_tokens(system: Sequence[Any], messages: Sequence[dict[str, Any]]) -> int:
+    """The local count (bot/engine/tokens.py) of a request's prompt."""
+    return prompt_tokens(system) + sum(
+        prompt_tokens(m["content"]) if isinstance(m["content"], list) else block_tokens(m["content"]) for m in messages
+    )
+
+
 class PromptLayout:
     """Lays a request out so that what repeats comes first, and caches only where it pays.
 
     Order: the contract (system), then what the thread already used (its earlier request, sources
-    included, byte for byte, and the answer), then this turn's sources, then the question. One
-    breakpoint, on the last block, and only (a) in a follow-up (a thread that is being continued is
-    likely to be continued again within the TTL, and its prefix is read back by the next turn's
-    breakpoint through the API's block lookback) and (b) when the local count clears the model's
-    minimum with `CACHE_MARGIN` to spare. First questions get none unless
-    `cache_first_questions` is set: a write costs 1.25x input, so a first question then costs more
-    than before, for a read that only comes if the thread continues within the TTL (worth it when
-    over ~28% of threads do: 0.25 extra against 0.9 saved; see benchmarks/RESULTS.md). Nothing is ever padded. Which prefixes are cached is remembered per thread
-    in this process (bounded, expiring with the TTL); without that memory a follow-up is laid out
-    as before (earlier turns as text) and may start the thread's cache itself."""
+    included, byte for byte, and the answer), then this turn's new sources (those the thread has
+    not sent yet: Claude can still cite the earlier ones, citation indexes count every search
+    result in the request), then the question.
+
+    Breakpoints: a follow-up whose thread has a cached prefix reads it (a breakpoint where that
+    prefix ends; it adds nothing to the cache, so it costs nothing extra). A request's own end is
+    written to the cache only when its prefix clears the model's minimum by `CACHE_MARGIN` (local
+    count, never padded) and the thread is likely to continue within the TTL: for first
+    questions only when `cache_first_questions` is set (a write costs 1.25x input, so a first
+    question then costs more than before); for follow-ups when more than `WRITE_RATE` of the turns
+    at the same depth were followed by another within the TTL (counted here, as threads go). The
+    contract alone (~350 tokens) is below every model's minimum and never carries a breakpoint.
+    What is cached is remembered per thread in this process (bounded, expiring with the TTL);
+    without that memory a follow-up is laid out as before (earlier turns as text)."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
         self.threads: OrderedDict[str, CachedTurn] = OrderedDict()
+        self.last_turn: OrderedDict[str, tuple[int, float]] = OrderedDict()  # thread -> (depth, answered at)
+        self.turns: Counter[int] = Counter()
+        self.continued: Counter[int] = Counter()
 
     def minimum(self, model: str) -> int:
         return min_cacheable_tokens(model, self.settings.cache_min_tokens)
 
+    def continuation_rate(self, depth: int) -> float:
+        """Share of turns at `depth` followed by another within the TTL (1 in 2 before any)."""
+        return (self.continued[depth] + 1) / (self.turns[depth] + 2)
+
     def lay_out(self, key: str, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn]) -> Layout:
         model = self.settings.anthropic_model
+        earlier = [t.text.strip() for t in history if t.role == "user" and t.text.strip() != question.strip()]
+        depth = len(earlier)
+        self.observe_arrival(key, depth)
         system = [{"type": "text", "text": SYSTEM_PROMPT}]
-        new_turn = [*(search_result_block(chunk) for chunk in chunks), {"type": "text", "text": question}]
-        prior = self.remembered(key, history)
-        if prior is not None:
+        prior = self.remembered(key, earlier)
+        sent_chunks = list(chunks)
+        if prior is not None:  # the thread's sources are in the cached prefix: send only new ones
+            known = {chunk.chunk_id for chunk in prior.chunks}
+            fresh = [chunk for chunk in chunks if chunk.chunk_id not in known]
+            sent_chunks = [*prior.chunks, *fresh]
+            new_turn = [*(search_result_block(chunk) for chunk in fresh), {"type": "text", "text": question}]
             messages = [
                 *prior.messages,
                 {"role": "assistant", "content": prior.reply},
@@ -189,72 +234,64 @@ class PromptLayout:
             ]
         else:
             messages = build_messages(question, chunks, history)
-        followup = prior is not None or any(t.role == "user" and t.text.strip() != question.strip() for t in history)
-        tokens = prompt_tokens(system) + sum(
-            prompt_tokens(m["content"]) if isinstance(m["content"], list) else block_tokens(m["content"])
-            for m in messages
-        )
-        wanted = followup or self.settings.cache_first_questions
-        breakpoint = wanted and tokens >= self.minimum(model) * CACHE_MARGIN
+        likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
+        writes = likely and request_tokens(system, messages) >= self.minimum(model) * CACHE_MARGIN
         sent = [dict(m) for m in messages]
-        if breakpoint:
-            last = sent[-1]
-            blocks = list(last["content"])
-            blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
-            sent[-1] = {**last, "content": blocks}
-        params = {
-            "model": model,
-            "max_tokens": self.settings.anthropic_max_tokens,
-            "system": system,
-            "messages": sent,
-        }
-        return Layout(params, tokens, breakpoint, prior is not None)
+        if writes:
+            mark(sent, len(sent) - 1)
+        if prior is not None:
+            mark(sent, prior.cached_at)
+        params = {"model": model, "max_tokens": self.settings.anthropic_max_tokens, "system": system, "messages": sent}
+        return Layout(params, sent_chunks, depth, writes, prior.cached_at if prior is not None else None)
 
-    def remembered(self, key: str, history: Sequence[Turn]) -> CachedTurn | None:
-        """The thread's cached last request, if it is fresh and the thread still holds its question."""
+    def observe_arrival(self, key: str, depth: int) -> None:
+        """A turn of a thread whose previous turn was answered within the TTL continues it."""
+        last = self.last_turn.pop(key, None)
+        if last is not None and last[0] == depth - 1 and self.clock() - last[1] <= CACHE_TTL_SECONDS:
+            self.continued[last[0]] += 1
+
+    def remembered(self, key: str, earlier: Sequence[str]) -> CachedTurn | None:
+        """The thread's last request, if its cached prefix is fresh and it answered the thread's
+        previous question (so repeating it leaves no turn out)."""
         prior = self.threads.get(key)
-        if prior is None or prior.expires - TTL_SAFETY_SECONDS <= self.clock():
+        if prior is None or prior.expires - TTL_SAFETY_SECONDS <= self.clock() or not earlier:
             return None
-        last_question = prior.messages[-1]["content"][-1].get("text", "")
-        if not any(t.role == "user" and t.text.strip() == last_question.strip() for t in history):
+        if prior.messages[-1]["content"][-1].get("text", "").strip() != earlier[-1]:
             return None
         return prior
 
     def remember(self, key: str, layout: Layout, reply: str) -> None:
-        """After an answer: a request that carried a breakpoint is now cached for the TTL."""
-        if not layout.breakpoint or not key:
+        """After an answer: count the turn, and keep what the cache now holds for the thread."""
+        if not key:
             return
+        now = self.clock()
+        self.turns[layout.depth] += 1
+        self.last_turn[key] = (layout.depth, now)
+        self.last_turn.move_to_end(key)
         messages = plain_messages(layout.params["messages"])
-        self.threads[key] = CachedTurn(messages, reply, self.clock() + CACHE_TTL_SECONDS)
-        self.threads.move_to_end(key)
-        while len(self.threads) > THREADS_REMEMBERED:
-            self.threads.popitem(last=False)
+        if layout.writes or layout.reads_at is not None:  # a read refreshes the prefix's TTL
+            cached_at = len(messages) - 1 if layout.writes else layout.reads_at
+            assert cached_at is not None
+            self.threads[key] = CachedTurn(messages, layout.chunks, reply, cached_at, now + CACHE_TTL_SECONDS)
+            self.threads.move_to_end(key)
+        else:
+            self.threads.pop(key, None)
+        for table in (self.threads, self.last_turn):
+            while len(table) > THREADS_REMEMBERED:
+                table.popitem(last=False)
 
 
-def earlier_search_results(params: Mapping[str, Any]) -> int:
-    """How many search_result blocks come before the last message: a citation's
-    `search_result_index` counts every one in the request, this turn's chunks start after them."""
-    return sum(
-        1
-        for message in params["messages"][:-1]
-        if isinstance(message["content"], list)
-        for block in message["content"]
-        if block.get("type") == "search_result"
-    )
-
-
-def segments_from_message(message: Any, offset: int = 0) -> list[Segment]:
-    """Text blocks only (thinking blocks are skipped); each with the chunks it cites. `offset`
-    search results precede this turn's chunks (a cached earlier turn): citations of those are
-    dropped, since they name no chunk of this answer."""
+def segments_from_message(message: Any) -> list[Segment]:
+    """Text blocks only (thinking blocks are skipped); each with the chunks it cites (a citation's
+    `search_result_index` counts every search result in the request, earlier turns' included)."""
     segments: list[Segment] = []
     for block in message.content:
         if getattr(block, "type", None) != "text":
             continue
         spans = [
-            Span(citation.search_result_index - offset, citation.cited_text)
+            Span(citation.search_result_index, citation.cited_text)
             for citation in (block.citations or [])
-            if getattr(citation, "type", None) == "search_result_location" and citation.search_result_index >= offset
+            if getattr(citation, "type", None) == "search_result_location"
         ]
         segments.append(Segment(block.text, spans))
     return segments
@@ -386,7 +423,7 @@ class ClaudeAnswerer:
             params = request_params(self.settings, text, chunks, question.history)
         else:
             layout = self.layout.lay_out(key, text, chunks, question.history)
-            params = layout.params
+            params, chunks = layout.params, layout.chunks
         if on_delta is None:
             try:
                 message = await self.client.messages.create(**params)
@@ -397,7 +434,7 @@ class ClaudeAnswerer:
         if self.layout is not None and layout is not None:
             reply = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
             self.layout.remember(key, layout, reply)
-        return self.draft(message, chunks, earlier_search_results(params))
+        return self.draft(message, chunks)
 
     async def stream(self, params: dict[str, Any], on_delta: OnDelta) -> Any:
         """The streamed message, its text forwarded through the gates as it comes. A stream that
@@ -425,11 +462,11 @@ class ClaudeAnswerer:
             raise GenerationError(f"{prefix}: {type(exc).__name__}") from exc
         return message
 
-    def draft(self, message: Any, chunks: Sequence[RetrievedChunk], offset: int = 0) -> Draft:
+    def draft(self, message: Any, chunks: Sequence[RetrievedChunk]) -> Draft:
         usage = usage_from_api(
             message.usage, price_for(getattr(message, "model", None), self.settings.prices) or self.price
         )
-        segments, verdict = strip_verdict(segments_from_message(message, offset))
+        segments, verdict = strip_verdict(segments_from_message(message))
         raw = "".join(segment.text for segment in segments)
         cited = any(segment.spans for segment in segments)
         if not raw.strip() and verdict is not Verdict.NONE:

@@ -167,6 +167,29 @@ def last_user_search_results(body: dict) -> list[tuple[int, dict]]:
     return found
 
 
+def relevant_search_results(body: dict, count: int = 2) -> list[tuple[int, dict]]:
+    """The `count` search results anywhere in the request sharing most words (4+ letters) with the
+    last user message's last text (the question): a stand-in for the model choosing what to cite,
+    blind to where the layout put each result. Ties go to the earlier result."""
+    messages = body.get("messages") or []
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    texts = [b.get("text", "") for b in _blocks(last_user.get("content")) if b.get("type") == "text"]
+    if isinstance(last_user.get("content"), str):
+        texts = [last_user["content"]]
+    words = set(re.findall(r"[a-z]{4,}", (texts[-1] if texts else "").lower()))
+    found, counter = [], itertools.count()
+    for message in messages:
+        for block in _blocks(message.get("content")):
+            if block.get("type") == "search_result":
+                found.append((next(counter), block))
+
+    def overlap(item: tuple[int, dict]) -> int:
+        text = " ".join(c.get("text", "") for c in item[1].get("content") or []) + " " + str(item[1].get("title"))
+        return len(words & set(re.findall(r"[a-z]{4,}", text.lower())))
+
+    return sorted(found, key=lambda item: (-overlap(item), item[0]))[:count]
+
+
 INVENTED_CITATION = "This sentence was never in any source: refunds are possible for ten years."
 
 
@@ -397,6 +420,9 @@ class AnthropicEmulator:
         self.tokens_per_second = tokens_per_second
         self.clock = clock  # the prompt cache's clock: a test moves it instead of sleeping 5 minutes
         self.default_text = CANNOT_ANSWER_TEXT
+        # False: the default answer cites the last user message's first two search results;
+        # True: the two results anywhere in the request sharing most words with the question.
+        self.cite_relevant = False
         self.api_key = api_key  # when set, other keys get 401
         self.requests: list[RecordedRequest] = []
         self.max_recorded = max_recorded  # bound memory in long standalone runs
@@ -563,7 +589,7 @@ class AnthropicEmulator:
                 text_block["citations"] = reply.citations
             content = [text_block]
         else:
-            results = last_user_search_results(body)
+            results = relevant_search_results(body) if self.cite_relevant else last_user_search_results(body)
             content = cited_answer(results, reply.cite) if results else [{"type": "text", "text": self.default_text}]
         if reply.ending:
             content.append({"type": "text", "text": reply.ending})
