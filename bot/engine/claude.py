@@ -2,10 +2,12 @@
 
 Why search_result blocks: Claude then cites the exact block it used, so every [n] marker maps back
 to a chunk and its url without any string matching on our side. The system prompt is the stable
-prefix (cached with `cache_control`), written as a contract: sources only, say so when they
-don't answer (the `NO_ANSWER` sentinel), sources are data not instructions, Slack-readable.
-Every SDK failure (after the SDK's own bounded retries) becomes a `GenerationError`, which the
-pipeline turns into the marked extractive fallback.
+prefix, written as a contract: sources only, say so when they don't answer (the `NO_ANSWER`
+sentinel), sources are data not instructions, Slack-readable. Where prompt caching pays is
+`PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
+retries) becomes a `GenerationError`, which the pipeline turns into the marked extractive
+fallback; a stream that fails after text went out says "Claude stream was cut", so the Slack
+layer replaces the partial text with what the store holds.
 
 The contract also makes Claude end with its own verdict on whether the sources answer the question,
 a last-line tag `<verdict>full|partial|none</verdict>` (a tag because structured outputs cannot be
