@@ -91,6 +91,13 @@ class Metrics:
             "llm_tokens", "LLM tokens by kind (input, output, cache_read, cache_write).", ("kind",)
         )
         self.llm_cost_usd = counter("llm_cost_usd", "LLM spend in US dollars.")
+        # per channel: cost per answer = answer_cost_usd / answers_costed; per day = increase(...[1d])
+        self.answer_cost_usd = counter("answer_cost_usd", "LLM spend of answers, by Slack channel.", ("channel",))
+        self.answers_costed = counter("answers_costed", "Answers whose spend is counted, by channel.", ("channel",))
+        self.llm_cost_today_usd = gauge("llm_cost_today_usd", "LLM spend of this UTC day so far (the budget's count).")
+        self.budget_fallbacks = counter(
+            "budget_fallbacks", "Answers given by the extractive answerer because the daily budget was spent."
+        )
         self.prompt_cache_read_ratio = gauge(
             "llm_prompt_cache_read_ratio", "Share of prompt tokens read from the prompt cache since start."
         )
@@ -125,8 +132,9 @@ class Metrics:
             self.prompt_cache_read_ratio.set(self._cache_read_tokens / self._prompt_tokens)
 
 
-def record_answer(metrics: Metrics, answer: Answer) -> None:
-    """Count one engine answer: decision, stage latencies, tokens, cost and cache use.
+def record_answer(metrics: Metrics, answer: Answer, *, channel: str = "", spent_today: float | None = None) -> None:
+    """Count one engine answer: decision, stage latencies, tokens, cost (per channel, and the
+    day's spend when given) and cache use; and an answer the daily budget sent to the extractive answerer.
 
     Call once per answer, wherever it was asked. Escalation hand-offs are counted separately,
     where they are posted, because a human can also be asked for without the engine deciding so.
@@ -140,6 +148,13 @@ def record_answer(metrics: Metrics, answer: Answer) -> None:
             metrics.llm_tokens.labels(kind=kind).inc(count)
     if answer.usage.cost_usd:
         metrics.llm_cost_usd.inc(answer.usage.cost_usd)
+    if answer.generator != "none":
+        metrics.answer_cost_usd.labels(channel=channel or "none").inc(answer.usage.cost_usd)
+        metrics.answers_costed.labels(channel=channel or "none").inc()
+    if spent_today is not None:
+        metrics.llm_cost_today_usd.set(spent_today)
+    if answer.signals.get("budget_exhausted"):
+        metrics.budget_fallbacks.inc()
     metrics.observe_prompt(sum(tokens[kind] for kind in PROMPT_KINDS), tokens["cache_read"])
 
 

@@ -15,11 +15,25 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Comma-separated in the environment ("a,b,c"), a list in code.
 CommaList = Annotated[list[str], NoDecode]
 
-# US dollars per million tokens: input, output, cache write (5 min), cache read.
+# US dollars per million tokens: input, output, cache write (5 min), cache read; from Anthropic's
+# pricing table (docs.claude.com/en/docs/about-claude/pricing, "Model pricing"; cache writes 1.25x
+# input, cache reads 0.1x). SUPPORTBOT_PRICES (JSON) overrides them.
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_write": 1.25, "cache_read": 0.10},
     "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_write": 3.75, "cache_read": 0.30},
     "claude-opus-4-7": {"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_read": 0.50},
+}
+
+
+# Minimum cacheable prompt prefix per model family, in tokens (Anthropic's prompt-caching reference,
+# docs.claude.com/en/docs/build-with-claude/prompt-caching): below it a breakpoint caches nothing.
+DEFAULT_CACHE_MIN_TOKENS: dict[str, int] = {
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-7": 4096,
+    "claude-sonnet-4": 1024,
+    "claude-opus-4": 1024,
 }
 
 
@@ -61,12 +75,19 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "SUPPORTBOT_ANTHROPIC_BASE_URL")
     )
-    anthropic_model: str = "claude-haiku-4-5"
+    anthropic_model: str = "claude-haiku-4-5"  # writes the answers
+    anthropic_cheap_model: str = "claude-haiku-4-5"  # rewrites follow-ups into search queries
     anthropic_max_tokens: int = 1024
     anthropic_max_retries: int = 2
     anthropic_timeout_seconds: float = 60.0
     stream_answers: bool = False
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    cache_min_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CACHE_MIN_TOKENS))
+    # Cache each first question's prompt for its thread's follow-ups (costs first questions 1.25x on the
+    # prompt; pays when over ~28% of threads get a follow-up within 5 minutes). Off: only follow-ups cache.
+    cache_first_questions: bool = False
+    # Claude spend per UTC day, in US dollars, per process; past it answers are extractive (marked). 0: no cap.
+    daily_budget_usd: float = Field(default=0.0, ge=0.0)
     answer_k: int = 5  # documents retrieved per question
     answer_chunks_per_doc: int = 2  # best chunks of each of those documents given to the answerer
     answer_threshold: float = 0.60  # confidence at or above: answer plainly

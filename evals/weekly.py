@@ -126,7 +126,9 @@ async def run_weekly(
     summary = exported.summary()
     digest = digest_text(report, previous, summary, paths["html"])
     gaps = await asyncio.to_thread(weekly_gaps, store, settings, parse_since(since))
-    return WeeklyResult(f"{digest}\n{gaps}" if gaps else digest, report, paths, summary)
+    costs = cost_summary(await asyncio.to_thread(store.interactions, parse_since(since)))
+    text = "\n".join(part for part in (digest, gaps, costs) if part)
+    return WeeklyResult(text, report, paths, summary)
 
 
 def weekly_gaps(store, settings: Settings, since: datetime | None) -> str:
@@ -136,6 +138,31 @@ def weekly_gaps(store, settings: Settings, since: datetime | None) -> str:
 
     learned = LearnedStore(settings.data_dir).answered_interactions()
     return gaps_text(knowledge_gaps(store.interactions(), store.feedback(since), learned))
+
+
+def cost_summary(interactions: list[Mapping[str, Any]]) -> str:
+    """Claude spend per answer, by channel and by UTC day, from the interaction log ("" when
+    nothing cost anything); and how many answers the daily budget sent to the extractive answerer."""
+    by_channel: dict[str, list[float]] = {}
+    by_day: dict[str, list[float]] = {}
+    capped = 0
+    for row in interactions:
+        cost = float(row.get("cost_usd") or 0.0)
+        by_channel.setdefault(str(row.get("channel") or "none"), []).append(cost)
+        created = row.get("created_at")
+        day = created.date().isoformat() if isinstance(created, datetime) else str(created)[:10]
+        by_day.setdefault(day, []).append(cost)
+        capped += row.get("generator") == "extractive-budget"
+    if not any(cost for costs in by_channel.values() for cost in costs):
+        return ""
+
+    def per_answer(groups: dict[str, list[float]]) -> str:
+        return ", ".join(f"{name} ${sum(c) / len(c):.4f}/answer (${sum(c):.2f})" for name, c in sorted(groups.items()))
+
+    lines = [f"Claude cost by channel: {per_answer(by_channel)}", f"by day: {per_answer(by_day)}"]
+    if capped:
+        lines.append(f"{capped} answers were extractive because the daily budget was spent")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------ scheduling

@@ -124,16 +124,118 @@ async def test_create_stream_true_emits_the_raw_event_sequence(client):
     assert events[-2].delta.stop_reason == "end_turn"
 
 
+LONG_SYSTEM = "You are a support bot that answers from the documentation only. " * 120  # ~1,400 tokens
+
+
+def cached_system(text: str = LONG_SYSTEM, **marker) -> list[dict]:
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral", **marker}}]
+
+
 async def test_repeated_prompt_reads_from_cache(client):
-    system = [{"type": "text", "text": "You are a support bot. " * 50, "cache_control": {"type": "ephemeral"}}]
-    ask = dict(model=MODEL, max_tokens=100, system=system, messages=question_with_sources())
+    ask = dict(model=MODEL, max_tokens=100, system=cached_system(), messages=question_with_sources())
 
     first = (await client.messages.create(**ask)).usage
     second = (await client.messages.create(**ask)).usage
 
-    assert first.cache_creation_input_tokens > 0 and first.cache_read_input_tokens == 0
+    assert first.cache_creation_input_tokens >= 1024 and first.cache_read_input_tokens == 0
     assert second.cache_read_input_tokens == first.cache_creation_input_tokens
     assert second.cache_creation_input_tokens == 0 and second.input_tokens == first.input_tokens > 0
+    total = first.input_tokens + first.cache_creation_input_tokens
+    assert total == second.input_tokens + second.cache_read_input_tokens  # input_tokens is the uncached rest
+
+
+async def test_a_prefix_below_the_models_minimum_caches_nothing_silently(emu, client):
+    short = cached_system("You are a support bot. " * 50)  # ~300 tokens: below every minimum
+    for _ in range(2):
+        usage = (
+            await client.messages.create(model=MODEL, max_tokens=50, system=short, messages=question_with_sources())
+        ).usage
+        assert usage.cache_creation_input_tokens == 0 and usage.cache_read_input_tokens == 0
+    # ~1,400 tokens pass Sonnet's 1,024 minimum but not Haiku 4.5's 4,096
+    sonnet = dict(max_tokens=50, system=cached_system(), messages=question_with_sources())
+    assert (await client.messages.create(model="claude-sonnet-4-6", **sonnet)).usage.cache_creation_input_tokens > 0
+    haiku = (await client.messages.create(model="claude-haiku-4-5-20251001", **sonnet)).usage
+    assert haiku.cache_creation_input_tokens == 0 and haiku.cache_read_input_tokens == 0
+    assert emu.cache.dead_breakpoints == 3
+
+
+async def test_cache_is_an_exact_prefix_in_tools_system_messages_order(client):
+    ask = dict(model=MODEL, max_tokens=50, system=cached_system(), messages=question_with_sources())
+    await client.messages.create(**ask)
+    changed = dict(ask, system=cached_system(LONG_SYSTEM + "!"))
+    assert (await client.messages.create(**changed)).usage.cache_read_input_tokens == 0
+    tool = {"name": "lookup", "description": "Look up", "input_schema": {"type": "object"}}
+    with_tool = (await client.messages.create(**ask, tools=[tool])).usage  # tools come first: a new prefix
+    assert with_tool.cache_read_input_tokens == 0 and with_tool.cache_creation_input_tokens > 0
+    other_model = (await client.messages.create(**dict(ask, model="claude-sonnet-4-5"))).usage
+    assert other_model.cache_read_input_tokens == 0  # caches are per model
+
+
+async def test_a_later_breakpoint_reads_what_an_earlier_request_wrote_within_the_lookback(client):
+    thread = question_with_sources()
+    await client.messages.create(model=MODEL, max_tokens=50, system=cached_system(), messages=thread)
+    longer = [*thread, {"role": "assistant", "content": "An answer."}]
+    longer.append(
+        {"role": "user", "content": [{"type": "text", "text": "And then?", "cache_control": {"type": "ephemeral"}}]}
+    )
+    usage = (await client.messages.create(model=MODEL, max_tokens=50, system=cached_system(), messages=longer)).usage
+    assert usage.cache_read_input_tokens > 1024 and usage.cache_creation_input_tokens > 0
+    assert usage.input_tokens == 0  # everything up to the last breakpoint was read or written
+
+
+async def test_ttl_is_five_minutes_refreshed_on_each_read(emu, client):
+    now = [1000.0]
+    emu.clock = lambda: now[0]
+    ask = dict(model=MODEL, max_tokens=50, system=cached_system(), messages=question_with_sources())
+    await client.messages.create(**ask)
+    now[0] += 299
+    assert (await client.messages.create(**ask)).usage.cache_read_input_tokens > 0  # refreshed here
+    now[0] += 299
+    assert (await client.messages.create(**ask)).usage.cache_read_input_tokens > 0  # 598 s after the write
+    now[0] += 301
+    expired = (await client.messages.create(**ask)).usage
+    assert expired.cache_read_input_tokens == 0 and expired.cache_creation_input_tokens > 0
+    hour = dict(ask, system=cached_system(ttl="1h"))
+    await client.messages.create(**hour)
+    now[0] += 3000
+    assert (await client.messages.create(**hour)).usage.cache_read_input_tokens > 0
+
+
+async def test_more_than_four_breakpoints_is_a_400(client):
+    blocks = [{"type": "text", "text": f"Part {i}.", "cache_control": {"type": "ephemeral"}} for i in range(5)]
+    with pytest.raises(anthropic.BadRequestError, match="maximum of 4 blocks with cache_control"):
+        await client.messages.create(model=MODEL, max_tokens=50, system=blocks, messages=question_with_sources())
+    await client.messages.create(model=MODEL, max_tokens=50, system=blocks[:4], messages=question_with_sources())
+
+
+async def test_time_to_first_token_and_tokens_per_second(emu, client):
+    import time
+
+    emu.ttft, emu.tokens_per_second = 0.3, 100.0
+    began = time.perf_counter()
+    async with client.messages.stream(model=MODEL, max_tokens=500, messages=question_with_sources()) as stream:
+        first = None
+        async for _ in stream.text_stream:
+            first = first or time.perf_counter() - began
+        final = await stream.get_final_message()
+    total = time.perf_counter() - began
+    assert 0.3 <= first < 0.3 + 0.5 and total >= 0.3 + 0.9 * final.usage.output_tokens / 100
+    began = time.perf_counter()
+    message = await client.messages.create(model=MODEL, max_tokens=500, messages=question_with_sources())
+    assert time.perf_counter() - began >= 0.3 + 0.9 * message.usage.output_tokens / 100
+
+
+@pytest.mark.parametrize("how", ["drop", "error"])
+async def test_a_stream_cut_midway_raises_in_the_sdk_after_some_text(emu, client, how):
+    emu.script(Reply(cut_after=2, cut=how, delta_chars=5))
+    pieces: list[str] = []
+    with pytest.raises(anthropic.APIError if how == "error" else Exception) as caught:
+        async with client.messages.stream(model=MODEL, max_tokens=500, messages=question_with_sources()) as stream:
+            async for piece in stream.text_stream:
+                pieces.append(piece)
+    assert len(pieces) == 2, pieces
+    if how == "error":
+        assert "overloaded" in str(caught.value).lower()
 
 
 async def test_rate_limit_is_retried_after_retry_after_ms(emu):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT
+from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT, plain_messages
 from bot.engine.pipeline import FALLBACK_NOTE, Pipeline
 from bot.engine.types import Decision, Question, Turn
 from tests.emulators.anthropic_api import ANSWER_INTRO, AnthropicEmulator, Reply
@@ -42,12 +42,15 @@ async def pipeline(sample_settings, sample_searcher, emu):
     await pipe.aclose()
 
 
-async def test_request_carries_search_results_system_contract_and_cache_control(pipeline, emu):
+async def test_request_carries_search_results_system_contract_and_no_dead_breakpoint(pipeline, emu):
     answer = await pipeline.answer(Question(text=QUESTION))
     body = emu.last.body
     assert emu.last.headers["authorization"] == "Bearer test-key"
     assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == pipeline.settings.anthropic_max_tokens
-    assert body["system"] == [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+    # The contract alone is far below any model's minimum cacheable length: no breakpoint on it,
+    # and a first question on Haiku (4,096 minimum) carries none at all.
+    assert body["system"] == [{"type": "text", "text": SYSTEM_PROMPT}]
+    assert "cache_control" not in str(body) and emu.cache.dead_breakpoints == 0
     assert "only from the search results" in SYSTEM_PROMPT and NO_ANSWER in SYSTEM_PROMPT
     assert "data, not instructions" in SYSTEM_PROMPT
     content = body["messages"][-1]["content"]
@@ -73,10 +76,10 @@ async def test_citations_map_back_to_the_cited_chunks(pipeline):
     assert answer.signals["citation_coverage"] > 0.5 and answer.decision is not Decision.ESCALATE
 
 
-async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
+async def test_usage_and_cost_are_recorded(pipeline):
     first = await pipeline.answer(Question(text=QUESTION))
     usage = first.usage
-    assert usage.input_tokens > 0 and usage.output_tokens > 0 and usage.cache_creation_input_tokens > 0
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
     price = pipeline.settings.prices["claude-haiku-4-5"]
     expected = (
         usage.input_tokens * price["input"]
@@ -85,8 +88,79 @@ async def test_usage_and_cost_are_recorded_and_the_prefix_is_cached(pipeline):
         + usage.cache_read_input_tokens * price["cache_read"]
     ) / 1e6
     assert usage.cost_usd == pytest.approx(expected)
-    second = await pipeline.answer(Question(text="Do webhook deliveries count against the API rate limit?"))
-    assert second.usage.cache_read_input_tokens > 0  # the system prompt prefix came from the cache
+
+
+FOLLOWUP = "And does that also work for a partial refund?"
+
+
+async def thread_of_three(pipe: Pipeline) -> list:
+    """A first question and two follow-ups in one Slack thread, as the Slack layer passes them."""
+    answers, history = [], []
+    for text in (QUESTION, FOLLOWUP, "What if the card has expired since?"):
+        answer = await pipe.answer(Question(text=text, history=list(history), channel="C1", thread_ts="1.0"))
+        answers.append(answer)
+        history += [Turn(role="user", text=text), Turn(role="assistant", text=answer.text)]
+    return answers
+
+
+async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_up(
+    sample_settings, sample_searcher, emu
+):
+    settings = claude_settings(sample_settings, emu, anthropic_model="claude-sonnet-4-6", cache_first_questions=True)
+    pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
+    try:
+        first, second, third = await thread_of_three(pipe)
+    finally:
+        await pipe.aclose()
+    written = first.usage.cache_creation_input_tokens
+    assert written > 1024 and first.usage.cache_read_input_tokens == 0
+    for follow_up in (second, third):  # read back; nothing new written (no evidence threads go on)
+        assert follow_up.usage.cache_read_input_tokens == written
+        assert follow_up.usage.cache_creation_input_tokens == 0
+    assert second.usage.cost_usd < first.usage.cost_usd
+    # each request repeats the previous one byte for byte, then adds the answer and the new turn
+    answering = [r.body for r in emu.requests if r.body.get("system") == [{"type": "text", "text": SYSTEM_PROMPT}]]
+    first_body, second_body, third_body = answering[-3:]
+    for before, after in ((first_body, second_body), (second_body, third_body)):
+        assert plain_messages(after["messages"][: len(before["messages"])]) == plain_messages(before["messages"])
+    # a follow-up sends only sources the thread has not sent yet; citations still map to the right chunks
+    fresh = [b for b in third_body["messages"][-1]["content"] if b["type"] == "search_result"]
+    sent_before = [
+        b["source"]
+        for m in third_body["messages"][:-1]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b["type"] == "search_result"
+    ]
+    assert not {b["source"] for b in fresh} & set(sent_before) and len(fresh) < len(third.retrieved)
+    assert [c.url for c in third.citations] == [b["source"] for b in fresh[:2]]
+    assert emu.cache.dead_breakpoints == 0
+
+
+def test_a_follow_up_writes_its_end_only_where_threads_usually_go_on(sample_settings):
+    from bot.engine.claude import PromptLayout
+    from bot.engine.types import RetrievedChunk
+
+    settings = sample_settings.model_copy(update={"anthropic_model": "claude-sonnet-4-6"})
+    chunks = [
+        RetrievedChunk(
+            chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text="word " * 300, score=1.0
+        )
+        for i in range(5)
+    ]
+    history = [Turn(role="user", text="How do refunds work?"), Turn(role="assistant", text="Like this.")]
+    layout = PromptLayout(settings)
+    assert not layout.lay_out("t1", "And partial ones?", chunks, history).writes  # no evidence yet: 1 in 2
+    layout.turns[1], layout.continued[1] = 10, 7
+    assert layout.lay_out("t2", "And partial ones?", chunks, history).writes
+    assert not layout.lay_out("t3", "And partial ones?", chunks[:1], history).writes  # below 1,024 x margin
+    assert not layout.lay_out("t4", "How do refunds work?", chunks, []).writes  # a first question: off by default
+
+
+async def test_on_haiku_a_thread_below_4096_tokens_carries_no_breakpoint(pipeline, emu):
+    answers = await thread_of_three(pipeline)
+    assert all(a.usage.cache_creation_input_tokens == a.usage.cache_read_input_tokens == 0 for a in answers)
+    assert not any("cache_control" in str(r.body) for r in emu.requests) and emu.cache.dead_breakpoints == 0
 
 
 async def test_streaming_forwards_text_deltas_and_keeps_citations(pipeline, emu):
@@ -164,3 +238,64 @@ async def test_thread_history_is_sent_as_alternating_turns(pipeline, emu):
     assert messages[0]["content"] == "How do I refund a card payment?"
     assert messages[1]["content"] == "Use **Refund** on the payment."  # old markers stripped
     assert messages[2]["content"][-1]["text"] == "and for ACH?"
+
+
+async def test_past_the_daily_budget_answers_are_extractive_marked_and_counted(sample_settings, sample_searcher, emu):
+    from bot.engine.budget import BUDGET_GENERATOR
+    from bot.observability import Metrics, record_answer
+
+    settings = claude_settings(sample_settings, emu, daily_budget_usd=0.000001)  # one answer spends it
+    pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
+    metrics = Metrics()
+    try:
+        first = await pipe.answer(Question(text=QUESTION, channel="C1"))
+        calls = emu.calls
+        second = await pipe.answer(Question(text=QUESTION, channel="C1"))
+    finally:
+        await pipe.aclose()
+    for answer in (first, second):
+        record_answer(metrics, answer, channel="C1", spent_today=pipe.budget.spent())
+    assert first.generator == "claude" and first.usage.cost_usd > 0 and "budget_exhausted" not in first.signals
+    assert emu.calls == calls  # no Claude call once the budget is spent
+    assert second.generator == BUDGET_GENERATOR and second.signals["budget_exhausted"] is True
+    assert second.text.startswith(FALLBACK_NOTE) and "budget" in second.fallback_reason
+    sample = {m.name: m.samples for m in metrics.registry.collect()}
+    assert sample["supportbot_budget_fallbacks"][0].value == 1
+    by_channel = {s.name: s.value for s in sample["supportbot_answer_cost_usd"] if s.labels.get("channel") == "C1"}
+    assert by_channel["supportbot_answer_cost_usd_total"] == pytest.approx(first.usage.cost_usd)
+    assert sample["supportbot_llm_cost_today_usd"][0].value == pytest.approx(first.usage.cost_usd)
+
+
+def test_the_budget_starts_again_each_utc_day_and_the_digest_shows_cost_per_channel_and_day():
+    from datetime import UTC, date, datetime
+
+    from bot.engine.budget import DailyBudget
+    from evals.weekly import cost_summary
+
+    day = [date(2026, 11, 30)]
+    budget = DailyBudget(1.0, today=lambda: day[0])
+    budget.charge(1.5)
+    assert budget.exhausted() and "1" in budget.reason()
+    day[0] = date(2026, 12, 1)
+    assert not budget.exhausted() and budget.spent() == 0.0
+    assert not DailyBudget(0.0).exhausted()  # 0: no cap
+    rows = [
+        {
+            "channel": "C1",
+            "cost_usd": 0.002,
+            "created_at": datetime(2026, 11, 30, 9, tzinfo=UTC),
+            "generator": "claude",
+        },
+        {"channel": "C1", "cost_usd": 0.004, "created_at": datetime(2026, 12, 1, 9, tzinfo=UTC), "generator": "claude"},
+        {
+            "channel": "C2",
+            "cost_usd": 0.0,
+            "created_at": datetime(2026, 12, 1, 9, tzinfo=UTC),
+            "generator": "extractive-budget",
+        },
+    ]
+    text = cost_summary(rows)
+    assert "C1 $0.0030/answer" in text and "C2 $0.0000/answer" in text
+    assert "2026-11-30 $0.0020/answer" in text and "2026-12-01 $0.0020/answer" in text
+    assert "1 answers were extractive because the daily budget was spent" in text
+    assert cost_summary(rows[2:]) == ""

@@ -31,6 +31,9 @@ async def emu():
         yield emulator
 
 
+ANSWER_MODEL, CHEAP_MODEL = "claude-sonnet-4-6", "claude-haiku-4-5"
+
+
 @pytest.fixture
 async def pipeline(sample_settings, sample_searcher, emu):
     settings = sample_settings.model_copy(
@@ -39,6 +42,8 @@ async def pipeline(sample_settings, sample_searcher, emu):
             "anthropic_base_url": emu.base_url,
             "anthropic_max_retries": 0,
             "anthropic_timeout_seconds": 10.0,
+            "anthropic_model": ANSWER_MODEL,
+            "anthropic_cheap_model": CHEAP_MODEL,
         }
     )
     pipe = Pipeline.from_settings(settings, searcher=sample_searcher)
@@ -70,6 +75,11 @@ async def test_the_rewrite_leads_retrieval_and_is_cached_per_thread(pipeline, em
     [request] = rewrites(emu)
     assert "sepa direct debit for a customer in germany" in request.body["messages"][0]["content"]
     assert request.body["max_tokens"] <= 100
+    # model routing: the rewrite goes to the cheap model, the answer to the configured one
+    assert request.body["model"] == CHEAP_MODEL and answer.model == ANSWER_MODEL
+    assert {r.body["model"] for r in emu.requests if r.body.get("messages") and not is_rewrite(r.body)} == {
+        ANSWER_MODEL
+    }
     again = await pipeline.answer(question.model_copy(update={"interaction_id": "second"}))
     assert again.search_query == REWRITTEN and len(rewrites(emu)) == 1  # same thread, same message: cached
     elsewhere = await pipeline.answer(question.model_copy(update={"thread_ts": "2.0"}))

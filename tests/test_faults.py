@@ -112,7 +112,8 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
                 f"supportbot_{series}" for series in PRODUCTION_SERIES
             } - families
             assert got[("supportbot_event_loop_lag_seconds_count", ())] > 0
-            assert 0 < got[("supportbot_llm_prompt_cache_read_ratio", ())] < 1  # the system prompt, read back
+            # Haiku 4.5 caches nothing under 4,096 tokens: no breakpoint is set, so nothing is read back
+            assert got[("supportbot_llm_prompt_cache_read_ratio", ())] == 0
             assert (
                 got[
                     (

@@ -12,8 +12,12 @@ import asyncio
 import json
 
 import pytest
+from pydantic import SecretStr
 
+from bot.engine.claude import STREAM_CUT
+from bot.engine.pipeline import FALLBACK_NOTE
 from bot.slack import blocks
+from tests.emulators.anthropic_api import AnthropicEmulator, Reply
 from tests.emulators.slack_payloads import CHANNEL_ID, USER_ID, app_mention_event, block_actions_payload
 from tests.test_slack_e2e import (
     ANSWERABLE,
@@ -28,21 +32,18 @@ pytestmark = pytest.mark.timeout(300)  # the first test also builds the shared s
 ALERTS = "C0ALERTS"
 
 
-class CutStreamPipeline:
-    """What the engine does when Claude's stream is cut midway: some text was streamed, then the
-    answer comes from the extractive fallback instead (another text, `fallback_reason` set)."""
+PARTIAL = "Partial Claude text that was cut off midway. " * 20  # past the Slack stream's 600-character buffer
 
-    def __init__(self, inner):
-        self.inner = inner
 
-    async def answer(self, question, *, on_delta=None):
-        answer = await self.inner.answer(question)
-        if on_delta is not None:
-            for piece in ["Partial Claude text that ", "was cut off mid-sen"]:
-                await on_delta(piece)
-        return answer.model_copy(
-            update={"fallback_reason": "Claude stream was cut", "generator": "extractive-fallback"}
-        )
+def cut_stream_settings(emu, how: str) -> dict:
+    """Claude (the real SDK, against the Anthropic emulator) whose streamed answer is cut midway:
+    ~800 characters of text deltas, then the connection drops or an `error` event comes."""
+    emu.when(lambda body: bool(body.get("stream")), Reply(text=PARTIAL, delta_chars=40, cut_after=20, cut=how))
+    return {
+        "anthropic_api_key": SecretStr("test-key"),
+        "anthropic_base_url": emu.base_url,
+        "anthropic_max_retries": 0,
+    }
 
 
 def visible_to_asker(emu, channel: str, thread_ts: str) -> list[dict]:
@@ -72,7 +73,9 @@ FAULTS = [
     "channel_not_found",
     "start_stream_failure",
     "cut_claude_stream",
+    "claude_stream_error_event",
 ]
+CUT_STREAM = {"cut_claude_stream": "drop", "claude_stream_error_event": "error"}
 SITES = ["answer", "stream", "escalation", "notice"]
 # the error code an alert must name, when the fault outlives the SDK's retries
 EXPECTED_CODE = {
@@ -83,7 +86,8 @@ EXPECTED_CODE = {
     "not_in_channel": "not_in_channel",
     "channel_not_found": "channel_not_found",
     "start_stream_failure": "http_500",
-    "cut_claude_stream": "Claude stream was cut",
+    "cut_claude_stream": STREAM_CUT,
+    "claude_stream_error_event": STREAM_CUT,
 }
 
 
@@ -116,7 +120,7 @@ def inject(emu, fault: str, site: str, ask_ts: str) -> None:
     if fault == "start_stream_failure":
         emu.inject("chat.startStream", status=500, times=3)
         return
-    if fault == "cut_claude_stream":
+    if fault in CUT_STREAM:
         return
     for method in methods if fault != "invalid_blocks" or site != "stream" else ["chat.stopStream"]:
         if fault == "http_500_once":
@@ -136,33 +140,45 @@ def inject(emu, fault: str, site: str, ask_ts: str) -> None:
 async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(
     tmp_path, sample_settings, engine_parts, fault, site
 ):
-    streaming = site == "stream" or fault in ("start_stream_failure", "cut_claude_stream")
-    async with running_bot(
-        tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS, stream_answers=streaming
-    ) as bot:
-        responder = bot.state.responder
-        if fault == "cut_claude_stream":
-            responder.pipeline = CutStreamPipeline(responder.pipeline)
-        elif streaming:
-            responder.pipeline = StreamingPipeline(responder.pipeline)
-        question = UNANSWERABLE if site in ("escalation", "notice") else ANSWERABLE
-        mention = app_mention_event(question)
-        bot.emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
-        inject(bot.emu, fault, site, mention["ts"])
-        status, _, _ = await bot.event(mention)
-        assert status == 200
-        await bot.state.tasks.drain(timeout=60)
+    streaming = site == "stream" or fault in ("start_stream_failure", *CUT_STREAM)
+    async with AnthropicEmulator() as claude:
+        claude_settings = cut_stream_settings(claude, CUT_STREAM[fault]) if fault in CUT_STREAM else {}
+        async with running_bot(
+            tmp_path, sample_settings, engine_parts, alerts_channel=ALERTS, stream_answers=streaming, **claude_settings
+        ) as bot:
+            await run_fault_cell(bot, claude, fault, site, streaming)
 
-        seen = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
-        assert len(seen) == 1, (fault, site, [m.get("text", "")[:80] for m in seen])
-        shown = seen[0]
-        assert "Partial Claude text" not in json.dumps(shown)  # a cut stream never stays behind
-        assert not bot.emu.workspace.open_streams  # no stream left open with half an answer
-        code = EXPECTED_CODE.get(fault)
-        if code is not None:
-            assert code in alerts_text(bot.emu), (fault, site, alerts_text(bot.emu))
-        if fault == "http_500_once":  # retried inside the SDK: delivered as usual, nothing to alert
-            assert bot.emu.pending_faults("chat.postMessage") == 0
+
+async def run_fault_cell(bot, claude, fault: str, site: str, streaming: bool) -> None:
+    responder = bot.state.responder
+    if streaming and fault not in CUT_STREAM:
+        responder.pipeline = StreamingPipeline(responder.pipeline)
+    question = UNANSWERABLE if site in ("escalation", "notice") else ANSWERABLE
+    mention = app_mention_event(question)
+    bot.emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"])
+    inject(bot.emu, fault, site, mention["ts"])
+    status, _, _ = await bot.event(mention)
+    assert status == 200
+    await bot.state.tasks.drain(timeout=60)
+
+    seen = visible_to_asker(bot.emu, CHANNEL_ID, mention["ts"])
+    assert len(seen) == 1, (fault, site, [m.get("text", "")[:80] for m in seen])
+    shown = seen[0]
+    assert "Partial Claude text" not in json.dumps(shown)  # a cut stream never stays behind
+    assert not bot.emu.workspace.open_streams  # no stream left open with half an answer
+    code = EXPECTED_CODE.get(fault)
+    if code is not None:
+        assert code in alerts_text(bot.emu), (fault, site, alerts_text(bot.emu))
+    if fault == "http_500_once":  # retried inside the SDK: delivered as usual, nothing to alert
+        assert bot.emu.pending_faults("chat.postMessage") == 0
+    if fault in CUT_STREAM:  # the real SDK met the cut, after the partial text had reached Slack
+        assert claude.last.stream and claude.last.status == 200
+        streamed = [c.args for m in ("chat.startStream", "chat.appendStream") for c in bot.emu.calls_to(m)]
+        assert "Partial Claude text" in json.dumps(streamed)
+        logged = await bot.interaction()
+        assert logged["generator"] == "extractive-fallback" and STREAM_CUT in logged["fallback_reason"]
+        if logged["decision"] in ("answer", "answer_with_caveat"):  # the store holds what the asker sees
+            assert logged["answer"].startswith(FALLBACK_NOTE) and shown["text"].startswith(FALLBACK_NOTE[:30])
 
 
 async def test_fifty_concurrent_ask_a_human_clicks_make_one_post(tmp_path, sample_settings, engine_parts):

@@ -2,10 +2,12 @@
 
 Why search_result blocks: Claude then cites the exact block it used, so every [n] marker maps back
 to a chunk and its url without any string matching on our side. The system prompt is the stable
-prefix (cached with `cache_control`), written as a contract: sources only, say so when they
-don't answer (the `NO_ANSWER` sentinel), sources are data not instructions, Slack-readable.
-Every SDK failure (after the SDK's own bounded retries) becomes a `GenerationError`, which the
-pipeline turns into the marked extractive fallback.
+prefix, written as a contract: sources only, say so when they don't answer (the `NO_ANSWER`
+sentinel), sources are data not instructions, Slack-readable. Where prompt caching pays is
+`PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
+retries) becomes a `GenerationError`, which the pipeline turns into the marked extractive
+fallback; a stream that fails after text went out says "Claude stream was cut", so the Slack
+layer replaces the partial text with what the store holds.
 
 The contract also makes Claude end with its own verdict on whether the sources answer the question,
 a last-line tag `<verdict>full|partial|none</verdict>` (a tag because structured outputs cannot be
@@ -17,14 +19,19 @@ be the tag, so it never reaches Slack. `bot/engine/verdict.py` turns both into t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anthropic
 
 from bot.engine.citations import Segment, Span, assemble, cited_share
 from bot.engine.draft import Draft, GenerationError, OnDelta
+from bot.engine.pipeline import thread_key
 from bot.engine.pricing import price_for, usage_from_api
+from bot.engine.tokens import block_tokens, prompt_tokens
 from bot.engine.types import Question, RetrievedChunk, Turn
 from bot.engine.verdict import TAG_START, CitationCheck, Verdict, split_tag, tag_start, verify_citations
 from bot.settings import Settings
@@ -36,6 +43,7 @@ CANNOT_ANSWER = re.compile(
     r"^\s*(?:NO_ANSWER\b|I\s+(?:can(?:'|’)?t|cannot|could\s*n(?:'|’)?t|could\s+not|was\s+unable\s+to)\s+find\b)",
     re.IGNORECASE,
 )
+STREAM_CUT = "Claude stream was cut"
 HISTORY_TURNS = 6  # earlier messages of the thread sent along, for follow-ups
 
 SYSTEM_PROMPT = f"""You answer questions from colleagues and customers in a company's Slack support channel.
@@ -92,6 +100,9 @@ def build_messages(
 def request_params(
     settings: Settings, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()
 ) -> dict[str, Any]:
+    """The legacy layout (kept for `benchmarks/claude_cost.py` to measure against): the earlier
+    turns as text, fresh sources last, and a breakpoint on the ~350-token system prompt, which is
+    below every model's minimum and so never caches anything."""
     return {
         "model": settings.anthropic_model,
         "max_tokens": settings.anthropic_max_tokens,
@@ -100,8 +111,181 @@ def request_params(
     }
 
 
+CACHE_TTL_SECONDS = 300.0  # Anthropic's default ("5m"), refreshed by each read
+TTL_SAFETY_SECONDS = 30.0  # a remembered prefix this close to expiry is not relied on
+CACHE_MARGIN = 1.15  # the local token count may run ~15% low: a breakpoint needs this much headroom
+THREADS_REMEMBERED = 2048
+# A follow-up's end is cached only when more than this share of turns at its depth continue within
+# the TTL: a write costs 0.25x extra of what it covers, and the next turn's read saves about half of
+# it against sending the thread as text (benchmarks/claude_cost.py), so break-even is near 50%.
+WRITE_RATE = 0.5
+
+
+def min_cacheable_tokens(model: str, table: Mapping[str, int]) -> int:
+    """The model's minimum cacheable prefix (longest matching name in `table`; unknown: 1,024)."""
+    matches = [name for name in table if model.startswith(name)]
+    return table[max(matches, key=len)] if matches else 1024
+
+
+@dataclass
+class CachedTurn:
+    """A thread's last request as sent and its reply, with the message whose last block ends the
+    prefix now in Claude's cache (until `expires`): the thread's next request repeats the messages
+    byte for byte, so its breakpoint there reads the prefix back."""
+
+    messages: list[dict[str, Any]]
+    chunks: list[RetrievedChunk]  # every search result in `messages`, in order
+    reply: str
+    cached_at: int  # index into `messages`
+    expires: float
+
+
+@dataclass
+class Layout:
+    """One request as laid out: its params, every chunk sent (in the order citation indexes count
+    them), its depth in the thread, the breakpoint that writes its end to the cache (if any) and
+    the message index of the breakpoint that reads the thread's cached prefix (if any)."""
+
+    params: dict[str, Any]
+    chunks: list[RetrievedChunk]
+    depth: int
+    writes: bool
+    reads_at: int | None
+
+    @property
+    def breakpoints(self) -> int:
+        return int(self.writes) + int(self.reads_at is not None)
+
+
+def plain_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` without any `cache_control` (what the cache hashes is the content alone)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+        out.append({**message, "content": content})
+    return out
+
+
+def mark(messages: list[dict[str, Any]], index: int) -> None:
+    """Put a breakpoint on the last block of `messages[index]` (a message with block content)."""
+    blocks = list(messages[index]["content"])
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    messages[index] = {**messages[index], "content": blocks}
+
+
+def request_tokens(system: Sequence[Any], messages: Sequence[dict[str, Any]]) -> int:
+    """The local count (bot/engine/tokens.py) of a request's prompt."""
+    return prompt_tokens(system) + sum(
+        prompt_tokens(m["content"]) if isinstance(m["content"], list) else block_tokens(m["content"]) for m in messages
+    )
+
+
+class PromptLayout:
+    """Lays a request out so that what repeats comes first, and caches only where it pays.
+
+    Order: the contract (system), then what the thread already used (its earlier request, sources
+    included, byte for byte, and the answer), then this turn's new sources (those the thread has
+    not sent yet: Claude can still cite the earlier ones, citation indexes count every search
+    result in the request), then the question.
+
+    Breakpoints: a follow-up whose thread has a cached prefix reads it (a breakpoint where that
+    prefix ends; it adds nothing to the cache, so it costs nothing extra). A request's own end is
+    written to the cache only when its prefix clears the model's minimum by `CACHE_MARGIN` (local
+    count, never padded) and the thread is likely to continue within the TTL: for first
+    questions only when `cache_first_questions` is set (a write costs 1.25x input, so a first
+    question then costs more than before); for follow-ups when more than `WRITE_RATE` of the turns
+    at the same depth were followed by another within the TTL (counted here, as threads go). The
+    contract alone (~350 tokens) is below every model's minimum and never carries a breakpoint.
+    What is cached is remembered per thread in this process (bounded, expiring with the TTL);
+    without that memory a follow-up is laid out as before (earlier turns as text)."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.threads: OrderedDict[str, CachedTurn] = OrderedDict()
+        self.last_turn: OrderedDict[str, tuple[int, float]] = OrderedDict()  # thread -> (depth, answered at)
+        self.turns: Counter[int] = Counter()
+        self.continued: Counter[int] = Counter()
+
+    def minimum(self, model: str) -> int:
+        return min_cacheable_tokens(model, self.settings.cache_min_tokens)
+
+    def continuation_rate(self, depth: int) -> float:
+        """Share of turns at `depth` followed by another within the TTL (1 in 2 before any)."""
+        return (self.continued[depth] + 1) / (self.turns[depth] + 2)
+
+    def lay_out(self, key: str, question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn]) -> Layout:
+        model = self.settings.anthropic_model
+        earlier = [t.text.strip() for t in history if t.role == "user" and t.text.strip() != question.strip()]
+        depth = len(earlier)
+        self.observe_arrival(key, depth)
+        system = [{"type": "text", "text": SYSTEM_PROMPT}]
+        prior = self.remembered(key, earlier)
+        sent_chunks = list(chunks)
+        if prior is not None:  # the thread's sources are in the cached prefix: send only new ones
+            known = {chunk.chunk_id for chunk in prior.chunks}
+            fresh = [chunk for chunk in chunks if chunk.chunk_id not in known]
+            sent_chunks = [*prior.chunks, *fresh]
+            new_turn = [*(search_result_block(chunk) for chunk in fresh), {"type": "text", "text": question}]
+            messages = [
+                *prior.messages,
+                {"role": "assistant", "content": prior.reply},
+                {"role": "user", "content": new_turn},
+            ]
+        else:
+            messages = build_messages(question, chunks, history)
+        likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
+        writes = likely and request_tokens(system, messages) >= self.minimum(model) * CACHE_MARGIN
+        sent = [dict(m) for m in messages]
+        if writes:
+            mark(sent, len(sent) - 1)
+        if prior is not None:
+            mark(sent, prior.cached_at)
+        params = {"model": model, "max_tokens": self.settings.anthropic_max_tokens, "system": system, "messages": sent}
+        return Layout(params, sent_chunks, depth, writes, prior.cached_at if prior is not None else None)
+
+    def observe_arrival(self, key: str, depth: int) -> None:
+        """A turn of a thread whose previous turn was answered within the TTL continues it."""
+        last = self.last_turn.pop(key, None)
+        if last is not None and last[0] == depth - 1 and self.clock() - last[1] <= CACHE_TTL_SECONDS:
+            self.continued[last[0]] += 1
+
+    def remembered(self, key: str, earlier: Sequence[str]) -> CachedTurn | None:
+        """The thread's last request, if its cached prefix is fresh and it answered the thread's
+        previous question (so repeating it leaves no turn out)."""
+        prior = self.threads.get(key)
+        if prior is None or prior.expires - TTL_SAFETY_SECONDS <= self.clock() or not earlier:
+            return None
+        if prior.messages[-1]["content"][-1].get("text", "").strip() != earlier[-1]:
+            return None
+        return prior
+
+    def remember(self, key: str, layout: Layout, reply: str) -> None:
+        """After an answer: count the turn, and keep what the cache now holds for the thread."""
+        if not key:
+            return
+        now = self.clock()
+        self.turns[layout.depth] += 1
+        self.last_turn[key] = (layout.depth, now)
+        self.last_turn.move_to_end(key)
+        messages = plain_messages(layout.params["messages"])
+        if layout.writes or layout.reads_at is not None:  # a read refreshes the prefix's TTL
+            cached_at = len(messages) - 1 if layout.writes else layout.reads_at
+            assert cached_at is not None
+            self.threads[key] = CachedTurn(messages, layout.chunks, reply, cached_at, now + CACHE_TTL_SECONDS)
+            self.threads.move_to_end(key)
+        else:
+            self.threads.pop(key, None)
+        for table in (self.threads, self.last_turn):
+            while len(table) > THREADS_REMEMBERED:
+                table.popitem(last=False)
+
+
 def segments_from_message(message: Any) -> list[Segment]:
-    """Text blocks only (thinking blocks are skipped); each with the chunks it cites."""
+    """Text blocks only (thinking blocks are skipped); each with the chunks it cites (a citation's
+    `search_result_index` counts every search result in the request, earlier turns' included)."""
     segments: list[Segment] = []
     for block in message.content:
         if getattr(block, "type", None) != "text":
@@ -212,8 +396,18 @@ class ClaudeAnswerer:
 
     name = "claude"
 
-    def __init__(self, settings: Settings, client: anthropic.AsyncAnthropic | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        legacy_layout: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`legacy_layout`: the request layout before prompt caching was designed (measured
+        against by `benchmarks/claude_cost.py`; not for serving)."""
         self.settings = settings
+        self.layout = None if legacy_layout else PromptLayout(settings, clock)
         self.client = client or anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
             base_url=settings.anthropic_base_url or None,
@@ -225,20 +419,50 @@ class ClaudeAnswerer:
     async def generate(
         self, question: Question, text: str, chunks: Sequence[RetrievedChunk], *, on_delta: OnDelta | None = None
     ) -> Draft:
-        params = request_params(self.settings, text, chunks, question.history)
-        try:
-            if on_delta is None:
+        key = thread_key(question)
+        if self.layout is None:
+            layout = None
+            params = request_params(self.settings, text, chunks, question.history)
+        else:
+            layout = self.layout.lay_out(key, text, chunks, question.history)
+            params, chunks = layout.params, layout.chunks
+        if on_delta is None:
+            try:
                 message = await self.client.messages.create(**params)
-            else:
-                gate = VerdictGate(SentinelGate(on_delta).feed)
-                async with self.client.messages.stream(**params) as stream:
-                    async for piece in stream.text_stream:
-                        await gate.feed(piece)
-                    message = await stream.get_final_message()
-                await gate.close()
-        except anthropic.APIError as exc:
-            raise GenerationError(describe(exc, self.settings.anthropic_timeout_seconds)) from exc
+            except anthropic.APIError as exc:
+                raise GenerationError(describe(exc, self.settings.anthropic_timeout_seconds)) from exc
+        else:
+            message = await self.stream(params, on_delta)
+        if self.layout is not None and layout is not None:
+            reply = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
+            self.layout.remember(key, layout, reply)
         return self.draft(message, chunks)
+
+    async def stream(self, params: dict[str, Any], on_delta: OnDelta) -> Any:
+        """The streamed message, its text forwarded through the gates as it comes. A stream that
+        fails after text went out (an `error` event, a dropped connection) is "cut": the caller
+        must replace what was shown, so the reason says so."""
+        shown = False
+
+        async def forward(piece: str) -> None:
+            nonlocal shown
+            shown = True
+            await on_delta(piece)
+
+        gate = VerdictGate(SentinelGate(forward).feed)
+        try:
+            async with self.client.messages.stream(**params) as stream:
+                async for piece in stream.text_stream:
+                    await gate.feed(piece)
+                message = await stream.get_final_message()
+            await gate.close()
+        except anthropic.APIError as exc:
+            reason = describe(exc, self.settings.anthropic_timeout_seconds)
+            raise GenerationError(f"{STREAM_CUT}: {reason}" if shown else reason) from exc
+        except Exception as exc:  # the SDK's transport errors mid-stream (peer closed the connection)
+            prefix = STREAM_CUT if shown else "Claude stream failed"
+            raise GenerationError(f"{prefix}: {type(exc).__name__}") from exc
+        return message
 
     def draft(self, message: Any, chunks: Sequence[RetrievedChunk]) -> Draft:
         usage = usage_from_api(

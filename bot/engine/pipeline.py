@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
 from bot.engine import verdict as claude_verdict
+from bot.engine.budget import BUDGET_GENERATOR, DailyBudget
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
 from bot.engine.normalise import has_question
@@ -130,6 +131,7 @@ class Pipeline:
         self.searcher = searcher
         self.generator = generator  # None: the extractive answerer is the generator
         self.extractive = ExtractiveAnswerer()
+        self.budget = DailyBudget(settings.daily_budget_usd)
         self._term_stats: tuple[int, TermStats] | None = None
         self._calibration: tuple[int, calibrations.Calibration | None, float] | None = None
 
@@ -241,6 +243,9 @@ class Pipeline:
                 "caveat_threshold": self.settings.caveat_threshold,
             }
             values = {**values, **extra, **lines}
+            if draft.generator == BUDGET_GENERATOR:
+                values["budget_exhausted"] = True
+        self.budget.charge(draft.usage.cost_usd + rewrite_usage.cost_usd)
         if draft.fallback_reason:
             notes.append(f"AI answer unavailable: {draft.fallback_reason}")
         body = f"{FALLBACK_NOTE}\n\n{draft.text}" if draft.fallback_reason else draft.text
@@ -284,7 +289,8 @@ class Pipeline:
         where = page_filter(pages) if pages else None
         if declares_new_topic(text):  # a declared new question is searched exactly as a first one
             return text, await self.searcher.asearch(text, k, per_doc=per_doc), Usage()
-        rewriting = asyncio.create_task(self.rewriter.rewrite(text, history, thread=thread)) if self.rewriter else None
+        rewriter = None if self.budget.exhausted() else self.rewriter
+        rewriting = asyncio.create_task(rewriter.rewrite(text, history, thread=thread)) if rewriter else None
         searches = [
             self.searcher.asearch(text, depth, per_doc=per_doc),
             self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc),
@@ -339,6 +345,10 @@ class Pipeline:
         marked as a fallback. The extractive answerer picks sentences for the self-contained query."""
         if self.generator is None or not chunks:
             return await self.extractive.generate(question, query, chunks)
+        if self.budget.exhausted():  # the day's Claude budget is spent: quote the sources instead
+            draft = await self.extractive.generate(question, query, chunks)
+            draft.generator, draft.fallback_reason = BUDGET_GENERATOR, self.budget.reason()
+            return draft
         try:
             return await self.generator.generate(question, text, chunks, on_delta=on_delta)
         except GenerationError as exc:

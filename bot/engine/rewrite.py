@@ -60,7 +60,8 @@ def clean_rewrite(reply: str) -> str | None:
 
 
 class QueryRewriter:
-    """Claude (the configured model, one attempt, short timeout) rewriting follow-ups, cached."""
+    """Claude (the cheap model, `anthropic_cheap_model`: a one-line rewrite needs no answer model;
+    one attempt, short timeout) rewriting follow-ups, cached."""
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class QueryRewriter:
         try:
             message = await asyncio.wait_for(
                 self.client.messages.create(
-                    model=self.settings.anthropic_model,
+                    model=self.settings.anthropic_cheap_model,
                     max_tokens=REWRITE_MAX_TOKENS,
                     system=REWRITE_PROMPT,
                     messages=[{"role": "user", "content": thread_prompt(text, history)}],
@@ -102,7 +103,7 @@ class QueryRewriter:
             return None, Usage()
         reply = "".join(getattr(block, "text", "") for block in message.content)
         query = clean_rewrite(reply)
-        usage = usage_from_api(message.usage, price_for(self.settings.anthropic_model, self.settings.prices))
+        usage = usage_from_api(message.usage, price_for(self.settings.anthropic_cheap_model, self.settings.prices))
         if query:
             self._cache[key] = query
             while len(self._cache) > self.cache_size:

@@ -288,7 +288,8 @@ class Responder:
             else:
                 await self.post_notice(client, ask, SORRY_TEXT)
             return None
-        record_answer(self.metrics, answer)
+        budget = getattr(self.pipeline, "budget", None)  # the engine's daily Claude spend, for /metrics
+        record_answer(self.metrics, answer, channel=ask.channel, spent_today=budget.spent() if budget else None)
         await self._log(question, answer, ask, streamed=bool(stream and stream.touched))
         is_answer = answer.decision in (Decision.ANSWER, Decision.ANSWER_WITH_CAVEAT)
         if stream is not None and stream.touched:

@@ -9,7 +9,7 @@ SDK retries on 429/529, timeouts) can be tested end to end, deterministically, o
         msg = await client.messages.create(model="m", max_tokens=100, messages=[...])
         assert emu.calls == 2
 
-Standalone, for benchmarks:  python -m tests.emulators.anthropic_api --port 8011 --delay 0.5
+Standalone, for benchmarks:  python -m tests.emulators.anthropic_api --port 8011 --ttft 1 --tps 80
 (`GET /_emulator/stats` then reports call and status counts).
 """
 
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from bot.engine.tokens import block_tokens, estimate_tokens
 
 CANNOT_ANSWER_TEXT = "I can't find this in the provided sources."
 ANSWER_INTRO = "According to the documentation, "
@@ -56,7 +58,9 @@ class Reply:
     `cite` shapes the default answer's citations: "source" (the cited block's text, as the API
     does), "invented" (a `cited_text` that is NOT in the source: must fail verification) or
     "none" (no citations). `delta_chars` streams text in pieces of that many characters, so a
-    test can split the tag at every position (default: a few words a piece)."""
+    test can split the tag at every position (default: a few words a piece). `cut_after=n` cuts a
+    streamed answer after n text deltas (`cut="drop"` drops the connection, `cut="error"` sends an
+    `error` event), the fault a stream can meet midway."""
 
     text: str | None = None
     citations: list[dict] | None = None
@@ -67,6 +71,12 @@ class Reply:
     tail: str | None = None
     cite: str = "source"
     delta_chars: int | None = None
+    cut_after: int | None = None  # streaming only: cut the stream after this many text deltas
+    cut: str = "drop"  # how: "drop" the connection, or send an "error" event and end
+
+    def __post_init__(self) -> None:
+        if self.cut not in ("drop", "error"):
+            raise ValueError(f"cut must be 'drop' or 'error', not {self.cut!r}")
 
     @property
     def ending(self) -> str:
@@ -126,11 +136,6 @@ def error_response(status: int, error_type: str, message: str, request_id: str, 
     return web.json_response(body, status=status, headers={"request-id": request_id, **(headers or {})})
 
 
-def estimate_tokens(text: str) -> int:
-    """Roughly 4 characters per token: good enough for usage numbers that move with prompt size."""
-    return max(1, len(text) // 4)
-
-
 def first_sentence(text: str) -> str:
     match = re.match(r"\s*(.+?[.!?])(?=\s|$)", text, re.S)
     return match.group(1) if match else text.strip()
@@ -162,6 +167,29 @@ def last_user_search_results(body: dict) -> list[tuple[int, dict]]:
     return found
 
 
+def relevant_search_results(body: dict, count: int = 2) -> list[tuple[int, dict]]:
+    """The `count` search results anywhere in the request sharing most words (4+ letters) with the
+    last user message's last text (the question): a stand-in for the model choosing what to cite,
+    blind to where the layout put each result. Ties go to the earlier result."""
+    messages = body.get("messages") or []
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    texts = [b.get("text", "") for b in _blocks(last_user.get("content")) if b.get("type") == "text"]
+    if isinstance(last_user.get("content"), str):
+        texts = [last_user["content"]]
+    words = set(re.findall(r"[a-z]{4,}", (texts[-1] if texts else "").lower()))
+    found, counter = [], itertools.count()
+    for message in messages:
+        for block in _blocks(message.get("content")):
+            if block.get("type") == "search_result":
+                found.append((next(counter), block))
+
+    def overlap(item: tuple[int, dict]) -> int:
+        text = " ".join(c.get("text", "") for c in item[1].get("content") or []) + " " + str(item[1].get("title"))
+        return len(words & set(re.findall(r"[a-z]{4,}", text.lower())))
+
+    return sorted(found, key=lambda item: (-overlap(item), item[0]))[:count]
+
+
 INVENTED_CITATION = "This sentence was never in any source: refunds are possible for ten years."
 
 
@@ -191,12 +219,60 @@ def cited_answer(results: list[tuple[int, dict]], cite: str = "source") -> list[
     return blocks
 
 
-class PromptCache:
-    """Remembers prompt prefixes ending at `cache_control` breakpoints, so a repeated prompt
-    reports `cache_read_input_tokens` where the first one reported `cache_creation_input_tokens`."""
+# Minimum cacheable prompt length per model family, from Anthropic's prompt-caching reference
+# (docs.claude.com/en/docs/build-with-claude/prompt-caching, "Cache limitations"): a breakpoint whose
+# prefix is shorter caches nothing, silently. Longest matching prefix wins; unknown models: 1,024.
+MIN_CACHEABLE_TOKENS = {
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-7": 4096,
+    "claude-haiku-3": 2048,
+    "claude-3-haiku": 2048,
+    "claude-3-5-haiku": 2048,
+    "claude-sonnet-4": 1024,
+    "claude-opus-4": 1024,
+    "claude-3-7-sonnet": 1024,
+}
+DEFAULT_MIN_CACHEABLE = 1024
+MAX_BREAKPOINTS = 4  # more cache_control blocks in one request: 400
+LOOKBACK_BLOCKS = 20  # a breakpoint also finds hits at up to ~20 earlier block boundaries
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
+
+def min_cacheable_tokens(model: str) -> int:
+    matches = [name for name in MIN_CACHEABLE_TOKENS if model.startswith(name)]
+    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE
+
+
+class CacheError(ValueError):
+    """A request the real API refuses for its cache_control use (400 invalid_request_error)."""
+
+
+@dataclass
+class Breakpoint:
+    index: int  # the piece it ends at
+    tokens: int  # prompt tokens up to and including that piece
+    ttl: float
+    cacheable: bool  # the prefix reaches the model's minimum
+
+
+class PromptCache:
+    """Anthropic's prompt cache as the reference describes it: prefixes ending at `cache_control`
+    breakpoints (tools, then system, then messages), matched exactly, cached only from the model's
+    minimum length, kept for the TTL (5 minutes, or "1h") and refreshed each time they are read.
+    Each breakpoint also finds a hit at any of the ~20 block boundaries before it. The clock is
+    injectable (`clock=`), so a TTL test moves time instead of sleeping.
+
+    Usage per request: `cache_read_input_tokens` = the longest cached prefix found,
+    `cache_creation_input_tokens` = from there to the last cacheable breakpoint, `input_tokens` =
+    the rest. `dead_breakpoints` counts breakpoints below the minimum (they cost nothing, do nothing)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.entries: dict[str, tuple[int, float, float]] = {}  # prefix hash -> (tokens, expires, ttl)
+        self.dead_breakpoints = 0
+        self.breakpoints = 0
 
     @staticmethod
     def pieces(body: dict) -> list[Any]:
@@ -210,25 +286,63 @@ class PromptCache:
             out += [{"role": message.get("role"), **b} if isinstance(b, dict) else b for b in blocks]
         return out
 
-    def usage(self, body: dict) -> dict[str, int]:
+    def plan(self, body: dict) -> tuple[list[str], list[int], list[Breakpoint]]:
+        """(prefix hash per piece, cumulative tokens per piece, breakpoints); raises CacheError."""
         pieces = self.pieces(body)
+        minimum = min_cacheable_tokens(str(body.get("model")))
         digest = hashlib.sha256(str(body.get("model")).encode())
-        total, breakpoints = 0, []
-        auto = body.get("cache_control") is not None  # top-level: cache up to the last block
+        hashes, totals, breakpoints = [], [], []
+        total = 0
+        auto = body.get("cache_control")  # top-level: a breakpoint on the last block
         for i, piece in enumerate(pieces):
-            marked = isinstance(piece, dict) and piece.get("cache_control") is not None
+            marker = piece.get("cache_control") if isinstance(piece, dict) else None
+            if marker is None and isinstance(auto, dict) and i == len(pieces) - 1:
+                marker = auto
             clean = {k: v for k, v in piece.items() if k != "cache_control"} if isinstance(piece, dict) else piece
-            text = json.dumps(clean, sort_keys=True)
-            digest.update(text.encode())
-            total += estimate_tokens(text)
-            if marked or (auto and i == len(pieces) - 1):
-                breakpoints.append((digest.hexdigest(), total))
-        cached = breakpoints[-1][1] if breakpoints else 0
-        read = next((n for h, n in reversed(breakpoints) if h in self.seen), 0)
-        self.seen.update(h for h, _ in breakpoints)
+            digest.update(json.dumps(clean, sort_keys=True).encode())
+            total += block_tokens(clean)
+            hashes.append(digest.hexdigest())
+            totals.append(total)
+            if marker is not None:
+                if not isinstance(marker, dict) or marker.get("type") != "ephemeral":
+                    raise CacheError("cache_control: type must be 'ephemeral'")
+                ttl = TTL_SECONDS.get(str(marker.get("ttl", "5m")))
+                if ttl is None:
+                    raise CacheError("cache_control.ttl: must be '5m' or '1h'")
+                breakpoints.append(Breakpoint(i, total, ttl, total >= minimum))
+        if len(breakpoints) > MAX_BREAKPOINTS:
+            raise CacheError(
+                f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(breakpoints)}."
+            )
+        return hashes, totals, breakpoints
+
+    def usage(self, body: dict) -> dict[str, int]:
+        hashes, totals, breakpoints = self.plan(body)
+        now = self.clock()
+        self.entries = {h: e for h, e in self.entries.items() if e[1] > now}
+        read, hit = 0, None
+        for point in breakpoints:
+            for j in range(point.index, max(-1, point.index - LOOKBACK_BLOCKS), -1):
+                entry = self.entries.get(hashes[j])
+                if entry is not None:
+                    if entry[0] > read:
+                        read, hit = entry[0], hashes[j]
+                    break
+        if hit is not None:  # a read refreshes the entry's lifetime
+            tokens, _, ttl = self.entries[hit]
+            self.entries[hit] = (tokens, now + ttl, ttl)
+        written = read
+        self.breakpoints += len(breakpoints)
+        for point in breakpoints:
+            if not point.cacheable:
+                self.dead_breakpoints += 1
+                continue
+            self.entries[hashes[point.index]] = (point.tokens, now + point.ttl, point.ttl)
+            written = max(written, point.tokens)
+        total = totals[-1] if totals else 0
         return {
-            "input_tokens": total - cached,
-            "cache_creation_input_tokens": cached - read,
+            "input_tokens": total - written,
+            "cache_creation_input_tokens": written - read,
             "cache_read_input_tokens": read,
         }
 
@@ -293,17 +407,28 @@ class AnthropicEmulator:
         default_delay: float = 0.0,
         api_key: str | None = None,
         max_recorded: int | None = None,
+        ttft: float = 0.0,
+        tokens_per_second: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port = host, port
         self.default_delay = default_delay
         self.chunk_delay = 0.0  # seconds between streamed events, for time-to-first-token tests
+        # Timing like the API: `ttft` seconds before the first token (streamed or not), then the
+        # output at `tokens_per_second` (None: instantly). Streaming pays it per text delta.
+        self.ttft = ttft
+        self.tokens_per_second = tokens_per_second
+        self.clock = clock  # the prompt cache's clock: a test moves it instead of sleeping 5 minutes
         self.default_text = CANNOT_ANSWER_TEXT
+        # False: the default answer cites the last user message's first two search results;
+        # True: the two results anywhere in the request sharing most words with the question.
+        self.cite_relevant = False
         self.api_key = api_key  # when set, other keys get 401
         self.requests: list[RecordedRequest] = []
         self.max_recorded = max_recorded  # bound memory in long standalone runs
         self.calls = 0  # requests to /v1/messages (survives `max_recorded` trimming)
         self.statuses: Counter[int] = Counter()
-        self.cache = PromptCache()
+        self.cache = PromptCache(lambda: self.clock())
         self._queue: deque[Reply | Failure] = deque()
         self._rules: list[tuple[Callable[[dict], bool], Reply | Failure]] = []
         self._storm: Failure | None = None
@@ -346,7 +471,7 @@ class AnthropicEmulator:
         self.requests.clear()
         self.calls = 0
         self.statuses.clear()
-        self.cache = PromptCache()
+        self.cache = PromptCache(lambda: self.clock())
 
     @property
     def last(self) -> RecordedRequest:
@@ -444,10 +569,17 @@ class AnthropicEmulator:
             await asyncio.sleep(delay)
         if isinstance(action, Failure):
             return action.response(request_id)
-        message = self.build_message(record.body, action)
+        try:
+            message = self.build_message(record.body, action)
+        except CacheError as exc:
+            return error_response(400, "invalid_request_error", str(exc), request_id)
         if record.stream:
-            return await self._stream(request, message, request_id, action.delta_chars)
+            return await self._stream(request, message, request_id, action)
+        await asyncio.sleep(self.ttft + self.generation_seconds(message["usage"]["output_tokens"]))
         return web.json_response(message, headers={"request-id": request_id})
+
+    def generation_seconds(self, tokens: int) -> float:
+        return tokens / self.tokens_per_second if self.tokens_per_second else 0.0
 
     def build_message(self, body: dict, reply: Reply) -> dict:
         """The Message JSON for `body`, answered per `reply` (or the defaults)."""
@@ -457,7 +589,7 @@ class AnthropicEmulator:
                 text_block["citations"] = reply.citations
             content = [text_block]
         else:
-            results = last_user_search_results(body)
+            results = relevant_search_results(body) if self.cite_relevant else last_user_search_results(body)
             content = cited_answer(results, reply.cite) if results else [{"type": "text", "text": self.default_text}]
         if reply.ending:
             content.append({"type": "text", "text": reply.ending})
@@ -479,9 +611,7 @@ class AnthropicEmulator:
             "usage": {**self.cache.usage(body), "output_tokens": estimate_tokens(output)},
         }
 
-    async def _stream(
-        self, request: web.Request, message: dict, request_id: str, delta_chars: int | None = None
-    ) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, message: dict, request_id: str, reply: Reply) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream; charset=utf-8",
@@ -490,16 +620,40 @@ class AnthropicEmulator:
             }
         )
         await response.prepare(request)
-        for event in stream_events(message, delta_chars):
+        if self.ttft:
+            await asyncio.sleep(self.ttft)
+        text_deltas = 0
+        for event in stream_events(message, reply.delta_chars):
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                if reply.cut_after is not None and text_deltas >= reply.cut_after:
+                    return await self._cut(request, response, reply.cut)
+                text_deltas += 1
+                if self.tokens_per_second:
+                    await asyncio.sleep(self.generation_seconds(estimate_tokens(delta["text"])))
             await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await response.write_eof()
         return response
 
+    async def _cut(self, request: web.Request, response: web.StreamResponse, how: str) -> web.StreamResponse:
+        """End a stream midway: an `error` event (what the API sends when it is overloaded
+        mid-stream), or the connection dropped without any ending."""
+        if how == "error":
+            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            await response.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
+            await response.write_eof()
+        else:
+            assert request.transport is not None
+            request.transport.abort()
+        return response
+
 
 async def _serve(args: argparse.Namespace) -> None:
-    async with AnthropicEmulator(args.host, args.port, default_delay=args.delay, max_recorded=1000) as emu:
+    async with AnthropicEmulator(
+        args.host, args.port, default_delay=args.delay, max_recorded=1000, ttft=args.ttft, tokens_per_second=args.tps
+    ) as emu:
         print(f"Anthropic emulator listening on {emu.base_url} (delay {args.delay}s)", flush=True)
         await asyncio.Event().wait()
 
@@ -509,6 +663,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--ttft", type=float, default=0.0, help="seconds to the first token")
+    parser.add_argument("--tps", type=float, default=None, help="output tokens per second (default: instant)")
     args = parser.parse_args(argv)
     try:
         asyncio.run(_serve(args))
