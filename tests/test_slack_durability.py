@@ -138,6 +138,7 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
             )
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")  # what a shutdown records
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
             try:
@@ -218,3 +219,115 @@ async def test_a_kill_between_the_escalation_post_and_its_record_makes_no_duplic
         )
         posts = [c for c in emu.calls_to("chat.postMessage") if c.args.get("channel") == ESCALATION_CHANNEL]
         assert len(posts) == 1
+
+
+# --- pending escalations left by a process that died -----------------------------------------
+
+
+def escalation_posts(emu) -> list[dict]:
+    return [m for m in emu.workspace.messages.get(ESCALATION_CHANNEL, []) if m.get("bot_id")]
+
+
+async def logged_escalation_case(store: InteractionStore, interaction_id: str):
+    from bot.engine.types import Answer, Decision, Question
+
+    question = Question(
+        text="how do I rotate the API key?",
+        asker="U0ASKER",
+        channel=CHANNEL_ID,
+        thread_ts="1700000000.000100",
+        interaction_id=interaction_id,
+    )
+    answer = Answer(interaction_id=interaction_id, question=question.text, text="draft", decision=Decision.ESCALATE)
+    await store.log_answer(question, answer, slack={"message_ts": "1700000000.000100"})
+    return question, answer
+
+
+def escalations_for(settings, logs, **update):
+    from bot.observability import Metrics
+    from bot.slack.escalation import Escalations
+
+    return Escalations(settings.model_copy(update=update), InteractionStore(logs), Metrics())
+
+
+async def test_a_pending_escalation_whose_poster_died_is_posted_once_by_the_sweep(tmp_path, sample_settings):
+    """The process wrote "pending" and died before posting: after the lease, the sweeps of two
+    processes (run at once) post it exactly once, record it open and tell the asker."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.escalation import TRIGGER_ASKED
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        store = InteractionStore(logs)
+        await logged_escalation_case(store, "i-dead")
+        await store.record_escalation("i-dead", status="pending", trigger=TRIGGER_ASKED)  # then the kill
+        first = escalations_for(settings, logs, escalation_lease_seconds=0.05)
+        second = escalations_for(settings, logs, escalation_lease_seconds=0.05)
+        await asyncio.sleep(0.1)
+        finished = await asyncio.gather(first.sweep(client), second.sweep(client))
+        assert sorted(finished) == [0, 1]
+        [post] = escalation_posts(emu)
+        row = await store.get_escalation("i-dead")
+        assert row["status"] == "open" and row["escalation_ts"] == post["ts"] and row["trigger"] == TRIGGER_ASKED
+        told = [m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]
+        assert len(told) == 1 and "human" in told[0]["text"].lower()
+        await asyncio.sleep(0.1)
+        assert await first.sweep(client) == 0  # open now: nothing left to sweep
+        assert len(escalation_posts(emu)) == 1
+
+
+async def test_a_fresh_pending_escalation_of_a_live_process_is_not_double_posted(tmp_path, sample_settings):
+    """Another process reserved the escalation a moment ago and is posting it now (slowly): a
+    sweep in this process must leave it alone until its lease runs out."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.escalation import TRIGGER_ASKED
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question, answer = await logged_escalation_case(InteractionStore(logs), "i-live")
+        emu.delay("chat.postMessage", 1.0)  # the live process's post is slow
+        live = escalations_for(settings, logs, escalation_lease_seconds=60)
+        sweeper = escalations_for(settings, logs, escalation_lease_seconds=60)
+        posting = asyncio.create_task(
+            live.escalate(client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED)
+        )
+        for _ in range(100):
+            if (await InteractionStore(logs).get_escalation("i-live") or {}).get("status") == "pending":
+                break
+            await asyncio.sleep(0.02)
+        assert await sweeper.sweep(client) == 0
+        assert await posting is True
+        assert await sweeper.sweep(client) == 0
+        assert len(escalation_posts(emu)) == 1
+
+
+async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_repost(tmp_path, sample_settings):
+    """Killed after the post but before its "open" record: the sweep finds the post in the
+    escalation channel's history, records it, tells the asker, and posts nothing new."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.observability import Metrics
+    from bot.slack.escalation import TRIGGER_ASKED, Escalations
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question, answer = await logged_escalation_case(InteractionStore(logs), "i-half")
+        emu.add_message(ESCALATION_CHANNEL, "someone else's post")
+        killed = Escalations(settings, KilledAfterPosting(logs), Metrics())
+        with pytest.raises(asyncio.CancelledError):
+            await killed.escalate(client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED)
+        [post] = escalation_posts(emu)
+        await asyncio.sleep(0.1)
+        assert await escalations_for(settings, logs, escalation_lease_seconds=0.05).sweep(client) == 1
+        assert escalation_posts(emu) == [post]
+        row = await InteractionStore(logs).get_escalation("i-half")
+        assert row["status"] == "open" and row["escalation_ts"] == post["ts"]
+        assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
