@@ -314,7 +314,7 @@ class Escalations:
         try:
             for _ in range(HISTORY_MAX_PAGES):
                 page = await client.conversations_history(
-                    channel=channel, oldest=f"{oldest:.6f}", limit=200, **({"cursor": cursor} if cursor else {})
+                    channel=channel, oldest=f"{oldest:.6f}", limit=200, cursor=cursor
                 )
                 for message in page.get("messages") or []:
                     if any(block.get("block_id") == marker for block in message.get("blocks") or []):
