@@ -331,3 +331,29 @@ async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_rep
         row = await InteractionStore(logs).get_escalation("i-half")
         assert row["status"] == "open" and row["escalation_ts"] == post["ts"]
         assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
+
+
+async def test_two_processes_recovering_one_data_dir_answer_each_question_once(tmp_path, sample_settings, engine_parts):
+    """Two instances start on the same data dir at once (a rolling restart, a double start):
+    each unfinished question is answered by exactly one of them."""
+    mentions = [app_mention_event(f"{ANSWERABLE} ({n})", ts=f"1700001{n:03d}.000100") for n in range(3)]
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        store = InteractionStore(logs)
+        for mention in mentions:
+            emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+            ask = {"channel": CHANNEL_ID, "message_ts": mention["ts"], "thread_ts": mention["ts"]}
+            ask.update(user=mention["user"], text=mention["text"], surface="mention")
+            assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask)
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
+        async with (
+            bot_instance(emu, logs, sample_settings, engine_parts) as one,
+            bot_instance(emu, logs, sample_settings, engine_parts) as two,
+        ):
+            taken = await asyncio.gather(
+                *(bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) for bot in (one, two))
+            )
+            assert sum(taken) == 3
+            await asyncio.gather(one.state.tasks.drain(timeout=60), two.state.tasks.drain(timeout=60))
+        assert [len(replies_in(emu, mention["ts"])) for mention in mentions] == [1, 1, 1]
+        assert store.unfinished() == []

@@ -123,3 +123,42 @@ async def test_reopened_store_keeps_everything_and_since_filters(tmp_path):
 def test_empty_store_reads_nothing(tmp_path):
     store = InteractionStore(tmp_path / "logs")
     assert store.interactions() == [] and store.feedback() == []
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def test_take_received_is_won_by_exactly_one_of_two_processes(tmp_path):
+    """Two stores on one directory (two processes) race to take each unfinished question: the
+    flock around the read-modify-write lets exactly one win each, and a live process's fresh
+    "received" row is not taken at all."""
+    logs = tmp_path / "logs"
+    first, second = InteractionStore(logs), InteractionStore(logs)
+    for n in range(5):
+        assert await first.receive("C1", f"1.{n}", ask={"n": n})
+        await first.mark_received("C1", f"1.{n}", "unfinished")  # a clean shutdown left them
+    assert await first.receive("C1", "2.0")  # being answered right now by a live process
+    stale_before = now() - timedelta(seconds=60)
+    wins = await asyncio.gather(
+        *(store.take_received("C1", f"1.{n}", stale_before=stale_before) for n in range(5) for store in (first, second))
+    )
+    assert sum(wins) == 5 and all(wins[2 * n] != wins[2 * n + 1] for n in range(5))
+    assert not await second.take_received("C1", "2.0", stale_before=stale_before)
+    assert not await second.take_received("C1", "1.0", stale_before=stale_before)  # taken: its lease is fresh
+    assert await second.take_received("C1", "2.0", stale_before=now() + timedelta(seconds=1))  # its process died
+    assert not await second.take_received("C1", "9.9", stale_before=now())  # never received: nothing to take
+
+
+async def test_prune_received_forgets_only_old_finished_questions(tmp_path):
+    store = InteractionStore(tmp_path / "logs")
+    for ts, status in [("1.0", "done"), ("2.0", "apologised"), ("3.0", "unfinished"), ("4.0", "received")]:
+        await store.receive("C1", ts)
+        if status != "received":
+            await store.mark_received("C1", ts, status)
+    assert await store.prune_received(finished_before=now() - timedelta(days=1)) == 0  # all recent
+    assert await store.prune_received(finished_before=now() + timedelta(seconds=1)) == 2
+    left = {row["message_ts"]: row["status"] for row in store._received.select()}
+    assert left == {"3.0": "unfinished", "4.0": "received"}  # owed answers are never pruned
+    assert not await store.receive("C1", "3.0")  # still deduped
+    assert await store.receive("C1", "1.0")  # a pruned one is new again (Slack stopped retrying long ago)
