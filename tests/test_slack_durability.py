@@ -357,3 +357,97 @@ async def test_two_processes_recovering_one_data_dir_answer_each_question_once(t
             await asyncio.gather(one.state.tasks.drain(timeout=60), two.state.tasks.drain(timeout=60))
         assert [len(replies_in(emu, mention["ts"])) for mention in mentions] == [1, 1, 1]
         assert store.unfinished() == []
+
+
+# --- kill -9 mid-answer, a real process ----------------------------------------------------
+
+
+@pytest.mark.slow  # two real `supportbot serve` processes, the first killed with SIGKILL
+async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_outcome(tmp_path, sample_data_dir):
+    """`supportbot serve` answers through Claude (the Anthropic emulator, slow), is SIGKILLed while
+    the answer is being generated, a new process starts on the same data dir, and Slack retries the
+    event (`X-Slack-Retry-Num: 1`): the asker sees exactly one reply, never none, never two."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.emulators.anthropic_api import AnthropicEmulator
+    from tests.emulators.processes import stop_gracefully
+    from tests.test_faults import free_port, subprocess_env
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(sample_data_dir / "index", data_dir / "index")
+    mention = app_mention_event(ANSWERABLE)
+    retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    async with SlackEmulator() as emu, AnthropicEmulator(default_delay=30.0) as llm:
+        emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+        env = {
+            **subprocess_env(data_dir),
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SUPPORTBOT_SLACK_API_URL": emu.api_url,
+            "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
+            "ANTHROPIC_API_KEY": "sk-ant-test-kill",
+            "ANTHROPIC_BASE_URL": llm.base_url,
+            "SUPPORTBOT_ANSWER_LEASE_SECONDS": "2",  # the dead process's claim runs out quickly
+            "SUPPORTBOT_SWEEP_INTERVAL_SECONDS": "1",
+        }
+
+        async def start(name: str) -> tuple[subprocess.Popen, BotUnderTest, aiohttp.ClientSession]:
+            port = free_port()
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            session = aiohttp.ClientSession()
+            deadline = time.monotonic() + 150
+            while True:
+                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()[-3000:]
+                await asyncio.sleep(0.25)
+            return process, BotUnderTest(emu, None, f"http://127.0.0.1:{port}", session, None), session
+
+        first, bot, session = await start("first")
+        try:
+            assert (await bot.event(mention, event_id="Ev0KILL9"))[0] == 200
+            for _ in range(300):  # the answer is being generated: Claude has the question
+                if llm.calls:
+                    break
+                await asyncio.sleep(0.1)
+            assert llm.calls, "the first process never asked Claude"
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            await session.close()
+        assert replies_in(emu, mention["ts"]) == []  # killed before it could reply
+
+        llm.default_delay = 0.0
+        second, bot, session = await start("second")
+        try:
+            assert (await bot.event(mention, event_id="Ev0KILL9", headers=retry))[0] == 200
+            for _ in range(600):
+                if replies_in(emu, mention["ts"]):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # several sweeps later: still one reply
+            replies = replies_in(emu, mention["ts"])
+            assert len(replies) == 1, [r.get("text") for r in replies]
+        finally:
+            await session.close()
+            stop_gracefully(second)
+        log = (tmp_path / "second.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
