@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
 from bot.slack.conversation import thread_history
-from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_code
+from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, deliver_in_place, error_code, report
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
@@ -401,30 +401,17 @@ class Responder:
         self, client: AsyncWebClient, ask: Ask, mrkdwn: str, what: str = "notice", update_ts: str | None = None
     ) -> Delivery:
         """A notice in the asker's thread (or, with `update_ts`, in place of a streamed message)."""
-        result = Delivery()
-        if update_ts:
-            result = await deliver(
-                client,
-                channel=ask.channel,
-                thread_ts=ask.thread_ts,
-                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
-                text=mrkdwn,
-                alerts=self.alerts,
-                what=what,
-                update_ts=update_ts,
-            )
-        if not result.ok:
-            result = await deliver(
-                client,
-                channel=ask.channel,
-                thread_ts=ask.thread_ts,
-                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
-                text=mrkdwn,
-                alerts=self.alerts,
-                what=what,
-                dm_user=ask.user,
-            )
-        return result
+        return await deliver_in_place(
+            client,
+            channel=ask.channel,
+            thread_ts=ask.thread_ts,
+            variants=[("blocks", blocks.notice_blocks(mrkdwn))],
+            text=mrkdwn,
+            alerts=self.alerts,
+            what=what,
+            update_ts=update_ts,
+            dm_user=ask.user,
+        )
 
 
 async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
@@ -565,34 +552,24 @@ class AnswerStream:
                 await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"stopStream: {error_code(exc)}")
-        result = Delivery()
-        if self.ts:
-            result = await deliver(
-                self.client,
-                channel=self.ask.channel,
-                thread_ts=self.ask.thread_ts,
-                variants=variants,
-                text=text,
-                alerts=None,
-                what=what,
-                update_ts=self.ts,
-            )
-            self.errors.extend(f"update {e}" for e in result.errors)
-        if not result.ok:
-            result = await deliver(
-                self.client,
-                channel=self.ask.channel,
-                thread_ts=self.ask.thread_ts,
-                variants=variants,
-                text=text,
-                alerts=None,
-                what=what,
-                dm_user=self.ask.user,
-            )
-            self.errors.extend(result.errors)
-        if self.errors:
-            outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
-            await alerts.alert(self.client, f"{what} in {self.ask.channel}/{self.ask.thread_ts} {outcome}", self.errors)
+        result = await deliver_in_place(
+            self.client,
+            channel=self.ask.channel,
+            thread_ts=self.ask.thread_ts,
+            variants=variants,
+            text=text,
+            alerts=None,
+            what=what,
+            update_ts=self.ts,
+            dm_user=self.ask.user,
+        )
+        self.errors.extend(result.errors)
+        await report(
+            self.client,
+            alerts,
+            replace(result, errors=self.errors),
+            what=f"{what} in {self.ask.channel}/{self.ask.thread_ts}",
+        )
         return result
 
 

@@ -180,8 +180,61 @@ async def deliver(
                 response.get("ts"),
                 "dm",
             )
-    if result.errors and alerts is not None:
-        where = f"{channel}/{thread_ts or update_ts or '-'}"
-        outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
-        await alerts.alert(client, f"{what} in {where} {outcome}", result.errors)
+    if alerts is not None:
+        await report(client, alerts, result, what=f"{what} in {channel}/{thread_ts or update_ts or '-'}")
     return result
+
+
+async def deliver_in_place(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str | None,
+    variants: Sequence[tuple[str, Blocks]],
+    text: str,
+    alerts: Alerts | None,
+    what: str,
+    update_ts: str | None,
+    dm_user: str | None = None,
+) -> Delivery:
+    """Rewrite the bot's message `update_ts` (a streamed draft, a "working" note) into this one;
+    if there is none, or Slack refuses the update, post it in the thread instead (then DM
+    `dm_user`). The one "update, else post" of the bot: every error of both tries is alerted
+    together, once."""
+    result = Delivery()
+    errors: list[str] = []
+    if update_ts:
+        result = await deliver(
+            client,
+            channel=channel,
+            thread_ts=thread_ts,
+            variants=variants,
+            text=text,
+            alerts=None,
+            what=what,
+            update_ts=update_ts,
+        )
+        errors.extend(f"update {error}" for error in result.errors)
+    if not result.ok:
+        result = await deliver(
+            client,
+            channel=channel,
+            thread_ts=thread_ts,
+            variants=variants,
+            text=text,
+            alerts=None,
+            what=what,
+            dm_user=dm_user,
+        )
+        errors.extend(result.errors)
+    result.errors = errors
+    if alerts is not None:
+        await report(client, alerts, result, what=f"{what} in {channel}/{thread_ts or update_ts or '-'}")
+    return result
+
+
+async def report(client: AsyncWebClient, alerts: Alerts, result: Delivery, *, what: str) -> None:
+    """One alert for a delivery that met errors, saying how it ended."""
+    if result.errors:
+        outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
+        await alerts.alert(client, f"{what} {outcome}", result.errors)

@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.engine.types import Answer, Citation, Decision, Question, utc_now
 from bot.observability import Metrics
 from bot.slack import blocks
-from bot.slack.delivery import Alerts, Delivery, deliver, error_code
+from bot.slack.delivery import Alerts, Delivery, deliver, deliver_in_place, error_code
 from bot.slack.ttlcache import TTLSet
 from bot.store import EscalationConflict
 
@@ -112,7 +112,7 @@ class Escalations:
             if not await self._reserve(interaction_id, trigger):
                 if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
                     # answering this question again (a restart's recovery): the asker still hears back
-                    await deliver(
+                    await deliver_in_place(
                         client,
                         channel=question.channel,
                         thread_ts=question.thread_ts,
@@ -221,29 +221,17 @@ class Escalations:
                 text = blocks.markdown_to_mrkdwn(asker_notice)
             else:
                 text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
-            told = None
-            if notice_ts:
-                told = await deliver(
-                    client,
-                    channel=question.channel,
-                    thread_ts=question.thread_ts,
-                    variants=[("blocks", blocks.notice_blocks(text))],
-                    text=text,
-                    alerts=self.alerts,
-                    what="escalation notice",
-                    update_ts=notice_ts,
-                )
-            if told is None or not told.ok:
-                await deliver(
-                    client,
-                    channel=question.channel,
-                    thread_ts=question.thread_ts,
-                    variants=[("blocks", blocks.notice_blocks(text))],
-                    text=text,
-                    alerts=self.alerts,
-                    what="escalation notice",
-                    dm_user=question.asker,
-                )
+            await deliver_in_place(
+                client,
+                channel=question.channel,
+                thread_ts=question.thread_ts,
+                variants=[("blocks", blocks.notice_blocks(text))],
+                text=text,
+                alerts=self.alerts,
+                what="escalation notice",
+                update_ts=notice_ts,
+                dm_user=question.asker,
+            )
         return posted
 
     async def sweep(self, client: AsyncWebClient) -> int:
