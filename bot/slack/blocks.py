@@ -573,6 +573,17 @@ def resolve_modal(interaction_id: str, private_metadata: str) -> dict[str, Any]:
     }
 
 
+def refusal_modal(text: str) -> dict[str, Any]:
+    """What the Resolve modal turns into when the clicker may not resolve (no submit button)."""
+    return {
+        "type": "modal",
+        "callback_id": RESOLVE_VIEW + "_refused",
+        "title": {"type": "plain_text", "text": "Resolve question"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": truncate(escape(text), SECTION_LIMIT)}}],
+    }
+
+
 def human_answer_blocks(human_answer: str, responder: str | None) -> list[dict[str, Any]]:
     who = f"<@{responder}>" if responder else "the support team"
     return notice_blocks(markdown_to_mrkdwn(human_answer))[: MESSAGE_BLOCK_LIMIT - 1] + [context(f"Answered by {who}")]

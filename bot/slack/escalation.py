@@ -346,8 +346,13 @@ class Escalations:
         await self._refresh_post(client, interaction_id, escalation)
         return escalation
 
-    async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> None:
-        await client.views_open(trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id))
+    async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> str | None:
+        """Open the Resolve modal; its view id (for a later views.update)."""
+        response = await client.views_open(
+            trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id)
+        )
+        view = response.get("view") or {}
+        return view.get("id") if isinstance(view, dict) else None
 
     async def resolve(
         self, client: AsyncWebClient, interaction_id: str, user: str, human_answer: str
