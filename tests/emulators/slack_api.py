@@ -300,8 +300,14 @@ def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
 
 
 def validate_message_blocks(blocks: Any) -> None:
-    """Per-block checks, then the whole message's text budget (`msg_blocks_too_long`)."""
+    """Per-block checks, then the whole message's text budget (`msg_blocks_too_long`), and the
+    markdown blocks' own: 12,000 characters for all of a payload's `markdown` blocks together."""
     total = validate_blocks(blocks)
+    markdown = sum(len(b.get("text") or "") for b in blocks if isinstance(b, dict) and b.get("type") == "markdown")
+    if markdown > TEXT_LIMITS["markdown"]:
+        raise BlockKitError(
+            "msg_blocks_too_long", f"{markdown} characters in markdown blocks (limit {TEXT_LIMITS['markdown']})"
+        )
     if total > MAX_BLOCKS_TEXT:
         raise BlockKitError("msg_blocks_too_long", f"{total} characters of block text (limit ~{MAX_BLOCKS_TEXT})")
 
