@@ -154,6 +154,16 @@ def assert_within_limits(message: list[dict]) -> None:
             assert all(0 < len(element["text"]) <= blocks.SECTION_LIMIT for element in block["elements"])
 
 
+def stream_in_pieces(markdown: str, cuts: list[int]) -> str:
+    """What a stream sends for `markdown` arriving in pieces of the sizes in `cuts` (then the rest)."""
+    sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
+    for size in cuts:
+        pieces.append(markdown[start : start + size])
+        start += size
+    pieces.append(markdown[start:])
+    return "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
+
+
 def assert_no_pings(text: str) -> None:
     assert not RAW_PING.search(text), RAW_PING.search(text)
     assert not BARE_PING.search(text), BARE_PING.search(text)
@@ -277,12 +287,7 @@ def test_markdown_links_are_never_cut_and_only_safe_schemes_are_linked(links, pa
 def test_posted_and_streamed_answers_render_through_the_same_function(markdown, citations, cuts):
     """One rendering path: the posted `markdown` block is exactly what the stream sends, however it
     is split (citation markers linked on top), and neither ever pings."""
-    sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
-    for size in cuts:
-        pieces.append(markdown[start : start + size])
-        start += size
-    pieces.append(markdown[start:])
-    streamed = "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
+    streamed = stream_in_pieces(markdown, cuts)
     posted = blocks.answer_markdown(answer(markdown, citations))
     unlink = [c.model_copy(update={"url": None}) for c in citations]  # the same text, markers unlinked
     assert blocks.answer_markdown(answer(markdown, unlink)).replace(blocks.WORD_JOINER, "") == streamed.replace(
@@ -301,12 +306,7 @@ def test_posted_and_streamed_answers_render_through_the_same_function(markdown, 
 @given(MARKDOWN, st.lists(st.integers(1, 30), max_size=40))
 @example("hi <!here> and @channel", [4, 1, 1, 3, 2, 6])
 def test_streamed_text_never_pings_however_it_is_split(markdown, cuts):
-    sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
-    for size in cuts:
-        pieces.append(markdown[start : start + size])
-        start += size
-    pieces.append(markdown[start:])
-    streamed = "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
+    streamed = stream_in_pieces(markdown, cuts)
     assert_no_pings(streamed)
     assert streamed.replace(blocks.WORD_JOINER, "") == blocks.safe_markdown(markdown).replace(blocks.WORD_JOINER, "")
     assert "<" not in streamed and ">" not in streamed  # no Slack markup survives in streamed text

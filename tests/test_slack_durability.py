@@ -66,6 +66,21 @@ async def bot_instance(emu, logs, sample_settings, parts):
             await runner.cleanup()
 
 
+async def until_ok(session: aiohttp.ClientSession, url: str, alive, timeout: float = 150.0) -> None:
+    """Poll `url` until it answers 200; AssertionError if `alive()` turns false or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        assert alive(), f"the server died before {url} answered 200"
+        try:
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, f"{url} never answered 200"
+        await asyncio.sleep(0.1)
+
+
 def replies_in(emu, thread_ts: str) -> list[dict]:
     return [
         m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts
@@ -166,15 +181,9 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unus
     )
     server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port))
     async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
+        try:
+            await until_ok(session, f"http://127.0.0.1:{unused_tcp_port}/healthz", lambda: not server.done())
+        except AssertionError:
             server.cancel()
             pytest.fail("serve() never answered /healthz")
     os.kill(os.getpid(), signal.SIGTERM)  # serve's handler catches it; without one, pytest would die here
@@ -371,7 +380,6 @@ async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_
     import signal
     import subprocess
     import sys
-    import time
 
     from tests.emulators.anthropic_api import AnthropicEmulator
     from tests.emulators.processes import stop_gracefully
@@ -406,17 +414,10 @@ async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_
                 stderr=log,
             )
             session = aiohttp.ClientSession()
-            deadline = time.monotonic() + 150
-            while True:
-                assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()[-3000:]
-                await asyncio.sleep(0.25)
+            try:
+                await until_ok(session, f"http://127.0.0.1:{port}/readyz", lambda: process.poll() is None)
+            except AssertionError as exc:
+                raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from exc
             return process, BotUnderTest(emu, None, f"http://127.0.0.1:{port}", session, None), session
 
         first, bot, session = await start("first")

@@ -28,7 +28,15 @@ from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
 from bot.slack.conversation import thread_history
-from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, deliver_in_place, error_code, report
+from bot.slack.delivery import (
+    CONTENT_ERRORS,
+    Alerts,
+    Delivery,
+    deliver,
+    deliver_in_place,
+    error_code,
+    report,
+)
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
@@ -405,7 +413,6 @@ class Responder:
             client,
             channel=ask.channel,
             thread_ts=ask.thread_ts,
-            variants=[("blocks", blocks.notice_blocks(mrkdwn))],
             text=mrkdwn,
             alerts=self.alerts,
             what=what,

@@ -112,17 +112,7 @@ class Escalations:
             if not await self._reserve(interaction_id, trigger):
                 if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
                     # answering this question again (a restart's recovery): the asker still hears back
-                    await deliver_in_place(
-                        client,
-                        channel=question.channel,
-                        thread_ts=question.thread_ts,
-                        variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
-                        text=ALREADY_ESCALATED_TEXT,
-                        alerts=self.alerts,
-                        what="escalation notice",
-                        dm_user=question.asker,
-                        update_ts=notice_ts,
-                    )
+                    await self._tell_asker(client, question, ALREADY_ESCALATED_TEXT, notice_ts)
                 return False
             return await self._escalate(
                 client, interaction_id, question, answer, question_ts, trigger, asker_notice, notice_ts
@@ -221,18 +211,22 @@ class Escalations:
                 text = blocks.markdown_to_mrkdwn(asker_notice)
             else:
                 text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
-            await deliver_in_place(
-                client,
-                channel=question.channel,
-                thread_ts=question.thread_ts,
-                variants=[("blocks", blocks.notice_blocks(text))],
-                text=text,
-                alerts=self.alerts,
-                what="escalation notice",
-                update_ts=notice_ts,
-                dm_user=question.asker,
-            )
+            await self._tell_asker(client, question, text, notice_ts)
         return posted
+
+    async def _tell_asker(self, client: AsyncWebClient, question: Question, text: str, notice_ts: str | None) -> None:
+        """The hand-off notice in the asker's thread (in place of a streamed draft, if any)."""
+        assert question.channel and question.thread_ts
+        await deliver_in_place(
+            client,
+            channel=question.channel,
+            thread_ts=question.thread_ts,
+            text=text,
+            alerts=self.alerts,
+            what="escalation notice",
+            update_ts=notice_ts,
+            dm_user=question.asker,
+        )
 
     async def sweep(self, client: AsyncWebClient) -> int:
         """Finish the escalations whose poster died after reserving them: a "pending" row untouched
