@@ -124,6 +124,10 @@ def test_only_web_and_mail_links_become_links(url):
     rendered = blocks.answer_blocks(answer(f"See [the page]({url}) [1].", [cite(1, url, "Source")]))
     text = json.dumps(rendered)
     assert f"<{url}" not in text and "file://" not in text and "/srv/" not in text.replace("\\/", "/")
+    scheme = url.split(":")[0] if ":" in url else url[:4]
+    for variant, message in blocks.answer_variants(answer(f"See [the page]({url}) [1].", [cite(1, url, "Source")])):
+        rendered_text = json.dumps(message)  # no link of any kind (Slack's <…|…> or Markdown's (…)) to it
+        assert f"<{scheme}" not in rendered_text and f"]({scheme}" not in rendered_text, variant
     assert "<mailto:help@example.com|mail us>" in blocks.markdown_to_mrkdwn("[mail us](mailto:help@example.com)")
 
 
