@@ -327,14 +327,24 @@ class _KeyedTable:
             log.warning("compacting the %s log failed", self.name, exc_info=True)
 
     def delete(self, where: str) -> int:
-        """Delete the rows matching `where` (under the process lock); how many went."""
+        """Delete the rows matching `where` (under the process lock); how many went. Nothing is
+        written when nothing matches (a periodic prune must not add a version every time)."""
+        if not self.exists():
+            return 0
         with self.process_lock():
             self.table.checkout_latest()
-            before = self.table.count_rows()
-            self.table.delete(where)
-            return before - self.table.count_rows()
+            doomed = self.table.count_rows(where)
+            if doomed:
+                self.table.delete(where)
+            return doomed
+
+    def exists(self) -> bool:
+        """Whether the table is on disk yet (reading must not create it: a sweep only reads)."""
+        return self._table is not None or self.name in self.store.db.table_names()
 
     def select(self, where: str | None = None) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
         self.table.checkout_latest()  # see commits made by other processes (the CLI, an export)
         return self.table.to_lance().to_table(filter=where).to_pylist()
 

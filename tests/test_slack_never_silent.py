@@ -163,6 +163,9 @@ async def test_fault_matrix_asker_sees_one_outcome_and_admins_are_told(
             assert code in alerts_text(bot.emu), (fault, site, alerts_text(bot.emu))
         if fault == "http_500_once":  # retried inside the SDK: delivered as usual, nothing to alert
             assert bot.emu.pending_faults("chat.postMessage") == 0
+            if site in ("escalation", "notice"):  # and the case really reached the humans
+                posted = [m for m in bot.emu.workspace.messages.get(ESCALATION_CHANNEL, []) if m.get("bot_id")]
+                assert len(posted) == 1, (fault, site, len(posted))
 
 
 async def test_fifty_concurrent_ask_a_human_clicks_make_one_post(tmp_path, sample_settings, engine_parts):
