@@ -53,6 +53,7 @@ import asyncio
 import fcntl
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ log = logging.getLogger(__name__)
 INTERACTIONS = "interactions"
 FEEDBACK = "feedback"
 COMPACT_AFTER_FRAGMENTS = 64
+LOCK_WAIT_SECONDS = 30.0  # longest wait for another writer (this process's or another's) of a log table
 VOTE_RATINGS = ("up", "down")
 ESCALATION_STATUSES = ("pending", "failed", "open", "claimed", "resolved")
 # One-way: a status may only move up this ranking ("resolved" is final), except that a post that
@@ -292,10 +294,24 @@ class _KeyedTable:
 
     @contextmanager
     def process_lock(self) -> Iterator[None]:
-        """The cross-process lock of this table (blocking; taken in a worker thread)."""
-        self.store.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.store.logs_dir / f"{self.name}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """The cross-process lock of this table (taken in a worker thread). The lock file is held
+        open read-only, so a held lock never keeps the filesystem busy (an operator's remount
+        read-only must still work), and the wait is bounded: a holder stuck on a sick disk fails
+        the other writers after `LOCK_WAIT_SECONDS` instead of wedging them for good."""
+        path = self.store.logs_dir / f"{self.name}.lock"
+        if not path.exists():
+            self.store.logs_dir.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        with open(path, "rb") as handle:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the {self.name} log stayed locked for {LOCK_WAIT_SECONDS:g} s") from None
+                    time.sleep(0.005)
             try:
                 yield
             finally:
