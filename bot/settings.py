@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     escalation_actions_oncall_only: bool = False  # Claim/Resolve only by members of oncall_usergroup
     alerts_channel: str = ""  # where failures to reach someone are reported; empty: DM the admin_users
     shutdown_drain_seconds: float = 20.0  # on SIGTERM/SIGINT, how long in-flight answers may finish
+    # A question "received" (or an escalation "pending") untouched this long belongs to a process
+    # that died: another process's sweep takes it over. Longer than any answer (or post) takes.
+    answer_lease_seconds: float = Field(default=300.0, gt=0)
+    escalation_lease_seconds: float = Field(default=60.0, gt=0)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)  # how often `serve` looks for such work
+    received_retention_seconds: float = Field(default=86400.0, gt=0)  # finished question records kept (dedupe)
     admin_users: CommaList = Field(default_factory=list)
     admin_usergroup: str = ""
     allowed_channels: CommaList = Field(default_factory=list)  # empty: every channel

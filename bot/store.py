@@ -37,15 +37,26 @@ created_at, updated_at. A row that is not "done" or "apologised" after a restart
 the bot owes an answer; a row of any status means an event for that message was already taken,
 so dedupe survives restarts.
 
+Across processes (two bots on one data dir, or the CLI beside the bot), every read-modify-write
+of a table holds an exclusive `fcntl` lock on `<table>.lock` beside it, so the compare-and-set
+patches (`record_escalation`, `receive`, `take_*`) are atomic between processes as well as
+between tasks: of two processes taking the same row, exactly one sees it untaken. Why a lock file
+and not a conditional `merge_insert`: LanceDB's optimistic commits rebase a concurrent
+`merge_insert` of the same key instead of refusing it, so both writers would "win"; a flock is
+released by the kernel when its holder dies (even by `kill -9`), so a crash cannot wedge it.
+
 `since` filters interactions on `created_at` and feedback on `updated_at` (a changed vote is new).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -67,6 +78,7 @@ log = logging.getLogger(__name__)
 INTERACTIONS = "interactions"
 FEEDBACK = "feedback"
 COMPACT_AFTER_FRAGMENTS = 64
+LOCK_WAIT_SECONDS = 30.0  # longest wait for another writer (this process's or another's) of a log table
 VOTE_RATINGS = ("up", "down")
 ESCALATION_STATUSES = ("pending", "failed", "open", "claimed", "resolved")
 # One-way: a status may only move up this ranking ("resolved" is final), except that a post that
@@ -211,6 +223,18 @@ class Store(Protocol):
 
     def unfinished(self) -> list[dict[str, Any]]: ...
 
+    async def take_received(self, channel: str, message_ts: str, *, stale_before: datetime) -> bool:
+        """Claim an unfinished question for answering it; of two processes exactly one wins."""
+        ...
+
+    async def prune_received(self, *, finished_before: datetime) -> int: ...
+
+    def stale_escalations(self, *, stale_before: datetime) -> list[dict[str, Any]]: ...
+
+    async def take_escalation(self, interaction_id: str, *, stale_before: datetime) -> dict[str, Any] | None:
+        """Take over a stale pending escalation; of two sweepers exactly one gets the row."""
+        ...
+
     async def get_interaction(self, interaction_id: str) -> dict[str, Any] | None: ...
 
     async def get_escalation(self, interaction_id: str) -> dict[str, Any] | None: ...
@@ -245,7 +269,7 @@ def received_key(channel: str, message_ts: str) -> str:
 
 
 # A queued change: the row's key and a function from the stored row (or None) to the new row.
-Patch = Callable[[dict[str, Any] | None], dict[str, Any]]
+Patch = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 
 
 def vote_key(interaction_id: str, user: str) -> str:
@@ -327,8 +351,9 @@ class _KeyedTable:
             self._table = self.store.db.create_table(self.name, schema=self.schema, exist_ok=True)
         return self._table
 
-    async def write(self, key: str, patch: Patch) -> dict[str, Any]:
-        """Queue a change and return the row as committed; concurrent writes share one commit."""
+    async def write(self, key: str, patch: Patch) -> dict[str, Any] | None:
+        """Queue a change and return the row as committed; concurrent writes share one commit.
+        A patch returning None for a missing row writes nothing (and None is returned)."""
         pending = _Pending(key, patch, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         async with self._lock:
@@ -343,19 +368,52 @@ class _KeyedTable:
                 else:
                     for item in batch:
                         if not item.done.done():
-                            item.done.set_result(rows[item.key])
+                            item.done.set_result(rows.get(item.key))
         return await pending.done
 
     def _commit(self, batch: list[_Pending]) -> dict[str, dict[str, Any]]:
-        """Apply the patches in order onto the stored rows, then merge them in one version."""
+        """Apply the patches in order onto the stored rows, then merge them in one version, holding
+        the table's lock file so no other process reads or writes these rows in between."""
+        with self.process_lock():
+            return self._commit_locked(batch)
+
+    @contextmanager
+    def process_lock(self) -> Iterator[None]:
+        """The cross-process lock of this table (taken in a worker thread). The lock file is held
+        open read-only, so a held lock never keeps the filesystem busy (an operator's remount
+        read-only must still work), and the wait is bounded: a holder stuck on a sick disk fails
+        the other writers after `LOCK_WAIT_SECONDS` instead of wedging them for good."""
+        path = self.store.logs_dir / f"{self.name}.lock"
+        if not path.exists():
+            self.store.logs_dir.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        with open(path, "rb") as handle:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the {self.name} log stayed locked for {LOCK_WAIT_SECONDS:g} s") from None
+                    time.sleep(0.005)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _commit_locked(self, batch: list[_Pending]) -> dict[str, dict[str, Any]]:
         keys = sorted({item.key for item in batch})
         where = f"{self.key} IN ({', '.join(sql_string(key) for key in keys)})"
         rows = {row[self.key]: row for row in self.select(where)}
         for item in batch:
-            rows[item.key] = item.patch(rows.get(item.key))
-        changed = [rows[key] for key in keys]
+            patched = item.patch(rows.get(item.key))
+            if patched is not None:
+                rows[item.key] = patched
+        changed = [rows[key] for key in keys if key in rows]
         data = pa.Table.from_pylist(changed, schema=self.schema)
-        self.table.merge_insert(self.key).when_matched_update_all().when_not_matched_insert_all().execute(data)
+        if changed:
+            self.table.merge_insert(self.key).when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._commits += 1
         if self._commits % 16 == 0:
             self._maybe_compact()
@@ -369,7 +427,25 @@ class _KeyedTable:
         except Exception:  # compaction is housekeeping; never fail a write over it
             log.warning("compacting the %s log failed", self.name, exc_info=True)
 
+    def delete(self, where: str) -> int:
+        """Delete the rows matching `where` (under the process lock); how many went. Nothing is
+        written when nothing matches (a periodic prune must not add a version every time)."""
+        if not self.exists():
+            return 0
+        with self.process_lock():
+            self.table.checkout_latest()
+            doomed = self.table.count_rows(where)
+            if doomed:
+                self.table.delete(where)
+            return doomed
+
+    def exists(self) -> bool:
+        """Whether the table is on disk yet (reading must not create it: a sweep only reads)."""
+        return self._table is not None or self.name in self.store.db.table_names()
+
     def select(self, where: str | None = None) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
         self.table.checkout_latest()  # see commits made by other processes (the CLI, an export)
         return self.table.to_lance().to_table(filter=where).to_pylist()
 
@@ -426,7 +502,9 @@ class InteractionStore:
                 row["comment"] = comment
             return row
 
-        return await self._feedback.write(key, patch)
+        row = await self._feedback.write(key, patch)
+        assert row is not None  # this patch always returns a row
+        return row
 
     async def record_escalation(
         self,
@@ -482,6 +560,7 @@ class InteractionStore:
         row = await self._feedback.write(key, patch)
         if refused:
             raise EscalationConflict(refused[0], status)
+        assert row is not None  # this patch always returns a row
         return row
 
     async def receive(
@@ -535,12 +614,62 @@ class InteractionStore:
 
         await self._received.write(key, patch)
 
+    async def take_received(self, channel: str, message_ts: str, *, stale_before: datetime) -> bool:
+        """Claim an unfinished question for answering it, atomically across processes: a row left
+        "unfinished" by a clean shutdown is taken at once; one still "received" only when untouched
+        since `stale_before` (the process answering it died). Taking renews `updated_at`, so a
+        second taker (another process's recovery) finds it fresh and backs off."""
+        key = received_key(channel, message_ts)
+        taken: list[bool] = []
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+            if stored is None or stored.get("status") not in ("received", "unfinished"):
+                return stored
+            if stored.get("status") == "received" and not _before(stored.get("updated_at"), stale_before):
+                return stored
+            taken.append(True)
+            return {**stored, "status": "received", "updated_at": utc_now()}
+
+        await self._received.write(key, patch)
+        return bool(taken)
+
+    async def prune_received(self, *, finished_before: datetime) -> int:
+        """Forget questions answered or apologised for before `finished_before`. Slack retries an
+        event for minutes, not days, so older rows only make the table (and every dedupe lookup)
+        grow. Returns how many rows went."""
+        where = f"(status = 'done' OR status = 'apologised') AND updated_at < {timestamp_sql(finished_before)}"
+        return await asyncio.to_thread(self._received.delete, where)
+
     def unfinished(self) -> list[dict[str, Any]]:
         """Questions received but neither answered nor apologised for, oldest first (`ask` decoded)."""
         rows = self._received.select("status = 'received' OR status = 'unfinished'")
         for row in rows:
             row["ask"] = json.loads(row["ask"]) if row.get("ask") else {}
         return sorted(rows, key=lambda row: row["created_at"])
+
+    def stale_escalations(self, *, stale_before: datetime) -> list[dict[str, Any]]:
+        """Escalations still "pending" (reserved, post not confirmed) and untouched since
+        `stale_before`: their poster died between the reservation and the "open" record."""
+        where = f"kind = 'escalation' AND status = 'pending' AND updated_at < {timestamp_sql(stale_before)}"
+        return sorted(self._feedback.select(where), key=lambda row: row["updated_at"])
+
+    async def take_escalation(self, interaction_id: str, *, stale_before: datetime) -> dict[str, Any] | None:
+        """Take over a stale pending escalation, atomically across processes (renewing its lease,
+        `updated_at`); None if it moved on, or another taker renewed it first."""
+        taken: list[bool] = []
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+            if (
+                stored is None
+                or stored.get("status") != "pending"
+                or not _before(stored.get("updated_at"), stale_before)
+            ):
+                return stored
+            taken.append(True)
+            return {**stored, "updated_at": utc_now()}
+
+        row = await self._feedback.write(escalation_key(interaction_id), patch)
+        return row if taken else None
 
     # ------------------------------------------------------------------ reading
 
@@ -569,9 +698,18 @@ class InteractionStore:
 
     @staticmethod
     def _since(column: str, since: datetime | None) -> str | None:
-        if since is None:
-            return None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=timezone.utc)
-        moment = since.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return f"{column} >= TIMESTAMP '{moment}'"
+        return None if since is None else f"{column} >= {timestamp_sql(since)}"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def timestamp_sql(moment: datetime) -> str:
+    """A UTC timestamp literal for a LanceDB filter."""
+    return f"TIMESTAMP '{_utc(moment).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def _before(value: Any, moment: datetime) -> bool:
+    """Whether a stored timestamp is older than `moment` (a missing one counts as old)."""
+    return not isinstance(value, datetime) or _utc(value) < _utc(moment)

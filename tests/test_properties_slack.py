@@ -108,6 +108,7 @@ URLS = st.builds(
 LABELS = st.lists(st.text(string.ascii_letters + string.digits, min_size=1, max_size=8), min_size=1, max_size=4).map(
     " ".join
 )
+UNSAFE_URLS = ["javascript:alert(1)", "data:text/html,x", "file:///srv/kb/a.md", "/srv/kb/a.md", "vbscript:x"]
 # Text around a link that cannot form Markdown syntax with it (brackets, code, emphasis).
 PLAIN = st.lists(
     st.one_of(st.text(string.ascii_letters + string.digits + " .,:;?\n", max_size=20), PINGS), max_size=8
@@ -147,8 +148,20 @@ def assert_within_limits(message: list[dict]) -> None:
     for block in message:
         if block["type"] == "section":
             assert 0 < len(block["text"]["text"]) <= blocks.SECTION_LIMIT
+        if block["type"] == "markdown":
+            assert 0 < len(block["text"]) <= blocks.MARKDOWN_LIMIT
         if block["type"] == "context":
             assert all(0 < len(element["text"]) <= blocks.SECTION_LIMIT for element in block["elements"])
+
+
+def stream_in_pieces(markdown: str, cuts: list[int]) -> str:
+    """What a stream sends for `markdown` arriving in pieces of the sizes in `cuts` (then the rest)."""
+    sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
+    for size in cuts:
+        pieces.append(markdown[start : start + size])
+        start += size
+    pieces.append(markdown[start:])
+    return "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
 
 
 def assert_no_pings(text: str) -> None:
@@ -200,7 +213,7 @@ def test_answer_blocks_fit_slack_and_keep_the_footer(markdown, citations, decisi
 @given(st.lists(st.tuples(LABELS, URLS), min_size=1, max_size=40), st.integers(0, 3500), PLAIN)
 def test_links_are_never_cut_between_sections(links, padding, filler):
     body = ("x " * (padding // 2)) + " ".join(f"{filler} [{label}]({url})" for label, url in links)
-    message = blocks.answer_blocks(answer(body))
+    message = blocks.answer_blocks(answer(body), markdown=False)  # the mrkdwn fallback
     assert_within_limits(message)
     sections = [block["text"]["text"] for block in message if block["type"] == "section"]
     if any("was too long" in text for text in texts(message)):
@@ -245,17 +258,57 @@ def test_notices_fit_slack_and_never_ping(mrkdwn):
 
 
 @PROPERTIES
+@given(
+    st.lists(st.tuples(LABELS, st.one_of(URLS, st.sampled_from(UNSAFE_URLS))), min_size=1, max_size=40),
+    st.integers(0, 14000),
+    PLAIN,
+)
+def test_markdown_links_are_never_cut_and_only_safe_schemes_are_linked(links, padding, filler):
+    """The `markdown` block: a cut never splits a `[label](url)`; only http, https and mailto
+    targets survive as links (the rest keep their label)."""
+    body = ("x " * (padding // 2)) + " ".join(f"{filler} [{label}]({url})" for label, url in links)
+    message = blocks.answer_blocks(answer(body))
+    assert_within_limits(message)
+    text = "".join(block["text"] for block in message if block["type"] == "markdown")
+    cut = any("was too long" in t for t in texts(message))
+    for label, url in links:
+        escaped = blocks.escape(url)  # `&amp;` in a link target is `&` to a Markdown reader
+        assert f"]({escaped}" not in text or blocks.safe_url(url)
+        if blocks.safe_url(url) and not cut:
+            assert f"[{label}]({escaped})" in text, (label, url)
+    for target in re.findall(r"\]\(([^)]*)\)", text):
+        assert blocks.safe_url(target), target
+    if cut:  # whatever was kept ends outside any link
+        assert text.count("](") == len(re.findall(r"\]\([^)\s]*\)", text))
+
+
+@PROPERTIES
+@given(MARKDOWN, CITATIONS, st.lists(st.integers(1, 30), max_size=40))
+def test_posted_and_streamed_answers_render_through_the_same_function(markdown, citations, cuts):
+    """One rendering path: the posted `markdown` block is exactly what the stream sends, however it
+    is split (citation markers linked on top), and neither ever pings."""
+    streamed = stream_in_pieces(markdown, cuts)
+    posted = blocks.answer_markdown(answer(markdown, citations))
+    unlink = [c.model_copy(update={"url": None}) for c in citations]  # the same text, markers unlinked
+    assert blocks.answer_markdown(answer(markdown, unlink)).replace(blocks.WORD_JOINER, "") == streamed.replace(
+        blocks.WORD_JOINER, ""
+    )
+    for text in (posted, streamed):
+        assert_no_pings(text)
+        assert "<" not in text and ">" not in text  # no Slack markup: escaped as &lt; / &gt;
+    message = blocks.answer_blocks(answer(markdown, citations))
+    assert_within_limits(message)
+    if posted.strip() and len(posted) < blocks.MESSAGE_TEXT_BUDGET // 2:
+        assert [b["text"] for b in message if b["type"] == "markdown"] == [posted]
+
+
+@PROPERTIES
 @given(MARKDOWN, st.lists(st.integers(1, 30), max_size=40))
 @example("hi <!here> and @channel", [4, 1, 1, 3, 2, 6])
 def test_streamed_text_never_pings_however_it_is_split(markdown, cuts):
-    sanitizer, pieces, start = blocks.StreamSanitizer(), [], 0
-    for size in cuts:
-        pieces.append(markdown[start : start + size])
-        start += size
-    pieces.append(markdown[start:])
-    streamed = "".join(sanitizer.feed(piece) for piece in pieces) + sanitizer.flush()
+    streamed = stream_in_pieces(markdown, cuts)
     assert_no_pings(streamed)
-    assert streamed.replace(blocks.WORD_JOINER, "") == blocks.stream_safe(markdown).replace(blocks.WORD_JOINER, "")
+    assert streamed.replace(blocks.WORD_JOINER, "") == blocks.safe_markdown(markdown).replace(blocks.WORD_JOINER, "")
     assert "<" not in streamed and ">" not in streamed  # no Slack markup survives in streamed text
 
 

@@ -79,7 +79,11 @@ def test_pings_are_neutralised(text):
 
 def test_answer_blocks_sources_markers_and_feedback():
     rendered = answer_blocks(make_answer())
-    body = rendered[0]["text"]["text"]
+    assert rendered[0]["type"] == "markdown"  # standard Markdown, rendered by Slack (as streaming is)
+    body = rendered[0]["text"]
+    assert "[[1]](https://kb.test/reset)" in body and "[[2]](https://kb.test/email)" in body and "*Settings*" in body
+    sections = answer_blocks(make_answer(), markdown=False)  # the fallback when the markdown block is refused
+    body = sections[0]["text"]["text"]
     assert "<https://kb.test/reset|[1]>" in body and "<https://kb.test/email|[2]>" in body and "_Settings_" in body
     sources = next(b for b in rendered if b["type"] == "context" and "Sources" in b["elements"][0]["text"])
     text = sources["elements"][0]["text"]

@@ -66,6 +66,21 @@ async def bot_instance(emu, logs, sample_settings, parts):
             await runner.cleanup()
 
 
+async def until_ok(session: aiohttp.ClientSession, url: str, alive, timeout: float = 150.0) -> None:
+    """Poll `url` until it answers 200; AssertionError if `alive()` turns false or time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        assert alive(), f"the server died before {url} answered 200"
+        try:
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, f"{url} never answered 200"
+        await asyncio.sleep(0.1)
+
+
 def replies_in(emu, thread_ts: str) -> list[dict]:
     return [
         m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts
@@ -138,6 +153,7 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
             )
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")  # what a shutdown records
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
             try:
@@ -165,15 +181,9 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unus
     )
     server = asyncio.create_task(serve(build_bot(settings), host="127.0.0.1", port=unused_tcp_port))
     async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            try:
-                async with session.get(f"http://127.0.0.1:{unused_tcp_port}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-        else:
+        try:
+            await until_ok(session, f"http://127.0.0.1:{unused_tcp_port}/healthz", lambda: not server.done())
+        except AssertionError:
             server.cancel()
             pytest.fail("serve() never answered /healthz")
     os.kill(os.getpid(), signal.SIGTERM)  # serve's handler catches it; without one, pytest would die here
@@ -218,3 +228,227 @@ async def test_a_kill_between_the_escalation_post_and_its_record_makes_no_duplic
         )
         posts = [c for c in emu.calls_to("chat.postMessage") if c.args.get("channel") == ESCALATION_CHANNEL]
         assert len(posts) == 1
+
+
+# --- pending escalations left by a process that died -----------------------------------------
+
+
+def escalation_posts(emu) -> list[dict]:
+    return [m for m in emu.workspace.messages.get(ESCALATION_CHANNEL, []) if m.get("bot_id")]
+
+
+async def logged_escalation_case(store: InteractionStore, interaction_id: str):
+    from bot.engine.types import Answer, Decision, Question
+
+    question = Question(
+        text="how do I rotate the API key?",
+        asker="U0ASKER",
+        channel=CHANNEL_ID,
+        thread_ts="1700000000.000100",
+        interaction_id=interaction_id,
+    )
+    answer = Answer(interaction_id=interaction_id, question=question.text, text="draft", decision=Decision.ESCALATE)
+    await store.log_answer(question, answer, slack={"message_ts": "1700000000.000100"})
+    return question, answer
+
+
+def escalations_for(settings, logs, **update):
+    from bot.observability import Metrics
+    from bot.slack.escalation import Escalations
+
+    return Escalations(settings.model_copy(update=update), InteractionStore(logs), Metrics())
+
+
+async def test_a_pending_escalation_whose_poster_died_is_posted_once_by_the_sweep(tmp_path, sample_settings):
+    """The process wrote "pending" and died before posting: after the lease, the sweeps of two
+    processes (run at once) post it exactly once, record it open and tell the asker."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.escalation import TRIGGER_ASKED
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        store = InteractionStore(logs)
+        await logged_escalation_case(store, "i-dead")
+        await store.record_escalation("i-dead", status="pending", trigger=TRIGGER_ASKED)  # then the kill
+        first = escalations_for(settings, logs, escalation_lease_seconds=0.05)
+        second = escalations_for(settings, logs, escalation_lease_seconds=0.05)
+        await asyncio.sleep(0.1)
+        finished = await asyncio.gather(first.sweep(client), second.sweep(client))
+        assert sorted(finished) == [0, 1]
+        [post] = escalation_posts(emu)
+        row = await store.get_escalation("i-dead")
+        assert row["status"] == "open" and row["escalation_ts"] == post["ts"] and row["trigger"] == TRIGGER_ASKED
+        told = [m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]
+        assert len(told) == 1 and "human" in told[0]["text"].lower()
+        await asyncio.sleep(0.1)
+        assert await first.sweep(client) == 0  # open now: nothing left to sweep
+        assert len(escalation_posts(emu)) == 1
+
+
+async def test_a_fresh_pending_escalation_of_a_live_process_is_not_double_posted(tmp_path, sample_settings):
+    """Another process reserved the escalation a moment ago and is posting it now (slowly): a
+    sweep in this process must leave it alone until its lease runs out."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.slack.escalation import TRIGGER_ASKED
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question, answer = await logged_escalation_case(InteractionStore(logs), "i-live")
+        emu.delay("chat.postMessage", 1.0)  # the live process's post is slow
+        live = escalations_for(settings, logs, escalation_lease_seconds=60)
+        sweeper = escalations_for(settings, logs, escalation_lease_seconds=60)
+        posting = asyncio.create_task(
+            live.escalate(client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED)
+        )
+        for _ in range(100):
+            if (await InteractionStore(logs).get_escalation("i-live") or {}).get("status") == "pending":
+                break
+            await asyncio.sleep(0.02)
+        assert await sweeper.sweep(client) == 0
+        assert await posting is True
+        assert await sweeper.sweep(client) == 0
+        assert len(escalation_posts(emu)) == 1
+
+
+async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_repost(tmp_path, sample_settings):
+    """Killed after the post but before its "open" record: the sweep finds the post in the
+    escalation channel's history, records it, tells the asker, and posts nothing new."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.observability import Metrics
+    from bot.slack.escalation import TRIGGER_ASKED, Escalations
+
+    settings = sample_settings.model_copy(update={"escalation_channel": ESCALATION_CHANNEL})
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        client = AsyncWebClient(token="xoxb-test", base_url=emu.api_url)
+        question, answer = await logged_escalation_case(InteractionStore(logs), "i-half")
+        emu.add_message(ESCALATION_CHANNEL, "someone else's post")
+        killed = Escalations(settings, KilledAfterPosting(logs), Metrics())
+        with pytest.raises(asyncio.CancelledError):
+            await killed.escalate(client, question=question, answer=answer, question_ts=None, trigger=TRIGGER_ASKED)
+        [post] = escalation_posts(emu)
+        await asyncio.sleep(0.1)
+        assert await escalations_for(settings, logs, escalation_lease_seconds=0.05).sweep(client) == 1
+        assert escalation_posts(emu) == [post]
+        row = await InteractionStore(logs).get_escalation("i-half")
+        assert row["status"] == "open" and row["escalation_ts"] == post["ts"]
+        assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
+
+
+async def test_two_processes_recovering_one_data_dir_answer_each_question_once(tmp_path, sample_settings, engine_parts):
+    """Two instances start on the same data dir at once (a rolling restart, a double start):
+    each unfinished question is answered by exactly one of them."""
+    mentions = [app_mention_event(f"{ANSWERABLE} ({n})", ts=f"1700001{n:03d}.000100") for n in range(3)]
+    logs = tmp_path / "logs"
+    async with SlackEmulator() as emu:
+        store = InteractionStore(logs)
+        for mention in mentions:
+            emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+            ask = {"channel": CHANNEL_ID, "message_ts": mention["ts"], "thread_ts": mention["ts"]}
+            ask.update(user=mention["user"], text=mention["text"], surface="mention")
+            assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask)
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
+        async with (
+            bot_instance(emu, logs, sample_settings, engine_parts) as one,
+            bot_instance(emu, logs, sample_settings, engine_parts) as two,
+        ):
+            taken = await asyncio.gather(
+                *(bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) for bot in (one, two))
+            )
+            assert sum(taken) == 3
+            await asyncio.gather(one.state.tasks.drain(timeout=60), two.state.tasks.drain(timeout=60))
+        assert [len(replies_in(emu, mention["ts"])) for mention in mentions] == [1, 1, 1]
+        assert store.unfinished() == []
+
+
+# --- kill -9 mid-answer, a real process ----------------------------------------------------
+
+
+@pytest.mark.slow  # two real `supportbot serve` processes, the first killed with SIGKILL
+async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_outcome(tmp_path, sample_data_dir):
+    """`supportbot serve` answers through Claude (the Anthropic emulator, slow), is SIGKILLed while
+    the answer is being generated, a new process starts on the same data dir, and Slack retries the
+    event (`X-Slack-Retry-Num: 1`): the asker sees exactly one reply, never none, never two."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from tests.emulators.anthropic_api import AnthropicEmulator
+    from tests.emulators.processes import stop_gracefully
+    from tests.test_faults import free_port, subprocess_env
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(sample_data_dir / "index", data_dir / "index")
+    mention = app_mention_event(ANSWERABLE)
+    retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    async with SlackEmulator() as emu, AnthropicEmulator(default_delay=30.0) as llm:
+        emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+        env = {
+            **subprocess_env(data_dir),
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "SUPPORTBOT_SLACK_API_URL": emu.api_url,
+            "SUPPORTBOT_ESCALATION_CHANNEL": ESCALATION_CHANNEL,
+            "ANTHROPIC_API_KEY": "sk-ant-test-kill",
+            "ANTHROPIC_BASE_URL": llm.base_url,
+            "SUPPORTBOT_ANSWER_LEASE_SECONDS": "2",  # the dead process's claim runs out quickly
+            "SUPPORTBOT_SWEEP_INTERVAL_SECONDS": "1",
+        }
+
+        async def start(name: str) -> tuple[subprocess.Popen, BotUnderTest, aiohttp.ClientSession]:
+            port = free_port()
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            session = aiohttp.ClientSession()
+            try:
+                await until_ok(session, f"http://127.0.0.1:{port}/readyz", lambda: process.poll() is None)
+            except AssertionError as exc:
+                raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from exc
+            return process, BotUnderTest(emu, None, f"http://127.0.0.1:{port}", session, None), session
+
+        first, bot, session = await start("first")
+        try:
+            assert (await bot.event(mention, event_id="Ev0KILL9"))[0] == 200
+            for _ in range(300):  # the answer is being generated: Claude has the question
+                if llm.calls:
+                    break
+                await asyncio.sleep(0.1)
+            assert llm.calls, "the first process never asked Claude"
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            await session.close()
+        assert replies_in(emu, mention["ts"]) == []  # killed before it could reply
+
+        llm.default_delay = 0.0
+        second, bot, session = await start("second")
+        try:
+            assert (await bot.event(mention, event_id="Ev0KILL9", headers=retry))[0] == 200
+            for _ in range(600):
+                if replies_in(emu, mention["ts"]):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(4)  # several sweeps later: still one reply
+            replies = replies_in(emu, mention["ts"])
+            assert len(replies) == 1, [r.get("text") for r in replies]
+        finally:
+            await session.close()
+            stop_gracefully(second)
+        log = (tmp_path / "second.log").read_text()
+        assert "Traceback" not in log, log[-3000:]

@@ -173,6 +173,32 @@ async def test_conversations_replies_pages_with_limit_and_cursor(emu, client):
     assert texts == ["parent"] + [f"reply {n}" for n in range(7)]
 
 
+async def test_conversations_history_is_newest_first_top_level_paged_and_bounded_by_oldest(emu, client):
+    old = emu.add_message("C01", "before", ts="1700000000.000100")
+    parent = emu.add_message("C01", "parent", ts="1700000100.000100")
+    emu.add_message("C01", "a reply", thread_ts=parent["ts"], ts="1700000101.000100")
+    for n in range(4):
+        emu.add_message("C01", f"top {n}", ts=f"17000002{n:02d}.000100")
+    first = await client.conversations_history(channel="C01", oldest=old["ts"], limit=3)
+    assert [m["text"] for m in first["messages"]] == ["top 3", "top 2", "top 1"] and first["has_more"]
+    rest = await client.conversations_history(
+        channel="C01", oldest=old["ts"], limit=3, cursor=first["response_metadata"]["next_cursor"]
+    )
+    assert [m["text"] for m in rest["messages"]] == ["top 0", "parent"] and not rest["has_more"]
+    emu.add_channel("C0NOTIN", is_member=False)
+    assert await error_of(client.conversations_history(channel="C0NOTIN")) == "not_in_channel"
+
+
+def test_markdown_blocks_are_limited_to_12000_characters_together():
+    validate_message_blocks([{"type": "markdown", "text": "x" * 11_000}])
+    with pytest.raises(Exception, match="invalid_blocks"):
+        validate_message_blocks([{"type": "markdown", "text": "x" * 12_001}])
+    with pytest.raises(Exception, match="msg_blocks_too_long"):
+        validate_message_blocks([{"type": "markdown", "text": "x" * 6_500}, {"type": "markdown", "text": "y" * 6_500}])
+    with pytest.raises(Exception, match="invalid_blocks"):
+        validate_message_blocks([{"type": "markdown", "text": ""}])
+
+
 async def test_trigger_ids_expire_after_3_seconds_and_work_once(client):
     view = {"type": "modal", "title": {"type": "plain_text", "text": "T"}, "blocks": []}
     trigger = new_trigger_id()

@@ -171,6 +171,9 @@ async def run_fault_cell(bot, claude, fault: str, site: str, streaming: bool) ->
         assert code in alerts_text(bot.emu), (fault, site, alerts_text(bot.emu))
     if fault == "http_500_once":  # retried inside the SDK: delivered as usual, nothing to alert
         assert bot.emu.pending_faults("chat.postMessage") == 0
+        if site in ("escalation", "notice"):  # and the case really reached the humans
+            posted = [m for m in bot.emu.workspace.messages.get(ESCALATION_CHANNEL, []) if m.get("bot_id")]
+            assert len(posted) == 1, (fault, site, len(posted))
     if fault in CUT_STREAM:  # the real SDK met the cut, after the partial text had reached Slack
         assert claude.last.stream and claude.last.status == 200
         streamed = [c.args for m in ("chat.startStream", "chat.appendStream") for c in bot.emu.calls_to(m)]

@@ -124,6 +124,10 @@ def test_only_web_and_mail_links_become_links(url):
     rendered = blocks.answer_blocks(answer(f"See [the page]({url}) [1].", [cite(1, url, "Source")]))
     text = json.dumps(rendered)
     assert f"<{url}" not in text and "file://" not in text and "/srv/" not in text.replace("\\/", "/")
+    scheme = url.split(":")[0] if ":" in url else url[:4]
+    for variant, message in blocks.answer_variants(answer(f"See [the page]({url}) [1].", [cite(1, url, "Source")])):
+        rendered_text = json.dumps(message)  # no link of any kind (Slack's <…|…> or Markdown's (…)) to it
+        assert f"<{scheme}" not in rendered_text and f"]({scheme}" not in rendered_text, variant
     assert "<mailto:help@example.com|mail us>" in blocks.markdown_to_mrkdwn("[mail us](mailto:help@example.com)")
 
 
@@ -270,6 +274,31 @@ async def test_claim_and_resolve_only_by_the_oncall_group_when_configured(tmp_pa
         await bot.click(block_actions_payload(blocks.CLAIM_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL))
         await bot.state.tasks.drain(timeout=20)
         assert (await bot.store.get_escalation(iid))["claimed_by"] == "U0ONCALL"
+
+
+async def test_a_slow_oncall_lookup_cannot_expire_the_resolve_trigger(tmp_path, sample_settings, engine_parts):
+    """The trigger id of a Resolve click lives 3 s: the modal opens before usergroups.users.list
+    (Tier 2, here 3.5 s slow) is asked; a non-member then sees the modal turn into a refusal."""
+    from bot.slack.listeners import NOT_ONCALL_TEXT
+
+    async with running_bot(tmp_path, sample_settings, engine_parts, escalation_actions_oncall_only=True) as bot:
+        await bot.event(app_mention_event(UNANSWERABLE))
+        await bot.emu.wait_for("chat.postMessage", 2, timeout=30)
+        iid = (await bot.interaction())["interaction_id"]
+        bot.emu.delay("usergroups.users.list", 3.5, times=2)
+        await bot.click(block_actions_payload(blocks.RESOLVE_ACTION, iid, user="U0ONCALL", channel=ESCALATION_CHANNEL))
+        [opened] = await bot.emu.wait_for("views.open", timeout=10)
+        assert opened.response["ok"], opened.response
+        await bot.state.tasks.drain(timeout=20)
+        assert bot.emu.calls_to("views.update") == []  # on call: the modal stays
+        await bot.click(
+            block_actions_payload(blocks.RESOLVE_ACTION, iid, user="U0NOTONCALL", channel=ESCALATION_CHANNEL)
+        )
+        await bot.state.tasks.drain(timeout=20)
+        assert all(call.response["ok"] for call in bot.emu.calls_to("views.open"))
+        [refused] = bot.emu.calls_to("views.update")
+        assert refused.response["ok"] and NOT_ONCALL_TEXT[:30] in json.dumps(refused.args["view"])
+        assert (await bot.store.get_escalation(iid))["status"] == "open"
 
 
 async def test_a_second_resolve_does_not_relay_or_overwrite_and_claim_does_not_reopen(slack_bot_e2e):

@@ -104,6 +104,8 @@ METHOD_SCOPES = {
     "chat_getPermalink": None,
     "views_open": None,
     "conversations_replies": "channels:history groups:history im:history mpim:history",
+    "conversations_history": "channels:history groups:history",  # the escalation channel, searched by the sweep
+    "views_update": None,
     "usergroups_users_list": "usergroups:read",
     "chat_stopStream": "chat:write",
     "reactions_add": "reactions:write",

@@ -261,3 +261,53 @@ async def test_readiness_names_an_unreachable_or_unmigrated_database(store, post
     finally:
         await unmigrated.aclose()
         await down.aclose()
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def test_take_received_is_won_by_exactly_one_of_two_processes(tmp_path):
+    """Two stores on one directory (two processes) race to take each unfinished question: the
+    flock around the read-modify-write lets exactly one win each, and a live process's fresh
+    "received" row is not taken at all."""
+    logs = tmp_path / "logs"
+    first, second = InteractionStore(logs), InteractionStore(logs)
+    for n in range(5):
+        assert await first.receive("C1", f"1.{n}", ask={"n": n})
+        await first.mark_received("C1", f"1.{n}", "unfinished")  # a clean shutdown left them
+    assert await first.receive("C1", "2.0")  # being answered right now by a live process
+    stale_before = now() - timedelta(seconds=60)
+    wins = await asyncio.gather(
+        *(store.take_received("C1", f"1.{n}", stale_before=stale_before) for n in range(5) for store in (first, second))
+    )
+    assert sum(wins) == 5 and all(wins[2 * n] != wins[2 * n + 1] for n in range(5))
+    assert not await second.take_received("C1", "2.0", stale_before=stale_before)
+    assert not await second.take_received("C1", "1.0", stale_before=stale_before)  # taken: its lease is fresh
+    assert await second.take_received("C1", "2.0", stale_before=now() + timedelta(seconds=1))  # its process died
+    assert not await second.take_received("C1", "9.9", stale_before=now())  # never received: nothing to take
+
+
+async def test_prune_received_forgets_only_old_finished_questions(store):
+    for ts, status in [("1.0", "done"), ("2.0", "apologised"), ("3.0", "unfinished"), ("4.0", "received")]:
+        await store.receive("C1", ts)
+        if status != "received":
+            await store.mark_received("C1", ts, status)
+    assert await store.prune_received(finished_before=now() - timedelta(days=1)) == 0  # all recent
+    assert await store.prune_received(finished_before=now() + timedelta(seconds=1)) == 2
+    assert not await store.receive("C1", "3.0")  # owed answers are never pruned: still deduped
+    assert not await store.receive("C1", "4.0")
+    assert await store.receive("C1", "1.0")  # a pruned one is new again (Slack stopped retrying long ago)
+
+
+async def test_a_stale_pending_escalation_is_taken_by_exactly_one_sweeper(store):
+    await store.record_escalation("i-1", status="pending")
+    await store.record_escalation("i-2", status="open")
+    assert store.stale_escalations(stale_before=now() - timedelta(seconds=60)) == []  # its poster may be alive
+    assert await store.take_escalation("i-1", stale_before=now() - timedelta(seconds=60)) is None
+    await asyncio.sleep(0.05)
+    stale_before = now()  # the lease ran out: the poster died
+    assert [row["interaction_id"] for row in store.stale_escalations(stale_before=stale_before)] == ["i-1"]
+    taken = await asyncio.gather(*(store.take_escalation("i-1", stale_before=stale_before) for _ in range(2)))
+    assert sum(row is not None for row in taken) == 1  # the winner renewed the lease
+    assert await store.take_escalation("i-2", stale_before=stale_before) is None  # posted: nothing to take

@@ -356,6 +356,49 @@ class PostgresStore:
             },
         )
 
+    async def take_received(self, channel: str, message_ts: str, *, stale_before: datetime) -> bool:
+        """Claim an unfinished question for answering it. Ownership here is the replica heartbeat,
+        not `stale_before` (kept for the protocol): a row this replica claimed in `unfinished()`, or
+        one whose owner stopped beating, is taken; one a live replica holds is not."""
+        taken = await self.fetch(
+            f"""UPDATE received SET status = 'received', owner = %(me)s, updated_at = clock_timestamp()
+                WHERE key = %(key)s AND status IN ('received', 'unfinished')
+                  AND (owner IS NULL OR owner = %(me)s OR {OWNER_DEAD.format(table="received")})
+                RETURNING key""",
+            {"key": received_key(channel, message_ts), "me": self.replica_id, "timeout": self.replica_timeout},
+        )
+        return bool(taken)
+
+    async def prune_received(self, *, finished_before: datetime) -> int:
+        """Forget questions answered or apologised for before `finished_before` (Slack retries for
+        minutes, not days). Returns how many rows went."""
+        gone = await self.fetch(
+            """DELETE FROM received WHERE status IN ('done', 'apologised') AND updated_at < %(before)s
+               RETURNING key""",
+            {"before": finished_before},
+        )
+        return len(gone)
+
+    def stale_escalations(self, *, stale_before: datetime) -> list[dict[str, Any]]:
+        """Escalations still "pending" and untouched since `stale_before`: their poster died
+        between the reservation and the "open" record."""
+        return self.fetch_sync(
+            """SELECT * FROM feedback WHERE kind = 'escalation' AND status = 'pending'
+                 AND updated_at < %(before)s ORDER BY updated_at""",
+            {"before": stale_before},
+        )
+
+    async def take_escalation(self, interaction_id: str, *, stale_before: datetime) -> dict[str, Any] | None:
+        """Take over a stale pending escalation (renewing its lease, `updated_at`), atomically across
+        replicas: one conditional UPDATE, so of two sweepers exactly one gets the row."""
+        rows = await self.fetch(
+            """UPDATE feedback SET updated_at = clock_timestamp()
+               WHERE key = %(key)s AND status = 'pending' AND updated_at < %(before)s
+               RETURNING *""",
+            {"key": escalation_key(interaction_id), "before": stale_before},
+        )
+        return rows[0] if rows else None
+
     def unfinished(self) -> list[dict[str, Any]]:
         """Claim the questions no live replica is answering (left by a crash or a shutdown), oldest
         first; rows locked by another replica claiming at the same moment are skipped, not shared."""

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -23,11 +24,19 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.normalise import normalise_slack
-from bot.engine.types import Answer, Decision, Question, Turn
+from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
 from bot.slack.conversation import thread_history
-from bot.slack.delivery import CONTENT_ERRORS, Alerts, Delivery, deliver, error_code
+from bot.slack.delivery import (
+    CONTENT_ERRORS,
+    Alerts,
+    Delivery,
+    deliver,
+    deliver_in_place,
+    error_code,
+    report,
+)
 from bot.slack.escalation import TRIGGER_DECISION, Escalations
 from bot.slack.ratelimit import AnswerLimiter
 from bot.slack.ttlcache import TTLSet
@@ -208,26 +217,58 @@ class Responder:
         return len(asks)
 
     async def recover(self, client: AsyncWebClient, spawn: Callable[[Any, str], Any]) -> int:
-        """On start: answer the questions a previous run received but never finished, or, when
-        they are too old for a late answer to help, apologise for them. Returns how many."""
+        """Answer the questions a process received but never finished, or, when they are too old
+        for a late answer to help, apologise for them; then finish escalations left pending.
+
+        Called on start and by every `sweep`. Each question is taken atomically in the store
+        (`take_received`): one left "unfinished" by a clean shutdown at once, one still "received"
+        only once its lease (`answer_lease_seconds`) ran out, i.e. the process answering it died.
+        So of two processes on one data dir, exactly one answers it, and a live process's work
+        in progress is never answered twice. Returns how many questions were taken."""
         try:
             rows = await asyncio.to_thread(self.store.unfinished)
         except Exception:  # noqa: BLE001
             log.exception("could not read unfinished questions")
-            return 0
-        now = time.time()
+            rows = []
+        stale_before = utc_now() - timedelta(seconds=self.settings.answer_lease_seconds)
+        taken = 0
         for row in rows:
             try:
                 ask = Ask.from_record(row["ask"])
             except (TypeError, KeyError):
                 log.warning("unfinished question %s cannot be rebuilt", row["key"])
                 continue
-            age = now - row["created_at"].timestamp()
+            if (ask.channel, ask.message_ts) in self.in_flight:  # this process is answering it
+                continue
+            try:
+                if not await self.store.take_received(ask.channel, ask.message_ts, stale_before=stale_before):
+                    continue  # another live process owns it, or took it first
+            except Exception:  # noqa: BLE001
+                log.exception("could not take unfinished question %s", row["key"])
+                continue
+            taken += 1
+            age = time.time() - row["created_at"].timestamp()
             if age <= RECOVER_MAX_AGE_SECONDS:
                 spawn(self.respond(client, ask, recovering=True), f"recover {ask.channel}/{ask.message_ts}")
             else:
                 spawn(self._apologise(client, ask), f"apologise {ask.channel}/{ask.message_ts}")
-        return len(rows)
+        await self.escalations.sweep(client)
+        return taken
+
+    async def sweep(self, client: AsyncWebClient, spawn: Callable[[Any, str], Any]) -> int:
+        """One round of housekeeping (on start, then every `sweep_interval_seconds` in `serve`):
+        recover what dead processes left, and prune received-question records that no Slack retry
+        can still refer to."""
+        taken = await self.recover(client, spawn)
+        finished_before = utc_now() - timedelta(seconds=self.settings.received_retention_seconds)
+        try:
+            pruned = await self.store.prune_received(finished_before=finished_before)
+        except Exception:  # noqa: BLE001
+            log.exception("could not prune received questions")
+        else:
+            if pruned:
+                log.info("pruned %d finished question record(s)", pruned)
+        return taken
 
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
         if (await self.post_notice(client, ask, RESTARTED_TEXT, what="apology after restart")).ok:
@@ -372,30 +413,16 @@ class Responder:
         self, client: AsyncWebClient, ask: Ask, mrkdwn: str, what: str = "notice", update_ts: str | None = None
     ) -> Delivery:
         """A notice in the asker's thread (or, with `update_ts`, in place of a streamed message)."""
-        result = Delivery()
-        if update_ts:
-            result = await deliver(
-                client,
-                channel=ask.channel,
-                thread_ts=ask.thread_ts,
-                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
-                text=mrkdwn,
-                alerts=self.alerts,
-                what=what,
-                update_ts=update_ts,
-            )
-        if not result.ok:
-            result = await deliver(
-                client,
-                channel=ask.channel,
-                thread_ts=ask.thread_ts,
-                variants=[("blocks", blocks.notice_blocks(mrkdwn))],
-                text=mrkdwn,
-                alerts=self.alerts,
-                what=what,
-                dm_user=ask.user,
-            )
-        return result
+        return await deliver_in_place(
+            client,
+            channel=ask.channel,
+            thread_ts=ask.thread_ts,
+            text=mrkdwn,
+            alerts=self.alerts,
+            what=what,
+            update_ts=update_ts,
+            dm_user=ask.user,
+        )
 
 
 async def read_thread(client: AsyncWebClient, channel: str, thread_ts: str) -> list[dict[str, Any]]:
@@ -536,34 +563,24 @@ class AnswerStream:
                 await self.stream_client.chat_stopStream(channel=self.ask.channel, ts=self.ts)
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"stopStream: {error_code(exc)}")
-        result = Delivery()
-        if self.ts:
-            result = await deliver(
-                self.client,
-                channel=self.ask.channel,
-                thread_ts=self.ask.thread_ts,
-                variants=variants,
-                text=text,
-                alerts=None,
-                what=what,
-                update_ts=self.ts,
-            )
-            self.errors.extend(f"update {e}" for e in result.errors)
-        if not result.ok:
-            result = await deliver(
-                self.client,
-                channel=self.ask.channel,
-                thread_ts=self.ask.thread_ts,
-                variants=variants,
-                text=text,
-                alerts=None,
-                what=what,
-                dm_user=self.ask.user,
-            )
-            self.errors.extend(result.errors)
-        if self.errors:
-            outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
-            await alerts.alert(self.client, f"{what} in {self.ask.channel}/{self.ask.thread_ts} {outcome}", self.errors)
+        result = await deliver_in_place(
+            self.client,
+            channel=self.ask.channel,
+            thread_ts=self.ask.thread_ts,
+            variants=variants,
+            text=text,
+            alerts=None,
+            what=what,
+            update_ts=self.ts,
+            dm_user=self.ask.user,
+        )
+        self.errors.extend(result.errors)
+        await report(
+            self.client,
+            alerts,
+            replace(result, errors=self.errors),
+            what=f"{what} in {self.ask.channel}/{self.ask.thread_ts}",
+        )
         return result
 
 

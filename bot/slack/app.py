@@ -290,8 +290,8 @@ def create_web_app(
         chores.append(loop.create_task(watch_event_loop(bot.metrics), name="event loop lag monitor"))
         if warm:
             chores.append(loop.create_task(warm_up(bot), name="warm-up"))
-            # questions a previous run received but never finished: answered now, or apologised for
-            chores.append(loop.create_task(bot.responder.recover(bot.client, bot.tasks.spawn), name="recover"))
+            # questions and escalations a dead process left behind: on start, then every interval
+            chores.append(loop.create_task(sweep_forever(bot), name="sweep"))
 
     async def stop_background_work(_web_app: web.Application) -> None:
         for chore in chores:
@@ -312,6 +312,17 @@ def create_web_app(
     web_app.on_startup.append(start_background_work)
     web_app.on_cleanup.append(stop_background_work)
     return web_app
+
+
+async def sweep_forever(bot: SupportBot) -> None:
+    """Recover unfinished questions and pending escalations (a crashed process's, or this one's
+    after a restart) and prune old records: now, then every `sweep_interval_seconds`."""
+    while True:
+        try:
+            await bot.responder.sweep(bot.client, bot.tasks.spawn)
+        except Exception:  # noqa: BLE001 (housekeeping must never stop; the next round retries)
+            log.exception("sweep failed")
+        await asyncio.sleep(bot.settings.sweep_interval_seconds)
 
 
 async def shutdown(bot: SupportBot, timeout: float) -> int:

@@ -7,6 +7,12 @@ are defused: an answer quoting `@here` or a `<!subteam^...>` from the knowledge 
 whole channel. The one deliberate ping, the on-call tag in an escalation post, is added by
 `escalation_blocks` itself. Text is cut only between lines or words, never inside a code fence or
 a `<…|…>` link; source lists drop whole lines. Only http, https and mailto URLs become links.
+
+One rendering path for answers: the body of a posted answer is Slack's `markdown` block holding
+`answer_markdown` (standard Markdown through `safe_markdown`), and a streamed answer sends each
+piece through the same `safe_markdown`; the regex Markdown-to-mrkdwn converter is left for the
+fallbacks (section blocks when Slack refuses the markdown block, the notification `text`) and
+for notices.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ MESSAGE_BLOCK_LIMIT = 50
 # Slack refuses (msg_blocks_too_long) a message whose blocks hold more than about 12,000 characters
 # of text; it is undocumented (bolt-js#2509, #2867), so we keep a margin below it.
 MESSAGE_TEXT_BUDGET = 11_000
+MARKDOWN_LIMIT = 12_000  # one `markdown` block's text, and all markdown blocks of a payload together
 ESCALATION_QUESTION_CHARS = 1500  # the rest of a long question goes to the escalation post's thread
 ESCALATION_DRAFT_CHARS = 6000
 LINK_SCHEMES = ("http://", "https://", "mailto:")
@@ -153,14 +160,38 @@ def link_citation_markers(mrkdwn: str, citations: Iterable[Citation]) -> str:
     return re.sub(r"(?<![<|\w])\[(\d{1,3})\](?![(|>])", to_link, mrkdwn)
 
 
+def markdown_link(url: str, label: str) -> str:
+    """A standard Markdown link, for the `markdown` block; the URL percent-encoded where it could
+    end the link early. Other schemes than http, https and mailto give the label alone."""
+    if not safe_url(url):
+        return label
+    clean = url.strip()
+    for char, code in (("(", "%28"), (")", "%29"), (" ", "%20"), ("<", "%3C"), (">", "%3E")):
+        clean = clean.replace(char, code)
+    return f"[{label}]({clean})"
+
+
+def link_citation_markers_markdown(markdown: str, citations: Iterable[Citation]) -> str:
+    """`[1]` becomes a Markdown link to source 1 (the `markdown` block's counterpart of
+    `link_citation_markers`); markers already inside a link are left alone."""
+    urls = {citation.number: citation.url for citation in citations if citation.url}
+
+    def to_link(match: re.Match) -> str:
+        number = int(match.group(1))
+        return markdown_link(urls[number], f"[{number}]") if number in urls else match.group(0)
+
+    return re.sub(r"(?<![\[\w])\[(\d{1,3})\](?![(\]])", to_link, markdown)
+
+
 _FENCED_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _ANGLE = re.compile(r"<[^<>\n]*>")
+_MARKDOWN_LINK = re.compile(r"\[(?:[^\[\]\n]|\[[^\]\n]*\])*\]\([^)\s]*\)")
 FENCE_MARK = "```"
 
 
 def _protected(text: str) -> list[tuple[int, int]]:
-    """Spans a cut must not fall inside: code fences and `<…>` links/mentions."""
-    return [m.span() for m in _FENCED_BLOCK.finditer(text)] + [m.span() for m in _ANGLE.finditer(text)]
+    """Spans a cut must not fall inside: code fences, `<…>` links/mentions and `[…](…)` links."""
+    return [m.span() for pattern in (_FENCED_BLOCK, _ANGLE, _MARKDOWN_LINK) for m in pattern.finditer(text)]
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -342,8 +373,15 @@ def has_draft(answer: Answer) -> bool:
 
 
 def answer_body(answer: Answer) -> str:
-    """The answer as mrkdwn with linked citation markers."""
+    """The answer as mrkdwn with linked citation markers: the `text` beside the blocks, and the
+    body of the section fallback when Slack refuses the `markdown` block."""
     return link_citation_markers(markdown_to_mrkdwn(answer.text), answer.citations)
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer as standard Markdown for Slack's `markdown` block: the text of `safe_markdown`
+    (the very function each streamed piece goes through) with citation markers linked."""
+    return link_citation_markers_markdown(safe_markdown(answer.text), answer.citations)
 
 
 def answer_footer_blocks(
@@ -376,16 +414,39 @@ def fit_body(
     return head + pieces + tail
 
 
-def answer_blocks(
-    answer: Answer, *, notes: Iterable[str] = (), plain_feedback: bool = False, budget: int = MESSAGE_TEXT_BUDGET
+def fit_markdown(
+    body_markdown: str, tail: list[dict[str, Any]], budget: int = MESSAGE_TEXT_BUDGET
 ) -> list[dict[str, Any]]:
-    """The whole answer message within Slack's limits; the body is cut before the footer is ever dropped."""
+    """The body as one `markdown` block + `tail`, within `budget` characters of text in total and
+    `MARKDOWN_LIMIT` for the block (Slack's limit for one markdown block and for all of a
+    payload's together); the body is cut at a safe boundary, with a note, before `tail` loses anything."""
+    room = min(budget - text_size(tail), MARKDOWN_LIMIT)
+    body, cut = cut_to(body_markdown, max(room - len(CUT_NOTE) - 1, 0))
+    pieces: list[dict[str, Any]] = [{"type": "markdown", "text": body}] if body.strip() else []
+    if cut:
+        pieces.append(context(CUT_NOTE))
+    return pieces + tail
+
+
+def answer_blocks(
+    answer: Answer,
+    *,
+    notes: Iterable[str] = (),
+    plain_feedback: bool = False,
+    budget: int = MESSAGE_TEXT_BUDGET,
+    markdown: bool = True,
+) -> list[dict[str, Any]]:
+    """The whole answer message within Slack's limits; the body is cut before the footer is ever
+    dropped. The body is a `markdown` block (`answer_markdown`, what streaming sends too), or with
+    `markdown=False`, mrkdwn sections (the fallback if Slack refuses the markdown block)."""
     notes = list(notes)
     footer = answer_footer_blocks(answer, notes=notes, plain_feedback=plain_feedback)
     if text_size(footer) > budget // 2:  # huge notes or source lists give way to the answer
         footer = answer_footer_blocks(
             answer, notes=[truncate(n, 500) for n in notes], plain_feedback=plain_feedback, sources_limit=1500
         )
+    if markdown:
+        return fit_markdown(answer_markdown(answer), footer, budget)
     return fit_body(answer_body(answer), [], footer, budget)
 
 
@@ -393,16 +454,22 @@ TRIMMED_BODY_CHARS = 2500
 
 
 def answer_variants(answer: Answer, *, notes: Iterable[str] = ()) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The answer from richest to plainest, for the delivery chain: Slack's feedback buttons;
-    then the same with plain buttons (if `context_actions` is refused); then a short version."""
+    """The answer from richest to plainest, for the delivery chain: a `markdown` block with Slack's
+    feedback buttons; the same with plain buttons (if `context_actions` is refused); mrkdwn
+    sections (if the markdown block is refused); then a short version."""
     notes = list(notes)
     return [
         ("blocks", answer_blocks(answer, notes=notes)),
         ("degraded", answer_blocks(answer, notes=notes, plain_feedback=True)),
+        ("sections", answer_blocks(answer, notes=notes, plain_feedback=True, markdown=False)),
         (
             "trimmed",
             answer_blocks(
-                answer, notes=[truncate(n, 300) for n in notes], plain_feedback=True, budget=TRIMMED_BODY_CHARS + 1500
+                answer,
+                notes=[truncate(n, 300) for n in notes],
+                plain_feedback=True,
+                budget=TRIMMED_BODY_CHARS + 1500,
+                markdown=False,
             ),
         ),
     ]
@@ -573,6 +640,17 @@ def resolve_modal(interaction_id: str, private_metadata: str) -> dict[str, Any]:
     }
 
 
+def refusal_modal(text: str) -> dict[str, Any]:
+    """What the Resolve modal turns into when the clicker may not resolve (no submit button)."""
+    return {
+        "type": "modal",
+        "callback_id": RESOLVE_VIEW + "_refused",
+        "title": {"type": "plain_text", "text": "Resolve question"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": truncate(escape(text), SECTION_LIMIT)}}],
+    }
+
+
 def human_answer_blocks(human_answer: str, responder: str | None) -> list[dict[str, Any]]:
     who = f"<@{responder}>" if responder else "the support team"
     return notice_blocks(markdown_to_mrkdwn(human_answer))[: MESSAGE_BLOCK_LIMIT - 1] + [context(f"Answered by {who}")]
@@ -583,8 +661,9 @@ def human_answer_blocks(human_answer: str, responder: str | None) -> list[dict[s
 _MD_LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
-def stream_safe(text: str) -> str:
-    """Streamed Markdown made as safe as posted text: pings defused, Slack's control characters
+def safe_markdown(text: str) -> str:
+    """The engine's Markdown made safe for Slack, for the `markdown` block of a posted answer and
+    for every streamed piece alike (one rendering path): pings defused, Slack's control characters
     escaped (so no `<@U…>`, `<!subteam^…>` or spoofed `<url|label>` survives), and Markdown links
     to anything but http, https or mailto reduced to their label."""
     text = _MD_LINK_TARGET.sub(lambda m: m.group(0) if safe_url(m.group(1)) else "]", text)
@@ -592,7 +671,7 @@ def stream_safe(text: str) -> str:
 
 
 class StreamSanitizer:
-    """Makes streamed text safe (see `stream_safe`) even when a token is split across deltas.
+    """Makes streamed text safe (see `safe_markdown`) even when a token is split across deltas.
 
     It holds back everything from the last `<` that has no `>` yet, however far back (a
     `<!channel|…>` label can be long), a trailing `@word` that could still become `@channel`,
@@ -620,8 +699,8 @@ class StreamSanitizer:
         elif text.endswith("]"):
             cut = min(cut, len(text) - 1)
         self._pending = text[cut:]
-        return stream_safe(text[:cut])
+        return safe_markdown(text[:cut])
 
     def flush(self) -> str:
         text, self._pending = self._pending, ""
-        return stream_safe(text)
+        return safe_markdown(text)

@@ -11,6 +11,7 @@ itself a retry with a smaller payload.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.blocks import notice_blocks
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -180,8 +183,53 @@ async def deliver(
                 response.get("ts"),
                 "dm",
             )
-    if result.errors and alerts is not None:
-        where = f"{channel}/{thread_ts or update_ts or '-'}"
-        outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
-        await alerts.alert(client, f"{what} in {where} {outcome}", result.errors)
+    if alerts is not None:
+        await report(client, alerts, result, what=f"{what} in {channel}/{thread_ts or update_ts or '-'}")
     return result
+
+
+async def deliver_in_place(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str | None,
+    text: str,
+    alerts: Alerts | None,
+    what: str,
+    update_ts: str | None,
+    variants: Sequence[tuple[str, Blocks]] | None = None,
+    dm_user: str | None = None,
+) -> Delivery:
+    """Rewrite the bot's message `update_ts` (a streamed draft, a "working" note) into this one;
+    if there is none, or Slack refuses the update, post it in the thread instead (then DM
+    `dm_user`). The one "update, else post" of the bot: every error of both tries is alerted
+    together, once. Without `variants`, the message is a notice: `text` (mrkdwn) in blocks."""
+    send = functools.partial(
+        deliver,
+        client,
+        channel=channel,
+        thread_ts=thread_ts,
+        variants=[("blocks", notice_blocks(text))] if variants is None else variants,
+        text=text,
+        alerts=None,
+        what=what,
+    )
+    result = Delivery()
+    errors: list[str] = []
+    if update_ts:
+        result = await send(update_ts=update_ts)
+        errors.extend(f"update {error}" for error in result.errors)
+    if not result.ok:
+        result = await send(dm_user=dm_user)
+        errors.extend(result.errors)
+    result.errors = errors
+    if alerts is not None:
+        await report(client, alerts, result, what=f"{what} in {channel}/{thread_ts or update_ts or '-'}")
+    return result
+
+
+async def report(client: AsyncWebClient, alerts: Alerts, result: Delivery, *, what: str) -> None:
+    """One alert for a delivery that met errors, saying how it ended."""
+    if result.errors:
+        outcome = f"delivered as {result.variant}" if result.ok else "NOT delivered"
+        await alerts.alert(client, f"{what} {outcome}", result.errors)

@@ -13,16 +13,18 @@ move the row one way (open -> claimed -> resolved; resolved is final).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.engine.types import Answer, Citation, Decision, Question
+from bot.engine.types import Answer, Citation, Decision, Question, utc_now
 from bot.observability import Metrics
 from bot.slack import blocks
-from bot.slack.delivery import Alerts, deliver
+from bot.slack.delivery import Alerts, Delivery, deliver, deliver_in_place, error_code
 from bot.slack.ttlcache import TTLSet
 from bot.store import EscalationConflict
 
@@ -41,6 +43,7 @@ NO_ESCALATION_TEXT = (
     "right now; the bot's admins have been alerted. Please ask in your support channel."
 )
 ALREADY_ESCALATED_TEXT = "This question is already with the support team."
+HISTORY_MAX_PAGES = 10  # searching the escalation channel for a post made just before a crash
 
 
 def from_log(row: dict[str, Any]) -> tuple[Question, Answer]:
@@ -107,17 +110,7 @@ class Escalations:
             if not await self._reserve(interaction_id, trigger):
                 if trigger == TRIGGER_DECISION and question.channel and question.thread_ts:
                     # answering this question again (a restart's recovery): the asker still hears back
-                    await deliver(
-                        client,
-                        channel=question.channel,
-                        thread_ts=question.thread_ts,
-                        variants=[("blocks", blocks.notice_blocks(ALREADY_ESCALATED_TEXT))],
-                        text=ALREADY_ESCALATED_TEXT,
-                        alerts=self.alerts,
-                        what="escalation notice",
-                        dm_user=question.asker,
-                        update_ts=notice_ts,
-                    )
+                    await self._tell_asker(client, question, ALREADY_ESCALATED_TEXT, notice_ts)
                 return False
             return await self._escalate(
                 client, interaction_id, question, answer, question_ts, trigger, asker_notice, notice_ts
@@ -147,7 +140,10 @@ class Escalations:
         trigger: str,
         asker_notice: str | None,
         notice_ts: str | None = None,
+        existing: Delivery | None = None,
     ) -> bool:
+        """Post (unless `existing`: a post found already up, made by a process that died before
+        recording it), record it "open", and tell the asker."""
         channel = self.settings.escalation_channel
         posted = False
         if channel:
@@ -162,7 +158,7 @@ class Escalations:
                 trigger=trigger,
                 oncall_usergroup=self.settings.oncall_usergroup,
             )
-            delivery = await deliver(
+            delivery = existing or await deliver(
                 client,
                 channel=channel,
                 thread_ts=None,
@@ -185,7 +181,7 @@ class Escalations:
                     )
                 except Exception:  # noqa: BLE001 (the post is up; the asker must still be told)
                     log.exception("could not log the escalation of %s", interaction_id)
-                for rest in blocks.escalation_overflow(question_mrkdwn, answer):
+                for rest in [] if existing else blocks.escalation_overflow(question_mrkdwn, answer):
                     await deliver(
                         client,
                         channel=delivery.channel or channel,
@@ -213,30 +209,102 @@ class Escalations:
                 text = blocks.markdown_to_mrkdwn(asker_notice)
             else:
                 text = blocks.ASKED_HUMAN_TEXT if trigger == TRIGGER_ASKED else blocks.ESCALATED_TEXT
-            told = None
-            if notice_ts:
-                told = await deliver(
-                    client,
-                    channel=question.channel,
-                    thread_ts=question.thread_ts,
-                    variants=[("blocks", blocks.notice_blocks(text))],
-                    text=text,
-                    alerts=self.alerts,
-                    what="escalation notice",
-                    update_ts=notice_ts,
-                )
-            if told is None or not told.ok:
-                await deliver(
-                    client,
-                    channel=question.channel,
-                    thread_ts=question.thread_ts,
-                    variants=[("blocks", blocks.notice_blocks(text))],
-                    text=text,
-                    alerts=self.alerts,
-                    what="escalation notice",
-                    dm_user=question.asker,
-                )
+            await self._tell_asker(client, question, text, notice_ts)
         return posted
+
+    async def _tell_asker(self, client: AsyncWebClient, question: Question, text: str, notice_ts: str | None) -> None:
+        """The hand-off notice in the asker's thread (in place of a streamed draft, if any)."""
+        assert question.channel and question.thread_ts
+        await deliver_in_place(
+            client,
+            channel=question.channel,
+            thread_ts=question.thread_ts,
+            text=text,
+            alerts=self.alerts,
+            what="escalation notice",
+            update_ts=notice_ts,
+            dm_user=question.asker,
+        )
+
+    async def sweep(self, client: AsyncWebClient) -> int:
+        """Finish the escalations whose poster died after reserving them: a "pending" row untouched
+        for `escalation_lease_seconds` (longer than any post takes). Each is taken atomically (one
+        process wins), then the escalation channel is searched for its post, in case the poster
+        died after posting but before recording; only if there is none is it posted. Either way
+        the row becomes "open" and the asker is told. Returns how many were finished."""
+        stale_before = utc_now() - timedelta(seconds=self.settings.escalation_lease_seconds)
+        try:
+            rows = await asyncio.to_thread(self.store.stale_escalations, stale_before=stale_before)
+        except Exception:  # noqa: BLE001
+            log.exception("could not read pending escalations")
+            return 0
+        finished = 0
+        for row in rows:
+            interaction_id = row["interaction_id"]
+            if interaction_id in self._in_flight:  # this process is posting it right now
+                continue
+            self._in_flight.add(interaction_id)
+            try:
+                finished += await self._finish_stale(client, row, stale_before)
+            except Exception:  # noqa: BLE001 (one broken row must not stop the others)
+                log.exception("could not finish the pending escalation of %s", interaction_id)
+            finally:
+                self._in_flight.discard(interaction_id)
+        return finished
+
+    async def _finish_stale(self, client: AsyncWebClient, row: dict[str, Any], stale_before: datetime) -> bool:
+        interaction_id = row["interaction_id"]
+        if await self.store.take_escalation(interaction_id, stale_before=stale_before) is None:
+            return False  # another process took it, or it moved on
+        logged = await self.store.get_interaction(interaction_id)
+        if logged is None:
+            await self.alerts.alert(
+                client, f"pending escalation of {interaction_id} has no logged interaction", ["no_interaction"]
+            )
+            await self._mark_failed(interaction_id)
+            return False
+        question, answer = from_log(logged)
+        existing = await self._find_post(client, interaction_id, since=row.get("created_at"))
+        log.warning(
+            "finishing the escalation of %s left pending by a process that died (%s)",
+            interaction_id,
+            "post found" if existing else "not posted",
+        )
+        await self._escalate(
+            client,
+            interaction_id,
+            question,
+            answer,
+            (logged.get("slack") or {}).get("message_ts"),
+            row.get("trigger") or TRIGGER_DECISION,
+            None,
+            existing=existing,
+        )
+        return True
+
+    async def _find_post(self, client: AsyncWebClient, interaction_id: str, since: Any) -> Delivery | None:
+        """The bot's escalation post for `interaction_id`, if it is already in the channel (its
+        action block is `escalation:<id>`); None if not, or if the history cannot be read."""
+        channel = self.settings.escalation_channel
+        if not channel:
+            return None
+        oldest = since.timestamp() - 60 if isinstance(since, datetime) else 0
+        marker = f"escalation:{interaction_id}"
+        cursor: str | None = None
+        try:
+            for _ in range(HISTORY_MAX_PAGES):
+                page = await client.conversations_history(
+                    channel=channel, oldest=f"{oldest:.6f}", limit=200, cursor=cursor
+                )
+                for message in page.get("messages") or []:
+                    if any(block.get("block_id") == marker for block in message.get("blocks") or []):
+                        return Delivery(ok=True, channel=channel, ts=message.get("ts"), variant="found")
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not (page.get("has_more") and cursor):
+                    break
+        except Exception as exc:  # noqa: BLE001 (a duplicate post beats an asker left waiting)
+            log.warning("cannot search %s for the escalation of %s: %s", channel, interaction_id, error_code(exc))
+        return None
 
     async def _mark_failed(self, interaction_id: str) -> None:
         """The post did not happen: a later click (or a restart) may try again."""
@@ -270,8 +338,13 @@ class Escalations:
         await self._refresh_post(client, interaction_id, escalation)
         return escalation
 
-    async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> None:
-        await client.views_open(trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id))
+    async def open_resolve_modal(self, client: AsyncWebClient, interaction_id: str, trigger_id: str) -> str | None:
+        """Open the Resolve modal; its view id (for a later views.update)."""
+        response = await client.views_open(
+            trigger_id=trigger_id, view=blocks.resolve_modal(interaction_id, interaction_id)
+        )
+        view = response.get("view") or {}
+        return view.get("id") if isinstance(view, dict) else None
 
     async def resolve(
         self, client: AsyncWebClient, interaction_id: str, user: str, human_answer: str

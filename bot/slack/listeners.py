@@ -275,9 +275,17 @@ class Listeners:
 
     async def may_act_on_escalations(self, client: AsyncWebClient, body: dict[str, Any]) -> str | None:
         """None if this click may claim or resolve; otherwise why not (told to the clicker)."""
+        return self.outside_escalation_channel(body) or await self.not_oncall(client, body)
+
+    def outside_escalation_channel(self, body: dict[str, Any]) -> str | None:
+        """Why not, if the click did not come from the escalation channel (no Slack call)."""
         channel, _ = clicked_in(body)
         if not self.settings.escalation_channel or channel != self.settings.escalation_channel:
             return WRONG_CHANNEL_TEXT
+        return None
+
+    async def not_oncall(self, client: AsyncWebClient, body: dict[str, Any]) -> str | None:
+        """Why not, if only the on-call group may act and the clicker is not in it (one Slack call)."""
         if self.settings.escalation_actions_oncall_only and self.settings.oncall_usergroup:
             try:
                 members = (await client.usergroups_users_list(usergroup=self.settings.oncall_usergroup))["users"]
@@ -312,9 +320,10 @@ class Listeners:
         await ack()
         channel, thread_ts = clicked_in(body)
         user = body["user"]["id"]
-        # the trigger id expires within 3 s and works once, so the checks are quick and the modal
-        # opens right away rather than in a task
-        if (refusal := await self.may_act_on_escalations(client, body)) is not None:
+        # the trigger id expires within 3 s and works once: only checks without a Slack call come
+        # before the modal opens; the on-call check (usergroups.users.list, Tier 2, maybe slow)
+        # runs after it, turns the modal into a refusal if need be, and runs again on submission
+        if (refusal := self.outside_escalation_channel(body)) is not None:
             self.spawn(self._tell(client, channel, user, refusal, thread_ts=thread_ts), "refuse resolve")
             return
         current = await self.bot.store.get_escalation(action["value"])
@@ -324,7 +333,17 @@ class Listeners:
                 "refuse resolve",
             )
             return
-        await self.escalations.open_resolve_modal(client, action["value"], body["trigger_id"])
+        view_id = await self.escalations.open_resolve_modal(client, action["value"], body["trigger_id"])
+        self.spawn(self._check_resolver(client, body, view_id), f"check resolver {action['value']}")
+
+    async def _check_resolver(self, client: AsyncWebClient, body: dict[str, Any], view_id: str | None) -> None:
+        """After the Resolve modal opened: if the clicker may not resolve, the modal says so."""
+        if (refusal := await self.not_oncall(client, body)) is None:
+            return
+        if view_id:
+            await best_effort(client.views_update(view_id=view_id, view=blocks.refusal_modal(refusal)))
+        channel, thread_ts = clicked_in(body)
+        await self._tell(client, channel, body["user"]["id"], refusal, thread_ts=thread_ts)
 
     async def on_resolve_submitted(
         self, ack, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient

@@ -104,6 +104,7 @@ RATE_TIERS: dict[str, int] = {
     "chat.stopStream": 20,
     "chat.appendStream": 100,
     "conversations.replies": 50,
+    "conversations.history": 50,
     "conversations.info": 50,
     "users.info": 100,
     "usergroups.users.list": 20,
@@ -113,6 +114,7 @@ RATE_TIERS: dict[str, int] = {
     "reactions.remove": 50,
 }
 REPLIES_MAX_LIMIT = 1000
+HISTORY_MAX_LIMIT = 999  # conversations.history: "maximum of 999", default 100
 
 
 def manifest_scopes(path: Path = MANIFEST) -> set[str]:
@@ -298,8 +300,14 @@ def validate_blocks(blocks: Any, *, surface: str = "message") -> int:
 
 
 def validate_message_blocks(blocks: Any) -> None:
-    """Per-block checks, then the whole message's text budget (`msg_blocks_too_long`)."""
+    """Per-block checks, then the whole message's text budget (`msg_blocks_too_long`), and the
+    markdown blocks' own: 12,000 characters for all of a payload's `markdown` blocks together."""
     total = validate_blocks(blocks)
+    markdown = sum(len(b.get("text") or "") for b in blocks if isinstance(b, dict) and b.get("type") == "markdown")
+    if markdown > TEXT_LIMITS["markdown"]:
+        raise BlockKitError(
+            "msg_blocks_too_long", f"{markdown} characters in markdown blocks (limit {TEXT_LIMITS['markdown']})"
+        )
     if total > MAX_BLOCKS_TEXT:
         raise BlockKitError("msg_blocks_too_long", f"{total} characters of block text (limit ~{MAX_BLOCKS_TEXT})")
 
@@ -497,6 +505,7 @@ class WebApi:
             "reactions.add": lambda a: self._react(a, add=True),
             "reactions.remove": lambda a: self._react(a, add=False),
             "conversations.replies": self.conversations_replies,
+            "conversations.history": self.conversations_history,
             "conversations.info": self.conversations_info,
             "users.info": self.users_info,
             "usergroups.users.list": self.usergroups_users_list,
@@ -712,6 +721,42 @@ class WebApi:
             "response_metadata": {"next_cursor": f"dXNlcjo{start + limit}" if more else ""},
         }
 
+    def conversations_history(self, a: dict) -> dict:
+        """Top-level messages (and thread broadcasts) of a conversation, newest first, between
+        `oldest` and `latest` (exclusive unless `inclusive`); `limit` (default 100, max 999) per
+        page, `cursor` for the next one."""
+        channel = self._channel(a, member=True)
+        try:
+            limit = max(1, min(int(a.get("limit") or 100), HISTORY_MAX_LIMIT))
+            start = int(a["cursor"].removeprefix("bmV4dDo")) if a.get("cursor") else 0
+            oldest = _ts_us(str(a["oldest"])) if a.get("oldest") else 0
+            latest = _ts_us(str(a["latest"])) if a.get("latest") else None
+        except (TypeError, ValueError):
+            raise ApiError("invalid_cursor") from None
+        inclusive = str(a.get("inclusive")).lower() in ("1", "true")
+
+        def within(ts: str) -> bool:
+            us = _ts_us(ts)
+            low = us >= oldest if inclusive else us > oldest
+            return low and (latest is None or (us <= latest if inclusive else us < latest))
+
+        top = [
+            m
+            for m in reversed(self.ws.messages.get(channel, []))
+            if (m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast") and within(m["ts"])
+        ]
+        metadata = str(a.get("include_all_metadata")).lower() in ("1", "true")
+        page = [
+            {k: v for k, v in self._with_reactions(channel, m).items() if metadata or k != "metadata"}
+            for m in top[start : start + limit]
+        ]
+        more = start + limit < len(top)
+        return {
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": f"bmV4dDo{start + limit}" if more else ""},
+        }
+
     def conversations_info(self, a: dict) -> dict:
         info = self.ws.channel_info(a.get("channel") or "")
         if info is None:
@@ -902,6 +947,7 @@ class SlackEmulator:
         self.calls: list[Call] = []
         self.port = 0
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._delays: dict[str, deque[float]] = defaultdict(deque)  # method -> seconds, one per call
         self._runner: web.AppRunner | None = None
         self._changed: asyncio.Condition | None = None
 
@@ -985,6 +1031,10 @@ class SlackEmulator:
         """The next `times` calls to `method` answer `{"ok": false, "error": error}`."""
         self.inject(method, error=error, times=times)
 
+    def delay(self, method: str, seconds: float, times: int = 1) -> None:
+        """The next `times` calls to `method` are answered only after `seconds` (a slow Slack)."""
+        self._delays[method].extend([seconds] * times)
+
     def pending_faults(self, method: str) -> int:
         return len(self._faults[method])
 
@@ -1037,6 +1087,8 @@ class SlackEmulator:
         args = await _read_args(request)
         authorization = request.headers.get("Authorization")
         token = authorization[7:] if authorization and authorization.startswith("Bearer ") else args.pop("token", None)
+        if self._delays[method]:
+            await asyncio.sleep(self._delays[method].popleft())
         status, body, headers = self._respond(method, args, token)
         if token and token.startswith("xoxb-"):  # Slack reports the token's scopes on every response
             headers = {**headers, "X-OAuth-Scopes": ",".join(sorted(self.scopes))}
@@ -1093,7 +1145,7 @@ class SlackEmulator:
 
     def _needed_scopes(self, method: str, args: dict) -> set[str]:
         """Any one of these scopes lets the bot token call `method` with these args."""
-        if method == "conversations.replies":
+        if method in ("conversations.replies", "conversations.history"):
             return {HISTORY_SCOPE[self.workspace.kind(args.get("channel") or "")]}
         if method == "conversations.info":
             return {READ_SCOPE[self.workspace.kind(args.get("channel") or "")]}
