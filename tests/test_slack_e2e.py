@@ -276,6 +276,8 @@ async def test_streamed_answer_ends_with_sources_and_feedback_blocks(slack_bot):
     [stop] = await slack_bot.emu.wait_for("chat.stopStream", timeout=20)
     [start] = slack_bot.emu.calls_to("chat.startStream")
     assert start.args["thread_ts"] == dm["ts"]
+    first = start.args.get("markdown_text") or "".join(c.get("text", "") for c in start.args.get("chunks") or [])
+    assert 0 < len(first) <= 2 * 40  # the first words go out at once (two pieces at most), not after 600 characters
     message = slack_bot.emu.message("D0DIRECT", stop.response["ts"])
     logged = await slack_bot.interaction()
     assert message["text"].startswith(logged["answer"][:30]) and "<!" not in message["text"]
