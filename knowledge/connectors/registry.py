@@ -1,0 +1,62 @@
+"""Which connector serves a source URI, and the options it gets from the environment or the YAML."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from knowledge.connectors.base import Connector, ConnectorOptions
+from knowledge.connectors.github import GitHubConnector
+from knowledge.connectors.zendesk import ZendeskConnector
+
+# URI prefix -> (connector class, env var that overrides the API base, e.g. http://127.0.0.1:PORT)
+CONNECTORS: dict[str, tuple[type[Any], str]] = {
+    "zendesk+": (ZendeskConnector, "ZENDESK_API_BASE"),
+    "github://": (GitHubConnector, "GITHUB_API_URL"),
+}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One declared source: a URI (or path) plus connector options and its sync interval."""
+
+    uri: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    every_seconds: float | None = None  # None: only on explicit refreshes
+
+
+def spec_uri(spec: str | SourceSpec) -> str:
+    return spec.uri if isinstance(spec, SourceSpec) else spec
+
+
+def is_connector_uri(uri: str) -> bool:
+    return uri.startswith(tuple(CONNECTORS))
+
+
+def connector_for(
+    spec: str | SourceSpec,
+    *,
+    env: Mapping[str, str] | None = None,
+    max_document_bytes: int = 2_000_000,
+    timeout: float = 30.0,
+    concurrency: int = 8,
+) -> Connector:
+    uri = spec_uri(spec)
+    settings = dict(spec.options) if isinstance(spec, SourceSpec) else {}
+    environment = os.environ if env is None else env
+    for prefix, (cls, base_var) in CONNECTORS.items():
+        if uri.startswith(prefix):
+            api_base = settings.pop("api_base", None) or environment.get(base_var) or None
+            options = ConnectorOptions(
+                api_base=api_base,
+                env=environment,
+                max_document_bytes=max_document_bytes,
+                timeout=timeout,
+                concurrency=concurrency,
+                extra=settings,
+            )
+            connector: Connector = cls(uri, options)
+            return connector
+    raise ValueError(f"{uri}: not a connector URI (expected one of {', '.join(CONNECTORS)})")
