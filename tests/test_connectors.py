@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from knowledge.index import KnowledgeIndex
+from tests.emulators.confluence_api import ConfluenceEmulator
 from tests.emulators.github_api import GitHubEmulator
+from tests.emulators.notion_api import NotionEmulator, text_block
 from tests.emulators.rest_base import RestEmulator
 from tests.emulators.zendesk_api import ZendeskEmulator
 
@@ -96,8 +98,80 @@ def github_scenario() -> Scenario:
     return scenario
 
 
-SCENARIOS = {"zendesk": zendesk_scenario, "github": github_scenario}
-API_BASE_VARS = {"zendesk": "ZENDESK_API_BASE", "github": "GITHUB_API_URL"}
+def confluence_scenario() -> Scenario:
+    api = ConfluenceEmulator()
+    api.accounts["bot@acme.test"] = "cf-token"
+    api.add_space("KB")
+    api.add_space("HR")
+    ids = [
+        api.add_page("KB", f"Widget {n}", f"<h2>Steps</h2><p>{body(n)}</p>", labels=["widgets"]) for n in range(COUNT)
+    ]
+    api.add_page("HR", "Payroll", "<p>Another space: not synced.</p>")
+    scenario = Scenario(
+        api,
+        "confluence+https://acme.atlassian.net/wiki/spaces/KB",
+        {"CONFLUENCE_EMAIL": "bot@acme.test", "CONFLUENCE_API_TOKEN": "cf-token"},
+        {"CONFLUENCE_EMAIL": "bot@acme.test", "CONFLUENCE_API_TOKEN": "revoked"},
+        "CONFLUENCE_API_TOKEN",
+        lambda request: "cursor=" in request.query_string and "/pages" in request.path,
+        ids=ids,
+    )
+    scenario.edit = lambda: (api.edit_page(ids[3], f"<p>{body(3, 'Now also press Apply.')}</p>"), ids[3])[1]
+    victims = [ids[11], ids[12]]
+    scenario.delete = lambda: (api.archive_page(victims[0]), victims.pop(0))[1]
+    return scenario
+
+
+def notion_scenario() -> Scenario:
+    api = NotionEmulator()
+    api.secrets.add("secret_valid")
+    long_page = [text_block("heading_2", "Overview")] + [
+        text_block("paragraph", f"Fact {n} about widgets.") for n in range(120)
+    ]
+    root = api.add_page("Support KB", long_page)  # over one page of blocks
+    children = [
+        api.add_page(
+            f"Widget {n}",
+            [
+                text_block("heading_2", "Steps"),
+                text_block("toggle", "Details", children=[text_block("paragraph", body(n))]),
+            ],
+            parent=root,
+        )
+        for n in range(COUNT - 1)
+    ]
+    api.add_page("Elsewhere", [text_block("paragraph", "Shared but outside the root.")])
+    ids = [page_id.replace("-", "") for page_id in [root, *children]]
+    scenario = Scenario(
+        api,
+        f"notion://{root}",
+        {"NOTION_TOKEN": "secret_valid"},
+        {"NOTION_TOKEN": "secret_revoked"},
+        "NOTION_TOKEN",
+        lambda request: "start_cursor=" in request.query_string,  # the second page of the long page's blocks
+        ids=ids,
+    )
+    scenario.edit = lambda: (
+        api.edit_page(children[2], [text_block("paragraph", body(2, "Now also press Apply."))]),
+        ids[3],
+    )[1]
+    victims = [children[5], children[6]]
+    scenario.delete = lambda: (api.trash_page(victims[0]), victims.pop(0).replace("-", ""))[1]
+    return scenario
+
+
+SCENARIOS = {
+    "zendesk": zendesk_scenario,
+    "github": github_scenario,
+    "confluence": confluence_scenario,
+    "notion": notion_scenario,
+}
+API_BASE_VARS = {
+    "zendesk": "ZENDESK_API_BASE",
+    "github": "GITHUB_API_URL",
+    "confluence": "CONFLUENCE_API_BASE",
+    "notion": "NOTION_API_BASE",
+}
 
 
 def chunks_of(index: KnowledgeIndex, source: str) -> dict[str, list[str]]:

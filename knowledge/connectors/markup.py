@@ -115,3 +115,14 @@ def notion_blocks_to_markdown(blocks: Sequence[dict[str, Any]], depth: int = 0) 
             nested = depth + 1 if kind.endswith("list_item") or kind == "toggle" else depth
             out.append(notion_blocks_to_markdown(children, nested))
     return "\n\n".join(part for part in out if part.strip())
+
+
+CDATA_BODY = re.compile(r"<ac:plain-text-body>\s*<!\[CDATA\[(.*?)\]\]>\s*</ac:plain-text-body>", flags=re.S)
+
+
+def confluence_storage_to_markdown(storage: str) -> tuple[str, dict[str, str]]:
+    """Confluence storage format (XHTML with `ac:` macros) as Markdown: code macro bodies are CDATA,
+    which an HTML parser drops, so they become <pre> blocks first."""
+    import html
+
+    return html_to_markdown(CDATA_BODY.sub(lambda match: f"<pre>{html.escape(match.group(1))}</pre>", storage))

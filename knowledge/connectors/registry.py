@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knowledge.connectors.base import Connector, ConnectorOptions
+from knowledge.connectors.confluence import ConfluenceConnector
 from knowledge.connectors.github import GitHubConnector
+from knowledge.connectors.notion import NotionConnector
 from knowledge.connectors.zendesk import ZendeskConnector
 
 # URI prefix -> (connector class, env var that overrides the API base, e.g. http://127.0.0.1:PORT)
 CONNECTORS: dict[str, tuple[type[Any], str]] = {
     "zendesk+": (ZendeskConnector, "ZENDESK_API_BASE"),
+    "confluence+": (ConfluenceConnector, "CONFLUENCE_API_BASE"),
+    "notion://": (NotionConnector, "NOTION_API_BASE"),
     "github://": (GitHubConnector, "GITHUB_API_URL"),
 }
 
