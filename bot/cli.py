@@ -62,8 +62,12 @@ def main() -> None:
     "--source",
     "sources",
     multiple=True,
-    metavar="PATH_OR_URL",
-    help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). Default: SUPPORTBOT_SOURCES.",
+    metavar="PATH_OR_URI",
+    help=(
+        "A folder, file, JSONL export, page or sitemap.xml URL, a connector URI (zendesk+https://..., "
+        "confluence+https://..., notion://ID, github://OWNER/REPO/PATH@REF) or a name from the sources file "
+        "(repeatable). Default: supportbot-sources.yml, else SUPPORTBOT_SOURCES."
+    ),
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for long runs).")
 @data_dir_option
@@ -72,12 +76,17 @@ def refresh(sources: tuple[str, ...], progress: bool | None, data_dir: Path | No
     """Index new and changed documents, drop vanished ones; unchanged documents are not re-embedded."""
     from bot.engine.calibration import describe as describe_calibration
     from bot.engine.calibration import refresh_calibrated
+    from bot.sync import configured_sources
+    from knowledge.connectors.catalog import CatalogError
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
-    specs = list(sources) or settings.sources
+    try:
+        specs = configured_sources(settings, sources)
+    except CatalogError as exc:
+        fail(str(exc))
     if not specs:
-        fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
+        fail("no sources: pass --source, write supportbot-sources.yml or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
         report = asyncio.run(refresh_calibrated(index, specs, settings, show_progress=progress))
@@ -285,10 +294,16 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
     from bot.observability import configure_logging, secret_values
     from bot.slack.app import ConfigurationError, build_bot, check_settings, digest_poster
     from bot.slack.app import serve as run_bot
+    from bot.sync import SourceSyncScheduler, catalog_of
     from evals.weekly import WeeklyScheduler
+    from knowledge.connectors.catalog import CatalogError
 
     settings = load_settings(data_dir)
     configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
+    try:
+        catalog = catalog_of(settings)
+    except CatalogError as exc:
+        fail(str(exc))
 
     async def run() -> None:
         bot = build_bot(settings, socket_mode=socket_mode)
@@ -301,7 +316,9 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             pipeline=bot.pipeline,
             embedder=bot.index.embedder,
         )
-        await run_bot(bot, host=host, port=port, background=[weekly])
+        # each source of supportbot-sources.yml with an `every:` interval syncs on its own schedule
+        syncs = SourceSyncScheduler(bot.index, settings, list(catalog.sources.values()) if catalog else [])
+        await run_bot(bot, host=host, port=port, background=[weekly, syncs])
 
     try:
         check_settings(settings, socket_mode=socket_mode)  # before anything heavy loads

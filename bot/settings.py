@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     # --- storage and knowledge ---------------------------------------------------------------
     data_dir: Path = Path("data")
     sources: CommaList = Field(default_factory=lambda: ["examples/knowledge"])
+    sources_file: Path = Path("supportbot-sources.yml")  # when it exists, its sources replace `sources`
     max_document_bytes: int = 2_000_000
     fetch_timeout_seconds: float = 15.0
     fetch_concurrency: int = 8

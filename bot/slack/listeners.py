@@ -362,6 +362,7 @@ class Listeners:
 
     async def _refresh(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
         from bot.engine.calibration import refresh_calibrated
+        from bot.sync import configured_sources
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
@@ -370,7 +371,7 @@ class Listeners:
             return
         await self._reply(client, command, respond, REFRESH_STARTED_TEXT)
         try:
-            report = await refresh_calibrated(self.bot.index, self.settings.sources, self.settings)
+            report = await refresh_calibrated(self.bot.index, configured_sources(self.settings), self.settings)
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)
             return
