@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from knowledge.connectors.registry import SourceSpec
+from knowledge.connectors.registry import SourceSpec, index_key
 
 INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,9 +40,14 @@ class Catalog:
     sources: dict[str, SourceSpec]  # name -> spec, in file order
     raw: dict[str, Any]  # the whole YAML mapping (the bot reads `channels:` from it)
 
-    def uri_of(self, name_or_uri: str) -> str:
+    def index_key(self, name_or_uri: str) -> str:
+        """The index's source key for a declared name (or a URI/path given directly)."""
         spec = self.sources.get(name_or_uri)
-        return spec.uri if spec else name_or_uri
+        return index_key(spec.uri if spec else name_or_uri)
+
+    @property
+    def index_keys(self) -> set[str]:
+        return {index_key(spec.uri) for spec in self.sources.values()}
 
 
 def parse_interval(value: Any, where: str) -> float:

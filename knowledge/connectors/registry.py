@@ -12,6 +12,7 @@ from knowledge.connectors.confluence import ConfluenceConnector
 from knowledge.connectors.github import GitHubConnector
 from knowledge.connectors.notion import NotionConnector
 from knowledge.connectors.zendesk import ZendeskConnector
+from knowledge.sources import source_key
 
 # URI prefix -> (connector class, env var that overrides the API base, e.g. http://127.0.0.1:PORT)
 CONNECTORS: dict[str, tuple[type[Any], str]] = {
@@ -37,6 +38,11 @@ def spec_uri(spec: str | SourceSpec) -> str:
 
 def is_connector_uri(uri: str) -> bool:
     return uri.startswith(tuple(CONNECTORS))
+
+
+def index_key(uri: str) -> str:
+    """The `source` column value of this source's chunks: a connector URI as written, a path absolute."""
+    return uri if is_connector_uri(uri) else source_key(uri)
 
 
 def connector_for(
