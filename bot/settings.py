@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     answer_chunks_per_doc: int = 2  # best chunks of each of those documents given to the answerer
     answer_threshold: float = 0.60  # confidence at or above: answer plainly
     caveat_threshold: float = 0.35  # at or above (and below answer_threshold): answer with a caveat; below: escalate
+    stale_after_days: int = 365  # a cited source last updated longer ago is marked "may be out of date"; 0: never
     max_question_chars: int = 4000
     # Each refresh calibrates the score on the index itself (bot/engine/calibration.py); the two
     # thresholds above are then levels of the calibrated scale. False: fixed thresholds on the raw score.

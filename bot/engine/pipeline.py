@@ -23,6 +23,7 @@ from bot.engine import verdict as claude_verdict
 from bot.engine.channels import ChannelPolicies, policies_from_file
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
+from bot.engine.freshness import mark_stale
 from bot.engine.normalise import has_question
 from bot.engine.query import (
     CONTEXT_WEIGHT,
@@ -40,7 +41,7 @@ from bot.engine.query import (
     wants_human,
 )
 from bot.engine.terms import TermStats
-from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Turn, Usage
+from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Turn, Usage, utc_now
 from knowledge.text import truncate
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ class Pipeline:
             interaction_id=question.interaction_id,
             question=question.text,
             text=body,
-            citations=draft.citations,
+            citations=mark_stale(draft.citations, utc_now(), self.settings.stale_after_days),
             retrieved=chunks,
             confidence=verdict.confidence,
             decision=verdict.decision,

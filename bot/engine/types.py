@@ -79,6 +79,7 @@ class Citation(BaseModel):
     cited_text: str
     doc_url: str = ""  # the document's url without the section anchor
     updated_at: str | None = None  # the source's last-updated time: shown, and flagged when old
+    stale: bool = False  # older than SUPPORTBOT_STALE_AFTER_DAYS when the answer was made
 
 
 class Decision(str, Enum):
