@@ -196,3 +196,14 @@ def test_markup_converters():
         text_block("code", "ls -la", language="bash"),
     ]
     assert notion_blocks_to_markdown(blocks) == "## Steps\n\nMore\n\n  - nested\n\n- [x] check\n\n```bash\nls -la\n```"
+
+
+def test_the_example_sources_file_is_valid():
+    from bot.engine.channels import policies_from_file
+    from tests.conftest import ROOT
+
+    example = ROOT / "examples" / "supportbot-sources.yml"
+    catalog = load_catalog(example)
+    assert {"help-center", "wiki", "runbooks", "billing-docs", "local"} <= set(catalog.sources)
+    policy = policies_from_file(example).for_channel("C0BILLING")
+    assert policy.sources == {"github://acme/handbook/docs/billing@main"} and policy.answer_threshold == 0.7

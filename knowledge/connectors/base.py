@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
+
 from knowledge.connectors.http import ApiClient, RetryPolicy, SourceError
 from knowledge.sources import Document, DocumentError, LoadFailure, SourceLoad, check_document
 
@@ -31,6 +33,26 @@ class ConnectorOptions:
     concurrency: int = 8
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     extra: Mapping[str, Any] = field(default_factory=dict)  # connector-specific keys from the YAML
+
+    def client(
+        self,
+        default_base: str,
+        source: str,
+        credential_hint: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: aiohttp.BasicAuth | None = None,
+    ) -> ApiClient:
+        """An API client for this source: the overridden base (emulator, proxy) or the public one."""
+        return ApiClient(
+            self.api_base or default_base,
+            source=source,
+            credential_hint=credential_hint,
+            headers=headers,
+            auth=auth,
+            timeout=self.timeout,
+            policy=self.retry,
+        )
 
 
 class Connector(Protocol):

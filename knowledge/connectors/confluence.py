@@ -8,6 +8,7 @@ the index.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -60,14 +61,7 @@ class ConfluenceConnector:
             credential(env, "CONFLUENCE_EMAIL", self.source), credential(env, "CONFLUENCE_API_TOKEN", self.source)
         )
         load = incremental_load(self.source)
-        async with ApiClient(
-            self.options.api_base or self.site,
-            source=self.source,
-            credential_hint=CREDENTIALS,
-            auth=auth,
-            timeout=self.options.timeout,
-            policy=self.options.retry,
-        ) as client:
+        async with self.options.client(self.site, self.source, CREDENTIALS, auth=auth) as client:
             spaces = await client.get("/wiki/api/v2/spaces", {"keys": self.space_key})
             found = spaces.get("results") or []
             if not found:
@@ -83,7 +77,8 @@ class ConfluenceConnector:
 
             async def fetch(page_id: str) -> Document | None:
                 labels = await follow(client, f"/wiki/api/v2/pages/{quote(page_id)}/labels", {"limit": PAGE_LIMIT})
-                return self.document(pages[page_id], [str(label.get("name")) for label in labels])
+                names = [str(label.get("name")) for label in labels]
+                return await asyncio.to_thread(self.document, pages[page_id], names)  # HTML parsing: off the loop
 
             old = dict((state or {}).get("versions", {}))
             ids = changed_ids(old, versions, known_ids)

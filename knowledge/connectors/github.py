@@ -21,7 +21,7 @@ from knowledge.connectors.base import (
     finish,
     incremental_load,
 )
-from knowledge.connectors.http import ApiClient, SourceError
+from knowledge.connectors.http import SourceError
 from knowledge.connectors.markup import docs_file_to_markdown
 from knowledge.sources import Document, DocumentError, SourceLoad, decode_text, first_heading_or_line
 
@@ -58,14 +58,7 @@ class GitHubConnector:
             headers["Authorization"] = f"Bearer {token}"
         load = incremental_load(self.source)
         repo = f"/repos/{quote(self.owner)}/{quote(self.repo)}"
-        async with ApiClient(
-            self.options.api_base or "https://api.github.com",
-            source=self.source,
-            credential_hint=CREDENTIALS,
-            headers=headers,
-            timeout=self.options.timeout,
-            policy=self.options.retry,
-        ) as client:
+        async with self.options.client("https://api.github.com", self.source, CREDENTIALS, headers=headers) as client:
             try:
                 tree = await client.get(f"{repo}/git/trees/{quote(self.ref, safe='')}", {"recursive": "1"})
             except SourceError as exc:

@@ -72,14 +72,8 @@ class NotionConnector:
     async def changes(self, state: State | None, known_ids: Collection[str]) -> SourceLoad:
         token = credential(self.options.env, "NOTION_TOKEN", self.source)
         load = incremental_load(self.source)
-        async with ApiClient(
-            self.options.api_base or "https://api.notion.com",
-            source=self.source,
-            credential_hint=CREDENTIALS,
-            headers={"Authorization": f"Bearer {token}", "Notion-Version": NOTION_VERSION},
-            timeout=self.options.timeout,
-            policy=self.options.retry,
-        ) as client:
+        headers = {"Authorization": f"Bearer {token}", "Notion-Version": NOTION_VERSION}
+        async with self.options.client("https://api.notion.com", self.source, CREDENTIALS, headers=headers) as client:
             pages = await self.shared_pages(client)
             live = {
                 page_id: page

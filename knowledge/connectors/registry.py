@@ -59,14 +59,7 @@ def connector_for(
     for prefix, (cls, base_var) in CONNECTORS.items():
         if uri.startswith(prefix):
             api_base = settings.pop("api_base", None) or environment.get(base_var) or None
-            options = ConnectorOptions(
-                api_base=api_base,
-                env=environment,
-                max_document_bytes=max_document_bytes,
-                timeout=timeout,
-                concurrency=concurrency,
-                extra=settings,
-            )
+            options = ConnectorOptions(api_base, environment, max_document_bytes, timeout, concurrency, extra=settings)
             connector: Connector = cls(uri, options)
             return connector
     raise ValueError(f"{uri}: not a connector URI (expected one of {', '.join(CONNECTORS)})")
