@@ -32,7 +32,7 @@ from knowledge.connectors.http import SourceError
 from knowledge.connectors.registry import SourceSpec, connector_for, is_connector_uri, spec_uri
 from knowledge.connectors.state import forget_states, read_states, write_states
 from knowledge.embeddings import DIMENSIONS, Embedder
-from knowledge.sources import Document, LoadFailure, SourceLoad, load_source
+from knowledge.sources import Document, LoadFailure, SourceLoad
 from knowledge.text import sql_string
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
@@ -309,17 +309,15 @@ class KnowledgeIndex:
         """One source's load: a connector's changes since its cursor, or a loader's full listing.
         A connector that cannot list its source yields an incomplete load, so nothing is deleted."""
         uri = spec_uri(spec)
-        if not is_connector_uri(uri):
-            return await load_source(
-                uri, max_bytes=self.max_document_bytes, timeout=self.fetch_timeout, concurrency=self.fetch_concurrency
-            )
         try:
             connector = connector_for(
                 spec,
                 max_document_bytes=self.max_document_bytes,
-                timeout=self.fetch_timeout * 2,
+                timeout=self.fetch_timeout,
                 concurrency=self.fetch_concurrency,
             )
+            if not is_connector_uri(uri):  # a folder, file or URL: listed in full every time
+                return await connector.changes(None, ())
             known = await asyncio.to_thread(lambda: {doc_id for _, doc_id in self.doc_hashes(uri)})
             return await connector.changes(states.get(uri), known)
         except (SourceError, ValueError) as exc:

@@ -106,16 +106,15 @@ async def test_rate_limit_quota_headers_are_sent_and_a_spent_quota_waits_for_res
         api.tokens.add("ghp_ok")
         api.add_repo("acme", "kb")
         api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
-        api.reset_at = int(time.time()) + 1  # the client waits until then
         monkeypatch.setenv("GITHUB_API_URL", api.base_url)
         monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
         index = KnowledgeIndex(tmp_path / "index", embedder)
-        api.used["token"] = 2  # quota spent: the next call is 403 with x-ratelimit-remaining 0
-        limited = asyncio.create_task(index.refresh([GITHUB]))
-        await asyncio.sleep(0.3)
-        api.used["token"] = 0  # the window resets
-        report = await limited
-        assert api.statuses[403] >= 1 and report.failed_sources == [] and doc_ids(index, GITHUB) == {"docs/a.md"}
+        api.used["token"] = 2  # quota spent: the next call is 403 with x-ratelimit-remaining 0 ...
+        api.reset_at = int(time.time()) + 2  # ... until this window ends; the client waits for it
+        started = time.monotonic()
+        report = await index.refresh([GITHUB])
+        assert api.statuses[403] == 1 and report.failed_sources == [] and doc_ids(index, GITHUB) == {"docs/a.md"}
+        assert time.monotonic() - started >= 1.0  # it waited for x-ratelimit-reset instead of hammering
 
 
 def test_sources_file(tmp_path):

@@ -17,7 +17,16 @@ from typing import Any, Protocol
 import aiohttp
 
 from knowledge.connectors.http import ApiClient, RetryPolicy, SourceError
-from knowledge.sources import Document, DocumentError, LoadFailure, SourceLoad, check_document
+from knowledge.sources import (
+    Document,
+    DocumentError,
+    LoadFailure,
+    SourceLoad,
+    check_document,
+    is_url,
+    load_source,
+    source_key,
+)
 
 State = dict[str, Any]  # JSON-serialisable cursor of one source
 
@@ -61,6 +70,24 @@ class Connector(Protocol):
     source: str  # the source key in the index: the URI as the user wrote it
 
     async def changes(self, state: State | None, known_ids: Collection[str]) -> SourceLoad: ...
+
+
+class FullListingConnector:
+    """The file and web loaders behind the same interface: no cursor, a full listing each time
+    (`incremental=False`), so whatever is no longer listed is deleted by the index."""
+
+    def __init__(self, uri: str, options: ConnectorOptions) -> None:
+        self.source = source_key(uri) if not is_url(uri) else uri
+        self.uri = uri
+        self.options = options
+
+    async def changes(self, state: State | None, known_ids: Collection[str]) -> SourceLoad:
+        return await load_source(
+            self.uri,
+            max_bytes=self.options.max_document_bytes,
+            timeout=self.options.timeout,
+            concurrency=self.options.concurrency,
+        )
 
 
 def credential(env: Mapping[str, str], name: str, source: str) -> str:

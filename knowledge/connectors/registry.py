@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.connectors.base import Connector, ConnectorOptions
+from knowledge.connectors.base import Connector, ConnectorOptions, FullListingConnector
 from knowledge.connectors.confluence import ConfluenceConnector
 from knowledge.connectors.github import GitHubConnector
 from knowledge.connectors.notion import NotionConnector
@@ -62,4 +62,8 @@ def connector_for(
             options = ConnectorOptions(api_base, environment, max_document_bytes, timeout, concurrency, extra=settings)
             connector: Connector = cls(uri, options)
             return connector
-    raise ValueError(f"{uri}: not a connector URI (expected one of {', '.join(CONNECTORS)})")
+    if "://" in uri and not uri.startswith(("http://", "https://", "file://")):
+        raise ValueError(
+            f"{uri}: unknown source scheme (expected a path, an http(s) URL or one of {', '.join(CONNECTORS)})"
+        )
+    return FullListingConnector(uri, ConnectorOptions(None, environment, max_document_bytes, timeout, concurrency))

@@ -115,6 +115,9 @@ class GitHubEmulator(RestEmulator):
         if who is None:
             return json_response(self.error_body(401), 401)
         request[WHO] = who
+        if time.time() >= self.reset_at:  # a new rate-limit window
+            self.used.clear()
+            self.reset_at = int(time.time()) + 3600
         self.used[who] = self.used.get(who, 0) + 1
         if self.used[who] > self.limits[who]:
             body = {
