@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RestEmulator:
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
         self.statuses: Counter[int] = Counter()
         self._scripted: list[ScriptedFailure] = []
-        self._runner: web.AppRunner | None = None
+        self._server: TestServer | None = None
 
     # --- scripting -------------------------------------------------------------------------
     def fail(
@@ -94,16 +95,15 @@ class RestEmulator:
     async def start(self) -> RestEmulator:
         app = web.Application(middlewares=[self._middleware])
         self.routes(app)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
+        self._server = TestServer(app, host=self.host, port=self.port or None)  # aiohttp's own local server
+        await self._server.start_server()
+        self.port = int(self._server.port or 0)
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
 
     async def __aenter__(self) -> RestEmulator:
         return await self.start()
