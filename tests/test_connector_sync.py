@@ -206,3 +206,22 @@ def test_the_example_sources_file_is_valid():
     assert {"help-center", "wiki", "runbooks", "billing-docs", "local"} <= set(catalog.sources)
     policy = policies_from_file(example).for_channel("C0BILLING")
     assert policy.sources == {"github://acme/handbook/docs/billing@main"} and policy.answer_threshold == 0.7
+
+
+async def test_rollback_forgets_cursors_so_the_next_sync_restores_what_changed(tmp_path, embedder, monkeypatch):
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        index = KnowledgeIndex(tmp_path / "index", embedder)
+        await index.refresh([GITHUB])
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export as ZIP.")
+        await index.refresh([GITHUB])
+        index.rollback()  # the index holds the old docs/a.md again; the repository does not
+        report = await index.refresh([GITHUB])
+        assert report.total("updated") == 1 and report.chunks_embedded == 1  # only a.md, b.md unchanged
+        texts = index.table.to_lance().to_table(columns=["text"], filter="doc_id = 'docs/a.md'").column("text")
+        assert any("ZIP" in text for text in texts.to_pylist())
