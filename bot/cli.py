@@ -62,8 +62,12 @@ def main() -> None:
     "--source",
     "sources",
     multiple=True,
-    metavar="PATH_OR_URL",
-    help="A folder, file, JSONL export, page URL or sitemap.xml URL (repeatable). Default: SUPPORTBOT_SOURCES.",
+    metavar="PATH_OR_URI",
+    help=(
+        "A folder, file, JSONL export, page or sitemap.xml URL, a connector URI (zendesk+https://..., "
+        "confluence+https://..., notion://ID, github://OWNER/REPO/PATH@REF) or a name from the sources file "
+        "(repeatable). Default: supportbot-sources.yml, else SUPPORTBOT_SOURCES."
+    ),
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal, for long runs).")
 @click.option("--force", is_flag=True, help="Publish the new version even if the eval gate finds it worse.")
@@ -76,13 +80,18 @@ def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_d
     metric fell beyond its tolerance the previous version stays in service (exit 3) unless --force.
     """
     from bot.engine.calibration import describe as describe_calibration
+    from bot.sync import configured_sources
     from evals.gate import describe_gate, refresh_gated
+    from knowledge.connectors.catalog import CatalogError
     from knowledge.index import KnowledgeIndex, RefreshInProgress
 
     settings = load_settings(data_dir)
-    specs = list(sources) or settings.sources
+    try:
+        specs = configured_sources(settings, sources)
+    except CatalogError as exc:
+        fail(str(exc))
     if not specs:
-        fail("no sources: pass --source or set SUPPORTBOT_SOURCES")
+        fail("no sources: pass --source, write supportbot-sources.yml or set SUPPORTBOT_SOURCES")
     index = KnowledgeIndex.from_settings(settings)
     try:
         gated = asyncio.run(refresh_gated(index, specs, settings, force=force, show_progress=progress))
@@ -347,10 +356,16 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
     from bot.observability import configure_logging, secret_values
     from bot.slack.app import ConfigurationError, build_bot, check_settings, digest_poster
     from bot.slack.app import serve as run_bot
+    from bot.sync import SourceSyncScheduler, catalog_of
     from evals.weekly import WeeklyScheduler
+    from knowledge.connectors.catalog import CatalogError
 
     settings = load_settings(data_dir)
     configure_logging(json=not sys.stderr.isatty(), secrets=secret_values(settings))
+    try:
+        catalog = catalog_of(settings)
+    except CatalogError as exc:
+        fail(str(exc))
 
     async def run() -> None:
         bot = build_bot(settings, socket_mode=socket_mode)
@@ -365,7 +380,9 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             embedder=bot.index.embedder,
             claim_run=bot.coordination.claim_run,
         )
-        await run_bot(bot, host=host, port=port, background=[weekly])
+        # each source of supportbot-sources.yml with an `every:` interval syncs on its own schedule
+        syncs = SourceSyncScheduler(bot.index, settings, list(catalog.sources.values()) if catalog else [])
+        await run_bot(bot, host=host, port=port, background=[weekly, syncs])
 
     try:
         check_settings(settings, socket_mode=socket_mode)  # before anything heavy loads
@@ -376,7 +393,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         pass
 
 
-async def gated_refresher(index, specs: list[str], settings: Settings, force: bool):
+async def gated_refresher(index, specs, settings: Settings, force: bool):
     """`/kb-refresh` through the eval gate, in the shape the Slack bot takes (`RefreshOutcome`)."""
     from bot.slack.refresh_gate import RefreshOutcome
     from evals.gate import describe_gate, refresh_gated

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # --- storage and knowledge ---------------------------------------------------------------
     data_dir: Path = Path("data")
     sources: CommaList = Field(default_factory=lambda: ["examples/knowledge"])
+    sources_file: Path = Path("supportbot-sources.yml")  # when it exists, its sources replace `sources`
     max_document_bytes: int = 2_000_000
     fetch_timeout_seconds: float = 15.0
     fetch_concurrency: int = 8
@@ -92,6 +93,7 @@ class Settings(BaseSettings):
     answer_chunks_per_doc: int = 2  # best chunks of each of those documents given to the answerer
     answer_threshold: float = 0.60  # confidence at or above: answer plainly
     caveat_threshold: float = 0.35  # at or above (and below answer_threshold): answer with a caveat; below: escalate
+    stale_after_days: int = 365  # a cited source last updated longer ago is marked "may be out of date"; 0: never
     max_question_chars: int = 4000
     # Each refresh calibrates the score on the index itself (bot/engine/calibration.py); the two
     # thresholds above are then levels of the calibrated scale. False: fixed thresholds on the raw score.

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +34,7 @@ from evals.schema import EvalReport
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from knowledge.connectors.registry import SourceSpec
     from knowledge.index import KnowledgeIndex, RefreshReport
 
 log = logging.getLogger(__name__)
@@ -252,7 +254,7 @@ async def evaluate_version(settings: Settings, index: KnowledgeIndex, dataset: P
 
 async def refresh_gated(
     index: KnowledgeIndex,
-    specs: list[str],
+    specs: Sequence[str | SourceSpec],
     settings: Settings,
     *,
     force: bool = False,

@@ -9,6 +9,7 @@ means nothing to the embedding model or to a reader without "Invoices > Recurrin
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class Chunk:
     text: str
     position: int
     doc_hash: str
+    metadata: str = "{}"  # JSON of the document facts answers show (updated_at, labels)
 
     @property
     def embed_text(self) -> str:
@@ -208,9 +210,19 @@ def chunk_document(doc: Document, count: TokenCounter, max_tokens: int = 200, ov
                     text=text,
                     position=len(chunks),
                     doc_hash=doc_hash,
+                    metadata=stored_metadata(doc),
                 )
             )
     return chunks
+
+
+STORED_METADATA_KEYS = ("updated_at", "labels")
+
+
+def stored_metadata(doc: Document) -> str:
+    """The document facts kept with every chunk, for freshness notes and filters at answer time."""
+    kept = {key: doc.metadata[key] for key in STORED_METADATA_KEYS if doc.metadata.get(key) not in (None, "", [])}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def section_anchor(doc: Document, path: list[str]) -> str | None:

@@ -28,8 +28,11 @@ import pyarrow as pa
 
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
 from knowledge.config import IndexSettings
+from knowledge.connectors.http import SourceError
+from knowledge.connectors.registry import SourceSpec, connector_for, is_connector_uri, spec_uri
+from knowledge.connectors.state import forget_states, read_states, write_states
 from knowledge.embeddings import DIMENSIONS, Embedder
-from knowledge.sources import Document, SourceLoad, load_source
+from knowledge.sources import Document, LoadFailure, SourceLoad
 from knowledge.text import sql_string
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
@@ -103,6 +106,8 @@ class RefreshReport:
     seconds: float = 0.0
     started_at: str = ""
     calibration: dict[str, Any] | None = None  # what the AfterWrite hook reported for the new version
+    failed_sources: list[str] = field(default_factory=list)  # sources that could not be listed: all kept
+    api_calls: int = 0  # HTTP requests the connectors made
 
     def total(self, name: str) -> int:
         return sum(getattr(counts, name) for counts in self.sources)
@@ -114,6 +119,11 @@ class RefreshReport:
             f"deleted {self.total('deleted')}, failed {self.total('failed')} "
             f"({self.chunks_embedded} chunks embedded, version {self.version_before} -> {self.version_after}, "
             f"{self.seconds:.1f} s)"
+            + (
+                f"; could not sync {', '.join(self.failed_sources)} (their documents are kept)"
+                if self.failed_sources
+                else ""
+            )
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,23 +305,43 @@ class KnowledgeIndex:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    async def load(self, spec: str | SourceSpec, states: dict[str, dict[str, Any]]) -> SourceLoad:
+        """One source's load: a connector's changes since its cursor, or a loader's full listing.
+        A connector that cannot list its source yields an incomplete load, so nothing is deleted."""
+        uri = spec_uri(spec)
+        try:
+            connector = connector_for(
+                spec,
+                max_document_bytes=self.max_document_bytes,
+                timeout=self.fetch_timeout,
+                concurrency=self.fetch_concurrency,
+            )
+            if not is_connector_uri(uri):  # a folder, file or URL: listed in full every time
+                return await connector.changes(None, ())
+            known = await asyncio.to_thread(lambda: {doc_id for _, doc_id in self.doc_hashes(uri)})
+            return await connector.changes(states.get(uri), known)
+        except (SourceError, ValueError) as exc:
+            failed = SourceLoad(source=uri, complete=False, incremental=True)
+            failed.failures.append(LoadFailure(uri, str(exc).removeprefix(f"{uri}: ")))
+            return failed
+
     async def refresh(
-        self, specs: Sequence[str], *, show_progress: bool | None = None, after_write: AfterWrite | None = None
+        self,
+        specs: Sequence[str | SourceSpec],
+        *,
+        show_progress: bool | None = None,
+        after_write: AfterWrite | None = None,
     ) -> RefreshReport:
         """Bring the index up to date with `specs`; only the documents of those sources are touched.
-        `after_write` runs once a new version is committed and tagged (never for a no-op refresh)."""
+        `after_write` runs once a new version is committed and tagged (never for a no-op refresh).
+        Connector cursors are saved only after the commit, so a crash re-asks rather than skips."""
         started = time.perf_counter()
         report = RefreshReport(started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self.write_lock():
-            loads = [
-                await load_source(
-                    spec,
-                    max_bytes=self.max_document_bytes,
-                    timeout=self.fetch_timeout,
-                    concurrency=self.fetch_concurrency,
-                )
-                for spec in specs
-            ]
+            states = await asyncio.to_thread(read_states, self.index_dir)
+            loads = [await self.load(spec, states) for spec in specs]
+            report.failed_sources = [load.source for load in loads if not load.complete]
+            report.api_calls = sum(load.api_calls for load in loads)
             # Everything that touches LanceDB or chunks text runs in a worker thread: the bot's event
             # loop keeps answering while a /kb-refresh from Slack writes.
             report.version_before = await asyncio.to_thread(lambda: self.version)
@@ -319,6 +349,9 @@ class KnowledgeIndex:
             vectors = await self._embed(new_chunks, show_progress)
             report.chunks_embedded = len(new_chunks)
             await asyncio.to_thread(self._write, report, new_chunks, vectors, stale)
+            advanced = {load.source: load.state for load in loads if load.complete and load.state is not None}
+            if advanced:
+                await asyncio.to_thread(write_states, self.index_dir, {**states, **advanced})
             if after_write is not None and report.version_after != report.version_before:
                 report.calibration = await after_write(self, report.version_after)
             report.seconds = time.perf_counter() - started
@@ -361,11 +394,14 @@ class KnowledgeIndex:
                 else:
                     counts.added += 1
                 new_chunks.extend(replace(chunk, doc_hash=fp) for chunk in chunks)
+            removed = load.deleted_ids if load.incremental else set(existing)  # a connector names its deletions
             if load.complete:
-                vanished = set(existing) - seen - load.protected_ids
+                vanished = (removed & set(existing)) - seen - load.protected_ids
                 counts.deleted = len(vanished)
                 if vanished:
                     stale.setdefault(load.source, set()).update(vanished)
+            if load.incremental:  # documents a connector did not mention are unchanged
+                counts.unchanged += len(set(existing) - seen - stale.get(load.source, set()))
             report.sources.append(counts)
         return new_chunks, stale
 
@@ -440,6 +476,7 @@ class KnowledgeIndex:
             (_, latest_name), (target, _) = tags[-1], tags[-2]
             self.table.restore(target)
             self.table.tags.delete(latest_name)
+            forget_states(self.index_dir)  # cursors describe the newer version: re-list every connector
             entry = {
                 "rollback": True,
                 "from_version": current,
@@ -467,7 +504,7 @@ def chunks_to_arrow(chunks: list[Chunk], vectors: np.ndarray) -> pa.Table:
         FTS_COLUMN: [c.embed_text for c in chunks],
         "position": [c.position for c in chunks],
         "doc_hash": [c.doc_hash for c in chunks],
-        "metadata": ["{}" for _ in chunks],
+        "metadata": [c.metadata for c in chunks],
     }
     flat = pa.array(vectors.reshape(-1).astype(np.float32), type=pa.float32())
     vector_column = pa.FixedSizeListArray.from_arrays(flat, dims)

@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from knowledge.connectors.registry import SourceSpec
+
 Status = Literal["draft", "approved", "declined", "deleted"]
 STATUSES: tuple[str, ...] = ("draft", "approved", "declined", "deleted")
 DOC_PREFIX = "learned/"
@@ -106,11 +108,13 @@ def closest(
     return (entries[best], float(scores[best])) if scores[best] >= SIMILAR_AT else None
 
 
-def with_learned(specs: Sequence[str], data_dir: Path) -> list[str]:
+def with_learned(specs: Sequence[str | SourceSpec], data_dir: Path) -> list[str | SourceSpec]:
     """A refresh's sources plus the learned answers (once approved ones exist): every refresh keeps them."""
     store = LearnedStore(data_dir)
-    extra = [store.source] if store.has_source() else []
-    return list(dict.fromkeys([*specs, *extra]))
+    out = list(specs)
+    if store.has_source() and store.source not in out:
+        out.append(store.source)
+    return out
 
 
 class LearnedStore:

@@ -9,6 +9,7 @@ similarity, BM25 score, ranks in each list) travel with every hit for the confid
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Collection, Sequence
@@ -41,6 +42,7 @@ class SearchHit:
     fts_score: float | None = None  # BM25 score of this chunk
     vector_rank: int | None = None  # rank of this hit's document in the vector list (1 = first)
     fts_rank: int | None = None
+    updated_at: str | None = None  # when the source last changed the document, if it says
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,31 @@ def page_filter(pages: list[str]) -> str | None:
         quoted = sql_string(page)
         clauses.append(f"doc_url = {quoted} OR url = {quoted} OR url LIKE {sql_string(page + '#%')}")
     return " OR ".join(f"({clause})" for clause in clauses) or None
+
+
+def source_filter(sources: Collection[str] | None) -> str | None:
+    """A `where` clause keeping only chunks of these sources; None means every source, and an
+    empty collection matches nothing (a channel allowed no knowledge gets no answers from it)."""
+    if sources is None:
+        return None
+    if not sources:
+        return "source IS NULL"  # the column is non-nullable: no chunk matches
+    return f"source IN ({', '.join(sql_string(source) for source in sorted(sources))})"
+
+
+def both(first: str | None, second: str | None) -> str | None:
+    if first and second:
+        return f"({first}) AND ({second})"
+    return first or second
+
+
+def updated_at_of(metadata: Any) -> str | None:
+    """The stored document's last-updated time, from the chunk's metadata JSON."""
+    try:
+        value = json.loads(metadata).get("updated_at") if isinstance(metadata, str) and metadata else None
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return str(value) if value else None
 
 
 def doc_ranking(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -190,6 +217,7 @@ def fuse(
                     fts_score=None if row.get("_score") is None else round(float(row["_score"]), 6),
                     vector_rank=vector_docs.get(key),
                     fts_rank=fts_docs.get(key),
+                    updated_at=updated_at_of(row.get("metadata")),
                 )
             )
     return hits
@@ -226,8 +254,17 @@ class Searcher:
         return cls(index, vector_weight=settings.vector_weight, fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
 
     def search(
-        self, query: str, k: int = 5, *, mode: Mode = "hybrid", per_doc: int = 1, where: str | None = None
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: Mode = "hybrid",
+        per_doc: int = 1,
+        where: str | None = None,
+        sources: Collection[str] | None = None,
     ) -> SearchResult:
+        """`sources` limits the search to those sources (per-channel knowledge), before ranking."""
+        where = both(where, source_filter(sources))
         timings: dict[str, float] = {}
         limit = max(self.candidates, k * 10)
         vector_rows: list[dict[str, Any]] = []

@@ -67,6 +67,12 @@ class SourceLoad:
     failures: list[LoadFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     complete: bool = True  # False when the source as a whole could not be listed: delete nothing
+    # A connector's answer lists only what changed: documents it does not mention are kept, and
+    # `deleted_ids` (deleted, archived, unpublished) are removed. Loaders list everything instead.
+    incremental: bool = False
+    deleted_ids: set[str] = field(default_factory=set)
+    state: dict[str, Any] | None = None  # the connector's next cursor, persisted once the index committed
+    api_calls: int = 0
 
     @property
     def protected_ids(self) -> set[str]:

@@ -91,7 +91,7 @@ async def test_a_resolved_escalation_becomes_a_learned_answer_that_answers_a_par
         # a click from another channel is refused; nothing is published
         outside = block_actions_payload(review.APPROVE_ACTION, entry_id, user="U0ONCALL", channel=CHANNEL_ID)
         await bot.click(outside)
-        await bot.emu.wait_for("chat.postEphemeral")
+        await bot.emu.wait_for("chat.postEphemeral", timeout=30)
         assert store.get(entry_id).status == "draft"
 
         updates = len(bot.emu.calls_to("chat.update"))

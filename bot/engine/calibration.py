@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from bot.settings import Settings
+    from knowledge.connectors.registry import SourceSpec
     from knowledge.index import KnowledgeIndex, RefreshReport
     from knowledge.search import Searcher
 
@@ -358,7 +359,11 @@ def index_status(index: KnowledgeIndex) -> dict[str, Any]:
 
 
 async def refresh_calibrated(
-    index: KnowledgeIndex, specs: Sequence[str], settings: Settings, *, show_progress: bool | None = None
+    index: KnowledgeIndex,
+    specs: Sequence[str | SourceSpec],
+    settings: Settings,
+    *,
+    show_progress: bool | None = None,
 ) -> RefreshReport:
     """Every refresh path's one call: refresh, calibrate the new version, and calibrate the served
     version if it never was (an index from before calibration, or probes of an older release),

@@ -66,6 +66,7 @@ def assemble(segments: Sequence[Segment], chunks: Sequence[RetrievedChunk]) -> t
                         title=chunk.title,
                         cited_text=span.cited_text,
                         doc_url=chunk.doc_url,
+                        updated_at=chunk.updated_at,
                     )
                 )
         parts.append(with_marker(segment.text, cited))

@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from bot.engine import calibration as calibrations
 from bot.engine import confidence
 from bot.engine import verdict as claude_verdict
 from bot.engine.budget import BUDGET_GENERATOR, DailyBudget
+from bot.engine.channels import ChannelPolicies, policies_from_file
 from bot.engine.draft import Draft, GenerationError, Generator, OnDelta
 from bot.engine.extractive import ExtractiveAnswerer
+from bot.engine.freshness import mark_stale
 from bot.engine.normalise import has_question
 from bot.engine.query import (
     CONTEXT_WEIGHT,
@@ -39,7 +42,7 @@ from bot.engine.query import (
     wants_human,
 )
 from bot.engine.terms import TermStats
-from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Turn, Usage
+from bot.engine.types import Answer, Decision, Question, RetrievedChunk, Turn, Usage, utc_now
 from knowledge.text import truncate
 
 if TYPE_CHECKING:
@@ -96,11 +99,17 @@ def to_retrieved(hit: SearchHit) -> RetrievedChunk:
         fts_score=hit.fts_score,
         vector_rank=hit.vector_rank,
         fts_rank=hit.fts_rank,
+        source=hit.source,
+        updated_at=hit.updated_at,
     )
 
 
 FOLLOWUP_MODES = ("context", "heuristic", "alone", "concat")
 REWRITE_ALONE_WEIGHT = 0.5  # with Claude's rewrite leading, the message alone still counts for a half
+
+
+def first_set(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def thread_key(question: Question) -> str:
@@ -119,6 +128,7 @@ class Pipeline:
         generator: Generator | None = None,
         followup_mode: str = "context",
         rewriter: QueryRewriter | None = None,
+        channels: ChannelPolicies | None = None,
     ) -> None:
         """`followup_mode` says how a follow-up in a thread is searched: "context" (context-aware
         fusion, the default), or the baselines it is measured against: "heuristic" (the earlier
@@ -129,6 +139,7 @@ class Pipeline:
         self.rewriter = rewriter  # bot.engine.rewrite.QueryRewriter with an API key: Claude's self-contained query
         self.settings = settings
         self.searcher = searcher
+        self.channels = channels or ChannelPolicies()  # per-channel sources and thresholds
         self.generator = generator  # None: the extractive answerer is the generator
         self.extractive = ExtractiveAnswerer()
         self.budget = DailyBudget(settings.daily_budget_usd)
@@ -158,7 +169,8 @@ class Pipeline:
             from bot.engine.rewrite import QueryRewriter
 
             generator, rewriter = ClaudeAnswerer(settings), QueryRewriter(settings)
-        return cls(settings, searcher, generator=generator, rewriter=rewriter)
+        channels = policies_from_file(settings.sources_file)
+        return cls(settings, searcher, generator=generator, rewriter=rewriter, channels=channels)
 
     async def aclose(self) -> None:
         for part in (self.generator, self.rewriter):
@@ -200,9 +212,12 @@ class Pipeline:
             return self._reply(question, HUMAN_REPLY, Decision.ESCALATE, ["asked for a human", *notes], watch)
 
         query = text
+        policy = self.channels.for_channel(question.channel)
         try:
             with watch.stage("retrieve"):
-                query, result, rewrite_usage = await self.retrieve(text, question.history, thread=thread_key(question))
+                query, result, rewrite_usage = await self.retrieve(
+                    text, question.history, thread=thread_key(question), sources=policy.sources
+                )
         except Exception as exc:  # index missing, being rebuilt, disk trouble: say so and hand over
             log.warning("retrieval failed: %s", exc)
             return self._reply(
@@ -231,8 +246,8 @@ class Pipeline:
             values["calibration"] = scale.index_version if scale else None
             verdict = confidence.judge(
                 values,
-                answer_threshold=self.settings.answer_threshold,
-                caveat_threshold=self.settings.caveat_threshold,
+                answer_threshold=first_set(policy.answer_threshold, self.settings.answer_threshold),
+                caveat_threshold=first_set(policy.caveat_threshold, self.settings.caveat_threshold),
                 calibration=scale,
             )
             # Claude's own verdict and its checked citations can overrule the lexical judgement
@@ -253,7 +268,7 @@ class Pipeline:
             interaction_id=question.interaction_id,
             question=question.text,
             text=body,
-            citations=draft.citations,
+            citations=mark_stale(draft.citations, utc_now(), self.settings.stale_after_days),
             retrieved=chunks,
             confidence=verdict.confidence,
             decision=verdict.decision,
@@ -269,7 +284,7 @@ class Pipeline:
         )
 
     async def retrieve(
-        self, text: str, history: Sequence[Turn], *, thread: str = ""
+        self, text: str, history: Sequence[Turn], *, thread: str = "", sources: Collection[str] | None = None
     ) -> tuple[str, SearchResult, Usage]:
         """(the query the judge reads, the search result, tokens spent) for a message and its thread.
 
@@ -279,24 +294,26 @@ class Pipeline:
         an API key Claude's self-contained rewrite is searched too and leads the fusion.
         """
         k, per_doc = self.settings.answer_k, self.settings.answer_chunks_per_doc
+        # per-channel knowledge: every search below sees only the channel's sources
+        search = partial(self.searcher.asearch, sources=sources) if sources is not None else self.searcher.asearch
         if self.followup_mode != "context" or previous_user_question(history, text) is None:
             query = self.followup_query(text, history)
-            return query, await self.searcher.asearch(query, k, per_doc=per_doc), Usage()
+            return query, await search(query, k, per_doc=per_doc), Usage()
         from knowledge.search import page_filter
 
         depth = max(k, FUSION_DEPTH)
         pages = cited_pages(history)
         where = page_filter(pages) if pages else None
         if declares_new_topic(text):  # a declared new question is searched exactly as a first one
-            return text, await self.searcher.asearch(text, k, per_doc=per_doc), Usage()
+            return text, await search(text, k, per_doc=per_doc), Usage()
         rewriter = None if self.budget.exhausted() else self.rewriter
         rewriting = asyncio.create_task(rewriter.rewrite(text, history, thread=thread)) if rewriter else None
         searches = [
-            self.searcher.asearch(text, depth, per_doc=per_doc),
-            self.searcher.asearch(contextual_query(text, history), depth, per_doc=per_doc),
+            search(text, depth, per_doc=per_doc),
+            search(contextual_query(text, history), depth, per_doc=per_doc),
         ]
         if where:
-            searches.append(self.searcher.asearch(text, depth, per_doc=per_doc, where=where))
+            searches.append(search(text, depth, per_doc=per_doc, where=where))
         try:
             alone, context, *within = await asyncio.gather(*searches)
         except BaseException:
@@ -308,7 +325,7 @@ class Pipeline:
             text, top_alone=alone.top_vector_similarity, top_thread=within[0].top_vector_similarity if within else None
         )
         if rewritten and rewritten.strip() != text.strip():  # Claude read the thread: its query leads
-            lead = await self.searcher.asearch(rewritten, depth, per_doc=per_doc)
+            lead = await search(rewritten, depth, per_doc=per_doc)
             lists = [
                 (1.0, lead.hits),
                 (REWRITE_ALONE_WEIGHT, alone.hits),
@@ -316,7 +333,7 @@ class Pipeline:
             ]
             return rewritten, replace(alone, query=rewritten, hits=fuse_results(lists, k, prefer=(0, 2, 1))), usage
         if weight <= 0:  # the thread does not fit the message: the plain search, as for a first question
-            return text, await self.searcher.asearch(text, k, per_doc=per_doc), usage
+            return text, await search(text, k, per_doc=per_doc), usage
         lists = [(1.0, alone.hits), (weight * CONTEXT_WEIGHT, context.hits)]
         if within:
             lists.append((weight * THREAD_WEIGHT, within[0].hits))

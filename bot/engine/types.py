@@ -64,6 +64,8 @@ class RetrievedChunk(BaseModel):
     fts_score: float | None = None
     vector_rank: int | None = None
     fts_rank: int | None = None
+    source: str = ""  # the index source the chunk came from (per-channel knowledge checks it)
+    updated_at: str | None = None  # the document's last-updated time, when its source says
 
 
 class Citation(BaseModel):
@@ -76,6 +78,8 @@ class Citation(BaseModel):
     title: str
     cited_text: str
     doc_url: str = ""  # the document's url without the section anchor
+    updated_at: str | None = None  # the source's last-updated time: shown, and flagged when old
+    stale: bool = False  # older than SUPPORTBOT_STALE_AFTER_DAYS when the answer was made
 
 
 class Decision(str, Enum):

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bot.engine.calibration import describe as describe_calibration
+from bot.engine.freshness import freshness_label
 from bot.engine.types import Answer, Citation, Decision
 from knowledge.text import truncate
 
@@ -294,6 +295,7 @@ def sources_block(citations: Iterable[Citation], limit: int = SECTION_LIMIT) -> 
     lines = [
         neutralize_pings(
             f"{number}. {link(c.url, c.title or c.url) if safe_url(c.url) else escape(c.title or c.doc_id)}"
+            + (f" · _{escape(label)}_" if (label := freshness_label(c)) else "")
         )
         for number, c in sorted(by_number.items())
     ]

@@ -402,12 +402,13 @@ class Listeners:
             await self._refresh_held(client, command, respond)
 
     async def _refresh_held(self, client: AsyncWebClient, command: dict[str, Any], respond) -> None:
+        from bot.sync import configured_sources
         from knowledge.index import RefreshInProgress
 
         user, channel = command["user_id"], command["channel_id"]
         try:
             outcome = await self.bot.refresher(
-                self.bot.index, self.settings.sources, self.settings, wants_force(command.get("text"))
+                self.bot.index, configured_sources(self.settings), self.settings, wants_force(command.get("text"))
             )
         except RefreshInProgress:
             await self._reply(client, command, respond, REFRESH_BUSY_TEXT)

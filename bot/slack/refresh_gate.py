@@ -9,7 +9,7 @@ alerts channel when one is set, else each admin by DM (the same targets as every
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from bot.slack.delivery import Alerts, error_code, plain
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from knowledge.connectors.registry import SourceSpec
     from knowledge.index import KnowledgeIndex, RefreshReport
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class RefreshOutcome:
     needs_admins: bool = False  # blocked, or published by force over a regression
 
 
-Refresher = Callable[["KnowledgeIndex", list[str], "Settings", bool], Awaitable[RefreshOutcome]]
+Refresher = Callable[["KnowledgeIndex", Sequence["str | SourceSpec"], "Settings", bool], Awaitable[RefreshOutcome]]
 
 
 def wants_force(command_text: str | None) -> bool:
@@ -41,7 +42,9 @@ def wants_force(command_text: str | None) -> bool:
     return any(word in FORCE_WORDS for word in (command_text or "").lower().split())
 
 
-async def ungated(index: KnowledgeIndex, specs: list[str], settings: Settings, force: bool) -> RefreshOutcome:
+async def ungated(
+    index: KnowledgeIndex, specs: Sequence[str | SourceSpec], settings: Settings, force: bool
+) -> RefreshOutcome:
     """The refresh without a gate (no Refresher was given): refreshed and calibrated."""
     from bot.engine.calibration import refresh_calibrated
     from knowledge.learned import with_learned

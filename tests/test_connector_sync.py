@@ -1,0 +1,227 @@
+"""Around the connectors: failures that must keep documents, publishing states, the sources file,
+scheduled sync, and the converters from API formats to Markdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from bot.settings import Settings
+from bot.sync import SourceSyncScheduler, configured_sources
+from knowledge.connectors.catalog import CatalogError, load_catalog
+from knowledge.connectors.markup import (
+    confluence_storage_to_markdown,
+    mdx_to_markdown,
+    notion_blocks_to_markdown,
+    rst_to_markdown,
+)
+from knowledge.connectors.registry import SourceSpec
+from knowledge.index import KnowledgeIndex
+from tests.emulators.github_api import GitHubEmulator
+from tests.emulators.notion_api import text_block
+from tests.emulators.zendesk_api import ZendeskEmulator
+
+ZENDESK = "zendesk+https://acme.zendesk.com/hc/en-us"
+GITHUB = "github://acme/kb/docs@main"
+
+
+def doc_ids(index: KnowledgeIndex, source: str) -> set[str]:
+    return {doc_id for (_, doc_id) in index.doc_hashes(source)}
+
+
+@pytest.fixture
+async def zendesk(monkeypatch):
+    async with ZendeskEmulator() as api:
+        api.add_user("bot@acme.test", "zd-token", "agent")
+        api.add_user("reader@acme.test", "zd-reader", "end-user")
+        monkeypatch.setenv("ZENDESK_API_BASE", api.base_url)
+        monkeypatch.setenv("ZENDESK_EMAIL", "bot@acme.test")
+        monkeypatch.setenv("ZENDESK_API_TOKEN", "zd-token")
+        yield api
+
+
+async def test_unpublished_and_restricted_articles_leave_the_index(zendesk, tmp_path, embedder):
+    public = zendesk.add_article("Reset a password", "<p>Open Settings, Security, Reset password.</p>")
+    internal = zendesk.add_article("Refund override", "<p>Agents may override refunds.</p>", user_segment_id=77)
+    index = KnowledgeIndex(tmp_path / "index", embedder)
+    await index.refresh([ZENDESK])
+    assert doc_ids(index, ZENDESK) == {str(public)}
+    allowed = SourceSpec(ZENDESK, {"allowed_user_segments": [77]})
+    await index.refresh([allowed])
+    assert doc_ids(index, ZENDESK) == {str(public), str(internal)}
+    zendesk.edit_article(public, draft=True)  # unpublished: the translation is a draft again
+    report = await index.refresh([allowed])
+    assert doc_ids(index, ZENDESK) == {str(internal)} and report.total("deleted") == 1
+
+
+async def test_forbidden_role_names_the_env_vars_and_deletes_nothing(zendesk, tmp_path, embedder, monkeypatch):
+    zendesk.add_article("Reset a password", "<p>Open Settings, Security, Reset password.</p>")
+    index = KnowledgeIndex(tmp_path / "index", embedder)
+    await index.refresh([ZENDESK])
+    monkeypatch.setenv("ZENDESK_EMAIL", "reader@acme.test")  # an end user: the export needs an agent
+    monkeypatch.setenv("ZENDESK_API_TOKEN", "zd-reader")
+    report = await index.refresh([ZENDESK])
+    assert report.failed_sources == [ZENDESK]
+    assert "HTTP 403" in report.failures[0] and "ZENDESK_EMAIL and ZENDESK_API_TOKEN" in report.failures[0]
+    assert len(doc_ids(index, ZENDESK)) == 1
+
+
+async def test_missing_credentials_are_named(tmp_path, embedder, monkeypatch):
+    monkeypatch.delenv("NOTION_TOKEN", raising=False)
+    index = KnowledgeIndex(tmp_path / "index", embedder)
+    report = await index.refresh(["notion://0123456789abcdef0123456789abcdef"])
+    assert report.failed_sources and "NOTION_TOKEN is not set" in report.failures[0]
+
+
+async def test_server_errors_are_retried_then_the_source_fails_without_deleting(tmp_path, embedder, monkeypatch):
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        spec = SourceSpec(GITHUB)
+        index = KnowledgeIndex(tmp_path / "index", embedder)
+        api.fail(502, retry_after=None)  # one transient error: retried
+        first = await index.refresh([spec])
+        assert first.failed_sources == [] and doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}
+        assert api.statuses[502] == 1
+
+        api.delete_file("acme", "kb", "docs/b.md")
+        for _ in range(4):  # more than every attempt: the source fails this time
+            api.fail(503, retry_after=None)
+        failed = await index.refresh([spec])
+        assert failed.failed_sources == [GITHUB] and "gave up after 4 attempts (HTTP 503)" in failed.failures[0]
+        assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}  # nothing deleted on error
+        recovered = await index.refresh([spec])
+        assert recovered.total("deleted") == 1 and doc_ids(index, GITHUB) == {"docs/a.md"}
+
+
+async def test_rate_limit_quota_headers_are_sent_and_a_spent_quota_waits_for_reset(tmp_path, embedder, monkeypatch):
+    async with GitHubEmulator(limit_authenticated=2) as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        index = KnowledgeIndex(tmp_path / "index", embedder)
+        api.used["token"] = 2  # quota spent: the next call is 403 with x-ratelimit-remaining 0 ...
+        api.reset_at = int(time.time()) + 2  # ... until this window ends; the client waits for it
+        started = time.monotonic()
+        report = await index.refresh([GITHUB])
+        assert api.statuses[403] == 1 and report.failed_sources == [] and doc_ids(index, GITHUB) == {"docs/a.md"}
+        assert time.monotonic() - started >= 1.0  # it waited for x-ratelimit-reset instead of hammering
+
+
+def test_sources_file(tmp_path):
+    path = tmp_path / "supportbot-sources.yml"
+    path.write_text(
+        "sources:\n"
+        "  - name: help-center\n    uri: zendesk+https://acme.zendesk.com/hc/en-us\n    every: 15m\n"
+        "    allowed_user_segments: [7]\n"
+        "  - uri: github://acme/kb/docs@main\n    every: 2h\n"
+        "  - uri: examples/knowledge\n"
+    )
+    catalog = load_catalog(path)
+    assert list(catalog.sources) == ["help-center", "github://acme/kb/docs@main", "examples/knowledge"]
+    assert catalog.sources["help-center"].every_seconds == 900
+    assert catalog.sources["help-center"].options == {"allowed_user_segments": [7]}
+    assert catalog.sources["examples/knowledge"].every_seconds is None
+    settings = Settings(data_dir=tmp_path / "data", sources_file=path, _env_file=None)
+    assert configured_sources(settings) == list(catalog.sources.values())
+    assert configured_sources(settings, ["help-center", "other/folder"]) == [
+        catalog.sources["help-center"],
+        "other/folder",
+    ]
+
+    for text, message in [
+        ("sources:\n  - every: 1h\n", "sources[1]: each source needs a 'uri'"),
+        ("sources:\n  - uri: a\n    every: soon\n", "'every' must look like"),
+        ("sources:\n  - uri: a\n    every: 5s\n", "the minimum is 60 s"),
+        ("sources:\n  - uri: a\n  - uri: a\n", "used twice"),
+        ("- a\n", "expected a mapping with a 'sources:' list"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(CatalogError, match=re.escape(message)):
+            load_catalog(path)
+
+
+async def test_scheduled_sync_runs_each_source_on_its_interval(tmp_path, embedder, monkeypatch):
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        settings = Settings(data_dir=tmp_path / "data", self_calibration=False, _env_file=None)
+        index = KnowledgeIndex.from_settings(settings, embedder)
+        scheduler = SourceSyncScheduler(index, settings, [SourceSpec(GITHUB, every_seconds=0.2), SourceSpec("x")])
+        assert [spec.uri for spec in scheduler.specs] == [GITHUB]  # no interval: only on refresh
+        scheduler.start()
+        deadline = time.monotonic() + 120
+        try:
+            while len(scheduler.reports) < 2 and time.monotonic() < deadline:
+                if scheduler.reports:  # after the first round, a push the next round must pick up
+                    api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+                await asyncio.sleep(0.05)
+        finally:
+            await scheduler.stop()
+        first, second = scheduler.reports[:2]
+        assert first.total("added") == 1 and second.total("added") == 1 and second.total("unchanged") == 1
+        assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}
+
+
+def test_markup_converters():
+    rst = "=====\nGuide\n=====\n\nIntro.\n\nInstall\n-------\n\n.. note::\n\n   Needs admin.\n\nSteps\n~~~~~\n\nRun it."
+    assert rst_to_markdown(rst).splitlines()[0] == "# Guide"
+    assert "## Install" in rst_to_markdown(rst) and "### Steps" in rst_to_markdown(rst)
+    assert ".. note::" not in rst_to_markdown(rst) and "Needs admin." in rst_to_markdown(rst)
+    mdx = "import Tabs from '@theme/Tabs'\n\n# Setup\n\n<Tabs>\nRun the installer.\n</Tabs>\n"
+    assert mdx_to_markdown(mdx) == "# Setup\n\nRun the installer."
+    storage = (
+        '<h2>Reset</h2><p>Run this:</p><ac:structured-macro ac:name="code"><ac:plain-text-body>'
+        "<![CDATA[reset --all <now>]]></ac:plain-text-body></ac:structured-macro>"
+    )
+    text, _ = confluence_storage_to_markdown(storage)
+    assert "## Reset" in text and "reset --all <now>" in text
+    blocks = [
+        text_block("heading_2", "Steps"),
+        {**text_block("toggle", "More"), "children": [text_block("bulleted_list_item", "nested")]},
+        text_block("to_do", "check", checked=True),
+        text_block("code", "ls -la", language="bash"),
+    ]
+    assert notion_blocks_to_markdown(blocks) == "## Steps\n\nMore\n\n  - nested\n\n- [x] check\n\n```bash\nls -la\n```"
+
+
+def test_the_example_sources_file_is_valid():
+    from bot.engine.channels import policies_from_file
+    from tests.conftest import ROOT
+
+    example = ROOT / "examples" / "supportbot-sources.yml"
+    catalog = load_catalog(example)
+    assert {"help-center", "wiki", "runbooks", "billing-docs", "local"} <= set(catalog.sources)
+    policy = policies_from_file(example).for_channel("C0BILLING")
+    assert policy.sources == {"github://acme/handbook/docs/billing@main"} and policy.answer_threshold == 0.7
+
+
+async def test_rollback_forgets_cursors_so_the_next_sync_restores_what_changed(tmp_path, embedder, monkeypatch):
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        index = KnowledgeIndex(tmp_path / "index", embedder)
+        await index.refresh([GITHUB])
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export as ZIP.")
+        await index.refresh([GITHUB])
+        index.rollback()  # the index holds the old docs/a.md again; the repository does not
+        report = await index.refresh([GITHUB])
+        assert report.total("updated") == 1 and report.chunks_embedded == 1  # only a.md, b.md unchanged
+        texts = index.table.to_lance().to_table(columns=["text"], filter="doc_id = 'docs/a.md'").column("text")
+        assert any("ZIP" in text for text in texts.to_pylist())
