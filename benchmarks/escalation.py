@@ -111,7 +111,7 @@ async def measure(name: str, data_dir: Path, kb: str, cases: list[dict], labels:
 
 
 def matrix(signals: list[dict]) -> np.ndarray:
-    return np.array([[float(s.get(name, 0.0)) for name in FEATURES] for s in signals])
+    return np.array([[confidence.signal(s, name) for name in FEATURES] for s in signals])
 
 
 def fit_coefficients(domains: list[Domain]) -> tuple[float, dict[str, float]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bot.engine import confidence
@@ -137,6 +139,18 @@ def test_signals_find_the_missing_rare_term_and_the_matching_phrase():
     assert values["missing_terms"] == ["HubSpot"]
     assert 0 < values["term_coverage"] < 1 and values["phrase_match"] > 0
     assert values["heading_match"] == 0.5 and values["top_similarity"] == 0.7  # 'refund', 'payment' of 4
+
+
+def test_question_length_is_a_signal_and_is_derived_for_signals_stored_without_it():
+    chunks = [chunk(0, "Card payments can be refunded within 180 days of the payment.")]
+    values = confidence.signals("Can we refund card payments to HubSpot?", chunks)
+    assert values["question_terms"] == 4 and values["question_length"] == pytest.approx(math.log(5), abs=1e-4)
+    stored = {k: v for k, v in values.items() if k != "question_length"}  # a probe kept by an older release
+    assert confidence.signal(stored, "question_length") == values["question_length"]
+    assert confidence.score(stored) == confidence.score(values)
+    assert confidence.score({**values, "question_terms": 40, "question_length": math.log(41)}) != confidence.score(
+        values
+    )
 
 
 def test_score_is_monotonic_in_the_evidence_and_capped_by_cannot_answer():
