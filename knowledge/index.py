@@ -259,6 +259,14 @@ class KnowledgeIndex:
             self._indexed_columns = (version, columns)
         return column in self._indexed_columns[1]
 
+    def document_names(self) -> set[str]:
+        """Every document id, chunk url and document url in the index (three projected columns,
+        never text or vectors): what an eval set's gold sources may name."""
+        if not self.exists():
+            return set()
+        arrow = self.table.to_lance().to_table(columns=["doc_id", "url", "doc_url"])
+        return {value for name in ("doc_id", "url", "doc_url") for value in arrow.column(name).to_pylist() if value}
+
     def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
         """(source, doc_id) -> fingerprint of every document in the index."""
         if not self.exists():

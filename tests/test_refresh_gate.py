@@ -126,3 +126,18 @@ async def test_kb_refresh_in_slack_is_gated_and_the_admins_are_told(tmp_path, sa
         assert "--force kept" in calls[3].args["text"] and "rate-limits.md" not in {
             doc for _, doc in parts["index"].doc_hashes()
         }
+
+
+async def test_an_eval_set_about_other_knowledge_does_not_gate_the_refresh(gate_setup, tmp_path):
+    """The default eval set is the sample help center's: on a team's own knowledge it names no
+    document, and gating on it would block or pass refreshes at random, so the gate steps aside."""
+    settings, kb, index, _ = gate_setup
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    case = {"id": "x1", "question": "How do I rotate the VPN key?", "answerable": True}
+    elsewhere.write_text(json.dumps(case | {"gold_sources": ["https://wiki.example/vpn"]}) + "\n", encoding="utf-8")
+    settings = settings.model_copy(update={"eval_dataset": elsewhere})
+    await refresh_gated(index, [str(kb)], settings)
+    (kb / REMOVED[0]).unlink()
+    gated = await refresh_gated(index, [str(kb)], settings)
+    assert gated.gate.status == "skipped" and "names none of this index's documents" in gated.gate.reason
+    assert REMOVED[0] not in {doc for _, doc in index.doc_hashes()}  # published, not held back
