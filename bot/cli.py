@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -381,7 +382,12 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             claim_run=bot.coordination.claim_run,
         )
         # each source of supportbot-sources.yml with an `every:` interval syncs on its own schedule
-        syncs = SourceSyncScheduler(bot.index, settings, list(catalog.sources.values()) if catalog else [])
+        syncs = SourceSyncScheduler(
+            bot.index,
+            settings,
+            list(catalog.sources.values()) if catalog else [],
+            refresh=partial(gated_sync, admins=bot.client),  # scheduled syncs pass the eval gate too
+        )
         await run_bot(bot, host=host, port=port, background=[weekly, syncs])
 
     try:
@@ -391,6 +397,19 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
         fail(str(exc))
     except KeyboardInterrupt:
         pass
+
+
+async def gated_sync(index, specs, settings: Settings, *, admins):
+    """A scheduled sync through the eval gate: a blocked version is rolled back, and the admins are
+    told what fell, as after a blocked `/kb-refresh`."""
+    from bot.slack.refresh_gate import post_to_admins
+    from knowledge.connectors.registry import spec_uri
+
+    outcome = await gated_refresher(index, specs, settings, False)
+    if outcome.needs_admins and outcome.gate_text:
+        names = ", ".join(spec_uri(spec) for spec in specs)
+        await post_to_admins(admins, settings, f"Scheduled sync of {names}:\n{outcome.gate_text}")
+    return outcome.report
 
 
 async def gated_refresher(index, specs, settings: Settings, force: bool):

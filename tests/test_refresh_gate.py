@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 
 import pytest
 
@@ -141,3 +142,26 @@ async def test_an_eval_set_about_other_knowledge_does_not_gate_the_refresh(gate_
     gated = await refresh_gated(index, [str(kb)], settings)
     assert gated.gate.status == "skipped" and "names none of this index's documents" in gated.gate.reason
     assert REMOVED[0] not in {doc for _, doc in index.doc_hashes()}  # published, not held back
+
+
+async def test_a_scheduled_sync_is_gated_too(gate_setup):
+    """`serve`'s scheduled sync goes through the same gate: a sync that loses the documents of five
+    cases is rolled back, and the admins' alert is attempted (none is configured here)."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.cli import gated_sync
+    from bot.sync import SourceSyncScheduler
+    from knowledge.connectors.registry import SourceSpec
+
+    settings, kb, index, _ = gate_setup
+    spec = SourceSpec(str(kb), every_seconds=3600)
+    await refresh_gated(index, [spec], settings)
+    served = index.serving_version()
+    for name in REMOVED:
+        (kb / name).unlink()
+    admins = AsyncWebClient(token="xoxb-none", base_url="http://127.0.0.1:9/")  # nobody to tell: never raises
+    syncs = SourceSyncScheduler(index, settings, [spec], refresh=partial(gated_sync, admins=admins))
+    report = await syncs.sync_once(spec)
+    assert report is not None and report.version_after != served  # the sync wrote a version ...
+    assert index.serving_version() == served  # ... and the gate rolled it back
+    assert REMOVED[0] in {doc for _, doc in index.doc_hashes()}
