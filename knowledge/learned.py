@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -117,6 +119,9 @@ def with_learned(specs: Sequence[str | SourceSpec], data_dir: Path) -> list[str 
     return out
 
 
+_REVIEWS = threading.Lock()  # reviews run in worker threads; one entry change at a time
+
+
 class LearnedStore:
     """The entries of one data directory (file I/O only; callers run it off the event loop)."""
 
@@ -134,13 +139,14 @@ class LearnedStore:
         return self.kb_dir.is_dir()
 
     def _write(self, path: Path, text: str) -> None:
+        """Atomic: a temporary file of its own (two writers never share one), then a rename."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        temporary.replace(path)
+        os.replace(temporary, path)
 
     def save(self, entry: LearnedEntry) -> LearnedEntry:
         if entry.status not in STATUSES:
@@ -177,6 +183,10 @@ class LearnedStore:
         self, entry_id: str, reviewer: str, *, title: str | None = None, answer: str | None = None
     ) -> LearnedEntry:
         """Publish a draft (edited, if given): as its own page, or over the entry it updates."""
+        with _REVIEWS:  # two clicks on one draft: read-modify-write one at a time
+            return self._approve(entry_id, reviewer, title=title, answer=answer)
+
+    def _approve(self, entry_id: str, reviewer: str, *, title: str | None, answer: str | None) -> LearnedEntry:
         draft = self.get(entry_id)
         if draft.status not in ("draft", "approved"):
             raise ValueError(f"entry {entry_id} is {draft.status}; only a draft can be approved")
@@ -203,11 +213,18 @@ class LearnedStore:
         self._write(self.page_path(published), page_markdown(published))
         return published
 
+    def set_review_post(self, entry_id: str, post: dict[str, str]) -> LearnedEntry:
+        """Remember where the draft was posted, on the entry as stored now: a review click may
+        already have approved it, and that must not be written back to "draft"."""
+        with _REVIEWS:
+            return self.save(replace(self.get(entry_id), review_post=post))
+
     def decline(self, entry_id: str, reviewer: str) -> LearnedEntry:
-        entry = self.get(entry_id)
-        if entry.status != "draft":
-            raise ValueError(f"entry {entry_id} is {entry.status}; only a draft can be declined")
-        return self.save(replace(entry, status="declined", reviewed_by=reviewer, reviewed_at=utc_iso()))
+        with _REVIEWS:
+            entry = self.get(entry_id)
+            if entry.status != "draft":
+                raise ValueError(f"entry {entry_id} is {entry.status}; only a draft can be declined")
+            return self.save(replace(entry, status="declined", reviewed_by=reviewer, reviewed_at=utc_iso()))
 
     def delete(self, entry_id: str) -> LearnedEntry:
         """Take an approved entry out of the knowledge (its page goes; the next refresh drops it)."""

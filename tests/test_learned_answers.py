@@ -171,3 +171,21 @@ def test_closest_offers_an_update_only_above_the_line():
     vectors = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     assert closest(np.array([0.99, 0.1], dtype=np.float32), entries, vectors)[0].id == "a"
     assert closest(np.array([0.7, 0.7], dtype=np.float32), entries, vectors) is None
+
+
+def test_a_review_click_racing_the_draft_post_is_never_undone(tmp_path):
+    """The draft's post is recorded after it is posted; an Approve click can land first. Both write
+    the same entry from worker threads: no write may fail, and "approved" must stay."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = LearnedStore(tmp_path)
+    for n in range(20):
+        store.save(entry(f"e{n}", f"Question {n}?"))
+    with ThreadPoolExecutor(8) as pool:
+        approvals = [pool.submit(store.approve, f"e{n}", "U9") for n in range(20)]
+        posts = [pool.submit(store.set_review_post, f"e{n}", {"channel": "C0ESC", "ts": f"{n}.0"}) for n in range(20)]
+        for future in approvals + posts:
+            future.result()  # a shared temporary file made one of these raise FileNotFoundError
+    for n in range(20):
+        stored = store.get(f"e{n}")
+        assert stored.status == "approved" and stored.review_post == {"channel": "C0ESC", "ts": f"{n}.0"}

@@ -195,8 +195,8 @@ class LearnedReview:
             what=f"learned answer draft of {interaction_id}",
         )
         if delivery.ok and delivery.ts:
-            entry.review_post = {"channel": delivery.channel or channel, "ts": delivery.ts}
-            await asyncio.to_thread(self.store.save, entry)
+            post = {"channel": delivery.channel or channel, "ts": delivery.ts}
+            entry = await asyncio.to_thread(self.store.set_review_post, entry.id, post)
         return entry
 
     async def similar(self, question: str) -> tuple[LearnedEntry, float] | None:
