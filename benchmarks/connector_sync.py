@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# the repository root replaces this script's folder, whose datasets/ would shadow the `datasets` package
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from knowledge.embeddings import Embedder  # noqa: E402
 from knowledge.index import KnowledgeIndex  # noqa: E402

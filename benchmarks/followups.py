@@ -3,7 +3,7 @@
     python benchmarks/followups.py /work/shared/datasets/anthropic-docs [--data-dir /tmp/supportbot-bench-followups]
 
 Two domains: the sample knowledge (`examples/knowledge/` with `evals/datasets/followups-sample.jsonl`)
-and anthropic-docs (its kb.jsonl with `benchmarks/datasets/followups-anthropic-docs.jsonl`). Every
+and anthropic-docs (its kb.jsonl with `benchmarks/conversations/followups-anthropic-docs.jsonl`). Every
 conversation goes through the real `Pipeline` at default settings (offline answerer), the thread
 replayed as Slack would hold it (`evals.runner.replay_thread`), once per follow-up mode:
 
@@ -134,7 +134,7 @@ async def main_async(args) -> None:
     if args.dataset:
         domains["anthropic-docs"] = (
             str(args.dataset / "kb.jsonl"),
-            ROOT / "benchmarks" / "datasets" / "followups-anthropic-docs.jsonl",
+            ROOT / "benchmarks" / "conversations" / "followups-anthropic-docs.jsonl",
             args.dataset / "cases.jsonl",
         )
     all_rows: list[dict] = []

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/datasets would shadow HF datasets
 sys.path.insert(0, str(HERE.parent))
 
 from bot.engine.calibration import refresh_calibrated  # noqa: E402

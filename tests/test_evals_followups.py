@@ -46,7 +46,7 @@ def test_history_is_part_of_the_contract_and_single_turn_lines_keep_their_shape(
 
 def test_the_committed_follow_up_sets_cover_every_kind():
     kinds = {"pronoun", "ellipsis", "topic_shift", "clarification", "same_article", "unanswerable"}
-    for path in (FOLLOWUPS, ROOT / "benchmarks" / "datasets" / "followups-anthropic-docs.jsonl"):
+    for path in (FOLLOWUPS, ROOT / "benchmarks" / "conversations" / "followups-anthropic-docs.jsonl"):
         cases = load_cases(path)
         assert len(cases) >= 30 and all(case.is_followup for case in cases)
         assert {case.followup_kind for case in cases} == kinds
