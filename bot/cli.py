@@ -668,9 +668,15 @@ def evals_review(file: Path, into: Path | None) -> None:
     default=None,
     help="Earlier report JSON; exit 1 when a metric fell beyond the tolerance.",
 )
-@click.option("--tolerance", default=0.02, show_default=True, help="Allowed drop of a quality metric.")
-@click.option("--latency-tolerance", default=0.5, show_default=True, help="Allowed relative latency growth.")
-@click.option("--latency-floor-ms", default=50.0, show_default=True, help="Latency noise floor added to the allowance.")
+@click.option(
+    "--tolerance", type=float, default=None, help="Allowed drop of a quality metric [default: each metric's own]."
+)
+@click.option(
+    "--latency-tolerance", type=float, default=None, help="Allowed relative latency growth [default: the metric's own]."
+)
+@click.option(
+    "--latency-floor-ms", type=float, default=None, help="Latency noise floor added [default: the metric's own]."
+)
 @click.option(
     "--report",
     "report_dir",
@@ -690,9 +696,9 @@ def evals_run(
     mode: str,
     json_out: Path | None,
     baseline: Path | None,
-    tolerance: float,
-    latency_tolerance: float,
-    latency_floor_ms: float,
+    tolerance: float | None,
+    latency_tolerance: float | None,
+    latency_floor_ms: float | None,
     report_dir: Path | None,
     offline: bool,
     judge: bool | None,
@@ -777,7 +783,8 @@ def evals_run(
                 err=True,
             )
             sys.exit(1)
-        click.secho(f"no regression against {baseline} (tolerance {tolerance})", fg="green", err=True)
+        allowance = "each metric's own tolerance" if tolerance is None else f"tolerance {tolerance}"
+        click.secho(f"no regression against {baseline} ({allowance})", fg="green", err=True)
 
 
 def eval_summary_lines(report: EvalReport) -> list[str]:
