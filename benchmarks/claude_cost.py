@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +192,14 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+async def wait_until(condition: Callable[[], bool], deadline: float, what: str, every: float) -> None:
+    """Poll `condition` every `every` seconds until it holds; past `deadline` (perf_counter), fail."""
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
 async def latency(settings: Settings, parts: dict, threads: list[Thread], count: int = 24) -> dict:
     """Seconds from a signed Slack event to the first answer text in the Slack emulator's message
     store, through the real bot (bolt, slack_sdk, the configured streaming) and the real
@@ -226,6 +235,7 @@ async def latency(settings: Settings, parts: dict, threads: list[Thread], count:
                 "slack_bot_token": SecretStr("xoxb-bench"),
                 "slack_signing_secret": SecretStr(secret),
                 "slack_api_url": slack.api_url,
+                "user_rate_per_minute": 1000,  # one emulated asker stands for 24 people: never queued
             }
         )
         engine = Engine.from_settings(bot_settings, index=parts["index"], searcher=parts["searcher"])
@@ -248,21 +258,32 @@ async def latency(settings: Settings, parts: dict, threads: list[Thread], count:
                     headers = {"Content-Type": "application/json", **sign_request(secret, body)}
                     async with session.post(url, data=body, headers=headers) as response:
                         assert response.status == 200, response.status
-                    while not any(
-                        m.get("bot_id") and m.get("text") and m.get("thread_ts") == event["ts"]
-                        for m in slack.thread(channel, event["ts"])
-                    ):
-                        if time.perf_counter() - began > 60:
-                            raise RuntimeError(f"no answer text in Slack for {event['ts']}")
-                        await asyncio.sleep(0.005)
+
+                    def answer_shown(channel=channel, event=event) -> bool:
+                        return any(
+                            m.get("bot_id") and m.get("text") and m.get("thread_ts") == event["ts"]
+                            for m in slack.thread(channel, event["ts"])
+                        )
+
+                    await wait_until(answer_shown, began + 60, f"answer text in Slack for {event['ts']}", 0.005)
                     visible.append(time.perf_counter() - began)
                     reactions = slack.calls_to("reactions.add")[reacted:]
                     if reactions:
                         working.append(reactions[0].time - began_wall)
-                    # the next question only once this one is fully answered (its thread logged)
-                    while len(state.responder.store.interactions()) <= n:
-                        await asyncio.sleep(0.02)
-                    streamed += bool(state.responder.store.interactions()[-1]["slack"]["streamed"])
+
+                    # the next question only once this one is done (its outcome reaction, or its log)
+                    def finished(event=event, n=n) -> bool:
+                        return (
+                            any(
+                                c.args.get("timestamp") == event["ts"] and c.args.get("name") != "eyes"
+                                for c in slack.calls_to("reactions.add")
+                            )
+                            or len(state.responder.store.interactions()) > n
+                        )
+
+                    await wait_until(finished, began + 120, f"question {event['ts']} to finish", 0.1)
+                    streamed += any(c.args.get("thread_ts") == event["ts"] for c in slack.calls_to("chat.startStream"))
+                    print(f"latency {n + 1}/{count}: {visible[-1]:.2f} s", file=sys.stderr)
             await runner.cleanup()
         await engine.aclose()
     return {

@@ -311,3 +311,35 @@ def test_the_budget_starts_again_each_utc_day_and_the_digest_shows_cost_per_chan
     assert "2026-11-30 $0.0020/answer" in text and "2026-12-01 $0.0020/answer" in text
     assert "1 answers were extractive because the daily budget was spent" in text
     assert cost_summary(rows[2:]) == ""
+
+
+def test_a_citation_of_a_documents_second_text_block_maps_to_that_chunk():
+    from types import SimpleNamespace
+
+    from bot.engine.claude import per_document_sources, segments_from_message
+    from bot.engine.types import RetrievedChunk
+
+    def chunk(doc: str, n: int, heading: str = "") -> RetrievedChunk:
+        url = f"https://kb/{doc}"
+        return RetrievedChunk(
+            chunk_id=f"{doc}-{n}", doc_id=doc, title=doc.title(), url=f"{url}#s{n}", doc_url=url,
+            heading=heading, text=f"{doc} text {n}.", score=1.0,
+        )  # fmt: skip
+
+    # retrieved a1, b1, a2: sent as [a: a1, a2] [b: b1], the chunks already held by earlier turns first
+    retrieved = [chunk("a", 1, "Setup"), chunk("b", 1), chunk("a", 2, "Limits")]
+    sources = per_document_sources(retrieved, first=3)
+    assert [b["source"] for b in sources.blocks] == ["https://kb/a", "https://kb/b"]
+    assert [c.chunk_id for c in sources.chunks] == ["a-1", "a-2", "b-1"] and sources.results == [[3, 4], [5]]
+    assert sources.texts == ["Setup\na text 1.", "Limits\na text 2.", "b text 1."]
+    cite = lambda result, block: SimpleNamespace(  # noqa: E731
+        type="search_result_location", search_result_index=result, start_block_index=block, cited_text="x"
+    )
+    results = [[0], [1], [2], *sources.results]  # three earlier single-chunk results, then these two
+    message = SimpleNamespace(
+        content=[
+            SimpleNamespace(type="text", text="Answer.", citations=[cite(3, 1), cite(4, 0), cite(4, 1), cite(9, 0)])
+        ]
+    )
+    [segment] = segments_from_message(message, results)
+    assert [span.chunk for span in segment.spans] == [4, 5, -1, -1]  # a-2, b-1; no such block; no such result
