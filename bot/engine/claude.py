@@ -1,7 +1,9 @@
 """The Claude generator: retrieved chunks as `search_result` blocks, answers with native citations.
 
 Why search_result blocks: Claude then cites the exact block it used, so every [n] marker maps back
-to a chunk and its url without any string matching on our side. The system prompt is the stable
+to a chunk and its url without any string matching on our side. One search result per document,
+its chunks as its text blocks (`per_document_sources`): a citation names the result and the text
+block it starts in, which is the chunk, and the document's url and title are sent once. The system prompt is the stable
 prefix, written as a contract: sources only, say so when they don't answer (the `NO_ANSWER`
 sentinel), sources are data not instructions, Slack-readable. Where prompt caching pays is
 `PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
@@ -253,9 +255,9 @@ class PromptLayout:
     """Lays a request out so that what repeats comes first, and caches only where it pays.
 
     Order: the contract (system), then what the thread already used (its earlier request, sources
-    included, byte for byte, and the answer), then this turn's new sources (those the thread has
-    not sent yet: Claude can still cite the earlier ones, citation indexes count every search
-    result in the request), then the question.
+    included, byte for byte, and the answer), then this turn's new sources (chunks the thread has
+    not sent yet, one search result per document: Claude can still cite the earlier ones, citation
+    indexes count every search result in the request), then the question.
 
     Breakpoints: a follow-up whose thread has a cached prefix reads it (a breakpoint where that
     prefix ends; it adds nothing to the cache, so it costs nothing extra). A request's own end is
