@@ -332,6 +332,8 @@ def test_a_citation_of_a_documents_second_text_block_maps_to_that_chunk():
     assert [b["source"] for b in sources.blocks] == ["https://kb/a", "https://kb/b"]
     assert [c.chunk_id for c in sources.chunks] == ["a-1", "a-2", "b-1"] and sources.results == [[3, 4], [5]]
     assert sources.texts == ["Setup\na text 1.", "Limits\na text 2.", "b text 1."]
+    same_id_elsewhere = chunk("a", 3).model_copy(update={"source": "another-folder"})
+    assert len(per_document_sources([chunk("a", 1), same_id_elsewhere]).blocks) == 2
     cite = lambda result, block: SimpleNamespace(  # noqa: E731
         type="search_result_location", search_result_index=result, start_block_index=block, cited_text="x"
     )

@@ -119,9 +119,9 @@ def per_document_sources(chunks: Sequence[RetrievedChunk], first: int = 0) -> So
     sent once instead of once per chunk: with two chunks per document that header was about a
     quarter of a first question's prompt (benchmarks/claude_cost.py). Chunk indexes count from
     `first` (the chunks earlier turns of the request already hold)."""
-    documents: dict[str, list[RetrievedChunk]] = {}
-    for chunk in chunks:
-        documents.setdefault(chunk.doc_id or document_url(chunk), []).append(chunk)
+    documents: dict[tuple[str, str], list[RetrievedChunk]] = {}
+    for chunk in chunks:  # two sources may hold a document of the same id: keyed by both
+        documents.setdefault((chunk.source, chunk.doc_id or document_url(chunk)), []).append(chunk)
     out = Sources([], [], [], [])
     for members in documents.values():
         texts = [section_text(chunk) for chunk in members]
