@@ -358,7 +358,8 @@ async def main() -> None:
         print(
             f"Slack, TTFT 1 s, 80 tok/s, streaming {'on ' if lat['stream_answers'] else 'off'}: {lat['n']} first "
             f"questions ({lat['streamed']} streamed): answer text visible p50 {lat['visible_p50']:.2f} s "
-            f"(p90 {lat['visible_p90']:.2f}); working indicator p50 {lat['working_p50']:.2f} s"
+            f"(p90 {lat['visible_p90']:.2f}); working indicator p50 "
+            + (f"{lat['working_p50']:.2f} s" if lat["working_p50"] is not None else "none seen")
         )
 
 
