@@ -225,3 +225,59 @@ async def test_rollback_forgets_cursors_so_the_next_sync_restores_what_changed(t
         assert report.total("updated") == 1 and report.chunks_embedded == 1  # only a.md, b.md unchanged
         texts = index.table.to_lance().to_table(columns=["text"], filter="doc_id = 'docs/a.md'").column("text")
         assert any("ZIP" in text for text in texts.to_pylist())
+
+
+async def test_a_cited_github_source_shows_its_last_commit_date(tmp_path, embedder, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from bot.engine.pipeline import Pipeline
+    from bot.engine.types import Question
+    from bot.slack.blocks import sources_block
+    from knowledge.search import Searcher
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    first, last, edited = now - timedelta(days=40), now - timedelta(days=12), now - timedelta(days=1)
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        export = "# Export your data\n\nTo export your data open Settings, Data, Export and pick CSV."
+        api.put_file("acme", "kb", "docs/export.md", export, at=first)
+        api.put_file("acme", "kb", "docs/export.md", export + " Exports are emailed.", at=last)  # the last commit
+        api.put_file("acme", "kb", "docs/other.md", "# Invite a teammate\n\nOpen Team and click Invite.", at=first)
+        dated = "---\nupdated_at: 2023-02-01\n---\n# Import data\n\nOpen Settings, Data, Import and upload a CSV."
+        api.put_file("acme", "kb", "docs/import.md", dated, at=last)  # the front matter's date wins
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        settings = Settings(data_dir=tmp_path / "data", self_calibration=False, _env_file=None)
+        index = KnowledgeIndex.from_settings(settings, embedder)
+
+        def commit_calls() -> list[str]:
+            return [path for _, path in api.requests if path.startswith("/repos/acme/kb/commits")]
+
+        await index.refresh([GITHUB])
+        assert sorted(commit_calls()) == [
+            "/repos/acme/kb/commits?path=docs/export.md&sha=main&per_page=1",
+            "/repos/acme/kb/commits?path=docs/other.md&sha=main&per_page=1",
+        ]  # one per new file, none for the file whose front matter dates it
+        pipeline = Pipeline.from_settings(settings, index=index, searcher=Searcher.from_settings(settings, index))
+        answer = await pipeline.answer(Question(text="How do I export my data?", channel="C1"))
+        cited = {c.doc_id: c for c in answer.citations}
+        assert cited["docs/export.md"].updated_at == last.strftime("%Y-%m-%dT%H:%M:%SZ")
+        block = sources_block(answer.citations)
+        assert block is not None and f"updated {last.day} {last:%b %Y}" in str(block)
+        imported = await pipeline.answer(Question(text="How do I import a CSV of data?", channel="C1"))
+        dated_citation = next(c for c in imported.citations if c.doc_id == "docs/import.md")
+        assert dated_citation.updated_at == "2023-02-01" and dated_citation.stale  # "may be out of date"
+
+        api.reset_counts()
+        unchanged = await index.refresh([GITHUB])
+        assert unchanged.chunks_embedded == 0 and commit_calls() == [] and len(api.requests) == 1
+
+        api.put_file(
+            "acme", "kb", "docs/other.md", "# Invite a teammate\n\nOpen Team, click Invite, enter the email.", at=edited
+        )
+        api.reset_counts()
+        await index.refresh([GITHUB])
+        assert commit_calls() == ["/repos/acme/kb/commits?path=docs/other.md&sha=main&per_page=1"]
+        hits = index.table.to_lance().to_table(columns=["metadata"], filter="doc_id = 'docs/other.md'")
+        assert edited.strftime("%Y-%m-%dT%H:%M:%SZ") in hits.column("metadata").to_pylist()[0]
