@@ -4,7 +4,10 @@ scheduled sync, and the converters from API formats to Markdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
+import threading
 import time
 
 import pytest
@@ -281,3 +284,60 @@ async def test_a_cited_github_source_shows_its_last_commit_date(tmp_path, embedd
         assert commit_calls() == ["/repos/acme/kb/commits?path=docs/other.md&sha=main&per_page=1"]
         hits = index.table.to_lance().to_table(columns=["metadata"], filter="doc_id = 'docs/other.md'")
         assert edited.strftime("%Y-%m-%dT%H:%M:%SZ") in hits.column("metadata").to_pylist()[0]
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(emulator):
+    """The emulator on its own event loop, so a synchronous caller (the CLI's asyncio.run) can use it."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(emulator.start(), loop).result(30)
+    try:
+        yield emulator
+    finally:
+        asyncio.run_coroutine_threadsafe(emulator.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def test_cli_refresh_exits_4_naming_a_failed_source_while_the_others_commit(tmp_path, monkeypatch, embedder):
+    from click.testing import CliRunner
+
+    from bot.cli import EXIT_SOURCE_FAILED, main
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "vat.md").write_text("# VAT\n\nReverse charge applies to EU B2B invoices.", encoding="utf-8")
+    with serving_in_a_thread(GitHubEmulator()) as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+        for name, value in {
+            "GITHUB_API_URL": api.base_url,
+            "GITHUB_TOKEN": "ghp_ok",
+            "SUPPORTBOT_DATA_DIR": str(tmp_path / "data"),
+            "SUPPORTBOT_SOURCES_FILE": str(tmp_path / "none.yml"),
+            "SUPPORTBOT_SELF_CALIBRATION": "false",
+        }.items():
+            monkeypatch.setenv(name, value)
+        args = ["refresh", "--source", str(folder), "--source", GITHUB, "--no-progress"]
+        ok = CliRunner().invoke(main, args)
+        assert ok.exit_code == 0, ok.output
+
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_revoked")  # the API answers 401 from now on
+        api.delete_file("acme", "kb", "docs/b.md")  # an upstream deletion the failed sync must not apply
+        (folder / "gst.md").write_text("# GST\n\nGST is charged on Australian sales.", encoding="utf-8")
+        failed = CliRunner().invoke(main, [*args, "--json"])
+        assert failed.exit_code == EXIT_SOURCE_FAILED == 4, failed.output
+        assert f"could not sync {GITHUB} (their documents are kept)" in failed.stderr
+        report = json.loads(failed.stdout)
+        assert report["failed_sources"] == [GITHUB] and "401" in " ".join(report["failures"])
+        assert "GITHUB_TOKEN" in " ".join(report["failures"])
+        assert api.statuses[401] == 1
+
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)
+    index = KnowledgeIndex.from_settings(settings, embedder)
+    assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}  # nothing of the failed source deleted
+    assert {doc_id for (_, doc_id) in index.doc_hashes(str(folder.resolve()))} == {"vat.md", "gst.md"}
