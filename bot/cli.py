@@ -397,6 +397,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             settings,
             list(catalog.sources.values()) if catalog else [],
             refresh=partial(gated_sync, admins=bot.client),  # scheduled syncs pass the eval gate too
+            coordination=bot.coordination,  # with replicas: one of them syncs each interval
         )
         await run_bot(bot, host=host, port=port, background=[weekly, syncs])
 

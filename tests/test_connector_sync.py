@@ -341,3 +341,62 @@ def test_cli_refresh_exits_4_naming_a_failed_source_while_the_others_commit(tmp_
     index = KnowledgeIndex.from_settings(settings, embedder)
     assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}  # nothing of the failed source deleted
     assert {doc_id for (_, doc_id) in index.doc_hashes(str(folder.resolve()))} == {"vat.md", "gst.md"}
+
+
+async def test_with_replicas_one_syncs_each_interval_and_a_survivor_takes_over(
+    tmp_path, embedder, monkeypatch, postgres_url
+):
+    """Two `serve` schedulers sharing one PostgreSQL and one index volume, one source, one interval,
+    on one clock the test moves (replicas agree on wall time)."""
+    from bot.postgres.coordination import PostgresCoordination
+    from bot.postgres.store import PostgresStore
+
+    every, now = 60.0, [1_800_000_000.0]
+    async with GitHubEmulator() as api:
+        api.tokens.add("ghp_ok")
+        api.add_repo("acme", "kb")
+        api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
+        monkeypatch.setenv("GITHUB_API_URL", api.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
+        settings = Settings(data_dir=tmp_path / "data", self_calibration=False, _env_file=None)
+        spec = SourceSpec(GITHUB, every_seconds=every)
+        stores = [PostgresStore(postgres_url, replica_timeout_seconds=1.0, replica_id=f"r{n}") for n in range(2)]
+        stuck = asyncio.Event()  # the holder's sync is under way (and never finishes: it dies in it)
+
+        async def dies_mid_sync(index, specs, settings):
+            stuck.set()
+            await asyncio.Event().wait()
+
+        def replica(store, refresh=None) -> SourceSyncScheduler:
+            index = KnowledgeIndex.from_settings(settings, embedder)
+            coordination = PostgresCoordination(store)
+            return SourceSyncScheduler(index, settings, [spec], coordination=coordination, clock=lambda: now[0])
+
+        first, second = replica(stores[0]), replica(stores[1])
+        try:
+            # One interval, both replicas due: exactly one syncs, whichever asks first or later in it.
+            assert await first.sync_once(spec) is not None
+            now[0] += every / 2
+            assert await second.sync_once(spec) is None and await first.sync_once(spec) is None
+            now[0] += every / 2  # the next interval: the other replica may win it, and then only it
+            assert await second.sync_once(spec) is not None and await first.sync_once(spec) is None
+            listings = [path for _, path in api.requests if "/git/trees/" in path]
+            assert len(listings) == 2 and first.synced[0][1] + 1 == second.synced[0][1]
+
+            # The next interval's holder dies mid-sync: meanwhile the other is refused, then takes over.
+            now[0] += every
+            first.refresh = dies_mid_sync
+            holder = asyncio.create_task(first.sync_once(spec))
+            await asyncio.wait_for(stuck.wait(), 30)
+            assert await second.sync_once(spec) is None  # the lease is held
+            holder.cancel()  # the replica dies: its database session ends, and its lease with it
+            await asyncio.gather(holder, return_exceptions=True)
+            await stores[0].aclose()
+            now[0] += every
+            api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
+            report = await second.sync_once(spec)
+            assert report is not None and report.total("added") == 1
+            assert doc_ids(second.index, GITHUB) == {"docs/a.md", "docs/b.md"}
+        finally:
+            for store in stores:
+                await store.aclose()
