@@ -11,7 +11,7 @@ chunking, embedding, the LanceDB write and its full-text index. A raw phase enco
 chunk texts that sync embedded, with the same model and batch size.
 
 The box is shared, so the load changes from minute to minute. Each round therefore runs one raw
-and one sync phase back to back (raw first in even rounds, sync first in odd ones, so a load that
+and one sync phase back to back (sync first in odd rounds, raw first in even ones, so a load that
 rises or falls across a round favours neither), and the ratio raw / sync is taken per round, on
 wall time and on this process's CPU time (user + sys of every thread: what the work cost, which
 other processes' load inflates far less than wall time). The median per-round ratio is the figure
@@ -112,16 +112,17 @@ async def run(args: argparse.Namespace) -> None:
         os.environ.update({"ZENDESK_API_BASE": base_url, "ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN})
         embedder = Embedder(batch_size=args.batch_size)
         embedder.encode(["warm up the model"] * 64)
-        _, texts, _ = await sync_phase(embedder, work)  # the chunk texts every raw phase encodes
         rounds: list[tuple[Phase, Phase]] = []
+        texts: list[str] = []  # the chunk texts every raw phase encodes: those the first sync embedded
         index = None
         for number in range(args.rounds):
             if number % 2 == 0:
-                raw = raw_phase(embedder, texts)
                 sync, synced, index = await sync_phase(embedder, work)
+                texts = texts or synced
+                raw = raw_phase(embedder, texts)
             else:
-                sync, synced, index = await sync_phase(embedder, work)
                 raw = raw_phase(embedder, texts)
+                sync, synced, index = await sync_phase(embedder, work)
             assert sorted(synced) == sorted(texts), "a sync embedded other texts than the raw phase"
             rounds.append((raw, sync))
             print(
@@ -154,7 +155,7 @@ def report(
     print("| round | order | raw wall s | sync wall s | wall ratio | raw CPU s | sync CPU s | CPU ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for number, ((raw, sync), wall, cpu) in enumerate(zip(rounds, wall_ratios, cpu_ratios, strict=True)):
-        order = "raw, sync" if number % 2 == 0 else "sync, raw"
+        order = "sync, raw" if number % 2 == 0 else "raw, sync"
         print(
             f"| {number + 1} | {order} | {raw.wall:.1f} | {sync.wall:.1f} | {wall:.2f} "
             f"| {raw.cpu:.1f} | {sync.cpu:.1f} | {cpu:.2f} |"
