@@ -105,18 +105,21 @@ async def test_server_errors_are_retried_then_the_source_fails_without_deleting(
 
 
 async def test_rate_limit_quota_headers_are_sent_and_a_spent_quota_waits_for_reset(tmp_path, embedder, monkeypatch):
-    async with GitHubEmulator(limit_authenticated=2) as api:
+    async with GitHubEmulator(limit_authenticated=3) as api:
         api.tokens.add("ghp_ok")
         api.add_repo("acme", "kb")
         api.put_file("acme", "kb", "docs/a.md", "# Export\n\nUse Settings, Data, Export.")
         monkeypatch.setenv("GITHUB_API_URL", api.base_url)
         monkeypatch.setenv("GITHUB_TOKEN", "ghp_ok")
         index = KnowledgeIndex(tmp_path / "index", embedder)
-        api.used["token"] = 2  # quota spent: the next call is 403 with x-ratelimit-remaining 0 ...
+        await index.refresh([GITHUB])  # tree, blob, commits: the quota of 3 is spent ...
+        assert api.used["token"] == 3 and api.statuses[403] == 0
+        api.put_file("acme", "kb", "docs/b.md", "# Import\n\nUse Settings, Data, Import.")
         api.reset_at = int(time.time()) + 2  # ... until this window ends; the client waits for it
         started = time.monotonic()
         report = await index.refresh([GITHUB])
-        assert api.statuses[403] == 1 and report.failed_sources == [] and doc_ids(index, GITHUB) == {"docs/a.md"}
+        assert api.statuses[403] == 1 and report.failed_sources == []
+        assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}
         assert time.monotonic() - started >= 1.0  # it waited for x-ratelimit-reset instead of hammering
 
 
