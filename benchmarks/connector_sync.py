@@ -14,7 +14,8 @@ The box is shared, so the load changes from minute to minute. Each round therefo
 and one sync phase back to back (sync first in odd rounds, raw first in even ones, so a load that
 rises or falls across a round favours neither), and the ratio raw / sync is taken per round, on
 wall time and on this process's CPU time (user + sys of every thread: what the work cost, which
-other processes' load inflates far less than wall time). The median per-round ratio is the figure
+other processes' load inflates far less than wall time; with `--torch-threads 1` no idle torch
+thread spin-waits on a busy core and bills it). The median per-round ratio is the figure
 (target: at least 0.85). A last, no-change sync is timed and its API calls and embeddings counted
 (expected: a few calls, 0 embeddings).
 """
@@ -112,6 +113,10 @@ async def run(args: argparse.Namespace) -> None:
         os.environ.update({"ZENDESK_API_BASE": base_url, "ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN})
         embedder = Embedder(batch_size=args.batch_size)
         embedder.encode(["warm up the model"] * 64)
+        if args.torch_threads:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
         rounds: list[tuple[Phase, Phase]] = []
         texts: list[str] = []  # the chunk texts every raw phase encodes: those the first sync embedded
         index = None
@@ -151,7 +156,10 @@ def report(
 ) -> None:
     wall_ratios = [raw.wall / sync.wall for raw, sync in rounds]
     cpu_ratios = [raw.cpu / sync.cpu for raw, sync in rounds]
-    print(f"{args.docs} articles, {chunks} chunks, batch {args.batch_size}, {args.rounds} interleaved rounds\n")
+    threads = args.torch_threads or "default"
+    print(
+        f"{args.docs} articles, {chunks} chunks, batch {args.batch_size}, torch threads {threads}, {args.rounds} interleaved rounds\n"
+    )
     print("| round | order | raw wall s | sync wall s | wall ratio | raw CPU s | sync CPU s | CPU ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for number, ((raw, sync), wall, cpu) in enumerate(zip(rounds, wall_ratios, cpu_ratios, strict=True)):
@@ -173,6 +181,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-chars", type=int, default=1200, help="article text cut to this (a help article's size)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default: torch's choice); 1 keeps spin-waiting threads out of CPU time",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the emulator's child process
     args = parser.parse_args()
     asyncio.run(serve_emulator(args) if args.serve else run(args))
