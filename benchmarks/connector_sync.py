@@ -1,6 +1,6 @@
 """Connector sync throughput against raw embedding throughput of the same chunks, same run.
 
-    nice python benchmarks/connector_sync.py [--docs 1000] [--rounds 4] [--max-chars 1200]
+    nice python benchmarks/connector_sync.py [--docs 1000] [--rounds 4] [--max-chars 1200] [--torch-threads 1]
         [--kb ../shared/datasets/anthropic-docs/kb.jsonl]
 
 A Zendesk Help Center emulator (tests/emulators/zendesk_api.py), in a child process of its own so
