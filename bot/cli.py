@@ -32,6 +32,10 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+EXIT_GATE_BLOCKED = 3  # the eval gate kept the previous version in service
+EXIT_SOURCE_FAILED = 4  # a source could not be synced; the others committed, its documents are kept
+
+
 def fail(message: str, code: int = 1) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(code)
@@ -79,6 +83,7 @@ def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_d
 
     The new version is then scored on the frozen eval set (SUPPORTBOT_EVAL_DATASET); if a guarded
     metric fell beyond its tolerance the previous version stays in service (exit 3) unless --force.
+    A source that could not be synced keeps its documents while the others commit (exit 4).
     """
     from bot.engine.calibration import describe as describe_calibration
     from bot.sync import configured_sources
@@ -120,7 +125,12 @@ def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_d
     if gate.status in ("blocked", "forced"):
         asyncio.run(notify_admins(settings, describe_gate(gate)))
     if gate.blocked:
-        sys.exit(3)
+        sys.exit(EXIT_GATE_BLOCKED)
+    if report.failed_sources:  # scripts and cron must see it: the others committed, this one is stale
+        fail(
+            f"could not sync {', '.join(report.failed_sources)} (their documents are kept)",
+            EXIT_SOURCE_FAILED,
+        )
 
 
 async def notify_admins(settings: Settings, text: str) -> None:
@@ -387,6 +397,7 @@ def serve(socket_mode: bool, host: str, port: int, data_dir: Path | None) -> Non
             settings,
             list(catalog.sources.values()) if catalog else [],
             refresh=partial(gated_sync, admins=bot.client),  # scheduled syncs pass the eval gate too
+            coordination=bot.coordination,  # with replicas: one of them syncs each interval
         )
         await run_bot(bot, host=host, port=port, background=[weekly, syncs])
 
