@@ -411,7 +411,7 @@ class KnowledgeIndex:
 
         An unchanged document costs one fingerprint (a hash of its content) and is never chunked;
         the index side costs the projected id/hash scan of `doc_hashes`."""
-        count = wordpiece_counter(self.embedder.model_path)
+        count = None  # the tokenizer loads (a transformers import: seconds) only once a document changed
         for load, documents in streams:
             counts = SourceCounts(source=load.source)
             existing = {doc_id: fp for (_, doc_id), fp in self.doc_hashes(load.source).items()}
@@ -422,6 +422,7 @@ class KnowledgeIndex:
                 if existing.get(doc.doc_id) == fp:
                     counts.unchanged += 1
                     continue
+                count = count or wordpiece_counter(self.embedder.model_path)
                 chunks = chunk_document(doc, count, self.chunk_max_tokens, self.chunk_overlap_tokens)
                 if doc.doc_id in existing:
                     counts.updated += 1
