@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +33,15 @@ from knowledge.connectors.registry import SourceSpec, connector_for, is_connecto
 from knowledge.connectors.state import forget_states, read_states, write_states
 from knowledge.embeddings import DIMENSIONS, Embedder
 from knowledge.pipeline import embed_stream
-from knowledge.sources import Document, LoadFailure, SourceLoad, is_url, iter_path, source_key
+from knowledge.sources import (
+    Document,
+    LoadFailure,
+    SourceLoad,
+    is_url,
+    iter_path,
+    listing_signature,
+    source_key,
+)
 from knowledge.text import sql_string
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
@@ -271,26 +279,10 @@ class KnowledgeIndex:
         return {value for name in ("doc_id", "url", "doc_url") for value in arrow.column(name).to_pylist() if value}
 
     def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
-        """(source, doc_id) -> fingerprint of every document in the index.
-
-        Read as a projected scan of three short columns in bounded batches, never text or vectors,
-        and kept one entry per document: a no-op refresh of a million chunks costs a pass over
-        ids and hashes, and memory follows the number of documents, not chunks."""
+        """(source, doc_id) -> fingerprint of every document in the index (see `document_hashes`)."""
         if not self.exists():
             return {}
-        found: dict[tuple[str, str], str] = {}
-        condition = f"source = {sql_string(source)}" if source else None
-        for batch in self.scan(HASH_COLUMNS, condition):
-            # a document's chunks sit side by side: one row per document left before Python sees it
-            unique = pa.Table.from_batches([batch]).group_by(list(HASH_COLUMNS), use_threads=False).aggregate([])
-            found.update(
-                ((src, doc), fp) for src, doc, fp in zip(*(unique.column(name).to_pylist() for name in HASH_COLUMNS))
-            )
-        return found
-
-    def scan(self, columns: Sequence[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
-        """The named columns of the rows matching `where`, in batches of at most SCAN_BATCH_ROWS."""
-        yield from self.table.to_lance().to_batches(columns=list(columns), filter=where, batch_size=SCAN_BATCH_ROWS)
+        return document_hashes(self.table.to_lance(), f"source = {sql_string(source)}" if source else None)
 
     def stats(self) -> dict[str, Any]:
         if not self.exists():
@@ -380,13 +372,34 @@ class KnowledgeIndex:
         self, spec: str | SourceSpec, states: dict[str, dict[str, Any]]
     ) -> tuple[SourceLoad, Iterator[Document]]:
         """A source's documents as they are read: a folder or export is read file by file (line by
-        line) while the refresh embeds, a connector or URL is fetched here and handed over whole."""
+        line) while the refresh embeds, a connector or URL is fetched here and handed over whole.
+
+        A folder or export whose files were not touched since the last refresh that read it in
+        full (same names, sizes and modification times, same chunking and model) is not read at
+        all: it yields nothing and says so (an incremental load naming no change), so a no-op
+        refresh of a large export costs a stat and the index's id/hash scan, not a re-parse."""
         uri = spec_uri(spec)
         if is_connector_uri(uri) or is_url(uri) or "://" in uri:
             load = await self.load(spec, states)
             return load, iter(load.documents)
         shell = SourceLoad(source=source_key(uri))
-        return shell, iter_path(uri, self.max_document_bytes, shell)
+        listing = await asyncio.to_thread(listing_signature, uri)
+        signature = None
+        if listing is not None:
+            settings = [listing, CHUNKER_VERSION, Path(self.embedder.model_path).name]
+            settings += [str(self.chunk_max_tokens), str(self.chunk_overlap_tokens)]
+            signature = hashlib.sha256("\0".join(settings).encode()).hexdigest()
+        if signature is not None and (states.get(shell.source) or {}).get("listing") == signature:
+            shell.incremental = True  # nothing named as changed or deleted: every document unchanged
+            shell.state = states[shell.source]
+            return shell, iter(())
+
+        def documents() -> Iterator[Document]:
+            yield from iter_path(uri, self.max_document_bytes, shell)
+            if signature is not None and shell.complete and not shell.failures:  # a failed file is retried
+                shell.state = {"listing": signature}
+
+        return shell, documents()
 
     def _write(
         self, report: RefreshReport, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]
@@ -458,11 +471,7 @@ class KnowledgeIndex:
             created = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
             self._table = cast("LanceTable", created)  # local connection, as in `table`
             return 0
-        delete_condition = " OR ".join(
-            f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
-            for source, ids in stale.items()
-            if ids
-        )
+        delete_condition = documents_condition((source, doc_id) for source, ids in stale.items() for doc_id in ids)
         if len(chunks):
             builder = self.table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
             if delete_condition:
@@ -522,6 +531,42 @@ class KnowledgeIndex:
             }
             append_log_line(self.index_dir, entry)
             return current, target
+
+
+def scan(dataset: Any, columns: Sequence[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The named columns of a Lance dataset's rows matching `where`, in batches of at most SCAN_BATCH_ROWS."""
+    batches: Iterator[pa.RecordBatch] = dataset.to_batches(
+        columns=list(columns), filter=where, batch_size=SCAN_BATCH_ROWS
+    )
+    return batches
+
+
+def document_hashes(dataset: Any, where: str | None = None) -> dict[tuple[str, str], str]:
+    """(source, doc_id) -> fingerprint of every document of a Lance dataset (any version).
+
+    Read as a projected scan of three short columns in bounded batches, never text or vectors,
+    and kept one entry per document: a no-op refresh of a million chunks costs a pass over ids
+    and hashes, and memory follows the number of documents, not chunks."""
+    found: dict[tuple[str, str], str] = {}
+    for batch in scan(dataset, HASH_COLUMNS, where):
+        # a document's chunks sit side by side: one row per document left before Python sees it
+        unique = pa.Table.from_batches([batch]).group_by(list(HASH_COLUMNS), use_threads=False).aggregate([])
+        found.update(
+            ((src, doc), fp) for src, doc, fp in zip(*(unique.column(name).to_pylist() for name in HASH_COLUMNS))
+        )
+    return found
+
+
+def documents_condition(keys: Iterable[tuple[str, str]]) -> str:
+    """A filter matching the chunks of the given (source, doc_id) documents ("" for none)."""
+    by_source: dict[str, set[str]] = {}
+    for source, doc_id in keys:
+        by_source.setdefault(source, set()).add(doc_id)
+    return " OR ".join(
+        f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
+        for source, ids in sorted(by_source.items())
+        if ids
+    )
 
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "url", "doc_url", "heading", "text", "position", "metadata"]

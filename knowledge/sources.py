@@ -321,6 +321,24 @@ def iter_path(spec: str, max_bytes: int, result: SourceLoad) -> Iterator[Documen
         yield doc
 
 
+def listing_signature(spec: str) -> str | None:
+    """A hash of the name, size and modification time of every file a path source would read,
+    or None when there is nothing to list. Equal signatures mean the files were not touched, so a
+    refresh may skip reading them (the index stores what they said when the signature was taken)."""
+    root = Path(source_key(spec))
+    try:
+        files = [root] if root.is_file() else list(iter_source_files(root)) if root.is_dir() else []
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for path in files:
+            info = path.stat()
+            digest.update(f"{path.as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def folder_base_url(folder: Path, result: SourceLoad) -> str:
     """The site a folder mirrors: files without their own url get base_url + path without suffix."""
     config = folder / FOLDER_CONFIG

@@ -144,3 +144,19 @@ def test_the_device_setting_picks_its_batch_size_and_auto_runs_on_this_cpu(embed
     cuda = Embedder(device="cuda", batch_size=8, cuda_batch_size=512)
     cuda._device = "cuda"  # as resolved on a machine with a GPU
     assert cuda.batch_size == 512
+
+
+def test_an_untouched_export_is_not_read_again_and_a_touched_one_is(tmp_path, embedder):
+    source = export(tmp_path / "export.jsonl", 6)
+    index = KnowledgeIndex(tmp_path / "index", embedder)
+    asyncio.run(index.refresh([str(source)]))
+    stamp = source.stat().st_mtime_ns
+    size = source.stat().st_size
+    source.write_bytes(b"{not json}\n".ljust(size, b" "))  # same size, same time: looks untouched
+    os.utime(source, ns=(stamp, stamp))
+    skipped = asyncio.run(index.refresh([str(source)]))
+    assert (skipped.total("unchanged"), skipped.total("failed"), skipped.total("deleted")) == (6, 0, 0)
+
+    export(source, 6, edited=2)  # a real edit moves the time: read again, one document re-embedded
+    edited = asyncio.run(index.refresh([str(source)]))
+    assert (edited.total("updated"), edited.total("unchanged"), edited.chunks_embedded > 0) == (1, 5, True)
