@@ -49,9 +49,7 @@ def reads(monkeypatch):
     return seen
 
 
-def test_a_noop_refresh_reads_only_ids_and_hashes_and_an_edit_reembeds_only_its_document(
-    tmp_path, embedder, reads
-):
+def test_a_noop_refresh_reads_only_ids_and_hashes_and_an_edit_reembeds_only_its_document(tmp_path, embedder, reads):
     source = export(tmp_path / "export.jsonl", 12)
     index = KnowledgeIndex(tmp_path / "index", embedder)
     first = asyncio.run(index.refresh([str(source)]))
@@ -135,7 +133,9 @@ def test_the_device_setting_picks_its_batch_size_and_auto_runs_on_this_cpu(embed
 
     with pytest.raises(ValidationError, match="embedding_device"):
         Settings(embedding_device="gpu", _env_file=None)
-    settings = Settings(embedding_device=" Auto ", embedding_batch_size=8, embedding_cuda_batch_size=512, _env_file=None)
+    settings = Settings(
+        embedding_device=" Auto ", embedding_batch_size=8, embedding_cuda_batch_size=512, _env_file=None
+    )
     assert settings.embedding_device == "auto"
     auto = Embedder.from_settings(settings)
     assert auto.device == "cpu" and auto.batch_size == 8  # no GPU here: the CPU and its batch size
