@@ -384,20 +384,23 @@ class KnowledgeIndex:
             return load, iter(load.documents)
         shell = SourceLoad(source=source_key(uri))
         listing = await asyncio.to_thread(listing_signature, uri)
-        signature = None
-        if listing is not None:
-            settings = [listing, CHUNKER_VERSION, Path(self.embedder.model_path).name]
-            settings += [str(self.chunk_max_tokens), str(self.chunk_overlap_tokens)]
-            signature = hashlib.sha256("\0".join(settings).encode()).hexdigest()
-        if signature is not None and (states.get(shell.source) or {}).get("listing") == signature:
+        settings = [CHUNKER_VERSION, Path(self.embedder.model_path).name]
+        settings_key = "\0".join([*settings, str(self.chunk_max_tokens), str(self.chunk_overlap_tokens)])
+        signature = hashlib.sha256(f"{listing}\0{settings_key}".encode()).hexdigest() if listing else None
+        previous = states.get(shell.source) or {}
+        if signature is not None and previous.get("listing") == signature:
             shell.incremental = True  # nothing named as changed or deleted: every document unchanged
-            shell.state = states[shell.source]
+            shell.state = previous
             return shell, iter(())
+        # an export's unchanged lines are not parsed again, if chunking and model are as they were
+        known_lines = previous.get("lines") if previous.get("settings") == settings_key else None
 
         def documents() -> Iterator[Document]:
-            yield from iter_path(uri, self.max_document_bytes, shell)
+            yield from iter_path(uri, self.max_document_bytes, shell, known_lines)
             if signature is not None and shell.complete and not shell.failures:  # a failed file is retried
-                shell.state = {"listing": signature}
+                shell.state = {"listing": signature, "settings": settings_key}
+                if shell.line_ids:
+                    shell.state["lines"] = shell.line_ids
 
         return shell, documents()
 
@@ -443,6 +446,8 @@ class KnowledgeIndex:
                 else:
                     counts.added += 1
                 yield [replace(chunk, doc_hash=fp) for chunk in chunks]
+            seen |= load.unchanged_ids  # lines of an export that read as at the last refresh: not parsed
+            counts.unchanged += len(load.unchanged_ids)
             counts.failed = len(load.failures)  # known once the stream is read to its end
             report.failures.extend(str(failure) for failure in load.failures)
             report.warnings.extend(load.warnings)

@@ -73,6 +73,10 @@ class SourceLoad:
     deleted_ids: set[str] = field(default_factory=set)
     state: dict[str, Any] | None = None  # the connector's next cursor, persisted once the index committed
     api_calls: int = 0
+    # An export's lines as read (a hash of each line's bytes -> its document id), and the ids of the
+    # documents whose line was the same as at the last refresh, so they were not parsed again.
+    line_ids: dict[str, str] = field(default_factory=dict)
+    unchanged_ids: set[str] = field(default_factory=set)
 
     @property
     def protected_ids(self) -> set[str]:
@@ -279,7 +283,9 @@ def load_path(spec: str, max_bytes: int) -> SourceLoad:
     return result
 
 
-def iter_path(spec: str, max_bytes: int, result: SourceLoad) -> Iterator[Document]:
+def iter_path(
+    spec: str, max_bytes: int, result: SourceLoad, known_lines: dict[str, str] | None = None
+) -> Iterator[Document]:
     """`load_path` one document at a time, failures and warnings recorded on `result` as they
     happen: a refresh chunks and embeds the first files while later ones are still being read,
     and never holds a whole large export in memory."""
@@ -290,7 +296,7 @@ def iter_path(spec: str, max_bytes: int, result: SourceLoad) -> Iterator[Documen
         result.failures.append(LoadFailure(spec, "no such file or folder"))
         return
     if root.is_file() and root.suffix.lower() in {".jsonl", ".ndjson"}:
-        yield from iter_jsonl_file(root, max_bytes, result)
+        yield from iter_jsonl_file(root, max_bytes, result, known_lines)
         return
     files = [root] if root.is_file() else list(iter_source_files(root))
     base = root.parent if root.is_file() else root
@@ -353,10 +359,17 @@ def folder_base_url(folder: Path, result: SourceLoad) -> str:
     return base_url if not base_url or base_url.endswith("/") else base_url + "/"
 
 
-def iter_jsonl_file(path: Path, max_bytes: int, result: SourceLoad) -> Iterator[Document]:
+def line_key(raw: bytes) -> str:
+    return hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=12).hexdigest()
+
+
+def iter_jsonl_file(
+    path: Path, max_bytes: int, result: SourceLoad, known_lines: dict[str, str] | None = None
+) -> Iterator[Document]:
     """One record per line, read line by line (an export may be gigabytes). A file that cannot be
     read or is binary is an incomplete load (nothing deleted); a bad line fails only itself; a
-    repeated id keeps the first record."""
+    repeated id keeps the first record. A line found in `known_lines` (byte for byte as at the last
+    refresh) is not parsed: its document is noted in `result.unchanged_ids` instead."""
     try:
         handle = open(path, "rb")  # noqa: SIM115  # closed by the `with` below, after the binary check
     except OSError as exc:
@@ -376,6 +389,12 @@ def iter_jsonl_file(path: Path, max_bytes: int, result: SourceLoad) -> Iterator[
         seen: set[str] = set()
         legacy = False  # warned once per file, as a whole-file decode would
         for number, raw in enumerate(handle, start=1):
+            key = line_key(raw)
+            if known_lines and key in known_lines and known_lines[key] not in seen:
+                seen.add(known_lines[key])
+                result.unchanged_ids.add(known_lines[key])
+                result.line_ids[key] = known_lines[key]
+                continue
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
@@ -404,6 +423,7 @@ def iter_jsonl_file(path: Path, max_bytes: int, result: SourceLoad) -> Iterator[
                 result.failures.append(LoadFailure(f"{path.name} (id {doc.doc_id})", "duplicate id; first one kept"))
                 continue
             seen.add(doc.doc_id)
+            result.line_ids[key] = doc.doc_id
             yield doc
 
 

@@ -160,3 +160,16 @@ def test_an_untouched_export_is_not_read_again_and_a_touched_one_is(tmp_path, em
     export(source, 6, edited=2)  # a real edit moves the time: read again, one document re-embedded
     edited = asyncio.run(index.refresh([str(source)]))
     assert (edited.total("updated"), edited.total("unchanged"), edited.chunks_embedded > 0) == (1, 5, True)
+
+
+def test_an_edited_export_parses_only_its_changed_lines(tmp_path, embedder):
+    from knowledge.connectors.state import read_states
+
+    source = export(tmp_path / "export.jsonl", 6)
+    index = KnowledgeIndex(tmp_path / "index", embedder)
+    asyncio.run(index.refresh([str(source)]))
+    export(source, 6, edited=4)
+    load, documents = asyncio.run(index.open_stream(str(source), read_states(index.index_dir)))
+    assert [doc.doc_id for doc in documents] == ["a4"] and load.unchanged_ids == {"a0", "a1", "a2", "a3", "a5"}
+    edit = asyncio.run(index.refresh([str(source)]))
+    assert (edit.total("updated"), edit.total("unchanged"), edit.total("deleted")) == (1, 5, 0)
