@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
 from knowledge.config import IndexSettings
@@ -53,7 +54,12 @@ TAG_PREFIX = "refresh-"
 FTS_COLUMN = "search_text"
 NPROBES = 20  # IVF partitions searched per query (only used once a vector index exists)
 COMPACT_AFTER_FRAGMENTS = 32  # each refresh adds a fragment; compact once many small ones pile up
-HASH_COLUMNS = ("source", "doc_id", "doc_hash")  # all a refresh reads to tell what changed
+HASH_COLUMNS = ("source", "doc_id", "doc_hash")
+NAME_COLUMNS = (
+    "doc_id",
+    "url",
+    "doc_url",
+)  # what an eval set's gold sources may name  # all a refresh reads to tell what changed
 SCAN_BATCH_ROWS = 65_536  # rows per batch of a projected scan: bounds a refresh's memory
 
 
@@ -275,8 +281,10 @@ class KnowledgeIndex:
         never text or vectors): what an eval set's gold sources may name."""
         if not self.exists():
             return set()
-        arrow = self.table.to_lance().to_table(columns=["doc_id", "url", "doc_url"])
-        return {value for name in ("doc_id", "url", "doc_url") for value in arrow.column(name).to_pylist() if value}
+        names: set[str] = set()
+        for batch in scan(self.table.to_lance(), NAME_COLUMNS):  # batches, each column's repeats dropped in Arrow
+            names.update(v for column in batch.columns for v in pc.unique(column).to_pylist() if v)
+        return names
 
     def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
         """(source, doc_id) -> fingerprint of every document in the index (see `document_hashes`)."""
