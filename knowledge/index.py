@@ -54,12 +54,8 @@ TAG_PREFIX = "refresh-"
 FTS_COLUMN = "search_text"
 NPROBES = 20  # IVF partitions searched per query (only used once a vector index exists)
 COMPACT_AFTER_FRAGMENTS = 32  # each refresh adds a fragment; compact once many small ones pile up
-HASH_COLUMNS = ("source", "doc_id", "doc_hash")
-NAME_COLUMNS = (
-    "doc_id",
-    "url",
-    "doc_url",
-)  # what an eval set's gold sources may name  # all a refresh reads to tell what changed
+HASH_COLUMNS = ("source", "doc_id", "doc_hash")  # all a refresh reads to tell what changed
+NAME_COLUMNS = ("doc_id", "url", "doc_url")  # what an eval set's gold sources may name
 SCAN_BATCH_ROWS = 65_536  # rows per batch of a projected scan: bounds a refresh's memory
 
 
