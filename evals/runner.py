@@ -361,7 +361,7 @@ async def run_eval(
     from knowledge.embeddings import Embedder
     from knowledge.index import IndexNotReady, KnowledgeIndex
 
-    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
+    embedder = embedder or Embedder.from_settings(settings)
     if kb:
         settings, index = await prepare_kb(settings, kb, embedder)
     else:

@@ -91,7 +91,7 @@ async def run_weekly(
     from evals.runner import run_eval
     from knowledge.embeddings import Embedder
 
-    embedder = embedder or Embedder(settings.embedding_model, settings.embedding_batch_size)
+    embedder = embedder or Embedder.from_settings(settings)
     own_store = store is None
     store = store or open_store(settings)
     try:

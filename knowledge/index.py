@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from knowledge.chunking import CHUNKER_VERSION, Chunk, chunk_document, wordpiece_counter
 from knowledge.config import IndexSettings
@@ -32,7 +33,16 @@ from knowledge.connectors.http import SourceError
 from knowledge.connectors.registry import SourceSpec, connector_for, is_connector_uri, spec_uri
 from knowledge.connectors.state import forget_states, read_states, write_states
 from knowledge.embeddings import DIMENSIONS, Embedder
-from knowledge.sources import Document, LoadFailure, SourceLoad
+from knowledge.pipeline import embed_stream
+from knowledge.sources import (
+    Document,
+    LoadFailure,
+    SourceLoad,
+    is_url,
+    iter_path,
+    listing_signature,
+    source_key,
+)
 from knowledge.text import sql_string
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
@@ -44,6 +54,9 @@ TAG_PREFIX = "refresh-"
 FTS_COLUMN = "search_text"
 NPROBES = 20  # IVF partitions searched per query (only used once a vector index exists)
 COMPACT_AFTER_FRAGMENTS = 32  # each refresh adds a fragment; compact once many small ones pile up
+HASH_COLUMNS = ("source", "doc_id", "doc_hash")  # all a refresh reads to tell what changed
+NAME_COLUMNS = ("doc_id", "url", "doc_url")  # what an eval set's gold sources may name
+SCAN_BATCH_ROWS = 65_536  # rows per batch of a projected scan: bounds a refresh's memory
 
 
 def chunk_schema(dimensions: int = DIMENSIONS) -> pa.Schema:
@@ -171,7 +184,7 @@ class KnowledgeIndex:
     def from_settings(cls, settings: IndexSettings, embedder: Embedder | None = None) -> KnowledgeIndex:
         return cls(
             settings.index_dir,
-            embedder or Embedder(settings.embedding_model, settings.embedding_batch_size),
+            embedder or Embedder.from_settings(settings),
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             vector_index_min_rows=settings.vector_index_min_rows,
@@ -264,24 +277,16 @@ class KnowledgeIndex:
         never text or vectors): what an eval set's gold sources may name."""
         if not self.exists():
             return set()
-        arrow = self.table.to_lance().to_table(columns=["doc_id", "url", "doc_url"])
-        return {value for name in ("doc_id", "url", "doc_url") for value in arrow.column(name).to_pylist() if value}
+        names: set[str] = set()
+        for batch in scan(self.table.to_lance(), NAME_COLUMNS):  # batches, each column's repeats dropped in Arrow
+            names.update(v for column in batch.columns for v in pc.unique(column).to_pylist() if v)
+        return names
 
     def doc_hashes(self, source: str | None = None) -> dict[tuple[str, str], str]:
-        """(source, doc_id) -> fingerprint of every document in the index."""
+        """(source, doc_id) -> fingerprint of every document in the index (see `document_hashes`)."""
         if not self.exists():
             return {}
-        arrow = self.table.to_lance().to_table(
-            columns=["source", "doc_id", "doc_hash"], filter=f"source = {sql_string(source)}" if source else None
-        )
-        return {
-            (src, doc): fp
-            for src, doc, fp in zip(
-                arrow.column("source").to_pylist(),
-                arrow.column("doc_id").to_pylist(),
-                arrow.column("doc_hash").to_pylist(),
-            )
-        }
+        return document_hashes(self.table.to_lance(), f"source = {sql_string(source)}" if source else None)
 
     def stats(self) -> dict[str, Any]:
         if not self.exists():
@@ -347,14 +352,15 @@ class KnowledgeIndex:
         report = RefreshReport(started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self.write_lock():
             states = await asyncio.to_thread(read_states, self.index_dir)
-            loads = [await self.load(spec, states) for spec in specs]
-            report.failed_sources = [load.source for load in loads if not load.complete]
-            report.api_calls = sum(load.api_calls for load in loads)
-            # Everything that touches LanceDB or chunks text runs in a worker thread: the bot's event
+            streams = [await self.open_stream(spec, states) for spec in specs]
+            # Everything that touches LanceDB or chunks text runs in worker threads: the bot's event
             # loop keeps answering while a /kb-refresh from Slack writes.
             report.version_before = await asyncio.to_thread(lambda: self.version)
-            new_chunks, stale = await asyncio.to_thread(self._plan, loads, report)
-            vectors = await self._embed(new_chunks, show_progress)
+            stale: dict[str, set[str]] = {}
+            new_chunks, vectors = await self._embed(self._plan(streams, report, stale), show_progress)
+            loads = [load for load, _ in streams]
+            report.failed_sources = [load.source for load in loads if not load.complete]
+            report.api_calls = sum(load.api_calls for load in loads)
             report.chunks_embedded = len(new_chunks)
             await asyncio.to_thread(self._write, report, new_chunks, vectors, stale)
             advanced = {load.source: load.state for load in loads if load.complete and load.state is not None}
@@ -365,6 +371,42 @@ class KnowledgeIndex:
             report.seconds = time.perf_counter() - started
             await asyncio.to_thread(append_refresh_log, self.index_dir, report)
         return report
+
+    async def open_stream(
+        self, spec: str | SourceSpec, states: dict[str, dict[str, Any]]
+    ) -> tuple[SourceLoad, Iterator[Document]]:
+        """A source's documents as they are read: a folder or export is read file by file (line by
+        line) while the refresh embeds, a connector or URL is fetched here and handed over whole.
+
+        A folder or export whose files were not touched since the last refresh that read it in
+        full (same names, sizes and modification times, same chunking and model) is not read at
+        all: it yields nothing and says so (an incremental load naming no change), so a no-op
+        refresh of a large export costs a stat and the index's id/hash scan, not a re-parse."""
+        uri = spec_uri(spec)
+        if is_connector_uri(uri) or is_url(uri) or "://" in uri:
+            load = await self.load(spec, states)
+            return load, iter(load.documents)
+        shell = SourceLoad(source=source_key(uri))
+        listing = await asyncio.to_thread(listing_signature, uri)
+        settings = [CHUNKER_VERSION, Path(self.embedder.model_path).name]
+        settings_key = "\0".join([*settings, str(self.chunk_max_tokens), str(self.chunk_overlap_tokens)])
+        signature = hashlib.sha256(f"{listing}\0{settings_key}".encode()).hexdigest() if listing else None
+        previous = states.get(shell.source) or {}
+        if signature is not None and previous.get("listing") == signature:
+            shell.incremental = True  # nothing named as changed or deleted: every document unchanged
+            shell.state = previous
+            return shell, iter(())
+        # an export's unchanged lines are not parsed again, if chunking and model are as they were
+        known_lines = previous.get("lines") if previous.get("settings") == settings_key else None
+
+        def documents() -> Iterator[Document]:
+            yield from iter_path(uri, self.max_document_bytes, shell, known_lines)
+            if signature is not None and shell.complete and not shell.failures:  # a failed file is retried
+                shell.state = {"listing": signature, "settings": settings_key}
+                if shell.line_ids:
+                    shell.state["lines"] = shell.line_ids
+
+        return shell, documents()
 
     def _write(
         self, report: RefreshReport, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]
@@ -378,30 +420,41 @@ class KnowledgeIndex:
             self.table.tags.create(f"{TAG_PREFIX}{self.table.version}", self.table.version)
         report.version_after = self.version
 
-    def _plan(self, loads: list[SourceLoad], report: RefreshReport) -> tuple[list[Chunk], dict[str, set[str]]]:
-        """Decide per document: skip, (re)chunk, or delete. Returns new chunks and stale doc ids per source."""
-        count = wordpiece_counter(self.embedder.model_path)
-        new_chunks: list[Chunk] = []
-        stale: dict[str, set[str]] = {}
-        for load in loads:
-            counts = SourceCounts(source=load.source, failed=len(load.failures))
-            report.failures.extend(str(failure) for failure in load.failures)
-            report.warnings.extend(load.warnings)
+    def _plan(
+        self,
+        streams: Sequence[tuple[SourceLoad, Iterator[Document]]],
+        report: RefreshReport,
+        stale: dict[str, set[str]],
+    ) -> Iterator[list[Chunk]]:
+        """Decide per document: skip, (re)chunk, or delete. Yields each new or changed document's
+        chunks as it is read; fills `stale` (doc ids to delete per source) and the report's counts.
+
+        An unchanged document costs one fingerprint (a hash of its content) and is never chunked;
+        the index side costs the projected id/hash scan of `doc_hashes`."""
+        count = None  # the tokenizer loads (a transformers import: seconds) only once a document changed
+        for load, documents in streams:
+            counts = SourceCounts(source=load.source)
             existing = {doc_id: fp for (_, doc_id), fp in self.doc_hashes(load.source).items()}
             seen: set[str] = set()
-            for doc in load.documents:
+            for doc in documents:
                 seen.add(doc.doc_id)
                 fp = fingerprint(doc, self.embedder.model_path, self.chunk_max_tokens, self.chunk_overlap_tokens)
                 if existing.get(doc.doc_id) == fp:
                     counts.unchanged += 1
                     continue
+                count = count or wordpiece_counter(self.embedder.model_path)
                 chunks = chunk_document(doc, count, self.chunk_max_tokens, self.chunk_overlap_tokens)
                 if doc.doc_id in existing:
                     counts.updated += 1
                     stale.setdefault(load.source, set()).add(doc.doc_id)
                 else:
                     counts.added += 1
-                new_chunks.extend(replace(chunk, doc_hash=fp) for chunk in chunks)
+                yield [replace(chunk, doc_hash=fp) for chunk in chunks]
+            seen |= load.unchanged_ids  # lines of an export that read as at the last refresh: not parsed
+            counts.unchanged += len(load.unchanged_ids)
+            counts.failed = len(load.failures)  # known once the stream is read to its end
+            report.failures.extend(str(failure) for failure in load.failures)
+            report.warnings.extend(load.warnings)
             removed = load.deleted_ids if load.incremental else set(existing)  # a connector names its deletions
             if load.complete:
                 vanished = (removed & set(existing)) - seen - load.protected_ids
@@ -411,16 +464,14 @@ class KnowledgeIndex:
             if load.incremental:  # documents a connector did not mention are unchanged
                 counts.unchanged += len(set(existing) - seen - stale.get(load.source, set()))
             report.sources.append(counts)
-        return new_chunks, stale
 
-    async def _embed(self, chunks: list[Chunk], show_progress: bool | None) -> np.ndarray:
-        if not chunks:
-            return np.zeros((0, DIMENSIONS), dtype=np.float32)
+    async def _embed(self, groups: Iterator[list[Chunk]], show_progress: bool | None) -> tuple[list[Chunk], np.ndarray]:
+        """Chunks from `_plan` and their vectors, read and embedded side by side (knowledge/pipeline.py)."""
         from tqdm import tqdm
 
-        disable = (not sys.stderr.isatty() or len(chunks) < 256) if show_progress is None else not show_progress
-        with tqdm(total=len(chunks), unit="chunk", desc="embedding", disable=disable, file=sys.stderr) as bar:
-            return await self.embedder.aencode([chunk.embed_text for chunk in chunks], progress=bar)
+        disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+        with tqdm(unit="chunk", desc="embedding", disable=disable, file=sys.stderr) as bar:
+            return await asyncio.to_thread(embed_stream, groups, self.embedder, progress=bar)
 
     def _commit(self, chunks: list[Chunk], vectors: np.ndarray, stale: dict[str, set[str]]) -> int:
         """One table version for all inserts, updates and deletes of this refresh."""
@@ -429,11 +480,7 @@ class KnowledgeIndex:
             created = self.db.create_table(TABLE, data=data, schema=chunk_schema(vectors.shape[1] or DIMENSIONS))
             self._table = cast("LanceTable", created)  # local connection, as in `table`
             return 0
-        delete_condition = " OR ".join(
-            f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
-            for source, ids in stale.items()
-            if ids
-        )
+        delete_condition = documents_condition((source, doc_id) for source, ids in stale.items() for doc_id in ids)
         if len(chunks):
             builder = self.table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
             if delete_condition:
@@ -493,6 +540,42 @@ class KnowledgeIndex:
             }
             append_log_line(self.index_dir, entry)
             return current, target
+
+
+def scan(dataset: Any, columns: Sequence[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The named columns of a Lance dataset's rows matching `where`, in batches of at most SCAN_BATCH_ROWS."""
+    batches: Iterator[pa.RecordBatch] = dataset.to_batches(
+        columns=list(columns), filter=where, batch_size=SCAN_BATCH_ROWS
+    )
+    return batches
+
+
+def document_hashes(dataset: Any, where: str | None = None) -> dict[tuple[str, str], str]:
+    """(source, doc_id) -> fingerprint of every document of a Lance dataset (any version).
+
+    Read as a projected scan of three short columns in bounded batches, never text or vectors,
+    and kept one entry per document: a no-op refresh of a million chunks costs a pass over ids
+    and hashes, and memory follows the number of documents, not chunks."""
+    found: dict[tuple[str, str], str] = {}
+    for batch in scan(dataset, HASH_COLUMNS, where):
+        # a document's chunks sit side by side: one row per document left before Python sees it
+        unique = pa.Table.from_batches([batch]).group_by(list(HASH_COLUMNS), use_threads=False).aggregate([])
+        found.update(
+            ((src, doc), fp) for src, doc, fp in zip(*(unique.column(name).to_pylist() for name in HASH_COLUMNS))
+        )
+    return found
+
+
+def documents_condition(keys: Iterable[tuple[str, str]]) -> str:
+    """A filter matching the chunks of the given (source, doc_id) documents ("" for none)."""
+    by_source: dict[str, set[str]] = {}
+    for source, doc_id in keys:
+        by_source.setdefault(source, set()).add(doc_id)
+    return " OR ".join(
+        f"(source = {sql_string(source)} AND doc_id IN ({', '.join(sql_string(d) for d in sorted(ids))}))"
+        for source, ids in sorted(by_source.items())
+        if ids
+    )
 
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "url", "doc_url", "heading", "text", "position", "metadata"]

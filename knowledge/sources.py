@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,10 @@ class SourceLoad:
     deleted_ids: set[str] = field(default_factory=set)
     state: dict[str, Any] | None = None  # the connector's next cursor, persisted once the index committed
     api_calls: int = 0
+    # An export's lines as read (a hash of each line's bytes -> its document id), and the ids of the
+    # documents whose line was the same as at the last refresh, so they were not parsed again.
+    line_ids: dict[str, str] = field(default_factory=dict)
+    unchanged_ids: set[str] = field(default_factory=set)
 
     @property
     def protected_ids(self) -> set[str]:
@@ -274,15 +278,26 @@ def iter_source_files(root: Path) -> Iterable[Path]:
 
 def load_path(spec: str, max_bytes: int) -> SourceLoad:
     """A folder of Markdown/text/HTML/PDF files, a single such file, or a JSONL export."""
-    key = source_key(spec)
-    result = SourceLoad(source=key)
+    result = SourceLoad(source=source_key(spec))
+    result.documents.extend(iter_path(spec, max_bytes, result))
+    return result
+
+
+def iter_path(
+    spec: str, max_bytes: int, result: SourceLoad, known_lines: dict[str, str] | None = None
+) -> Iterator[Document]:
+    """`load_path` one document at a time, failures and warnings recorded on `result` as they
+    happen: a refresh chunks and embeds the first files while later ones are still being read,
+    and never holds a whole large export in memory."""
+    key = result.source
     root = Path(key)
     if not root.exists():
         result.complete = False
         result.failures.append(LoadFailure(spec, "no such file or folder"))
-        return result
+        return
     if root.is_file() and root.suffix.lower() in {".jsonl", ".ndjson"}:
-        return load_jsonl_file(root, key, max_bytes)
+        yield from iter_jsonl_file(root, max_bytes, result, known_lines)
+        return
     files = [root] if root.is_file() else list(iter_source_files(root))
     base = root.parent if root.is_file() else root
     base_url = folder_base_url(base, result)
@@ -302,12 +317,32 @@ def load_path(spec: str, max_bytes: int) -> SourceLoad:
             fallback_url = (
                 f"{base_url}{Path(relative).with_suffix('').as_posix()}" if base_url else path.resolve().as_uri()
             )
-            doc = document_from_file_bytes(data, relative, key, fallback_url, result.warnings)
-            result.documents.append(check_document(doc, max_bytes))
+            doc = check_document(
+                document_from_file_bytes(data, relative, key, fallback_url, result.warnings), max_bytes
+            )
         except (OSError, DocumentError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             result.failures.append(LoadFailure(relative, reason, doc_id=relative))
-    return result
+            continue
+        yield doc
+
+
+def listing_signature(spec: str) -> str | None:
+    """A hash of the name, size and modification time of every file a path source would read,
+    or None when there is nothing to list. Equal signatures mean the files were not touched, so a
+    refresh may skip reading them (the index stores what they said when the signature was taken)."""
+    root = Path(source_key(spec))
+    try:
+        files = [root] if root.is_file() else list(iter_source_files(root)) if root.is_dir() else []
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for path in files:
+            info = path.stat()
+            digest.update(f"{path.as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def folder_base_url(folder: Path, result: SourceLoad) -> str:
@@ -324,45 +359,72 @@ def folder_base_url(folder: Path, result: SourceLoad) -> str:
     return base_url if not base_url or base_url.endswith("/") else base_url + "/"
 
 
-def load_jsonl_file(path: Path, key: str, max_bytes: int) -> SourceLoad:
-    result = SourceLoad(source=key)
+def line_key(raw: bytes) -> str:
+    return hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=12).hexdigest()
+
+
+def iter_jsonl_file(
+    path: Path, max_bytes: int, result: SourceLoad, known_lines: dict[str, str] | None = None
+) -> Iterator[Document]:
+    """One record per line, read line by line (an export may be gigabytes). A file that cannot be
+    read or is binary is an incomplete load (nothing deleted); a bad line fails only itself; a
+    repeated id keeps the first record. A line found in `known_lines` (byte for byte as at the last
+    refresh) is not parsed: its document is noted in `result.unchanged_ids` instead."""
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115  # closed by the `with` below, after the binary check
     except OSError as exc:
         result.complete = False
         result.failures.append(LoadFailure(str(path), exc.strerror or str(exc)))
-        return result
-    try:
-        text = decode_text(raw, path.name, result.warnings)
-    except DocumentError as exc:
-        result.complete = False
-        result.failures.append(LoadFailure(str(path), str(exc)))
-        return result
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = f"{path.name}:{number}"
-        record_id = None
+        return
+    with handle:
         try:
-            record = json.loads(line)
-            record_id = str(record.get("id")) if isinstance(record, dict) and record.get("id") else None
-            result.documents.append(check_document(document_from_json_record(record, key), max_bytes))
-        except json.JSONDecodeError as exc:
-            result.failures.append(LoadFailure(item, f"bad JSON: {exc.msg} at column {exc.colno}"))
-        except DocumentError as exc:
-            result.failures.append(LoadFailure(f"{item} (id {record_id})" if record_id else item, str(exc), record_id))
-    ids = [doc.doc_id for doc in result.documents]
-    if len(ids) != len(set(ids)):
+            if b"\x00" in handle.read(8192):
+                raise DocumentError("binary file (contains NUL bytes), not text")
+            handle.seek(0)
+        except (OSError, DocumentError) as exc:
+            result.complete = False
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            result.failures.append(LoadFailure(str(path), reason or str(exc)))
+            return
         seen: set[str] = set()
-        unique = []
-        for doc in result.documents:
+        legacy = False  # warned once per file, as a whole-file decode would
+        for number, raw in enumerate(handle, start=1):
+            key = line_key(raw)
+            if known_lines and key in known_lines and known_lines[key] not in seen:
+                seen.add(known_lines[key])
+                result.unchanged_ids.add(known_lines[key])
+                result.line_ids[key] = known_lines[key]
+                continue
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                if not legacy:
+                    legacy = True
+                    result.warnings.append(
+                        f"{path.name}: not valid UTF-8 (line {number}, byte {exc.start}); read as Windows-1252"
+                    )
+                line = raw.decode("cp1252", errors="replace")
+            if not line.strip():
+                continue
+            item = f"{path.name}:{number}"
+            record_id = None
+            try:
+                record = json.loads(line)
+                record_id = str(record.get("id")) if isinstance(record, dict) and record.get("id") else None
+                doc = check_document(document_from_json_record(record, result.source), max_bytes)
+            except json.JSONDecodeError as exc:
+                result.failures.append(LoadFailure(item, f"bad JSON: {exc.msg} at column {exc.colno}"))
+                continue
+            except DocumentError as exc:
+                failed = f"{item} (id {record_id})" if record_id else item
+                result.failures.append(LoadFailure(failed, str(exc), record_id))
+                continue
             if doc.doc_id in seen:
                 result.failures.append(LoadFailure(f"{path.name} (id {doc.doc_id})", "duplicate id; first one kept"))
                 continue
             seen.add(doc.doc_id)
-            unique.append(doc)
-        result.documents = unique
-    return result
+            result.line_ids[key] = doc.doc_id
+            yield doc
 
 
 async def load_url(spec: str, *, max_bytes: int, timeout: float, concurrency: int) -> SourceLoad:

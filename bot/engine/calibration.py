@@ -57,6 +57,7 @@ ESCALATE_QUANTILE = 0.80  # share of masked twins that fall below the escalation
 ANSWER_QUANTILE = 0.95  # ... below the plain-answer line (between the two: an answer with a caveat)
 PROBE_LIMIT = 150  # probes per index: enough for a stable 80th percentile, cheap next to embedding
 MIN_PROBES = 30  # fewer usable sections than this: too little to calibrate, the raw score is used
+SAMPLE_DOCUMENTS = 1_000  # a larger index writes its probes from this many documents (read_sections)
 RESCORE_ALL_SHARE = 0.3  # when more than this share of probes changed, re-score every probe
 KEPT_SIGNALS = (*confidence.COEFFICIENTS, "second_similarity", "rank_agreement", "question_terms", "sources")
 
@@ -267,9 +268,24 @@ def score_probe(
     return ScoredProbe(section_key=probe.section_key, kind=probe.kind, question=probe.question, found=found, **signals)
 
 
+def sampled_documents(keys: Sequence[tuple[str, str]], limit: int = SAMPLE_DOCUMENTS) -> list[tuple[str, str]]:
+    """A seeded sample of `limit` documents, chosen by id alone: editing one document never moves
+    the others in or out, so the probes of an unchanged sample stay cached."""
+    return sorted(keys, key=lambda key: hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).hexdigest())[:limit]
+
+
 def read_sections(index: KnowledgeIndex) -> list[Section]:
-    table = index.table.to_lance().to_table(columns=["chunk_id", "doc_id", "title", "heading", "text", "position"])
-    return sections_from_chunks(table.to_pylist())
+    """The sections probes are written from: every document's on an index of up to SAMPLE_DOCUMENTS
+    documents, a fixed sample's on a larger one, so a refresh of a million chunks reads the text of
+    a few thousand (plus a projected scan of ids and hashes), not all of it."""
+    from knowledge.index import documents_condition, scan
+
+    columns = ["chunk_id", "doc_id", "title", "heading", "text", "position"]
+    documents = list(index.doc_hashes())
+    where = documents_condition(sampled_documents(documents)) if len(documents) > SAMPLE_DOCUMENTS else None
+    return sections_from_chunks(
+        row for batch in scan(index.table.to_lance(), columns, where) for row in batch.to_pylist()
+    )
 
 
 def calibrate_sync(

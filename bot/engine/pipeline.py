@@ -434,7 +434,8 @@ class Pipeline:
 
 
 def load_term_stats(index: KnowledgeIndex) -> TermStats:
-    """Read every chunk's title, heading and text once (column scan, no vectors)."""
-    table = index.table.to_lance().to_table(columns=["title", "heading", "text"])
-    columns = [table.column(name).to_pylist() for name in ("title", "heading", "text")]
-    return TermStats.from_texts(f"{t}\n{h}\n{x}" for t, h, x in zip(*columns))
+    """The term statistics of the index as it is now: saved per version and carried forward by
+    what changed (bot/engine/corpus_terms.py), so a large index is not read whole on every start."""
+    from bot.engine.corpus_terms import term_stats
+
+    return term_stats(index)
