@@ -367,7 +367,7 @@ async def run_eval(
     else:
         index = KnowledgeIndex.from_settings(settings, embedder)
         if not index.exists():  # the pipeline would escalate every question instead of failing
-            raise IndexNotReady(f"no knowledge index in {index.index_dir}: run `supportbot refresh` first")
+            raise IndexNotReady(f"no knowledge index in {index.uri}: run `supportbot refresh` first")
     settings = settings.model_copy(update={"answer_k": k, "search_k": k})
     owned = pipeline is None  # a pipeline passed in (the bot's own) stays open
     if owned:
