@@ -169,7 +169,9 @@ class KnowledgeIndex:
     ) -> None:
         self.uri = str(index_dir)
         self.remote = is_remote(index_dir)
-        self.storage_options = dict(storage_options or {})
+        if storage_options is None:  # the standard AWS variables, as LanceDB itself would read them
+            storage_options = object_store_options(self.uri, os.environ) if self.remote else {}
+        self.storage_options = dict(storage_options)
         self.sidecar: Sidecar = open_sidecar(index_dir, self.storage_options)
         self.writer_lock: WriterLock = writer_lock or (
             refuse_writes(self.uri) if self.remote else file_lock(Path(index_dir) / "refresh.lock")
@@ -193,7 +195,6 @@ class KnowledgeIndex:
         """`settings.index_uri` when set (an object store), else the data directory's index. On an
         object store without a `writer_lock`, only `index_single_writer` lets this process write."""
         uri = settings.index_uri or settings.index_dir
-        options = object_store_options(str(uri), os.environ) if is_remote(uri) else {}
         if writer_lock is None and is_remote(uri) and settings.index_single_writer:
             writer_lock = contextlib.nullcontext  # the operator vouches that this is the only writer
         return cls(
@@ -206,7 +207,6 @@ class KnowledgeIndex:
             max_document_bytes=settings.max_document_bytes,
             fetch_timeout=settings.fetch_timeout_seconds,
             fetch_concurrency=settings.fetch_concurrency,
-            storage_options=options,
             writer_lock=writer_lock,
         )
 

@@ -100,3 +100,24 @@ def postgres_url(postgres_server):
     url = postgres_server.create_database()
     upgrade(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3 API (moto in server mode) for the session (skipped, with the reason, if it cannot start)."""
+    from tests.engines.s3 import EngineUnavailable, start_s3
+
+    try:
+        server = start_s3()
+    except EngineUnavailable as exc:
+        pytest.skip(f"S3 (moto server) unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_index_uri(s3_server, monkeypatch):
+    """An empty s3:// prefix in a fresh bucket, with the AWS variables that reach it set."""
+    for name, value in s3_server.environ().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.create_bucket()}/knowledge"
