@@ -1,8 +1,9 @@
 """Which sources a refresh reads, and the scheduled sync `serve` runs: one task per source interval.
 
-Only one process may write an index, and the refresh lock already enforces that on one data
-directory. Across replicas the `SyncLease` seam decides who syncs: the default lease always says
-yes and leaves it to the refresh lock; the scale-out work plugs its database lease in here.
+Only one process may write an index, and its writer lock enforces that: the file lock on one data
+directory, PostgreSQL's index-writer lock for an index on object storage shared by replicas (each
+replica's scheduler tries; the one that gets the lock syncs, the others skip that round). The
+`SyncLease` seam may decide earlier who syncs; the default lease says yes and leaves it to the lock.
 """
 
 from __future__ import annotations
