@@ -12,8 +12,6 @@ the store for a new version before every query; "5 s" is the default SUPPORTBOT_
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.search_latency import WORDS, synthetic_corpus, timed  # noqa: E402
+from benchmarks.search_latency import arguments, real_queries, synthetic_corpus, timed  # noqa: E402
 from evals.metrics import percentile  # noqa: E402
 from knowledge.embeddings import Embedder  # noqa: E402
 from knowledge.index import TABLE, KnowledgeIndex, chunk_schema, chunks_to_arrow  # noqa: E402
@@ -31,11 +29,7 @@ from tests.engines.s3 import start_s3  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--questions", type=Path, default=Path("evals/datasets/sample.jsonl"))
-    args = parser.parse_args()
+    args = arguments(__doc__, rows=20_000, queries=100)
 
     s3 = start_s3()
     os.environ.update(s3.environ())
@@ -51,11 +45,7 @@ def main() -> None:
         index._maintain_indexes()  # the same index maintenance a refresh runs
         build[name] = time.perf_counter() - started
 
-    questions = [json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()]
-    queries = [
-        questions[i % len(questions)] + ("" if i < len(questions) else f" {WORDS[i % len(WORDS)]}")
-        for i in range(args.queries)
-    ]
+    queries = real_queries(args.questions, args.queries)
     query_vectors = [embedder.encode_query(query) for query in queries]
 
     results = []

@@ -315,7 +315,8 @@ async def prepare_kb(settings: Settings, kb: str, embedder, *, progress: bool | 
     from bot.engine.calibration import refresh_calibrated
     from knowledge.index import KnowledgeIndex
 
-    kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb]})
+    # a scratch index on local disk, even when the served one is on object storage
+    kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb], "index_uri": ""})
     index = KnowledgeIndex.from_settings(kb_settings, embedder)
     report = await refresh_calibrated(index, [kb], kb_settings, show_progress=progress)
     if report.failures and not index.exists():

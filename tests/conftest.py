@@ -79,17 +79,24 @@ def engine_parts(sample_index, sample_searcher, embedder):
     return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """One throwaway PostgreSQL server for the session (skipped, with the reason, if it cannot start)."""
-    from tests.engines.postgres import EngineUnavailable, start_postgres
+def engine_for_the_session(start, name: str):
+    """A real engine, stopped after the session; the test is skipped with the reason it cannot start."""
+    from tests.engines.postgres import EngineUnavailable
 
     try:
-        server = start_postgres()
+        server = start()
     except EngineUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        pytest.skip(f"{name} unavailable: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session."""
+    from tests.engines.postgres import start_postgres
+
+    yield from engine_for_the_session(start_postgres, "PostgreSQL")
 
 
 @pytest.fixture
@@ -104,15 +111,10 @@ def postgres_url(postgres_server):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """One S3 API (moto in server mode) for the session (skipped, with the reason, if it cannot start)."""
-    from tests.engines.s3 import EngineUnavailable, start_s3
+    """One S3 API (moto in server mode) for the session."""
+    from tests.engines.s3 import start_s3
 
-    try:
-        server = start_s3()
-    except EngineUnavailable as exc:
-        pytest.skip(f"S3 (moto server) unavailable: {exc}")
-    yield server
-    server.stop()
+    yield from engine_for_the_session(start_s3, "S3 (moto server)")
 
 
 @pytest.fixture
