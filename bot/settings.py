@@ -145,6 +145,16 @@ class Settings(BaseSettings):
         ]
     )
 
+    @field_validator("index_uri")
+    @classmethod
+    def _object_store_uri(cls, value: str) -> str:
+        """A typo (ftp://, s3:// without a bucket) is named at start, not at the first search."""
+        if value:
+            from knowledge.storage import object_store_options
+
+            object_store_options(value, {})  # raises ValueError naming the accepted forms
+        return value
+
     @field_validator("assistant_prompts", mode="before")
     @classmethod
     def _split_bars(cls, value: object) -> object:

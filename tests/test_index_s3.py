@@ -64,6 +64,8 @@ def test_storage_options_come_from_the_standard_aws_variables():
     for bad in ("ftp://bucket/x", "s3://", "memory://x"):
         with pytest.raises(ValueError, match="unsupported index URI"):
             object_store_options(bad, {})
+    with pytest.raises(ValueError, match="unsupported index URI"):  # named when the settings load
+        Settings(index_uri="s3://", _env_file=None)
 
 
 def test_refresh_search_tag_and_rollback_with_the_index_on_s3(tmp_path, embedder, s3_index_uri):
