@@ -22,10 +22,11 @@ question, whichever turn of the layout they sit in, so correctness measures whet
 still hands Claude the right sources and their citations still map back); an
 unanswerable case is correct when the bot does not answer it (escalates or says it cannot).
 
-`--latency` also measures time to first visible text with the emulator's time to first token at
-1 s and 80 output tokens/s: when the first text delta reaches the Slack stream, and when Slack
-shows it (the Slack SDK's stream buffers 600 characters before its first call, see
-`bot/slack/answering.py`), over 40 streamed first questions.
+`--latency` (or `--latency-only`) also times the first visible text in Slack: signed events into
+the real bot (bolt, slack_sdk) against the Slack emulator, Claude answering through the Anthropic
+emulator with a 1 s time to first token and 80 output tokens/s; 24 first questions, DMs and
+channel mentions alternating, with streaming on and then off. Visible = the first bot message in
+the question's thread with text, in the emulator's message store.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +65,6 @@ SOURCE = str(ROOT / "examples" / "knowledge")
 MODELS = {"haiku-class": "claude-haiku-4-5", "sonnet-class": "claude-sonnet-4-6"}
 FOLLOWUP_GAP = 90.0  # simulated seconds between an answer and its follow-up
 THREAD_GAP = 20.0
-STREAM_BUFFER = 600  # characters the Slack SDK's chat stream buffers before its first call
 
 
 @dataclass
@@ -191,46 +192,118 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-async def latency(settings: Settings, searcher: Searcher, threads: list[Thread], count: int = 40) -> dict:
-    """Seconds from the question to the first streamed text (engine) and to Slack showing it."""
-    async with AnthropicEmulator(ttft=1.0, tokens_per_second=80.0) as emu:
-        claude = settings.model_copy(
-            update={"anthropic_api_key": SecretStr("bench"), "anthropic_base_url": emu.base_url}
+async def wait_until(condition: Callable[[], bool], deadline: float, what: str, every: float) -> None:
+    """Poll `condition` every `every` seconds until it holds; past `deadline` (perf_counter), fail."""
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def latency(settings: Settings, parts: dict, threads: list[Thread], count: int = 24) -> dict:
+    """Seconds from a signed Slack event to the first answer text in the Slack emulator's message
+    store, through the real bot (bolt, slack_sdk, the configured streaming) and the real
+    `anthropic` SDK against an emulator with a 1 s time to first token and 80 output tokens/s.
+    Questions alternate between DMs and channel mentions, one at a time; the Slack emulator
+    enforces its published rate tiers (chat.startStream is Tier 2), so a stream Slack refuses
+    falls back to one post and is measured as such. Also: when the working indicator (the eyes
+    reaction) appeared."""
+    import aiohttp
+    from aiohttp import web
+
+    from bot.engine.pipeline import Pipeline as Engine
+    from bot.slack.app import create_app, create_web_app
+    from bot.store import InteractionStore
+    from tests.emulators.slack_api import SlackEmulator
+    from tests.emulators.slack_payloads import (
+        CHANNEL_ID,
+        app_mention_event,
+        event_callback,
+        json_body,
+        message_event,
+        sign_request,
+    )
+
+    secret = "bench-signing-secret"
+    visible, working, streamed = [], [], 0
+    async with SlackEmulator() as slack, AnthropicEmulator(ttft=1.0, tokens_per_second=80.0) as claude_emu:
+        bot_settings = settings.model_copy(
+            update={
+                "anthropic_api_key": SecretStr("bench"),
+                "anthropic_base_url": claude_emu.base_url,
+                "anthropic_model": MODELS["sonnet-class"],
+                "slack_bot_token": SecretStr("xoxb-bench"),
+                "slack_signing_secret": SecretStr(secret),
+                "slack_api_url": slack.api_url,
+                "user_rate_per_minute": 1000,  # one emulated asker stands for 24 people: never queued
+            }
         )
-        pipeline = Pipeline(claude, searcher, generator=ClaudeAnswerer(claude))
-        first_text, visible = [], []
-        for thread in threads[:count]:
-            began = time.perf_counter()
-            marks: dict[str, float] = {}
-            sent = [0]
+        engine = Engine.from_settings(bot_settings, index=parts["index"], searcher=parts["searcher"])
+        with tempfile.TemporaryDirectory() as logs:
+            state = create_app(bot_settings, engine, InteractionStore(Path(logs)), parts["index"])
+            runner = web.AppRunner(create_web_app(state))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+            async with aiohttp.ClientSession() as session:
+                for n, thread in enumerate(threads[:count]):
+                    channel = "D0DIRECT" if n % 2 == 0 else CHANNEL_ID
+                    event = (message_event if channel.startswith("D") else app_mention_event)(
+                        thread.asks[0].text, channel=channel
+                    )
+                    body = json_body(event_callback(event))
+                    reacted = len(slack.calls_to("reactions.add"))
+                    began, began_wall = time.perf_counter(), time.time()
+                    headers = {"Content-Type": "application/json", **sign_request(secret, body)}
+                    async with session.post(url, data=body, headers=headers) as response:
+                        assert response.status == 200, response.status
 
-            async def on_delta(piece: str, marks=marks, sent=sent, began=began) -> None:
-                marks.setdefault("first", time.perf_counter() - began)
-                sent[0] += len(piece)
-                if sent[0] >= STREAM_BUFFER:
-                    marks.setdefault("visible", time.perf_counter() - began)
+                    def answer_shown(channel=channel, event=event) -> bool:
+                        return any(
+                            m.get("bot_id") and m.get("text") and m.get("thread_ts") == event["ts"]
+                            for m in slack.thread(channel, event["ts"])
+                        )
 
-            await pipeline.answer(Question(text=thread.asks[0].text), on_delta=on_delta)
-            done = time.perf_counter() - began
-            if "first" in marks:
-                first_text.append(marks["first"])
-                visible.append(marks.get("visible", done))  # a short answer shows when the stream stops
-        await pipeline.aclose()
+                    await wait_until(answer_shown, began + 60, f"answer text in Slack for {event['ts']}", 0.005)
+                    visible.append(time.perf_counter() - began)
+                    reactions = slack.calls_to("reactions.add")[reacted:]
+                    if reactions:
+                        working.append(reactions[0].time - began_wall)
+
+                    # the next question only once this one is done (its outcome reaction, or its log)
+                    def finished(event=event, n=n) -> bool:
+                        return (
+                            any(
+                                c.args.get("timestamp") == event["ts"] and c.args.get("name") != "eyes"
+                                for c in slack.calls_to("reactions.add")
+                            )
+                            or len(state.responder.store.interactions()) > n
+                        )
+
+                    await wait_until(finished, began + 120, f"question {event['ts']} to finish", 0.1)
+                    streamed += any(c.args.get("thread_ts") == event["ts"] for c in slack.calls_to("chat.startStream"))
+                    print(f"latency {n + 1}/{count}: {visible[-1]:.2f} s", file=sys.stderr)
+            await runner.cleanup()
+        await engine.aclose()
     return {
-        "n": len(first_text),
-        "first_delta_p50": statistics.median(first_text),
-        "first_delta_p90": statistics.quantiles(first_text, n=10)[-1],
-        "slack_visible_p50": statistics.median(visible),
-        "slack_visible_p90": statistics.quantiles(visible, n=10)[-1],
+        "n": len(visible),
+        "streamed": streamed,
+        "stream_answers": settings.stream_answers,
+        "visible_p50": statistics.median(visible),
+        "visible_p90": statistics.quantiles(visible, n=10)[-1],
+        "working_p50": statistics.median(working) if working else None,
     }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--latency", action="store_true", help="also time first visible text in Slack")
+    parser.add_argument("--latency-only", action="store_true", help="only the Slack latency (implies --latency)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    args.latency = args.latency or args.latency_only
     threads = workload(args.questions)
     opener_gold(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,7 +314,7 @@ async def main() -> None:
         await refresh_calibrated(index, [SOURCE], settings)
         searcher = Searcher.from_settings(settings, index)
         report: dict = {"questions": sum(len(t.asks) for t in threads), "threads": len(threads), "models": {}}
-        for label, model in MODELS.items():
+        for label, model in MODELS.items() if not args.latency_only else ():
             for layout in LAYOUTS:
                 rows, dead = await run(settings, searcher, model, layout, threads)
                 kinds = {kind: summarise([r for r in rows if r["kind"] == kind]) for kind in ("first", "follow-up")}
@@ -251,7 +324,13 @@ async def main() -> None:
                     "dead_breakpoints": dead,
                 }
         if args.latency:
-            report["latency"] = await latency(settings, searcher, threads)
+            parts = {"index": index, "searcher": searcher}
+            for stream in (True, False):
+                report.setdefault("latency", []).append(
+                    await latency(settings.model_copy(update={"stream_answers": stream}), parts, threads)
+                )
+            if args.latency_only:
+                report["models"] = {}
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -275,12 +354,12 @@ async def main() -> None:
                 f"{label:13} {layout:12} dead breakpoints (prefix below the model's minimum): {parts['dead_breakpoints']}"
             )
     print("($ in thousandths of a dollar: m = $0.001; 'vs legacy' = cost per correct answer / legacy's)")
-    if "latency" in report:
-        lat = report["latency"]
+    for lat in report.get("latency", []):
         print(
-            f"time to first text, TTFT 1 s, 80 tok/s, {lat['n']} streamed answers: first delta p50 "
-            f"{lat['first_delta_p50']:.2f} s (p90 {lat['first_delta_p90']:.2f}); visible in Slack p50 "
-            f"{lat['slack_visible_p50']:.2f} s (p90 {lat['slack_visible_p90']:.2f})"
+            f"Slack, TTFT 1 s, 80 tok/s, streaming {'on ' if lat['stream_answers'] else 'off'}: {lat['n']} first "
+            f"questions ({lat['streamed']} streamed): answer text visible p50 {lat['visible_p50']:.2f} s "
+            f"(p90 {lat['visible_p90']:.2f}); working indicator p50 "
+            + (f"{lat['working_p50']:.2f} s" if lat["working_p50"] is not None else "none seen")
         )
 
 

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     cache_min_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CACHE_MIN_TOKENS))
     # Cache each first question's prompt for its thread's follow-ups (costs first questions 1.25x on the
-    # prompt; pays when over ~28% of threads get a follow-up within 5 minutes). Off: only follow-ups cache.
+    # prompt; pays when over ~50% of threads get a follow-up within 5 minutes). Off: only follow-ups cache.
     cache_first_questions: bool = False
     # Claude spend per UTC day, in US dollars, per process; past it answers are extractive (marked). 0: no cap.
     daily_budget_usd: float = Field(default=0.0, ge=0.0)

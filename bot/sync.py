@@ -1,19 +1,22 @@
 """Which sources a refresh reads, and the scheduled sync `serve` runs: one task per source interval.
 
-Only one process may write an index, and its writer lock enforces that: the file lock on one data
-directory, PostgreSQL's index-writer lock for an index on object storage shared by replicas (each
-replica's scheduler tries; the one that gets the lock syncs, the others skip that round). The
-`SyncLease` seam may decide earlier who syncs; the default lease says yes and leaves it to the lock.
+Only one process may write an index. On one data directory the index's refresh lock enforces it;
+across replicas (PostgreSQL configured) the scale-out work's coordination does (bot/coordination.py):
+each interval of a source is a (job, period) that exactly one replica claims, as the weekly eval's
+week is, and the claimed sync runs under the same `refresh` lease as `/kb-refresh` (and, for an
+index on object storage, under the index's writer lock too, as every write is). Every replica
+wakes at the interval's boundary; a replica that died leaves the next interval to the survivors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
+from bot.coordination import Coordination, LocalCoordination
 from bot.engine.calibration import refresh_calibrated
 from bot.settings import Settings
 from knowledge.connectors.catalog import Catalog, load_catalog
@@ -43,28 +46,10 @@ def configured_sources(settings: Settings, requested: Sequence[str] = ()) -> lis
     return list(settings.sources)
 
 
-class SyncLease(Protocol):
-    """May this replica sync `source` now? Released after the sync."""
-
-    async def acquire(self, source: str) -> bool: ...
-
-    async def release(self, source: str) -> None: ...
-
-
-class LocalLease:
-    """One process per data directory is already guaranteed by the index's refresh lock."""
-
-    async def acquire(self, source: str) -> bool:
-        return True
-
-    async def release(self, source: str) -> None:
-        return None
-
-
 class SourceSyncScheduler:
-    """A background job of `serve`: every source with an `every:` interval syncs on its own clock.
-    Syncs of one process run one at a time (they share the index's write lock); a sync that finds
-    another process refreshing skips that round."""
+    """A background job of `serve`: every source with an `every:` interval syncs once per interval.
+    Syncs of one process run one at a time (they share the index's write lock); a round that finds
+    another refresh running (here or on another replica) is skipped."""
 
     def __init__(
         self,
@@ -72,33 +57,45 @@ class SourceSyncScheduler:
         settings: Settings,
         specs: Sequence[SourceSpec],
         *,
-        lease: SyncLease | None = None,
+        coordination: Coordination | None = None,
         on_report: Callable[[SourceSpec, RefreshReport], Awaitable[None]] | None = None,
         refresh: SyncRefresh | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.index = index
         # `serve` hands in the eval-gated refresh (evals/gate.py); the default refreshes and calibrates
         self.refresh: SyncRefresh = refresh or refresh_calibrated
         self.settings = settings
         self.specs = [spec for spec in specs if spec.every_seconds]
-        self.lease = lease or LocalLease()
+        self.coordination: Coordination = coordination or LocalCoordination()
         self.on_report = on_report
+        self.clock = clock  # wall time: replicas on different hosts must agree on the intervals
         self.reports: list[RefreshReport] = []
+        self.synced: list[tuple[str, int]] = []  # (source, interval number) this replica synced
         self._one_at_a_time = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def interval_of(self, spec: SourceSpec) -> int:
+        assert spec.every_seconds
+        return int(self.clock() // spec.every_seconds)
+
     async def sync_once(self, spec: SourceSpec) -> RefreshReport | None:
-        if not await self.lease.acquire(spec.uri):
-            return None
-        try:
-            async with self._one_at_a_time:
+        """Sync `spec` if this replica wins its current interval; None when another replica has it,
+        or a refresh is running."""
+        interval = self.interval_of(spec)
+        async with self._one_at_a_time, self.coordination.lease("refresh") as held:
+            if not held:
+                log.info("scheduled sync of %s skipped: another replica is refreshing", spec.uri)
+                return None
+            if not await self.coordination.claim_run(f"sync:{spec.uri}", str(interval)):
+                return None  # another replica synced this interval already
+            try:
                 report = await self.refresh(self.index, [spec], self.settings)
-        except RefreshInProgress:
-            log.info("scheduled sync of %s skipped: another refresh is running", spec.uri)
-            return None
-        finally:
-            await self.lease.release(spec.uri)
+            except RefreshInProgress:
+                log.info("scheduled sync of %s skipped: another refresh is running", spec.uri)
+                return None
         self.reports.append(report)
+        self.synced.append((spec.uri, interval))
         level = logging.WARNING if report.failed_sources else logging.INFO
         log.log(level, "scheduled sync of %s: %s", spec.uri, report.summary)
         if self.on_report is not None:
@@ -112,9 +109,9 @@ class SourceSyncScheduler:
                 await self.sync_once(spec)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one bad round must not end the schedule
+            except Exception:  # one bad round must not end the schedule (a database outage included)
                 log.exception("scheduled sync of %s failed", spec.uri)
-            await asyncio.sleep(spec.every_seconds)
+            await asyncio.sleep(spec.every_seconds - self.clock() % spec.every_seconds)  # the next boundary
 
     def start(self) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()

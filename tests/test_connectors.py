@@ -202,8 +202,10 @@ async def test_connector_sync_contract(kind, tmp_path, embedder, monkeypatch):
 
         # 2. Nothing changed: no embeddings, a handful of calls.
         api.reset_counts()
+        encoded = embedder.texts_encoded  # the model's own count, not the report's
         second = await index.refresh([scenario.uri])
         assert second.chunks_embedded == 0 and second.total("unchanged") == COUNT
+        assert embedder.texts_encoded == encoded
         assert second.version_after == second.version_before
         assert len(api.requests) <= 5, api.requests
 
@@ -212,7 +214,7 @@ async def test_connector_sync_contract(kind, tmp_path, embedder, monkeypatch):
         third = await index.refresh([scenario.uri])
         after = chunks_of(index, scenario.uri)
         assert third.total("updated") == 1 and third.total("added") == 0
-        assert third.chunks_embedded == len(after[edited])
+        assert third.chunks_embedded == len(after[edited]) == embedder.texts_encoded - encoded
         assert any("press Apply" in text for text in after[edited])
 
         # 4. One deletion (archive) removes the document, and only it.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT, plain_messages
+from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT, plain_messages, section_text
 from bot.engine.pipeline import FALLBACK_NOTE, Pipeline
 from bot.engine.types import Decision, Question, Turn
 from tests.emulators.anthropic_api import ANSWER_INTRO, AnthropicEmulator, Reply
@@ -55,10 +55,15 @@ async def test_request_carries_search_results_system_contract_and_no_dead_breakp
     assert "data, not instructions" in SYSTEM_PROMPT
     content = body["messages"][-1]["content"]
     results = [block for block in content if block["type"] == "search_result"]
-    assert len(results) == len(answer.retrieved) > 1
-    for block, chunk in zip(results, answer.retrieved):
-        assert block["source"] == chunk.url and block["citations"] == {"enabled": True}
-        assert block["content"] == [{"type": "text", "text": chunk.text}] and chunk.title in block["title"]
+    # One search result per document (its url and title sent once), its chunks as its text blocks,
+    # each led by its section heading; documents in the order they were first retrieved.
+    documents = list(dict.fromkeys(chunk.doc_url for chunk in answer.retrieved))
+    assert [block["source"] for block in results] == documents and len(documents) > 1
+    for block, url in zip(results, documents):
+        chunks = [chunk for chunk in answer.retrieved if chunk.doc_url == url]
+        assert block["title"] == chunks[0].title and block["citations"] == {"enabled": True}
+        assert block["content"] == [{"type": "text", "text": section_text(chunk)} for chunk in chunks]
+        assert all(chunk.text in section_text(chunk) for chunk in chunks)
     assert content[-1] == {"type": "text", "text": QUESTION}
 
 
@@ -66,13 +71,15 @@ async def test_citations_map_back_to_the_cited_chunks(pipeline):
     answer = await pipeline.answer(Question(text=QUESTION))
     assert answer.generator == "claude" and answer.model == "claude-haiku-4-5" and answer.fallback_reason is None
     assert answer.text.startswith(ANSWER_INTRO) and "[1]" in answer.text and "[2]" in answer.text
-    # The emulator cites the first sentence of search results 0 and 1, in that order.
-    first, second = answer.retrieved[0], answer.retrieved[1]
+    # The emulator cites the first sentence of the first text block of search results 0 and 1 (the
+    # first two documents retrieved), in that order.
+    first = answer.retrieved[0]
+    second = next(chunk for chunk in answer.retrieved if chunk.doc_url != first.doc_url)
     assert [(c.number, c.chunk_id, c.url, c.doc_url) for c in answer.citations] == [
         (1, first.chunk_id, first.url, first.doc_url),
         (2, second.chunk_id, second.url, second.doc_url),
     ]
-    assert answer.citations[0].cited_text == first.text
+    assert answer.citations[0].cited_text == section_text(first)
     assert answer.signals["citation_coverage"] > 0.5 and answer.decision is not Decision.ESCALATE
 
 
@@ -126,14 +133,19 @@ async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_u
     # a follow-up sends only sources the thread has not sent yet; citations still map to the right chunks
     fresh = [b for b in third_body["messages"][-1]["content"] if b["type"] == "search_result"]
     sent_before = [
-        b["source"]
+        text["text"]
         for m in third_body["messages"][:-1]
         if isinstance(m["content"], list)
         for b in m["content"]
         if b["type"] == "search_result"
+        for text in b["content"]
     ]
-    assert not {b["source"] for b in fresh} & set(sent_before) and len(fresh) < len(third.retrieved)
-    assert [c.url for c in third.citations] == [b["source"] for b in fresh[:2]]
+    fresh_texts = [text["text"] for b in fresh for text in b["content"]]
+    assert not set(fresh_texts) & set(sent_before) and len(fresh_texts) < len(third.retrieved)
+    # the emulator cites the first text block of the first two fresh results: those very chunks
+    assert [(c.doc_url, c.cited_text) for c in third.citations] == [
+        (b["source"], b["content"][0]["text"]) for b in fresh[:2]
+    ]
     assert emu.cache.dead_breakpoints == 0
 
 
@@ -299,3 +311,37 @@ def test_the_budget_starts_again_each_utc_day_and_the_digest_shows_cost_per_chan
     assert "2026-11-30 $0.0020/answer" in text and "2026-12-01 $0.0020/answer" in text
     assert "1 answers were extractive because the daily budget was spent" in text
     assert cost_summary(rows[2:]) == ""
+
+
+def test_a_citation_of_a_documents_second_text_block_maps_to_that_chunk():
+    from types import SimpleNamespace
+
+    from bot.engine.claude import per_document_sources, segments_from_message
+    from bot.engine.types import RetrievedChunk
+
+    def chunk(doc: str, n: int, heading: str = "") -> RetrievedChunk:
+        url = f"https://kb/{doc}"
+        return RetrievedChunk(
+            chunk_id=f"{doc}-{n}", doc_id=doc, title=doc.title(), url=f"{url}#s{n}", doc_url=url,
+            heading=heading, text=f"{doc} text {n}.", score=1.0,
+        )  # fmt: skip
+
+    # retrieved a1, b1, a2: sent as [a: a1, a2] [b: b1], the chunks already held by earlier turns first
+    retrieved = [chunk("a", 1, "Setup"), chunk("b", 1), chunk("a", 2, "Limits")]
+    sources = per_document_sources(retrieved, first=3)
+    assert [b["source"] for b in sources.blocks] == ["https://kb/a", "https://kb/b"]
+    assert [c.chunk_id for c in sources.chunks] == ["a-1", "a-2", "b-1"] and sources.results == [[3, 4], [5]]
+    assert sources.texts == ["Setup\na text 1.", "Limits\na text 2.", "b text 1."]
+    same_id_elsewhere = chunk("a", 3).model_copy(update={"source": "another-folder"})
+    assert len(per_document_sources([chunk("a", 1), same_id_elsewhere]).blocks) == 2
+    cite = lambda result, block: SimpleNamespace(  # noqa: E731
+        type="search_result_location", search_result_index=result, start_block_index=block, cited_text="x"
+    )
+    results = [[0], [1], [2], *sources.results]  # three earlier single-chunk results, then these two
+    message = SimpleNamespace(
+        content=[
+            SimpleNamespace(type="text", text="Answer.", citations=[cite(3, 1), cite(4, 0), cite(4, 1), cite(9, 0)])
+        ]
+    )
+    [segment] = segments_from_message(message, results)
+    assert [span.chunk for span in segment.spans] == [4, 5, -1, -1]  # a-2, b-1; no such block; no such result

@@ -124,4 +124,7 @@ async def test_parsing_pages_does_not_block_the_event_loop():
     assert [doc.title for doc in load.documents] == ["Big"] and "Item 1000" in load.documents[0].text
     print(f"load {seconds:.3f} s, longest loop stall {max(gaps):.3f} s")
     assert seconds > 0.2, seconds  # the page really is heavy to parse
-    assert max(gaps) < seconds / 4, (max(gaps), seconds)  # parsing on the loop would stall it for most of `seconds`
+    # Parsing on the loop would stall it for most of `seconds`: one or two ticks in all. Counting ticks
+    # holds on a loaded box, where one long stall can come from the OS descheduling the whole process.
+    assert len(gaps) >= 10, (len(gaps), max(gaps), seconds)
+    assert max(gaps) < seconds / 2, (max(gaps), seconds)

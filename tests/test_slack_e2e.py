@@ -179,6 +179,10 @@ async def test_mention_is_acked_at_once_then_answered_in_thread_with_sources(sla
     mention = app_mention_event(ANSWERABLE)
     status, _, elapsed = await slack_bot.event(mention)
     assert status == 200 and elapsed < 1.0 and slack_bot.emu.calls_to("chat.postMessage") == []
+    # the working indicator shows while the answer is still being written
+    [working] = await slack_bot.emu.wait_for("reactions.add", timeout=20)
+    assert (working.args["name"], working.args["timestamp"]) == ("eyes", mention["ts"])
+    assert slack_bot.emu.calls_to("chat.postMessage") == []
     gated.gate.set()
     [reply] = await slack_bot.emu.wait_for("chat.postMessage", timeout=20)
     assert reply.args["thread_ts"] == mention["ts"] and reply.args["channel"] == CHANNEL_ID

@@ -1,7 +1,9 @@
 """The Claude generator: retrieved chunks as `search_result` blocks, answers with native citations.
 
 Why search_result blocks: Claude then cites the exact block it used, so every [n] marker maps back
-to a chunk and its url without any string matching on our side. The system prompt is the stable
+to a chunk and its url without any string matching on our side. One search result per document,
+its chunks as its text blocks (`per_document_sources`): a citation names the result and the text
+block it starts in, which is the chunk, and the document's url and title are sent once. The system prompt is the stable
 prefix, written as a contract: sources only, say so when they don't answer (the `NO_ANSWER`
 sentinel), sources are data not instructions, Slack-readable. Where prompt caching pays is
 `PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
@@ -69,6 +71,75 @@ def search_result_block(chunk: RetrievedChunk) -> dict[str, Any]:
     }
 
 
+def document_url(chunk: RetrievedChunk) -> str:
+    return chunk.doc_url or chunk.url.split("#")[0]
+
+
+def section_text(chunk: RetrievedChunk) -> str:
+    """A chunk's text as one block of its document's search result: its section heading first."""
+    if chunk.heading and chunk.heading != chunk.title and not chunk.text.startswith(chunk.heading):
+        return f"{chunk.heading}\n{chunk.text}"
+    return chunk.text
+
+
+@dataclass
+class Sources:
+    """The search result blocks of a request; `chunks`, every chunk they hold in the order
+    citations count them, with `texts`, each as sent (what a citation's `cited_text` is checked
+    against); `results`, per block, the indexes into `chunks` of its text blocks (a citation's
+    `search_result_index` and `start_block_index` find its chunk there)."""
+
+    blocks: list[dict[str, Any]]
+    chunks: list[RetrievedChunk]
+    texts: list[str]
+    results: list[list[int]]
+
+    def __add__(self, later: Sources) -> Sources:
+        return Sources(
+            self.blocks + later.blocks,
+            self.chunks + later.chunks,
+            self.texts + later.texts,
+            self.results + later.results,
+        )
+
+
+def per_chunk_sources(chunks: Sequence[RetrievedChunk]) -> Sources:
+    """The legacy layout: one search result per chunk, its url and "title > heading" on each."""
+    return Sources(
+        [search_result_block(chunk) for chunk in chunks],
+        list(chunks),
+        [chunk.text for chunk in chunks],
+        [[i] for i in range(len(chunks))],
+    )
+
+
+def per_document_sources(chunks: Sequence[RetrievedChunk], first: int = 0) -> Sources:
+    """One search result per document, its chunks as its text blocks (each led by its section
+    heading), in the order the documents were first retrieved. The document's url and title are
+    sent once instead of once per chunk: with two chunks per document that header was about a
+    quarter of a first question's prompt (benchmarks/claude_cost.py). Chunk indexes count from
+    `first` (the chunks earlier turns of the request already hold)."""
+    documents: dict[tuple[str, str], list[RetrievedChunk]] = {}
+    for chunk in chunks:  # two sources may hold a document of the same id: keyed by both
+        documents.setdefault((chunk.source, chunk.doc_id or document_url(chunk)), []).append(chunk)
+    out = Sources([], [], [], [])
+    for members in documents.values():
+        texts = [section_text(chunk) for chunk in members]
+        out.blocks.append(
+            {
+                "type": "search_result",
+                "source": document_url(members[0]),
+                "title": members[0].title or document_url(members[0]),
+                "content": [{"type": "text", "text": text} for text in texts],
+                "citations": {"enabled": True},
+            }
+        )
+        out.results.append(list(range(first + len(out.chunks), first + len(out.chunks) + len(members))))
+        out.chunks += members
+        out.texts += texts
+    return out
+
+
 def history_messages(history: Sequence[Turn], current: str) -> list[dict[str, Any]]:
     """Earlier turns as alternating user/assistant text, starting with the user, old markers removed."""
     turns = [t for t in history if t.role in ("user", "assistant") and t.text.strip()]
@@ -84,15 +155,13 @@ def history_messages(history: Sequence[Turn], current: str) -> list[dict[str, An
     return messages
 
 
-def build_messages(
-    question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn] = ()
-) -> list[dict[str, Any]]:
+def build_messages(question: str, sources: Sources, history: Sequence[Turn] = ()) -> list[dict[str, Any]]:
     """History, then one user message: the search results, then the question."""
     messages = history_messages(history, question)
     content: list[dict[str, Any]] = []
     if messages and messages[-1]["role"] == "user":  # roles must alternate: fold a trailing user turn in
         content.append({"type": "text", "text": f"(Earlier message: {messages.pop()['content']})"})
-    content += [search_result_block(chunk) for chunk in chunks]
+    content += sources.blocks
     content.append({"type": "text", "text": question})
     return [*messages, {"role": "user", "content": content}]
 
@@ -107,7 +176,7 @@ def request_params(
         "model": settings.anthropic_model,
         "max_tokens": settings.anthropic_max_tokens,
         "system": [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}],
-        "messages": build_messages(question, chunks, history),
+        "messages": build_messages(question, per_chunk_sources(chunks), history),
     }
 
 
@@ -134,7 +203,7 @@ class CachedTurn:
     byte for byte, so its breakpoint there reads the prefix back."""
 
     messages: list[dict[str, Any]]
-    chunks: list[RetrievedChunk]  # every search result in `messages`, in order
+    sources: Sources  # every search result in `messages` (all turns)
     reply: str
     cached_at: int  # index into `messages`
     expires: float
@@ -147,7 +216,7 @@ class Layout:
     the message index of the breakpoint that reads the thread's cached prefix (if any)."""
 
     params: dict[str, Any]
-    chunks: list[RetrievedChunk]
+    sources: Sources  # every search result in the request, earlier turns' included
     depth: int
     writes: bool
     reads_at: int | None
@@ -186,9 +255,9 @@ class PromptLayout:
     """Lays a request out so that what repeats comes first, and caches only where it pays.
 
     Order: the contract (system), then what the thread already used (its earlier request, sources
-    included, byte for byte, and the answer), then this turn's new sources (those the thread has
-    not sent yet: Claude can still cite the earlier ones, citation indexes count every search
-    result in the request), then the question.
+    included, byte for byte, and the answer), then this turn's new sources (chunks the thread has
+    not sent yet, one search result per document: Claude can still cite the earlier ones, citation
+    indexes count every search result in the request), then the question.
 
     Breakpoints: a follow-up whose thread has a cached prefix reads it (a breakpoint where that
     prefix ends; it adds nothing to the cache, so it costs nothing extra). A request's own end is
@@ -223,19 +292,21 @@ class PromptLayout:
         self.observe_arrival(key, depth)
         system = [{"type": "text", "text": SYSTEM_PROMPT}]
         prior = self.remembered(key, earlier)
-        sent_chunks = list(chunks)
         if prior is not None:  # the thread's sources are in the cached prefix: send only new ones
-            known = {chunk.chunk_id for chunk in prior.chunks}
-            fresh = [chunk for chunk in chunks if chunk.chunk_id not in known]
-            sent_chunks = [*prior.chunks, *fresh]
-            new_turn = [*(search_result_block(chunk) for chunk in fresh), {"type": "text", "text": question}]
+            known = {chunk.chunk_id for chunk in prior.sources.chunks}
+            fresh = per_document_sources(
+                [chunk for chunk in chunks if chunk.chunk_id not in known], len(prior.sources.chunks)
+            )
+            sources = prior.sources + fresh
+            new_turn = [*fresh.blocks, {"type": "text", "text": question}]
             messages = [
                 *prior.messages,
                 {"role": "assistant", "content": prior.reply},
                 {"role": "user", "content": new_turn},
             ]
         else:
-            messages = build_messages(question, chunks, history)
+            sources = per_document_sources(chunks)
+            messages = build_messages(question, sources, history)
         likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
         writes = likely and request_tokens(system, messages) >= self.minimum(model) * CACHE_MARGIN
         sent = [dict(m) for m in messages]
@@ -244,7 +315,7 @@ class PromptLayout:
         if prior is not None:
             mark(sent, prior.cached_at)
         params = {"model": model, "max_tokens": self.settings.anthropic_max_tokens, "system": system, "messages": sent}
-        return Layout(params, sent_chunks, depth, writes, prior.cached_at if prior is not None else None)
+        return Layout(params, sources, depth, writes, prior.cached_at if prior is not None else None)
 
     def observe_arrival(self, key: str, depth: int) -> None:
         """A turn of a thread whose previous turn was answered within the TTL continues it."""
@@ -274,7 +345,7 @@ class PromptLayout:
         if layout.writes or layout.reads_at is not None:  # a read refreshes the prefix's TTL
             cached_at = len(messages) - 1 if layout.writes else layout.reads_at
             assert cached_at is not None
-            self.threads[key] = CachedTurn(messages, layout.chunks, reply, cached_at, now + CACHE_TTL_SECONDS)
+            self.threads[key] = CachedTurn(messages, layout.sources, reply, cached_at, now + CACHE_TTL_SECONDS)
             self.threads.move_to_end(key)
         else:
             self.threads.pop(key, None)
@@ -283,15 +354,26 @@ class PromptLayout:
                 table.popitem(last=False)
 
 
-def segments_from_message(message: Any) -> list[Segment]:
-    """Text blocks only (thinking blocks are skipped); each with the chunks it cites (a citation's
-    `search_result_index` counts every search result in the request, earlier turns' included)."""
+def cited_chunk(citation: Any, results: Sequence[Sequence[int]]) -> int:
+    """The chunk a `search_result_location` citation points at: its search result (counted over
+    the whole request) and the text block where the cited span starts; -1 when we sent no such
+    block (`assemble` then drops it rather than invent a source)."""
+    index: int = citation.search_result_index
+    block: int = getattr(citation, "start_block_index", 0) or 0
+    if not 0 <= index < len(results) or not 0 <= block < len(results[index]):
+        return -1
+    return results[index][block]
+
+
+def segments_from_message(message: Any, results: Sequence[Sequence[int]]) -> list[Segment]:
+    """Text blocks only (thinking blocks are skipped); each with the chunks it cites, found
+    through `results` (`Sources.results` of the request)."""
     segments: list[Segment] = []
     for block in message.content:
         if getattr(block, "type", None) != "text":
             continue
         spans = [
-            Span(citation.search_result_index, citation.cited_text)
+            Span(cited_chunk(citation, results), citation.cited_text)
             for citation in (block.citations or [])
             if getattr(citation, "type", None) == "search_result_location"
         ]
@@ -422,10 +504,10 @@ class ClaudeAnswerer:
         key = thread_key(question)
         if self.layout is None:
             layout = None
-            params = request_params(self.settings, text, chunks, question.history)
+            params, sources = request_params(self.settings, text, chunks, question.history), per_chunk_sources(chunks)
         else:
             layout = self.layout.lay_out(key, text, chunks, question.history)
-            params, chunks = layout.params, layout.chunks
+            params, sources = layout.params, layout.sources
         if on_delta is None:
             try:
                 message = await self.client.messages.create(**params)
@@ -436,7 +518,7 @@ class ClaudeAnswerer:
         if self.layout is not None and layout is not None:
             reply = "".join(getattr(block, "text", "") for block in message.content if block.type == "text")
             self.layout.remember(key, layout, reply)
-        return self.draft(message, chunks)
+        return self.draft(message, sources)
 
     async def stream(self, params: dict[str, Any], on_delta: OnDelta) -> Any:
         """The streamed message, its text forwarded through the gates as it comes. A stream that
@@ -464,11 +546,11 @@ class ClaudeAnswerer:
             raise GenerationError(f"{prefix}: {type(exc).__name__}") from exc
         return message
 
-    def draft(self, message: Any, chunks: Sequence[RetrievedChunk]) -> Draft:
+    def draft(self, message: Any, sources: Sources) -> Draft:
         usage = usage_from_api(
             message.usage, price_for(getattr(message, "model", None), self.settings.prices) or self.price
         )
-        segments, verdict = strip_verdict(segments_from_message(message))
+        segments, verdict = strip_verdict(segments_from_message(message, sources.results))
         raw = "".join(segment.text for segment in segments)
         cited = any(segment.spans for segment in segments)
         if not raw.strip() and verdict is not Verdict.NONE:
@@ -483,13 +565,11 @@ class ClaudeAnswerer:
                 verdict=Verdict.NONE,
                 citation_check=CitationCheck(),
             )
-        text, citations = assemble(segments, chunks)
+        text, citations = assemble(segments, sources.chunks)
         if message.stop_reason == "max_tokens":
             text += " …"
-        coverage = round(cited_share(segments, len(chunks)), 4)
-        check = verify_citations(
-            (span for segment in segments for span in segment.spans), [chunk.text for chunk in chunks], coverage
-        )
+        coverage = round(cited_share(segments, len(sources.chunks)), 4)
+        check = verify_citations((span for segment in segments for span in segment.spans), sources.texts, coverage)
         return Draft(
             text=text,
             citations=citations,

@@ -2,7 +2,9 @@
 
 One recursive tree call lists every file with its blob SHA, the change key: an unchanged tree
 costs that single call; a changed file is read through the blobs API by its SHA, so the content
-always matches the listing even while someone pushes.
+always matches the listing even while someone pushes. A changed file's last-updated date is the
+committer date of the last commit touching its path at the ref (one commits call, made only for
+new or changed blobs, so an unchanged sync still costs one call); a date in its front matter wins.
 """
 
 from __future__ import annotations
@@ -73,7 +75,13 @@ class GitHubConnector:
 
             async def fetch(path: str) -> Document | None:
                 blob = await client.get(f"{repo}/git/blobs/{blobs[path]}")
-                return self.document(path, blob)
+                document = self.document(path, blob)
+                if "updated_at" not in document.metadata:
+                    commits = await client.get(f"{repo}/commits", {"path": path, "sha": self.ref, "per_page": "1"})
+                    updated = last_commit_date(commits)
+                    if updated:
+                        document.metadata["updated_at"] = updated
+                return document
 
             await fetch_changed(
                 load,
@@ -106,3 +114,13 @@ class GitHubConnector:
         if updated is not None:
             metadata["updated_at"] = str(updated)
         return Document(doc_id=path, title=title, url=url, text=text, source=self.source, metadata=metadata)
+
+
+def last_commit_date(commits: Any) -> str | None:
+    """The committer date of the newest commit in a List commits answer (the author date may be
+    older: a rebased or cherry-picked change reaches the ref when it is committed)."""
+    if not isinstance(commits, list) or not commits or not isinstance(commits[0], dict):
+        return None
+    commit = commits[0].get("commit") or {}
+    date = (commit.get("committer") or {}).get("date") or (commit.get("author") or {}).get("date")
+    return str(date) if date else None

@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,10 +167,12 @@ def last_user_search_results(body: dict) -> list[tuple[int, dict]]:
     return found
 
 
-def relevant_search_results(body: dict, count: int = 2) -> list[tuple[int, dict]]:
-    """The `count` search results anywhere in the request sharing most words (4+ letters) with the
-    last user message's last text (the question): a stand-in for the model choosing what to cite,
-    blind to where the layout put each result. Ties go to the earlier result."""
+def relevant_search_results(body: dict, count: int = 2) -> list[tuple[int, dict, int]]:
+    """(search_result_index, block, text block index) for the `count` text blocks of search
+    results anywhere in the request sharing most words (4+ letters, the result's title included)
+    with the last user message's last text (the question): a stand-in for the model choosing what
+    to cite, blind to where the layout put each result and to how many text blocks a result
+    holds. Ties go to the earlier block."""
     messages = body.get("messages") or []
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     texts = [b.get("text", "") for b in _blocks(last_user.get("content")) if b.get("type") == "text"]
@@ -181,26 +183,29 @@ def relevant_search_results(body: dict, count: int = 2) -> list[tuple[int, dict]
     for message in messages:
         for block in _blocks(message.get("content")):
             if block.get("type") == "search_result":
-                found.append((next(counter), block))
+                index = next(counter)
+                found += [(index, block, n) for n, _ in enumerate(block.get("content") or [])]
 
-    def overlap(item: tuple[int, dict]) -> int:
-        text = " ".join(c.get("text", "") for c in item[1].get("content") or []) + " " + str(item[1].get("title"))
+    def overlap(item: tuple[int, dict, int]) -> int:
+        text = str(item[1]["content"][item[2]].get("text", "")) + " " + str(item[1].get("title"))
         return len(words & set(re.findall(r"[a-z]{4,}", text.lower())))
 
-    return sorted(found, key=lambda item: (-overlap(item), item[0]))[:count]
+    return sorted(found, key=lambda item: (-overlap(item), item[0], item[2]))[:count]
 
 
 INVENTED_CITATION = "This sentence was never in any source: refunds are possible for ten years."
 
 
-def cited_answer(results: list[tuple[int, dict]], cite: str = "source") -> list[dict]:
-    """Intro text, then one block per (first two) search results holding its first sentence.
-    `cite`: "source" cites the whole result block (as the API does), "invented" cites text that
-    is not in the result, "none" cites nothing."""
+def cited_answer(results: Sequence[tuple[int, dict] | tuple[int, dict, int]], cite: str = "source") -> list[dict]:
+    """Intro text, then one block per (first two) search results holding the first sentence of
+    its text block (the given one, else its first). `cite`: "source" cites that whole text block
+    (as the API does), "invented" cites text that is not in the result, "none" cites nothing."""
     blocks: list[dict] = [{"type": "text", "text": ANSWER_INTRO}]
     chosen = results[:2]
-    for n, (index, result) in enumerate(chosen):
-        first_text = next((c.get("text", "") for c in result.get("content") or [] if c.get("type") == "text"), "")
+    for n, (index, result, *at) in enumerate(chosen):
+        texts = [c.get("text", "") for c in result.get("content") or [] if c.get("type") == "text"]
+        start = at[0] if at else 0
+        first_text = texts[start] if start < len(texts) else ""
         block = {"type": "text", "text": first_sentence(first_text) + (" " if n < len(chosen) - 1 else "")}
         if (result.get("citations") or {}).get("enabled") and cite != "none":
             block["citations"] = [
@@ -211,8 +216,8 @@ def cited_answer(results: list[tuple[int, dict]], cite: str = "source") -> list[
                     "source": result.get("source"),
                     "title": result.get("title"),
                     "search_result_index": index,
-                    "start_block_index": 0,
-                    "end_block_index": 1,
+                    "start_block_index": start,
+                    "end_block_index": start + 1,
                 }
             ]
         blocks.append(block)
