@@ -70,12 +70,26 @@ def timed(fn, *args, **kwargs):
     return value, (time.perf_counter() - started) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=200)
+def arguments(doc: str | None, rows: int, queries: int) -> argparse.Namespace:
+    """--rows, --queries and --questions, shared with benchmarks/s3_latency.py."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--queries", type=int, default=queries)
     parser.add_argument("--questions", type=Path, default=Path("evals/datasets/sample.jsonl"))
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def real_queries(questions_file: Path, count: int) -> list[str]:
+    """`count` queries from real questions (repeats get one vocabulary word more, so none is cached)."""
+    questions = [json.loads(line)["question"] for line in questions_file.read_text().splitlines() if line.strip()]
+    return [
+        questions[i % len(questions)] + ("" if i < len(questions) else f" {WORDS[i % len(WORDS)]}")
+        for i in range(count)
+    ]
+
+
+def main() -> None:
+    args = arguments(__doc__, rows=100_000, queries=200)
 
     embedder = Embedder()
     chunks, vectors = synthetic_corpus(embedder, args.rows)
@@ -89,11 +103,7 @@ def main() -> None:
         f"{args.rows} chunks written and indexed in {build_seconds:.1f} s: {index.stats()['indexes']}", file=sys.stderr
     )
 
-    questions = [json.loads(line)["question"] for line in args.questions.read_text().splitlines() if line.strip()]
-    queries = [
-        questions[i % len(questions)] + ("" if i < len(questions) else f" {WORDS[i % len(WORDS)]}")
-        for i in range(args.queries)
-    ]
+    queries = real_queries(args.questions, args.queries)
     searcher = Searcher(index)
     for query in queries[:5]:  # warm caches on both sides
         searcher.search(query, 10, mode="hybrid")

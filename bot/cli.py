@@ -85,11 +85,12 @@ def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_d
     metric fell beyond its tolerance the previous version stays in service (exit 3) unless --force.
     A source that could not be synced keeps its documents while the others commit (exit 4).
     """
+    from bot.coordination import open_index
     from bot.engine.calibration import describe as describe_calibration
     from bot.sync import configured_sources
     from evals.gate import describe_gate, refresh_gated
     from knowledge.connectors.catalog import CatalogError
-    from knowledge.index import KnowledgeIndex, RefreshInProgress
+    from knowledge.index import IndexReadOnly, RefreshInProgress
 
     settings = load_settings(data_dir)
     try:
@@ -98,13 +99,13 @@ def refresh(sources: tuple[str, ...], progress: bool | None, force: bool, data_d
         fail(str(exc))
     if not specs:
         fail("no sources: pass --source, write supportbot-sources.yml or set SUPPORTBOT_SOURCES")
-    index = KnowledgeIndex.from_settings(settings)
+    index = open_index(settings)
     try:
         gated = asyncio.run(refresh_gated(index, specs, settings, force=force, show_progress=progress))
-    except RefreshInProgress as exc:
+    except (RefreshInProgress, IndexReadOnly) as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"cannot write the index in {settings.index_dir}: {exc.strerror or exc}")
+        fail(f"cannot write the index in {settings.index_uri or settings.index_dir}: {exc.strerror or exc}")
     report, gate = gated.report, gated.gate
     if as_json:
         print_json(gated.to_dict())
@@ -184,12 +185,13 @@ def search(query: str, k: int, mode: str, per_doc: int, data_dir: Path | None, a
 @json_option
 def rollback(data_dir: Path | None, as_json: bool) -> None:
     """Return the index to the version of the previous refresh."""
-    from knowledge.index import IndexNotReady, KnowledgeIndex, RefreshInProgress
+    from bot.coordination import open_index
+    from knowledge.index import IndexNotReady, IndexReadOnly, RefreshInProgress
 
-    index = KnowledgeIndex.from_settings(load_settings(data_dir))
+    index = open_index(load_settings(data_dir))
     try:
         before, after = index.rollback()
-    except (IndexNotReady, ValueError, RefreshInProgress) as exc:
+    except (IndexNotReady, ValueError, RefreshInProgress, IndexReadOnly) as exc:
         fail(str(exc))
     if as_json:
         print_json({"from_version": before, "to_version": after})
@@ -254,17 +256,18 @@ async def answer_questions(settings: Settings, questions, on_answer, *, log: boo
 @json_option
 def calibrate(data_dir: Path | None, as_json: bool) -> None:
     """Re-run the index's self-calibration for the version being served (refresh does this itself)."""
+    from bot.coordination import open_index
     from bot.engine.calibration import IndexCalibrator, describe
-    from knowledge.index import KnowledgeIndex, RefreshInProgress
+    from knowledge.index import IndexReadOnly, RefreshInProgress
 
     settings = load_settings(data_dir)
-    index = KnowledgeIndex.from_settings(settings)
+    index = open_index(settings)
     if not index.exists():
         fail("no index yet: run `supportbot refresh` first")
     try:
         with index.write_lock():
             summary = asyncio.run(IndexCalibrator(settings)(index, index.serving_version()))
-    except RefreshInProgress as exc:
+    except (RefreshInProgress, IndexReadOnly) as exc:
         fail(str(exc))
     if as_json:
         print_json({"calibration": summary})
@@ -303,6 +306,7 @@ def why(interaction_id: str, data_dir: Path | None, as_json: bool) -> None:
 
     from bot.engine.why import calibration_of, explain, render_terminal
     from bot.store import open_store
+    from knowledge.index import KnowledgeIndex
 
     settings = load_settings(data_dir)
 
@@ -317,7 +321,7 @@ def why(interaction_id: str, data_dir: Path | None, as_json: bool) -> None:
     if row is None:
         fail(f"no interaction {interaction_id!r} in the interaction log")
         return
-    explanation = explain(row, calibration_of(settings.index_dir, row))
+    explanation = explain(row, calibration_of(KnowledgeIndex.from_settings(settings).sidecar, row))
     click.echo(json.dumps(asdict(explanation), indent=2, default=str) if as_json else render_terminal(explanation))
 
 
@@ -497,8 +501,9 @@ def learned_list(status: str | None, data_dir: Path | None, as_json: bool) -> No
 @data_dir_option
 def learned_delete(entry_id: str, data_dir: Path | None) -> None:
     """Take an approved entry out of the knowledge (its page goes, and the learned source is refreshed)."""
+    from bot.coordination import open_index
     from bot.engine.calibration import refresh_calibrated
-    from knowledge.index import KnowledgeIndex, RefreshInProgress
+    from knowledge.index import IndexReadOnly, RefreshInProgress
     from knowledge.learned import EntryNotFound, LearnedStore
 
     settings = load_settings(data_dir)
@@ -508,10 +513,10 @@ def learned_delete(entry_id: str, data_dir: Path | None) -> None:
     except EntryNotFound:
         fail(f"no learned entry {entry_id!r}")
         return
-    index = KnowledgeIndex.from_settings(settings)
+    index = open_index(settings)
     try:
         report = asyncio.run(refresh_calibrated(index, [store.source], settings))
-    except RefreshInProgress as exc:
+    except (RefreshInProgress, IndexReadOnly) as exc:
         fail(f"deleted {entry.id}, but {exc}: the next refresh drops it")
         return
     click.echo(f"deleted {entry.id} ({entry.title[:80]}): {report.summary}")

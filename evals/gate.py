@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bot.settings import Settings
     from knowledge.connectors.registry import SourceSpec
     from knowledge.index import KnowledgeIndex, RefreshReport
+    from knowledge.storage import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -195,35 +196,27 @@ def describe_gate(gate: GateResult, *, limit: int = 10) -> str:
 # ------------------------------------------------------------------------------ storage
 
 
-def gate_dir(index_dir: Path) -> Path:
-    return Path(index_dir) / GATE_DIR
+def report_name(version: int) -> str:
+    return f"{GATE_DIR}/v{version}.json"
 
 
-def save_report(index_dir: Path, version: int, report: dict[str, Any]) -> None:
-    """Atomically: a crash never leaves half a baseline."""
-    folder = gate_dir(index_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"v{version}.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(report, default=str), encoding="utf-8")
-    temporary.replace(path)
+def save_report(sidecar: Sidecar, version: int, report: dict[str, Any]) -> None:
+    """Atomically (the sidecar's promise): a crash never leaves half a baseline."""
+    sidecar.write_text(report_name(version), json.dumps(report, default=str))
 
 
-def load_report(index_dir: Path, version: int, dataset_sha256: str | None) -> EvalReport | None:
+def load_report(sidecar: Sidecar, version: int, dataset_sha256: str | None) -> EvalReport | None:
     """The stored report of a version, if it was made on the same eval set."""
-    path = gate_dir(index_dir) / f"v{version}.json"
     try:
-        report = EvalReport.of(json.loads(path.read_text(encoding="utf-8")))
-    except (FileNotFoundError, ValueError):
+        text = sidecar.read_text(report_name(version))
+        report = EvalReport.of(json.loads(text)) if text is not None else None
+    except ValueError:
         return None
-    return report if report.config.dataset_sha256 == dataset_sha256 else None
+    return report if report is not None and report.config.dataset_sha256 == dataset_sha256 else None
 
 
-def append_gate_log(index_dir: Path, gate: GateResult) -> None:
-    folder = gate_dir(index_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / GATE_LOG, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(gate.to_dict(), default=str) + "\n")
+def append_gate_log(sidecar: Sidecar, gate: GateResult) -> None:
+    sidecar.append_line(f"{GATE_DIR}/{GATE_LOG}", json.dumps(gate.to_dict(), default=str))
 
 
 # ------------------------------------------------------------------------------ running
@@ -295,11 +288,11 @@ async def refresh_gated(
     started = 0.0
     if existed:
         baseline_version = await asyncio.to_thread(index.serving_version)
-        baseline = await asyncio.to_thread(load_report, index.index_dir, baseline_version, sha)
+        baseline = await asyncio.to_thread(load_report, index.sidecar, baseline_version, sha)
         if baseline is None:  # an index from before the gate, or a new eval set: measure what is served now
             started = time.perf_counter()
             raw = await evaluate_version(settings, index, dataset)
-            await asyncio.to_thread(save_report, index.index_dir, baseline_version, raw)
+            await asyncio.to_thread(save_report, index.sidecar, baseline_version, raw)
             baseline = EvalReport.of(raw)
             started = time.perf_counter() - started  # time spent, carried into the gate's seconds
     report = await refresh_calibrated(index, specs, settings, show_progress=show_progress)
@@ -336,9 +329,9 @@ async def refresh_gated(
                 await asyncio.to_thread(index.rollback)
                 gate.serving_version = await asyncio.to_thread(index.serving_version)
     if gate.status != "blocked":
-        await asyncio.to_thread(save_report, index.index_dir, candidate_version, raw)
+        await asyncio.to_thread(save_report, index.sidecar, candidate_version, raw)
     gate.seconds = round(time.perf_counter() - clock + started, 2)
-    await asyncio.to_thread(append_gate_log, index.index_dir, gate)
+    await asyncio.to_thread(append_gate_log, index.sidecar, gate)
     if gate.status in ("blocked", "forced"):
         log.warning("refresh gate %s: %s", gate.status, gate.reason)
     return GatedRefresh(report, gate)

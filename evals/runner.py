@@ -315,7 +315,8 @@ async def prepare_kb(settings: Settings, kb: str, embedder, *, progress: bool | 
     from bot.engine.calibration import refresh_calibrated
     from knowledge.index import KnowledgeIndex
 
-    kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb]})
+    # a scratch index on local disk, even when the served one is on object storage
+    kb_settings = settings.model_copy(update={"data_dir": kb_data_dir(settings, kb), "sources": [kb], "index_uri": ""})
     index = KnowledgeIndex.from_settings(kb_settings, embedder)
     report = await refresh_calibrated(index, [kb], kb_settings, show_progress=progress)
     if report.failures and not index.exists():
@@ -367,7 +368,7 @@ async def run_eval(
     else:
         index = KnowledgeIndex.from_settings(settings, embedder)
         if not index.exists():  # the pipeline would escalate every question instead of failing
-            raise IndexNotReady(f"no knowledge index in {index.index_dir}: run `supportbot refresh` first")
+            raise IndexNotReady(f"no knowledge index in {index.uri}: run `supportbot refresh` first")
     settings = settings.model_copy(update={"answer_k": k, "search_k": k})
     owned = pipeline is None  # a pipeline passed in (the bot's own) stays open
     if owned:

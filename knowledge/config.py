@@ -20,6 +20,10 @@ class SearchSettings(Protocol):
 
 class EmbeddingSettings(Protocol):
     @property
+    def index_uri(self) -> str: ...  # an object store URI ("s3://bucket/prefix"); empty: index_dir
+    @property
+    def index_single_writer(self) -> bool: ...
+    @property
     def embedding_model(self) -> str: ...
     @property
     def embedding_device(self) -> str: ...

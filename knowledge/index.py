@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,6 +43,7 @@ from knowledge.sources import (
     listing_signature,
     source_key,
 )
+from knowledge.storage import Sidecar, is_remote, object_store_options, open_sidecar
 from knowledge.text import sql_string
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
@@ -88,7 +89,15 @@ class AfterWrite(Protocol):
 
 
 class RefreshInProgress(RuntimeError):
-    """Another refresh holds the write lock on this data directory."""
+    """Another refresh holds the write lock on this index."""
+
+
+class IndexReadOnly(RuntimeError):
+    """This process may not write the index: it is on an object store and no writer rule is set."""
+
+
+# A writer lock: entered around every write; raises RefreshInProgress when another writer holds it.
+WriterLock = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 class IndexNotReady(RuntimeError):
@@ -152,11 +161,13 @@ def fingerprint(doc: Document, model: str, max_tokens: int, overlap: int) -> str
 
 
 class KnowledgeIndex:
-    """One data directory's chunk table, opened lazily; safe for one writer and many readers."""
+    """One location's chunk table (a local directory or an object store URI), opened lazily; safe
+    for one writer and many readers. A local index guards its writer with a file lock; an index on
+    an object store is written only under the `writer_lock` it is given (the deployment's lease)."""
 
     def __init__(
         self,
-        index_dir: Path,
+        index_dir: Path | str,
         embedder: Embedder | None = None,
         *,
         chunk_max_tokens: int = 200,
@@ -166,8 +177,18 @@ class KnowledgeIndex:
         max_document_bytes: int = 2_000_000,
         fetch_timeout: float = 15.0,
         fetch_concurrency: int = 8,
+        storage_options: Mapping[str, str] | None = None,
+        writer_lock: WriterLock | None = None,
     ) -> None:
-        self.index_dir = Path(index_dir)
+        self.uri = str(index_dir)
+        self.remote = is_remote(index_dir)
+        if storage_options is None:  # the standard AWS variables, as LanceDB itself would read them
+            storage_options = object_store_options(self.uri, os.environ) if self.remote else {}
+        self.storage_options = dict(storage_options)
+        self.sidecar: Sidecar = open_sidecar(index_dir, self.storage_options)
+        self.writer_lock: WriterLock = writer_lock or (
+            refuse_writes(self.uri) if self.remote else file_lock(Path(index_dir) / "refresh.lock")
+        )
         self.embedder = embedder or Embedder()
         self.chunk_max_tokens = chunk_max_tokens
         self.chunk_overlap_tokens = chunk_overlap_tokens
@@ -181,9 +202,16 @@ class KnowledgeIndex:
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
 
     @classmethod
-    def from_settings(cls, settings: IndexSettings, embedder: Embedder | None = None) -> KnowledgeIndex:
+    def from_settings(
+        cls, settings: IndexSettings, embedder: Embedder | None = None, *, writer_lock: WriterLock | None = None
+    ) -> KnowledgeIndex:
+        """`settings.index_uri` when set (an object store), else the data directory's index. On an
+        object store without a `writer_lock`, only `index_single_writer` lets this process write."""
+        uri = settings.index_uri or settings.index_dir
+        if writer_lock is None and is_remote(uri) and settings.index_single_writer:
+            writer_lock = contextlib.nullcontext  # the operator vouches that this is the only writer
         return cls(
-            settings.index_dir,
+            uri,
             embedder or Embedder.from_settings(settings),
             chunk_max_tokens=settings.chunk_max_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
@@ -192,6 +220,7 @@ class KnowledgeIndex:
             max_document_bytes=settings.max_document_bytes,
             fetch_timeout=settings.fetch_timeout_seconds,
             fetch_concurrency=settings.fetch_concurrency,
+            writer_lock=writer_lock,
         )
 
     # ---------------------------------------------------------------- opening and reading
@@ -201,9 +230,12 @@ class KnowledgeIndex:
         if self._db is None:
             import lancedb
 
-            self.index_dir.mkdir(parents=True, exist_ok=True)
+            if not self.remote:
+                Path(self.uri).mkdir(parents=True, exist_ok=True)
             self._db = lancedb.connect(
-                str(self.index_dir), read_consistency_interval=timedelta(seconds=self.read_consistency_seconds)
+                self.uri,
+                read_consistency_interval=timedelta(seconds=self.read_consistency_seconds),
+                storage_options=self.storage_options or None,
             )
         return self._db
 
@@ -214,7 +246,7 @@ class KnowledgeIndex:
     def table(self) -> LanceTable:
         if self._table is None:
             if not self.exists():
-                raise IndexNotReady(f"no knowledge index in {self.index_dir}: run `supportbot refresh` first")
+                raise IndexNotReady(f"no knowledge index in {self.uri}: run `supportbot refresh` first")
             # a local connection opens a LanceTable; its search() overloads type the query builders
             self._table = cast("LanceTable", self.db.open_table(TABLE))
         return self._table
@@ -292,7 +324,7 @@ class KnowledgeIndex:
         if not self.exists():
             return {"exists": False, "chunks": 0, "documents": 0, "version": 0, "last_refresh": None}
         docs = self.doc_hashes()
-        last = read_last_refresh(self.index_dir)
+        last = read_last_refresh(self.sidecar)
         return {
             "exists": True,
             "chunks": self.count_rows(),
@@ -305,18 +337,9 @@ class KnowledgeIndex:
 
     # ---------------------------------------------------------------- writing
 
-    @contextlib.contextmanager
-    def write_lock(self) -> Iterator[None]:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.index_dir / "refresh.lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise RefreshInProgress("a refresh is already running on this index") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def write_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held around every write: refresh, rollback, calibration."""
+        return self.writer_lock()
 
     async def load(self, spec: str | SourceSpec, states: dict[str, dict[str, Any]]) -> SourceLoad:
         """One source's load: a connector's changes since its cursor, or a loader's full listing.
@@ -351,7 +374,7 @@ class KnowledgeIndex:
         started = time.perf_counter()
         report = RefreshReport(started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         with self.write_lock():
-            states = await asyncio.to_thread(read_states, self.index_dir)
+            states = await asyncio.to_thread(read_states, self.sidecar)
             streams = [await self.open_stream(spec, states) for spec in specs]
             # Everything that touches LanceDB or chunks text runs in worker threads: the bot's event
             # loop keeps answering while a /kb-refresh from Slack writes.
@@ -365,11 +388,11 @@ class KnowledgeIndex:
             await asyncio.to_thread(self._write, report, new_chunks, vectors, stale)
             advanced = {load.source: load.state for load in loads if load.complete and load.state is not None}
             if advanced:
-                await asyncio.to_thread(write_states, self.index_dir, {**states, **advanced})
+                await asyncio.to_thread(write_states, self.sidecar, {**states, **advanced})
             if after_write is not None and report.version_after != report.version_before:
                 report.calibration = await after_write(self, report.version_after)
             report.seconds = time.perf_counter() - started
-            await asyncio.to_thread(append_refresh_log, self.index_dir, report)
+            await asyncio.to_thread(append_refresh_log, self.sidecar, report)
         return report
 
     async def open_stream(
@@ -531,14 +554,14 @@ class KnowledgeIndex:
             (_, latest_name), (target, _) = tags[-1], tags[-2]
             self.table.restore(target)
             self.table.tags.delete(latest_name)
-            forget_states(self.index_dir)  # cursors describe the newer version: re-list every connector
+            forget_states(self.sidecar)  # cursors describe the newer version: re-list every connector
             entry = {
                 "rollback": True,
                 "from_version": current,
                 "to_version": target,
                 "version_after": self.table.version,
             }
-            append_log_line(self.index_dir, entry)
+            append_log_line(self.sidecar, entry)
             return current, target
 
 
@@ -603,33 +626,63 @@ def chunks_to_arrow(chunks: list[Chunk], vectors: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays([*arrays, vector_column], schema=chunk_schema(dims))
 
 
+# ---------------------------------------------------------------- writer locks
+
+
+def file_lock(path: Path) -> WriterLock:
+    """One writer per local index directory (an fcntl lock: freed when its process dies)."""
+
+    @contextlib.contextmanager
+    def held() -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise RefreshInProgress("a refresh is already running on this index") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return held
+
+
+def refuse_writes(uri: str) -> WriterLock:
+    """An index on an object store has no file lock: without a lease, two writers could race."""
+
+    def refused() -> contextlib.AbstractContextManager[None]:
+        raise IndexReadOnly(
+            f"refusing to write the index at {uri}: set SUPPORTBOT_DATABASE_URL (the writer then holds "
+            "its lease) or, if this is the only process that ever writes it, SUPPORTBOT_INDEX_SINGLE_WRITER=true"
+        )
+
+    return refused
+
+
 # ---------------------------------------------------------------- the refresh log
 
 LOG_NAME = "refreshes.jsonl"
 
 
-def append_log_line(index_dir: Path, entry: dict[str, Any]) -> None:
-    """Append and fsync, so a crash right after a refresh never loses its record."""
-    path = Path(index_dir) / LOG_NAME
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+def append_log_line(sidecar: Sidecar, entry: dict[str, Any]) -> None:
+    """Append durably, so a crash right after a refresh never loses its record."""
+    sidecar.append_line(LOG_NAME, json.dumps(entry, default=str))
 
 
-def append_refresh_log(index_dir: Path, report: RefreshReport) -> None:
+def append_refresh_log(sidecar: Sidecar, report: RefreshReport) -> None:
     entry = report.to_dict()
     entry["failures"] = entry["failures"][:50]
     entry["warnings"] = entry["warnings"][:50]
-    append_log_line(index_dir, entry)
+    append_log_line(sidecar, entry)
 
 
-def read_last_refresh(index_dir: Path) -> dict[str, Any] | None:
-    path = Path(index_dir) / LOG_NAME
-    if not path.exists():
+def read_last_refresh(sidecar: Sidecar) -> dict[str, Any] | None:
+    text = sidecar.read_text(LOG_NAME)
+    if text is None:
         return None
     last = None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:

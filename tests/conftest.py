@@ -79,17 +79,24 @@ def engine_parts(sample_index, sample_searcher, embedder):
     return {"index": sample_index, "searcher": sample_searcher, "embedder": embedder}
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """One throwaway PostgreSQL server for the session (skipped, with the reason, if it cannot start)."""
-    from tests.engines.postgres import EngineUnavailable, start_postgres
+def engine_for_the_session(start, name: str):
+    """A real engine, stopped after the session; the test is skipped with the reason it cannot start."""
+    from tests.engines.postgres import EngineUnavailable
 
     try:
-        server = start_postgres()
+        server = start()
     except EngineUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        pytest.skip(f"{name} unavailable: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session."""
+    from tests.engines.postgres import start_postgres
+
+    yield from engine_for_the_session(start_postgres, "PostgreSQL")
 
 
 @pytest.fixture
@@ -100,3 +107,19 @@ def postgres_url(postgres_server):
     url = postgres_server.create_database()
     upgrade(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3 API (moto in server mode) for the session."""
+    from tests.engines.s3 import start_s3
+
+    yield from engine_for_the_session(start_s3, "S3 (moto server)")
+
+
+@pytest.fixture
+def s3_index_uri(s3_server, monkeypatch):
+    """An empty s3:// prefix in a fresh bucket, with the AWS variables that reach it set."""
+    for name, value in s3_server.environ().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.create_bucket()}/knowledge"

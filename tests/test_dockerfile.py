@@ -217,3 +217,23 @@ def test_install_steps_build_a_working_offline_venv(dockerfile, tmp_path):
         assert (Path(out[1]) / "tokenizer.json").is_file()
     finally:
         shutil.rmtree(venv, ignore_errors=True)  # 2 GB; pytest keeps old tmp dirs
+
+
+def test_compose_replicas_share_the_database_and_the_s3_index_with_real_setting_names():
+    """docker-compose.yml cannot run here (no Docker engine): its bot settings must at least be ones
+    `Settings` reads, and its replicas must use the shared stores the README describes."""
+    import yaml
+
+    from bot.settings import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    fields = {name.upper() for name in Settings.model_fields}
+    for name in ("bot-1", "bot-2"):
+        environment = compose["services"][name]["environment"]
+        unknown = [key for key in environment if key.startswith("SUPPORTBOT_") and key[11:] not in fields]
+        assert not unknown, unknown
+        assert environment["SUPPORTBOT_INDEX_URI"].startswith("s3://") and environment["AWS_ENDPOINT_URL"]
+        assert environment["SUPPORTBOT_DATABASE_URL"].startswith("postgresql://")
+        assert "healthcheck" in compose["services"][name]
+    bucket = environment["SUPPORTBOT_INDEX_URI"].removeprefix("s3://").split("/")[0]
+    assert f"store/{bucket}" in " ".join(compose["services"]["bucket"]["command"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from bot.engine import calibration
 from bot.engine.calibration import Calibration, ScoredProbe, fit, quantile
 from bot.engine.probes import Section, make_probes, sections_from_chunks
 from bot.engine.types import Decision
+from knowledge.storage import LocalSidecar
 
 STRONG = {
     "sources": 3,
@@ -128,7 +130,7 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     assert first.calibration["rescored"] == first.calibration["pairs"]
     assert 0.5 < first.calibration["separation_auroc"] <= 1.0
     v1 = index.serving_version()
-    assert calibration.load(index.index_dir, v1).summary()["pairs"] == first.calibration["pairs"]
+    assert calibration.load(index.sidecar, v1).summary()["pairs"] == first.calibration["pairs"]
 
     nothing = asyncio.run(index.refresh([str(folder)], after_write=hook))
     assert nothing.calibration is None and nothing.version_after == nothing.version_before  # no-op: no work
@@ -143,9 +145,9 @@ def test_refresh_calibrates_each_version_reuses_probes_and_rollback_restores(tmp
     assert second.calibration is not None
     assert second.calibration["rescored"] < second.calibration["pairs"] // 3  # only the changed article's probes
     v2 = index.serving_version()
-    assert v2 != v1 and calibration.load(index.index_dir, v2) is not None
+    assert v2 != v1 and calibration.load(index.sidecar, v2) is not None
 
-    saved = calibration.calibration_dir(index.index_dir) / f"v{v2}.json"
+    saved = Path(index.uri) / calibration.calibration_name(v2)
     saved.unlink()  # as an index from before calibration existed
     upgraded = asyncio.run(calibration.refresh_calibrated(index, [str(folder)], settings))
     assert upgraded.version_after == upgraded.version_before  # nothing to index...
@@ -186,12 +188,13 @@ def test_a_calibration_made_under_other_constants_is_refitted_on_load(tmp_path, 
         )
         for i in range(40)
     ]
-    calibration.save(tmp_path, fit(4, probes))
-    before = calibration.load(tmp_path, 4)
+    sidecar = LocalSidecar(tmp_path)
+    calibration.save(sidecar, fit(4, probes))
+    before = calibration.load(sidecar, 4)
     monkeypatch.setitem(calibration.confidence.COEFFICIENTS, "top_similarity", 9.0)  # a new release's constants
-    after = calibration.load(tmp_path, 4)
+    after = calibration.load(sidecar, 4)
     assert after.fingerprint != before.fingerprint and after.raw_escalate > before.raw_escalate
-    assert after.pairs == before.pairs and calibration.load(tmp_path, 5) is None
+    assert after.pairs == before.pairs and calibration.load(sidecar, 5) is None
 
 
 async def test_a_version_served_before_its_calibration_is_written_picks_it_up_later(tmp_path, monkeypatch, settings):
@@ -201,11 +204,11 @@ async def test_a_version_served_before_its_calibration_is_written_picks_it_up_la
     from bot.engine import pipeline as pipeline_module
     from bot.engine.pipeline import Pipeline
 
-    index = SimpleNamespace(index_dir=tmp_path, serving_version=lambda: 6)
+    index = SimpleNamespace(sidecar=LocalSidecar(tmp_path), serving_version=lambda: 6)
     pipeline = Pipeline(settings, SimpleNamespace(index=index))
     assert await pipeline.calibration(6) is None  # asked before the calibration exists
     calibration.save(
-        tmp_path, Calibration(index_version=6, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8, probes=[])
+        index.sidecar, Calibration(index_version=6, raw_escalate=0.2, raw_answer=0.5, separation_auroc=0.8, probes=[])
     )
     assert await pipeline.calibration(6) is None  # a miss is not looked at again on every question...
     monkeypatch.setattr(pipeline_module, "CALIBRATION_RETRY_SECONDS", 0.0)

@@ -126,8 +126,8 @@ def test_fts_index_has_no_unindexed_tail_after_refresh(tmp_path, index):
 
 
 def test_two_refreshes_at_once_are_refused(tmp_path, index):
-    index.index_dir.mkdir(parents=True)
-    with open(index.index_dir / "refresh.lock", "w") as handle:
+    Path(index.uri).mkdir(parents=True)
+    with open(Path(index.uri) / "refresh.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(RefreshInProgress):
             refresh(index, make_folder(tmp_path / "kb"))

@@ -1,9 +1,11 @@
-"""Three `supportbot serve` processes sharing one PostgreSQL, behind an imaginary load balancer.
+"""Three `supportbot serve` processes sharing one PostgreSQL and one S3 index, behind an imaginary
+load balancer.
 
-Real processes, a real database (the `postgres_server` fixture), the real SDKs against the Slack
-and Anthropic emulators. Each replica has its own copy of the index (as separate machines would);
-what they must agree on goes through the database: who answers a message, the votes, the refresh
-lease, and who takes over when one of them is killed.
+Real processes, a real database (the `postgres_server` fixture), a real S3 API (moto's server, the
+`s3_server` fixture), the real SDKs against the Slack and Anthropic emulators. The replicas read one
+knowledge index in a bucket; what they must agree on goes through the database: who answers a
+message, the votes, the refresh lease and the index's one writer, and who takes over when one of
+them is killed. A refresh on one replica reaches the others within the read-consistency interval.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 
 from bot.slack import blocks
 from bot.slack.listeners import REFRESH_BUSY_TEXT, REFRESH_STARTED_TEXT
+from knowledge.index import KnowledgeIndex
+from tests.conftest import SAMPLE_KNOWLEDGE
 from tests.emulators.anthropic_api import AnthropicEmulator, Reply
 from tests.emulators.slack_api import SlackEmulator
 from tests.emulators.slack_payloads import (
@@ -40,6 +44,9 @@ EVENTS = 200
 REPLICA_TIMEOUT = 8.0  # seconds without a heartbeat before a replica's questions may be taken over
 LLM_KEY = "sk-ant-test-replicas"
 SLOW_MARKER = "(kill this replica)"
+CONSISTENCY_SECONDS = 2.0  # SUPPORTBOT_READ_CONSISTENCY_SECONDS of the replicas
+NEW_DOC = "zorblax-surcharge.md"  # in the knowledge only once /kb-refresh has run
+NEW_QUESTION = "What is the Zorblax lunar invoice surcharge?"
 
 
 async def wait_until(condition, timeout: float, what: str, replicas: list[Replica]) -> None:
@@ -52,10 +59,19 @@ async def wait_until(condition, timeout: float, what: str, replicas: list[Replic
 
 
 @pytest.fixture
-async def cluster(tmp_path, sample_data_dir, postgres_server):
-    """Three replicas on one fresh database, migrated by `supportbot db upgrade`."""
+async def cluster(tmp_path, sample_data_dir, postgres_server, s3_index_uri, s3_server):
+    """Three replicas on one fresh database, migrated by `supportbot db upgrade`, reading the sample
+    index from a bucket; their sources add one new article at the next refresh."""
     database_url = postgres_server.create_database()
     assert "applied 0001_initial" in migrate(database_url)
+    s3_server.upload(sample_data_dir / "index", s3_index_uri)
+    extra = tmp_path / "new-knowledge"
+    extra.mkdir()
+    (extra / NEW_DOC).write_text(
+        "# Zorblax lunar invoice surcharge\n\nThe Zorblax lunar invoice surcharge is 7 percent, added to "
+        "every invoice sent from a lunar office. It shows as its own line on the invoice.\n",
+        encoding="utf-8",
+    )
     async with SlackEmulator() as emu, AnthropicEmulator(api_key=LLM_KEY) as llm:
         slowed: list[bool] = []
 
@@ -75,12 +91,16 @@ async def cluster(tmp_path, sample_data_dir, postgres_server):
             "SUPPORTBOT_ADMIN_USERS": ADMIN,
             "ANTHROPIC_API_KEY": LLM_KEY,
             "ANTHROPIC_BASE_URL": llm.base_url,
+            "SUPPORTBOT_INDEX_URI": s3_index_uri,
+            "SUPPORTBOT_READ_CONSISTENCY_SECONDS": str(CONSISTENCY_SECONDS),
+            "SUPPORTBOT_SOURCES": f"{SAMPLE_KNOWLEDGE},{extra}",
+            **s3_server.environ(),
         }
         replicas = start_replicas(REPLICAS, tmp_path, sample_data_dir, emu.api_url, database_url, **settings)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
                 await wait_ready(replicas, session)
-                yield replicas, emu, llm, session, database_url
+                yield replicas, emu, llm, session, database_url, s3_index_uri
         finally:
             stop_replicas(replicas)
 
@@ -88,7 +108,7 @@ async def cluster(tmp_path, sample_data_dir, postgres_server):
 async def test_three_replicas_answer_once_count_every_vote_and_share_the_refresh_lease(cluster):
     from bot.postgres.store import PostgresStore
 
-    replicas, emu, llm, session, database_url = cluster
+    replicas, emu, llm, session, database_url, s3_index_uri = cluster
     store = PostgresStore(database_url)
     gate = asyncio.Semaphore(40)  # a load balancer's worth of connections at once
 
@@ -136,6 +156,8 @@ async def test_three_replicas_answer_once_count_every_vote_and_share_the_refresh
     assert len(votes) == EVENTS and len({row["interaction_id"] for row in votes}) == EVENTS
 
     # 3. /kb-refresh on two replicas at once: one refreshes, the other says a refresh is running.
+    bucket = KnowledgeIndex(s3_index_uri, read_consistency_seconds=0)  # the shared index, as a reader
+    old_version = await asyncio.to_thread(lambda: bucket.version)
     commands = [
         form_body(
             slash_command_form("/kb-refresh", user_id=ADMIN, channel_id=CHANNEL_ID, response_url=emu.response_url())
@@ -149,6 +171,27 @@ async def test_three_replicas_answer_once_count_every_vote_and_share_the_refresh
     await emu.wait_for_response(before + 2, timeout=120)
     said = sorted(str(response.get("text")) for response in emu.responses[before:])
     assert said == sorted([REFRESH_STARTED_TEXT, REFRESH_BUSY_TEXT]), said
+
+    # 3b. The refresh wrote a new version to the bucket: once the consistency interval has passed,
+    # every replica answers from it (no restart), and finds the article it added.
+    def announced() -> list:
+        return [c for c in emu.calls_to("chat.postMessage") if "Knowledge refreshed" in str(c.args.get("text"))]
+
+    await wait_until(announced, 300, "the refresh announced", replicas)
+    new_version = await asyncio.to_thread(lambda: bucket.version)
+    assert new_version > old_version
+    assert NEW_DOC in {doc for _, doc in await asyncio.to_thread(bucket.doc_hashes)}
+    await asyncio.sleep(CONSISTENCY_SECONDS)
+    asked = [app_mention_event(f"{NEW_QUESTION} (replica {replica.n})") for replica in replicas]
+    for replica, mention in zip(replicas, asked):
+        assert await send(replica, json_body(event_callback(mention)), "application/json") == 200
+    await wait_until(lambda: all(replies_in(emu, m["ts"]) for m in asked), 120, "the new questions answered", replicas)
+    by_thread = {row["thread_ts"]: row for row in await asyncio.to_thread(store.interactions)}
+    for mention in asked:
+        row = by_thread[mention["ts"]]
+        retrieved = row["retrieved"] if isinstance(row["retrieved"], list) else json.loads(row["retrieved"])
+        assert row["index_version"] == new_version, (row["index_version"], new_version)
+        assert NEW_DOC in {chunk["doc_id"] for chunk in retrieved}
 
     # 4. kill -9 a replica mid-answer: Slack's retry reaches another replica and is answered once.
     victim, survivor = replicas[0], replicas[1]

@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from knowledge.connectors.registry import SourceSpec
     from knowledge.index import KnowledgeIndex, RefreshReport
     from knowledge.search import Searcher
+    from knowledge.storage import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -196,42 +196,42 @@ def fit(
 # ------------------------------------------------------------------------------------------ storage
 
 
-def calibration_dir(index_dir: Path) -> Path:
-    return Path(index_dir) / "calibration"
+CALIBRATION_DIR = "calibration"
 
 
-def save(index_dir: Path, calibration: Calibration) -> Path:
-    """Write atomically (temp file, then rename): a crash never leaves half a calibration."""
-    folder = calibration_dir(index_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"v{calibration.index_version}.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(calibration.model_dump_json(), encoding="utf-8")
-    temporary.replace(path)
-    return path
+def calibration_name(version: int) -> str:
+    return f"{CALIBRATION_DIR}/v{version}.json"
 
 
-def load(index_dir: Path, version: int) -> Calibration | None:
-    path = calibration_dir(index_dir) / f"v{version}.json"
+def save(sidecar: Sidecar, calibration: Calibration) -> str:
+    """Atomically (the sidecar's promise): a crash never leaves half a calibration."""
+    name = calibration_name(calibration.index_version)
+    sidecar.write_text(name, calibration.model_dump_json())
+    return name
+
+
+def load(sidecar: Sidecar, version: int) -> Calibration | None:
+    name = calibration_name(version)
     try:
-        found = Calibration.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        text = sidecar.read_text(name)
+        if text is None:
+            return None
+        found = Calibration.model_validate_json(text)
     except ValueError as exc:  # a damaged file must not take answering down: raw scores are the fallback
-        log.warning("ignoring unreadable calibration %s: %s", path, exc)
+        log.warning("ignoring unreadable calibration %s: %s", name, exc)
         return None
     if found.fingerprint != score_fingerprint():  # the score changed since (an upgrade): same probes, new lines
         found = fit(found.index_version, found.probes, rescored=0, seconds=found.seconds)
     return found
 
 
-def latest(index_dir: Path, before: int | None = None) -> Calibration | None:
+def latest(sidecar: Sidecar, before: int | None = None) -> Calibration | None:
     """The newest stored calibration (at or below version `before`), the base of an incremental one."""
-    folder = calibration_dir(index_dir)
-    versions = sorted((int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit()), reverse=True)
+    stems = (name.removesuffix(".json") for name in sidecar.names(CALIBRATION_DIR) if name.endswith(".json"))
+    versions = sorted((int(stem[1:]) for stem in stems if stem.startswith("v") and stem[1:].isdigit()), reverse=True)
     for version in versions:
         if before is None or version <= before:
-            found = load(index_dir, version)
+            found = load(sidecar, version)
             if found is not None:
                 return found
     return None
@@ -334,7 +334,7 @@ class IndexCalibrator:
 
         searcher = Searcher.from_settings(self.settings, index)
         stats = await asyncio.to_thread(load_term_stats, index)
-        previous = await asyncio.to_thread(latest, index.index_dir, version)
+        previous = await asyncio.to_thread(latest, index.sidecar, version)
         calibration = await asyncio.to_thread(
             calibrate_sync,
             index,
@@ -347,7 +347,7 @@ class IndexCalibrator:
         )
         if calibration is None:
             return None
-        await asyncio.to_thread(save, index.index_dir, calibration)
+        await asyncio.to_thread(save, index.sidecar, calibration)
         return calibration.summary()
 
 
@@ -360,7 +360,7 @@ async def ensure_calibrated(index: KnowledgeIndex, settings: Settings) -> dict[s
     """The calibration of the version being served, made now if it is missing (an index built
     before calibration existed, or with it switched off); its summary, or None."""
     version = await asyncio.to_thread(index.serving_version)
-    found = await asyncio.to_thread(load, index.index_dir, version)
+    found = await asyncio.to_thread(load, index.sidecar, version)
     if found is not None and found.probes_version == PROBES_VERSION:
         return found.summary()
     calibrator = calibrator_for(settings)
@@ -371,7 +371,7 @@ def index_status(index: KnowledgeIndex) -> dict[str, Any]:
     """The index's stats plus the calibration in force (`status`, `/kb-status`)."""
     stats = index.stats()
     if stats.get("exists"):
-        found = load(index.index_dir, index.serving_version())
+        found = load(index.sidecar, index.serving_version())
         stats["calibration"] = found.summary() if found is not None else None
     return stats
 

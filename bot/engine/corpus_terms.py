@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.engine.terms import TermStats, term_set
 
 if TYPE_CHECKING:
     from knowledge.index import KnowledgeIndex
+    from knowledge.storage import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -45,34 +43,28 @@ def count_rows(rows: Any) -> tuple[Counter[str], int]:
     return df, chunks
 
 
-def _path(index_dir: Path, version: int) -> Path:
-    return Path(index_dir) / FOLDER / f"v{version}.json"
+def _name(version: int) -> str:
+    return f"{FOLDER}/v{version}.json"
 
 
-def _saved_versions(index_dir: Path) -> list[int]:
-    folder = Path(index_dir) / FOLDER
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.stem[1:]) for p in folder.glob("v*.json") if p.stem[1:].isdigit())
+def _saved_versions(sidecar: Sidecar) -> list[int]:
+    stems = [name.removesuffix(".json") for name in sidecar.names(FOLDER) if name.endswith(".json")]
+    return sorted(int(stem[1:]) for stem in stems if stem.startswith("v") and stem[1:].isdigit())
 
 
-def _read(index_dir: Path, version: int) -> TermStats | None:
+def _read(sidecar: Sidecar, version: int) -> TermStats | None:
     try:
-        data = json.loads(_path(index_dir, version).read_text(encoding="utf-8"))
+        data = json.loads(sidecar.read_text(_name(version)) or "")
         return TermStats({str(k): int(v) for k, v in data["df"].items()}, int(data["chunks"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or torn: recounted
 
 
-def _save(index_dir: Path, version: int, stats: TermStats) -> None:
-    """Written to a temporary file and renamed, so a crash never leaves a torn file in place."""
-    folder = Path(index_dir) / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        json.dump({"chunks": stats.documents, "df": stats.df}, handle)
-    os.replace(handle.name, _path(index_dir, version))
-    for old in _saved_versions(index_dir)[:-KEEP_VERSIONS]:
-        _path(index_dir, old).unlink(missing_ok=True)
+def _save(sidecar: Sidecar, version: int, stats: TermStats) -> None:
+    """Beside the index, local or on an object store; the sidecar writes whole files atomically."""
+    sidecar.write_text(_name(version), json.dumps({"chunks": stats.documents, "df": stats.df}))
+    for old in _saved_versions(sidecar)[:-KEEP_VERSIONS]:
+        sidecar.delete(_name(old))
 
 
 def _carried_forward(index: KnowledgeIndex, start: int, stats: TermStats) -> TermStats | None:
@@ -106,16 +98,16 @@ def term_stats(index: KnowledgeIndex) -> TermStats:
     from knowledge.index import scan
 
     version = index.version
-    found = _read(index.index_dir, version)
+    found = _read(index.sidecar, version)
     if found is not None:
         return found
     stats = None
-    for start in reversed([v for v in _saved_versions(index.index_dir) if v < version]):
-        saved = _read(index.index_dir, start)
+    for start in reversed([v for v in _saved_versions(index.sidecar) if v < version]):
+        saved = _read(index.sidecar, start)
         stats = _carried_forward(index, start, saved) if saved is not None else None
         break  # only the nearest: an older start means more change, and a full count is then as quick
     if stats is None:
         df, chunks = count_rows(scan(index.table.to_lance(), TEXT_COLUMNS))
         stats = TermStats(dict(df), chunks)
-    _save(index.index_dir, version, stats)
+    _save(index.sidecar, version, stats)
     return stats

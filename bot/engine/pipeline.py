@@ -403,7 +403,7 @@ class Pipeline:
             index = self.searcher.index
             try:
                 serving = await asyncio.to_thread(index.serving_version)
-                found = await asyncio.to_thread(calibrations.load, index.index_dir, serving)
+                found = await asyncio.to_thread(calibrations.load, index.sidecar, serving)
             except Exception as exc:  # the raw score with fixed thresholds is the fallback
                 log.warning("calibration unavailable: %s", exc)
                 found = None

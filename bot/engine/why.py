@@ -13,9 +13,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
+
+if TYPE_CHECKING:
+    from knowledge.storage import Sidecar
 
 # signals shown in their own lines, not in the signal table
 NOT_SIGNALS = ("answer_threshold", "caveat_threshold", "calibration", "raw_score")
@@ -252,12 +254,12 @@ def match_link(rows: list[dict[str, Any]], message_ts: str, thread_ts: str | Non
     return max(earlier, key=lambda row: float((row.get("slack") or {}).get("message_ts") or 0)) if earlier else None
 
 
-def calibration_of(index_dir: Path, row: dict[str, Any]) -> dict[str, Any] | None:
+def calibration_of(sidecar: Sidecar, row: dict[str, Any]) -> dict[str, Any] | None:
     """The summary of the calibration an interaction was judged with (the I/O edge of `explain`)."""
     from bot.engine import calibration
 
     version = (row.get("signals") or {}).get("calibration")
     if not isinstance(version, int):
         return None
-    found = calibration.load(index_dir, version)
+    found = calibration.load(sidecar, version)
     return found.summary() if found is not None else None

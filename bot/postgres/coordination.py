@@ -5,6 +5,9 @@
   mid-refresh loses its connection, so the lease is free again without anyone cleaning up.
 - `claim_run` inserts (job, period) with `ON CONFLICT DO NOTHING` under the job's lease, so one
   replica runs the weekly eval and posts its digest, even if another leads next week.
+- `index_writer_lock` is the shared index's writer lock (a separate advisory lock, taken
+  synchronously because the index's writes are): whoever holds it is the one process writing the
+  index on object storage, be it `/kb-refresh`, a scheduled sync or `supportbot refresh`.
 - Per-user answer starts are booked in `rate_bookings` under a transaction advisory lock per
   user (the same arithmetic as the in-memory limiter); answers in flight take a row of
   `answer_slots`, and a slot whose replica stopped beating is free again.
@@ -12,13 +15,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 
 import psycopg
 
 from bot.postgres.store import CONNECT_OPTIONS, OWNER_DEAD, PostgresStore
+from knowledge.index import RefreshInProgress, WriterLock
+
+INDEX_WRITER = "lease:index-writer"
+
+
+def index_writer_lock(url: str) -> WriterLock:
+    """The shared index's writer lock: a session advisory lock on a connection of its own, so a
+    writer killed mid-refresh frees it with its connection."""
+
+    @contextmanager
+    def held() -> Iterator[None]:
+        with psycopg.connect(url, autocommit=True, options=CONNECT_OPTIONS) as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (INDEX_WRITER,)).fetchone()
+            if not (row and row[0]):
+                raise RefreshInProgress("another replica is writing the shared index")
+            yield  # closing the connection ends the session, and its lock with it
+
+    return held
 
 
 class PostgresCoordination:

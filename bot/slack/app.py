@@ -353,12 +353,11 @@ def build_bot(settings: Settings, *, socket_mode: bool = False) -> SupportBot:
     """The production bot: the index, pipeline and logs of `settings.data_dir` (checked first, so
     bad settings fail before the model loads). Called inside the event loop that will serve it."""
     check_settings(settings, socket_mode=socket_mode)
-    from bot.coordination import open_coordination
+    from bot.coordination import open_coordination, open_index
     from bot.engine.pipeline import Pipeline
     from bot.store import open_store
-    from knowledge.index import KnowledgeIndex
 
-    index = KnowledgeIndex.from_settings(settings)
+    index = open_index(settings)
     pipeline = Pipeline.from_settings(settings, index=index)
     store = open_store(settings)  # PostgreSQL when SUPPORTBOT_DATABASE_URL is set
     return create_app(

@@ -471,7 +471,7 @@ class Listeners:
             elif not await self.is_admin(client, command["user_id"]):
                 await self._reply(client, command, respond, why.NOT_ADMIN_TEXT)
             else:
-                body = await why.explain_link(self.bot.store, self.settings.index_dir, words[1])
+                body = await why.explain_link(self.bot.store, self.bot.index.sidecar, words[1])
                 try:
                     await respond(**body, response_type="ephemeral")
                 except Exception as exc:  # noqa: BLE001 (refused blocks: the short text still arrives)

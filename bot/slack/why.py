@@ -31,6 +31,7 @@ from knowledge.text import truncate
 
 if TYPE_CHECKING:
     from bot.store import Store
+    from knowledge.storage import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ async def find_interaction(store: Store, message_link: str) -> dict[str, Any] | 
     return match_link(await store.interactions_in(channel), message_ts, thread_ts)
 
 
-async def explain_link(store: Store, index_dir: Any, message_link: str) -> dict[str, Any]:
+async def explain_link(store: Store, sidecar: Sidecar, message_link: str) -> dict[str, Any]:
     """The `response_url` body answering `/kb why LINK` (blocks and text, or a plain-text reason)."""
     try:
         row = await find_interaction(store, message_link)
@@ -94,6 +95,6 @@ async def explain_link(store: Store, index_dir: Any, message_link: str) -> dict[
         return {"text": USAGE_TEXT}
     if row is None:
         return {"text": NOT_FOUND_TEXT}
-    calibration = await asyncio.to_thread(calibration_of, index_dir, row)
+    calibration = await asyncio.to_thread(calibration_of, sidecar, row)
     why = explain(row, calibration)
     return {"text": why_text(why), "blocks": why_blocks(why)}

@@ -1,4 +1,4 @@
-"""Connector cursors, one JSON file next to the index, written only after the index committed.
+"""Connector cursors, one JSON file beside the index (its sidecar), written only after the index committed.
 
 Kept beside the index (not in it) so a cursor never runs ahead of the documents it describes: a
 sync that dies before the commit leaves the old cursor, and the next sync simply asks again.
@@ -9,34 +9,28 @@ the restored index is embedded.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
+
+from knowledge.storage import Sidecar
 
 STATE_NAME = "connector-state.json"
 
 
-def read_states(index_dir: Path) -> dict[str, dict[str, Any]]:
-    path = Path(index_dir) / STATE_NAME
-    if not path.exists():
-        return {}
+def read_states(sidecar: Sidecar) -> dict[str, dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = sidecar.read_text(STATE_NAME)
+        if text is None:
+            return {}
+        data = json.loads(text)
     except (OSError, json.JSONDecodeError):
         return {}  # a lost cursor costs one full listing, never a wrong deletion
     return data if isinstance(data, dict) else {}
 
 
-def write_states(index_dir: Path, states: dict[str, dict[str, Any]]) -> None:
-    """Atomic replace with fsync: a crash leaves the old file or the new one, never half of it."""
-    path = Path(index_dir) / STATE_NAME
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(states, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def write_states(sidecar: Sidecar, states: dict[str, dict[str, Any]]) -> None:
+    """Atomic replace: a crash leaves the old file or the new one, never half of it."""
+    sidecar.write_text(STATE_NAME, json.dumps(states, sort_keys=True))
 
 
-def forget_states(index_dir: Path) -> None:
-    (Path(index_dir) / STATE_NAME).unlink(missing_ok=True)
+def forget_states(sidecar: Sidecar) -> None:
+    sidecar.delete(STATE_NAME)

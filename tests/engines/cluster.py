@@ -1,7 +1,8 @@
 """`supportbot serve` replicas as real subprocesses, for the multi-replica test and `benchmarks/load.py`.
 
-Each replica gets its own copy of an index (as separate machines would) and, when a database URL
-is given, the shared PostgreSQL; without one it runs embedded (its logs in its own data dir).
+Each replica gets its own copy of an index (as separate machines would), unless the settings name a
+shared one on object storage (SUPPORTBOT_INDEX_URI), and, when a database URL is given, the shared
+PostgreSQL; without one it runs embedded (its logs in its own data dir).
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def start_replicas(
     replicas: list[Replica] = []
     for n in range(count):
         data_dir = workdir / f"replica-{n}"
-        shutil.copytree(index_from / "index", data_dir / "index")
+        if "SUPPORTBOT_INDEX_URI" not in settings:
+            shutil.copytree(index_from / "index", data_dir / "index")
+        data_dir.mkdir(parents=True, exist_ok=True)
         port, log_path = free_port(), workdir / f"replica-{n}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
