@@ -169,7 +169,7 @@ def test_an_edited_export_parses_only_its_changed_lines(tmp_path, embedder):
     index = KnowledgeIndex(tmp_path / "index", embedder)
     asyncio.run(index.refresh([str(source)]))
     export(source, 6, edited=4)
-    load, documents = asyncio.run(index.open_stream(str(source), read_states(index.index_dir)))
+    load, documents = asyncio.run(index.open_stream(str(source), read_states(index.sidecar)))
     assert [doc.doc_id for doc in documents] == ["a4"] and load.unchanged_ids == {"a0", "a1", "a2", "a3", "a5"}
     edit = asyncio.run(index.refresh([str(source)]))
     assert (edit.total("updated"), edit.total("unchanged"), edit.total("deleted")) == (1, 5, 0)
