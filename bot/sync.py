@@ -72,6 +72,7 @@ class SourceSyncScheduler:
         self.clock = clock  # wall time: replicas on different hosts must agree on the intervals
         self.reports: list[RefreshReport] = []
         self.synced: list[tuple[str, int]] = []  # (source, interval number) this replica synced
+        self.last_interval: dict[str, int] = {}  # source -> the interval this replica last synced
         self._one_at_a_time = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -81,8 +82,10 @@ class SourceSyncScheduler:
 
     async def sync_once(self, spec: SourceSpec) -> RefreshReport | None:
         """Sync `spec` if this replica wins its current interval; None when another replica has it,
-        or a refresh is running."""
+        a refresh is running, or this replica already synced this interval."""
         interval = self.interval_of(spec)
+        if self.last_interval.get(spec.uri) == interval:
+            return None  # woke early (wall time slewed behind the sleep): this interval is done here
         async with self._one_at_a_time, self.coordination.lease("refresh") as held:
             if not held:
                 log.info("scheduled sync of %s skipped: another replica is refreshing", spec.uri)
@@ -96,6 +99,7 @@ class SourceSyncScheduler:
                 return None
         self.reports.append(report)
         self.synced.append((spec.uri, interval))
+        self.last_interval[spec.uri] = interval
         level = logging.WARNING if report.failed_sources else logging.INFO
         log.log(level, "scheduled sync of %s: %s", spec.uri, report.summary)
         if self.on_report is not None:

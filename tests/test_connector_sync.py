@@ -390,3 +390,20 @@ async def test_with_replicas_one_syncs_each_interval_and_a_survivor_takes_over(
     finally:
         for store in stores:
             await store.aclose()
+
+
+async def test_one_replica_syncs_an_interval_once_even_when_it_wakes_early(tmp_path, embedder, github):
+    """Without PostgreSQL every claim succeeds: a round that wakes before the boundary by wall
+    time (NTP slews the wall clock, the sleep runs on the monotonic one) must not sync again."""
+    every, now = 60.0, [1_800_000_000.0]
+    settings = Settings(data_dir=tmp_path / "data", self_calibration=False, _env_file=None)
+    index = KnowledgeIndex.from_settings(settings, embedder)
+    spec = SourceSpec(GITHUB, every_seconds=every)
+    scheduler = SourceSyncScheduler(index, settings, [spec], clock=lambda: now[0])
+    assert await scheduler.sync_once(spec) is not None
+    now[0] += every - 0.5  # the next boundary is 0.5 s away by wall time
+    assert await scheduler.sync_once(spec) is None
+    now[0] += 0.5
+    assert await scheduler.sync_once(spec) is not None
+    listings = [path for _, path in github.requests if "/git/trees/" in path]
+    assert len(listings) == 2 and [n for _, n in scheduler.synced] == [30_000_000, 30_000_001]

@@ -345,3 +345,36 @@ def test_a_citation_of_a_documents_second_text_block_maps_to_that_chunk():
     )
     [segment] = segments_from_message(message, results)
     assert [span.chunk for span in segment.spans] == [4, 5, -1, -1]  # a-2, b-1; no such block; no such result
+
+
+def test_a_citation_across_two_text_blocks_of_a_document_is_checked_against_both_chunks():
+    from types import SimpleNamespace
+
+    from bot.engine.claude import per_document_sources, segments_from_message
+    from bot.engine.types import RetrievedChunk
+    from bot.engine.verdict import verify_citations
+
+    def chunk(n: int) -> RetrievedChunk:
+        return RetrievedChunk(
+            chunk_id=f"a-{n}", doc_id="a", title="A", url=f"https://kb/a#s{n}", doc_url="https://kb/a",
+            text=f"Step {n} of the setup.", score=1.0,
+        )  # fmt: skip
+
+    sources = per_document_sources([chunk(1), chunk(2), chunk(3)])
+    across = SimpleNamespace(  # blocks 1 and 2 (end exclusive): the API's cited_text is both texts
+        type="search_result_location",
+        search_result_index=0,
+        start_block_index=1,
+        end_block_index=3,
+        cited_text="Step 2 of the setup.\nStep 3 of the setup.",
+    )
+    message = SimpleNamespace(content=[SimpleNamespace(type="text", text="Do both steps.", citations=[across])])
+    [segment] = segments_from_message(message, sources.results)
+    assert [(span.chunk, span.last) for span in segment.spans] == [(1, 2)]  # marked on its first chunk
+    check = verify_citations(segment.spans, sources.texts, 1.0)
+    assert (check.total, check.verified) == (1, 1)
+    wrong = SimpleNamespace(**{**vars(across), "start_block_index": 0, "end_block_index": 2})
+    [segment] = segments_from_message(
+        SimpleNamespace(content=[SimpleNamespace(type="text", text="x", citations=[wrong])]), sources.results
+    )
+    assert verify_citations(segment.spans, sources.texts, 1.0).verified == 0  # not the text of blocks 0-1

@@ -16,10 +16,12 @@ from bot.engine.types import Citation, RetrievedChunk
 
 @dataclass(frozen=True)
 class Span:
-    """`cited_text` of retrieved chunk number `chunk` (an index into the retrieved list)."""
+    """`cited_text` of retrieved chunk number `chunk` (an index into the retrieved list); a span
+    that runs on into the next text blocks of the same search result ends in chunk `last`."""
 
     chunk: int
     cited_text: str
+    last: int | None = None  # None: the span lies within `chunk`
 
 
 @dataclass

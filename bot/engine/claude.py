@@ -354,15 +354,20 @@ class PromptLayout:
                 table.popitem(last=False)
 
 
-def cited_chunk(citation: Any, results: Sequence[Sequence[int]]) -> int:
+def cited_span(citation: Any, results: Sequence[Sequence[int]]) -> Span:
     """The chunk a `search_result_location` citation points at: its search result (counted over
-    the whole request) and the text block where the cited span starts; -1 when we sent no such
-    block (`assemble` then drops it rather than invent a source)."""
+    the whole request) and the text block where the cited span starts (-1 when we sent no such
+    block: `assemble` then drops it rather than invent a source). A span that runs on into the
+    result's next blocks (`end_block_index` is exclusive) ends in the chunk of its last block, so
+    its `cited_text` is checked against the chunks it spans, not the first alone."""
     index: int = citation.search_result_index
     block: int = getattr(citation, "start_block_index", 0) or 0
     if not 0 <= index < len(results) or not 0 <= block < len(results[index]):
-        return -1
-    return results[index][block]
+        return Span(-1, citation.cited_text)
+    chunks = results[index]
+    end: int = getattr(citation, "end_block_index", None) or block + 1
+    last = chunks[min(max(end, block + 1), len(chunks)) - 1]
+    return Span(chunks[block], citation.cited_text, None if last == chunks[block] else last)
 
 
 def segments_from_message(message: Any, results: Sequence[Sequence[int]]) -> list[Segment]:
@@ -373,7 +378,7 @@ def segments_from_message(message: Any, results: Sequence[Sequence[int]]) -> lis
         if getattr(block, "type", None) != "text":
             continue
         spans = [
-            Span(cited_chunk(citation, results), citation.cited_text)
+            cited_span(citation, results)
             for citation in (block.citations or [])
             if getattr(citation, "type", None) == "search_result_location"
         ]

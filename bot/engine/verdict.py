@@ -151,10 +151,15 @@ class CitationCheck:
 
 def verify_citations(spans: Iterable[Span], sources: Sequence[str], coverage: float) -> CitationCheck:
     """A citation is verified when its `cited_text` (whitespace normalised, non-empty) occurs in
-    the text of the search result it points at; one pointing at a result we did not send is not."""
+    the text of the search result it points at (the text blocks it spans, one after the other);
+    one pointing at a result we did not send is not."""
     normalised = [normalise(text) for text in sources]
-    seen = {(span.chunk, normalise(span.cited_text)) for span in spans}
-    verified = sum(1 for index, cited in seen if cited and 0 <= index < len(normalised) and cited in normalised[index])
+    seen = {(span.chunk, span.chunk if span.last is None else span.last, normalise(span.cited_text)) for span in spans}
+    verified = sum(
+        1  # a span across blocks is checked against those blocks' texts in a row
+        for first, last, cited in seen
+        if cited and 0 <= first <= last < len(normalised) and cited in " ".join(normalised[first : last + 1])
+    )
     return CitationCheck(total=len(seen), verified=verified, coverage=round(coverage, 4))
 
 
