@@ -22,7 +22,7 @@ PARTITION_ROWS = 4096  # rows per IVF partition at training time (LanceDB's own 
 REBUILD_FACTOR = 2.0  # retrain once the table is this many times larger (or smaller) than at training
 # (partitions up to, share of partitions probed): more partitions cut finer, so the neighbours of a
 # query sit in a smaller share of them. Measured on clustered MiniLM-shaped vectors (search_latency.py).
-PROBE_SHARES: tuple[tuple[int, float], ...] = ((64, 0.85), (512, 0.30))
+PROBE_SHARES: tuple[tuple[int, float], ...] = ((64, 0.85), (512, 0.35))
 LARGE_PROBE_SHARE = 0.25
 MIN_NPROBES = 20  # below this a small index is cheaper to scan widely than to risk a missed neighbour
 
