@@ -3,8 +3,8 @@
 An IVF index splits the vectors into partitions around k-means centroids; a search scans the
 `nprobes` partitions nearest the query. Recall depends on the share of the table scanned, so a
 fixed probe count loses recall as partitions multiply (issue 18: 0.867 at 1M chunks with 20
-probes of ~244). The plan keeps partitions near a constant size and probes a share of them
-chosen per size band, so recall@10 holds at >= 0.95 from 50k to 1M chunks and beyond
+probes of ~244). The plan keeps partitions near a constant size and probes a share of them that
+shrinks slowly as they multiply, so recall@10 holds at >= 0.95 from 50k to 1M chunks and beyond
 (benchmarks/RESULTS.md, "Knowledge at a million chunks").
 
 A plan is trained for one row count; the index is rebuilt with a fresh plan once the table has
@@ -20,10 +20,13 @@ from dataclasses import asdict, dataclass
 
 PARTITION_ROWS = 4096  # rows per IVF partition at training time (LanceDB's own default for IVF_FLAT)
 REBUILD_FACTOR = 2.0  # retrain once the table is this many times larger (or smaller) than at training
-# (partitions up to, share of partitions probed): more partitions cut finer, so the neighbours of a
-# query sit in a smaller share of them. Measured on clustered MiniLM-shaped vectors (search_latency.py).
-PROBE_SHARES: tuple[tuple[int, float], ...] = ((64, 0.85), (512, 0.35))
-LARGE_PROBE_SHARE = 0.25
+# (partitions, share of them probed) at two measured sizes, 100k and 1M rows: more partitions cut
+# finer, so the neighbours of a query sit in a smaller share of them. Between them the share falls
+# linearly in log(partitions); beyond, it stays at MIN_PROBE_SHARE (extrapolated, not measured).
+# Measured on clustered MiniLM-shaped vectors (benchmarks/search_latency.py).
+SMALL_INDEX_SHARE = (24, 0.85)
+LARGE_INDEX_SHARE = (244, 0.35)
+MIN_PROBE_SHARE = 0.25  # above 0.2155 (the slope) so share * partitions keeps growing with partitions
 MIN_NPROBES = 20  # below this a small index is cheaper to scan widely than to risk a missed neighbour
 
 
@@ -56,10 +59,11 @@ class VectorIndexPlan:
 
 
 def probe_share(partitions: int) -> float:
-    for up_to, share in PROBE_SHARES:
-        if partitions <= up_to:
-            return share
-    return LARGE_PROBE_SHARE
+    (small, small_share), (large, large_share) = SMALL_INDEX_SHARE, LARGE_INDEX_SHARE
+    if partitions <= small:
+        return small_share
+    slope = (large_share - small_share) / (math.log(large) - math.log(small))
+    return max(MIN_PROBE_SHARE, small_share + slope * (math.log(partitions) - math.log(small)))
 
 
 def plan_for(rows: int) -> VectorIndexPlan:

@@ -22,6 +22,8 @@ def test_plan_is_a_pure_function_of_the_row_count():
     partitions = [plan.partitions for plan in plans]
     probes = [plan.nprobes for plan in plans]
     assert partitions == sorted(partitions) and probes == sorted(probes)
+    dense = [plan_for(rows) for rows in range(10_000, 5_000_000, 7_919)]
+    assert [plan.nprobes for plan in dense] == sorted(plan.nprobes for plan in dense)  # no step back at any size
     # the fixed 20 probes of ~244 partitions that lost recall at 1M chunks (issue 18) are gone
     assert plan_for(1_000_000).nprobes / plan_for(1_000_000).partitions >= 0.2
     with pytest.raises(ValueError):
