@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -50,20 +52,9 @@ def synthetic_chunks(start: int, count: int, rng: np.random.Generator) -> tuple[
     centres = np.random.default_rng(0).normal(size=(8, 32)).astype(np.float32)
     vectors = centres[rng.integers(0, 8, size=count)] + rng.normal(0, 0.3, size=(count, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    template = Chunk("", "", "synthetic", "Article", "https://help.example/a", "https://help.example/a", "", "", 0, "x")
     chunks = [
-        Chunk(
-            chunk_id=f"c{i}",
-            doc_id=f"doc{i}",
-            source="synthetic",
-            title=f"Article {i}",
-            url=f"https://help.example/{i}",
-            doc_url=f"https://help.example/{i}",
-            heading="",
-            text=f"article number {i} about invoices",
-            position=0,
-            doc_hash="x",
-        )
-        for i in range(start, start + count)
+        replace(template, chunk_id=f"c{i}", doc_id=f"doc{i}", text=f"article {i}") for i in range(start, start + count)
     ]
     return chunks, vectors
 
