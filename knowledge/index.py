@@ -45,15 +45,17 @@ from knowledge.sources import (
 )
 from knowledge.storage import Sidecar, is_remote, object_store_options, open_sidecar
 from knowledge.text import sql_string
+from knowledge.vector_tuning import VectorIndexPlan, needs_rebuild, plan_for
 
 if TYPE_CHECKING:  # lancedb is imported on first use: `supportbot --help` stays instant
     from lancedb.db import DBConnection
+    from lancedb.query import LanceVectorQueryBuilder
     from lancedb.table import LanceTable
 
 TABLE = "chunks"
 TAG_PREFIX = "refresh-"
 FTS_COLUMN = "search_text"
-NPROBES = 20  # IVF partitions searched per query (only used once a vector index exists)
+VECTOR_PLAN_KEY = "supportbot.vector_index"  # table config key: the plan the vector index was built with
 COMPACT_AFTER_FRAGMENTS = 32  # each refresh adds a fragment; compact once many small ones pile up
 HASH_COLUMNS = ("source", "doc_id", "doc_hash")  # all a refresh reads to tell what changed
 NAME_COLUMNS = ("doc_id", "url", "doc_url")  # what an eval set's gold sources may name
@@ -200,6 +202,7 @@ class KnowledgeIndex:
         self._db: DBConnection | None = None
         self._table: LanceTable | None = None
         self._indexed_columns: tuple[int, frozenset[str]] | None = None
+        self._vector_plans: tuple[int, VectorIndexPlan | None, VectorIndexPlan | None] | None = None
 
     @classmethod
     def from_settings(
@@ -262,11 +265,20 @@ class KnowledgeIndex:
         return int(self.table.count_rows()) if self.exists() else 0
 
     def vector_search(self, vector: np.ndarray, limit: int, where: str | None = None) -> list[dict[str, Any]]:
-        query = self.table.search(vector, query_type="vector").distance_type("cosine").limit(limit).nprobes(NPROBES)
+        rows: list[dict[str, Any]] = self.vector_query(vector, limit, where).to_list()
+        return rows
+
+    def vector_query(self, vector: np.ndarray, limit: int, where: str | None = None) -> LanceVectorQueryBuilder:
+        """The vector query, probing as many partitions as the plan of the index it will read says."""
+        query = self.table.search(vector, query_type="vector").distance_type("cosine").limit(limit)
+        plan = self.search_plan()
+        if plan is not None:
+            query = query.nprobes(plan.nprobes)
+            if plan.refine_factor:
+                query = query.refine_factor(plan.refine_factor)
         if where:
             query = query.where(where, prefilter=True)
-        rows: list[dict[str, Any]] = query.select([*RESULT_COLUMNS, "_distance"]).to_list()
-        return rows
+        return query.select([*RESULT_COLUMNS, "_distance"])
 
     def fts_search(self, text: str, limit: int, where: str | None = None) -> list[dict[str, Any]]:
         if not self.has_index(FTS_COLUMN):
@@ -303,6 +315,28 @@ class KnowledgeIndex:
             columns = frozenset(c for index in self.table.list_indices() for c in index.columns)
             self._indexed_columns = (version, columns)
         return column in self._indexed_columns[1]
+
+    def vector_plan(self) -> VectorIndexPlan | None:
+        """The plan stored with the vector index this table version carries (None: no index, or one
+        built before plans were stored)."""
+        return self._plans()[0]
+
+    def search_plan(self) -> VectorIndexPlan | None:
+        """What a vector search uses: the stored plan, or for an index without one (built by an older
+        release, until the next refresh retrains it) the plan for today's row count; None without an index."""
+        return self._plans()[1]
+
+    def _plans(self) -> tuple[VectorIndexPlan | None, VectorIndexPlan | None]:
+        """(stored, searched) plans, cached per table version: every vector search asks."""
+        version = int(self.table.version)
+        if self._vector_plans is None or self._vector_plans[0] != version:
+            stored = searched = None
+            if self.has_index("vector"):
+                text = self.table.to_lance().config().get(VECTOR_PLAN_KEY)
+                stored = VectorIndexPlan.from_json(text) if text else None
+                searched = stored or plan_for(max(1, self.count_rows()))
+            self._vector_plans = (version, stored, searched)
+        return self._vector_plans[1], self._vector_plans[2]
 
     def document_names(self) -> set[str]:
         """Every document id, chunk url and document url in the index (three projected columns,
@@ -514,7 +548,7 @@ class KnowledgeIndex:
 
     def _maintain_indexes(self) -> None:
         """Full-text index over everything (no unindexed tail), vector index once it pays off."""
-        from lancedb.index import FTS, IvfFlat
+        from lancedb.index import FTS
 
         table = self.table
         if not self.has_index(FTS_COLUMN):
@@ -524,11 +558,29 @@ class KnowledgeIndex:
         else:
             table.to_lance().optimize.optimize_indices()  # only the index tail: one version
             table.checkout_latest()  # type: ignore[no-untyped-call]  # unannotated in lancedb
-        if not self.has_index("vector") and table.count_rows() >= self.vector_index_min_rows:
-            # IVF_FLAT keeps exact distances inside the probed partitions: recall@10 0.99 at 100k
-            # chunks where IVF_HNSW_SQ gave 0.46 and IVF_PQ 0.15 (benchmarks/RESULTS.md), and it
-            # builds in seconds, not minutes.
-            table.create_index("vector", config=IvfFlat(distance_type="cosine"))
+        rows = table.count_rows()
+        indexed = self.has_index("vector")
+        if (indexed or rows >= self.vector_index_min_rows) and needs_rebuild(
+            self.vector_plan() if indexed else None, rows
+        ):
+            self._build_vector_index(rows)
+
+    def _build_vector_index(self, rows: int) -> None:
+        """(Re)train the vector index for `rows` and store its plan. LanceDB commits the new index as
+        a new table version: readers keep searching the old one until they move to the newest
+        version, where the plan follows one commit later (a reader that checks in between searches
+        the new index with the old probes until its next check, `read_consistency_seconds`).
+        IVF_FLAT keeps exact distances inside the probed partitions: at 100k chunks IVF_HNSW_SQ gave
+        recall@10 0.46 and IVF_PQ 0.15 (benchmarks/RESULTS.md), and it builds in seconds, not minutes."""
+        from lancedb.index import IvfFlat
+
+        plan = plan_for(rows)
+        table = self.table
+        table.create_index(
+            "vector", config=IvfFlat(distance_type="cosine", num_partitions=plan.partitions), replace=True
+        )
+        table.to_lance().update_config({VECTOR_PLAN_KEY: plan.to_json()})
+        table.checkout_latest()  # type: ignore[no-untyped-call]  # unannotated in lancedb
 
     def _tags(self) -> list[tuple[int, str]]:
         """Refresh tags as (version, name), oldest first."""

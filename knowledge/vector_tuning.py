@@ -1,0 +1,84 @@
+"""How big the IVF vector index's partitions are and how many of them a search reads, from the row count.
+
+An IVF index splits the vectors into partitions around k-means centroids; a search scans the
+`nprobes` partitions nearest the query. Recall depends on the share of the table scanned, so a
+fixed probe count loses recall as partitions multiply (issue 18: 0.867 at 1M chunks with 20
+probes of ~244). The plan keeps partitions near a constant size and probes a share of them that
+shrinks slowly as they multiply, so recall@10 holds at >= 0.95 from 50k to 1M chunks and beyond
+(benchmarks/RESULTS.md, "Knowledge at a million chunks").
+
+A plan is trained for one row count; the index is rebuilt with a fresh plan once the table has
+grown or shrunk by `REBUILD_FACTOR`, and the plan is stored in the table's versioned config so
+every search uses the probes of the index it actually reads (a rollback restores both together).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+PARTITION_ROWS = 4096  # rows per IVF partition at training time (LanceDB's own default for IVF_FLAT)
+REBUILD_FACTOR = 2.0  # retrain once the table is this many times larger (or smaller) than at training
+# (partitions, share of them probed) at two measured sizes, 100k and 1M rows: more partitions cut
+# finer, so the neighbours of a query sit in a smaller share of them. Between them the share falls
+# linearly in log(partitions); beyond, it stays at MIN_PROBE_SHARE (extrapolated, not measured).
+# Measured on clustered MiniLM-shaped vectors (benchmarks/search_latency.py).
+SMALL_INDEX_SHARE = (24, 0.85)
+LARGE_INDEX_SHARE = (244, 0.35)
+MIN_PROBE_SHARE = 0.25  # above 0.2155 (the slope) so share * partitions keeps growing with partitions
+MIN_NPROBES = 20  # below this a small index is cheaper to scan widely than to risk a missed neighbour
+
+
+@dataclass(frozen=True)
+class VectorIndexPlan:
+    """The shape of one built vector index and the search effort that matches it."""
+
+    rows: int  # row count the index was trained on
+    partitions: int
+    nprobes: int
+    refine_factor: int | None = None  # IVF_FLAT keeps exact distances: nothing to re-rank
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VectorIndexPlan | None:
+        """None for anything that is not a plan this code wrote (an older or foreign index)."""
+        try:
+            data = json.loads(text)
+            plan = cls(
+                rows=int(data["rows"]),
+                partitions=int(data["partitions"]),
+                nprobes=int(data["nprobes"]),
+                refine_factor=None if data.get("refine_factor") is None else int(data["refine_factor"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+        return plan if plan.rows > 0 and plan.partitions > 0 and plan.nprobes > 0 else None
+
+
+def probe_share(partitions: int) -> float:
+    (small, small_share), (large, large_share) = SMALL_INDEX_SHARE, LARGE_INDEX_SHARE
+    if partitions <= small:
+        return small_share
+    slope = (large_share - small_share) / (math.log(large) - math.log(small))
+    return max(MIN_PROBE_SHARE, small_share + slope * (math.log(partitions) - math.log(small)))
+
+
+def plan_for(rows: int) -> VectorIndexPlan:
+    """The partitions and probes for an index trained on `rows` vectors (a pure function of it)."""
+    if rows <= 0:
+        raise ValueError(f"a vector index needs rows to train on, got {rows}")
+    partitions = max(1, round(rows / PARTITION_ROWS))
+    nprobes = min(partitions, max(MIN_NPROBES, math.ceil(probe_share(partitions) * partitions)))
+    return VectorIndexPlan(rows=rows, partitions=partitions, nprobes=nprobes)
+
+
+def needs_rebuild(built: VectorIndexPlan | None, rows: int) -> bool:
+    """Retrain when no plan of ours describes the index, or the table has drifted `REBUILD_FACTOR`
+    from the size it was trained at (new rows join the old partitions until then, making them
+    larger, so the same probes scan a growing share and recall holds while latency creeps up)."""
+    if built is None:
+        return True
+    return rows >= built.rows * REBUILD_FACTOR or rows * REBUILD_FACTOR <= built.rows
