@@ -12,6 +12,7 @@ because only the index's one writer ever appends.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -94,12 +95,15 @@ class LocalSidecar:
     def write_text(self, name: str, text: str) -> None:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
+        # a temporary name of its own: two processes writing one file (a bot saving the term statistics
+        # a refresh also saves) must never rename each other's half-written temporary into place
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+        ) as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        os.replace(handle.name, path)
 
     def append_line(self, name: str, line: str) -> None:
         path = self.root / name

@@ -128,6 +128,23 @@ def test_sidecar_files_round_trip(store, tmp_path, embedder, s3_index_uri):
     assert sidecar.read_text("log.jsonl") is None
 
 
+def test_two_writers_of_one_local_sidecar_file_never_collide(tmp_path):
+    """A bot saving term statistics while a refresh saves the same version's: each write has its own
+    temporary file, so neither renames the other's away (a shared temporary made os.replace fail)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sidecar = LocalSidecar(tmp_path / "index")
+
+    def write_many(writer: int) -> None:
+        for n in range(300):
+            sidecar.write_text("terms/v3.json", json.dumps({"writer": writer, "n": n}))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write_many, range(4)))  # raises here if a rename lost its temporary
+    assert json.loads(sidecar.read_text("terms/v3.json") or "")["n"] == 299
+    assert sidecar.names("terms") == ["v3.json"]  # no temporary left behind
+
+
 def test_an_s3_index_is_written_only_under_a_writer_rule(tmp_path, embedder, s3_index_uri, postgres_server):
     from bot.coordination import open_index
     from bot.postgres.coordination import index_writer_lock
