@@ -182,7 +182,7 @@ async def test_scheduled_sync_runs_each_source_on_its_interval(tmp_path, embedde
     assert pushed_after is not None, "no scheduled round ran"
     # a round already listing when the push landed may see nothing new; the next one on the schedule must
     first, later = scheduler.reports[0], [r for r in scheduler.reports[pushed_after:] if r.total("added")]
-    assert first.total("added") == 1 and later, [r.summary() for r in scheduler.reports]
+    assert first.total("added") == 1 and later, [r.summary for r in scheduler.reports]
     assert later[0].total("added") == 1 and later[0].total("unchanged") == 1
     assert doc_ids(index, GITHUB) == {"docs/a.md", "docs/b.md"}
 
