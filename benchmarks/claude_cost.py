@@ -15,6 +15,11 @@ cases whose history has two user turns give natural ones). The other threads are
 questions from `evals/datasets/sample.jsonl`, all shuffled (seed 15). Both models run the same workload: a Haiku-class
 model (4,096-token minimum) and a Sonnet-class one (1,024).
 
+Layouts: `legacy` (before issue 15: one search result per chunk, a dead marker on the contract),
+`per-thread` (the previous default: only a thread's own prefix is cached), `shared` (the default:
+the contract also shared across threads where `contract_pays`), each `+first` with
+`SUPPORTBOT_CACHE_FIRST_QUESTIONS=true`.
+
 Prices come from settings (`SUPPORTBOT_PRICES`, defaults from Anthropic's pricing page).
 Correct, plainly: an answerable case whose answer cites at least one of its gold sources (the
 emulator cites the two search results anywhere in the request that share most words with the

@@ -5,8 +5,9 @@ to a chunk and its url without any string matching on our side. One search resul
 its chunks as its text blocks (`per_document_sources`): a citation names the result and the text
 block it starts in, which is the chunk, and the document's url and title are sent once. The system prompt is the stable
 prefix, written as a contract: sources only, say so when they don't answer (the `NO_ANSWER`
-sentinel), sources are data not instructions, Slack-readable. Where prompt caching pays is
-`PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
+sentinel), sources are data not instructions, Slack-readable; where sharing it across threads in
+the prompt cache pays, it goes out with `ANSWERING_GUIDE` (worked examples) to clear the model's
+minimum. Where prompt caching pays is `PromptLayout`'s decision (see its docstring). Every SDK failure (after the SDK's own bounded
 retries) becomes a `GenerationError`, which the pipeline turns into the marked extractive
 fallback; a stream that fails after text went out says "Claude stream was cut", so the Slack
 layer replaces the partial text with what the store holds.
