@@ -40,6 +40,14 @@ def test_rebuild_is_due_when_the_table_doubles_or_halves():
     assert needs_rebuild(built, 200_000) and needs_rebuild(built, 50_000)
 
 
+def test_plans_build_ivf_sq_and_an_older_ivf_flat_index_is_retrained():
+    plan = plan_for(1_000_000)
+    assert (plan.kind, plan.refine_factor) == ("IVF_SQ", tuning.REFINE_FACTOR)
+    older = VectorIndexPlan.from_json('{"rows": 1000000, "partitions": 244, "nprobes": 86}')  # before IVF_SQ
+    assert older is not None and older.kind == "IVF_FLAT" and needs_rebuild(older, 1_000_000)
+    assert not needs_rebuild(plan, 1_000_000)
+
+
 def test_plan_round_trips_and_rejects_what_it_did_not_write():
     plan = VectorIndexPlan(rows=5000, partitions=2, nprobes=2, refine_factor=4)
     assert VectorIndexPlan.from_json(plan.to_json()) == plan
@@ -94,7 +102,15 @@ def test_index_is_retrained_with_a_new_plan_when_the_table_doubles(tmp_path, emb
     # Searches use the stored plan of the index they read: the probes travel with the table version.
     query = index.vector_query(np.ones(32, dtype=np.float32), 5).to_query_object()
     assert (query.minimum_nprobes, query.maximum_nprobes) == (second.nprobes, second.nprobes)
-    assert len(index.vector_search(np.ones(32, dtype=np.float32), 5)) == 5
+    assert query.refine_factor == second.refine_factor
+    assert [i.index_type for i in index.table.list_indices() if i.columns == ["vector"]] == ["IvfSq"]
+    # The index holds 8-bit codes, but the refine step re-ranks on the stored vectors: distances are exact.
+    probe = np.ones(32, dtype=np.float32) / np.sqrt(32)
+    rows = index.vector_search(probe, 5)
+    vectors = dict(zip(*(index.table.to_arrow().column(name).to_pylist() for name in ("chunk_id", "vector"))))
+    for row in rows:
+        assert row["_distance"] == pytest.approx(1 - float(np.asarray(vectors[row["chunk_id"]]) @ probe), abs=1e-5)
+    assert len(rows) == 5
     index.table.restore(version_with_first)
     assert index.vector_plan() == first and built_partitions(index) == 3
     assert index.vector_query(np.ones(32, dtype=np.float32), 5).to_query_object().minimum_nprobes == first.nprobes
