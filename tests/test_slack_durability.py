@@ -373,6 +373,7 @@ async def test_two_processes_recovering_one_data_dir_answer_each_question_once(t
 
 
 @pytest.mark.slow  # two real `supportbot serve` processes, the first killed with SIGKILL
+@pytest.mark.timeout(600)  # run alone, it also builds the shared sample index on a loaded box
 async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_outcome(tmp_path, sample_data_dir):
     """`supportbot serve` answers two questions through Claude (the Anthropic emulator, slow) and is
     SIGKILLed while one is still with Claude and the other's answer is half streamed into Slack. A
