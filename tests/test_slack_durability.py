@@ -83,9 +83,8 @@ async def until_ok(session: aiohttp.ClientSession, url: str, alive, timeout: flo
 
 
 def replies_in(emu, thread_ts: str) -> list[dict]:
-    return [
-        m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts
-    ]
+    """Every message of the bot's in the question's thread, a stream still open included."""
+    return emu.bot_replies(CHANNEL_ID, thread_ts, finished=False)
 
 
 async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_path, sample_settings, engine_parts):
