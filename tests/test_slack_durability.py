@@ -19,7 +19,7 @@ from bot.slack.app import create_app, create_web_app, shutdown
 from bot.slack.blocks import ASK_HUMAN_ACTION
 from bot.store import InteractionStore
 from tests.emulators.slack_api import SlackEmulator
-from tests.emulators.slack_payloads import CHANNEL_ID, app_mention_event
+from tests.emulators.slack_payloads import CHANNEL_ID, TEAM_ID, app_mention_event
 from tests.test_slack_e2e import (
     ANSWERABLE,
     ESCALATION_CHANNEL,
@@ -153,6 +153,15 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
             )
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            # the process had started streaming its answer when it went down: cut text, stream open
+            cut = await bot.state.client.chat_startStream(
+                channel=CHANNEL_ID,
+                thread_ts=mention["ts"],
+                markdown_text="To create an API key, open",
+                recipient_team_id=TEAM_ID,
+                recipient_user_id=mention["user"],
+            )
+            await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")  # what a shutdown records
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
@@ -161,8 +170,9 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
                 await bot.state.tasks.drain(timeout=30)
             finally:
                 answering.RECOVER_MAX_AGE_SECONDS = old
-            [apology] = replies_in(emu, mention["ts"])
+            [apology] = replies_in(emu, mention["ts"])  # written over the cut stream, now closed
             assert "restarted" in apology["text"] and store.unfinished() == []
+            assert apology["ts"] == cut["ts"] and not emu.workspace.open_streams
 
 
 async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unused_tcp_port):
