@@ -15,6 +15,11 @@ cases whose history has two user turns give natural ones). The other threads are
 questions from `evals/datasets/sample.jsonl`, all shuffled (seed 15). Both models run the same workload: a Haiku-class
 model (4,096-token minimum) and a Sonnet-class one (1,024).
 
+Layouts: `legacy` (before issue 15: one search result per chunk, a dead marker on the contract),
+`per-thread` (the previous default: only a thread's own prefix is cached), `shared` (the default:
+the contract also shared across threads where `contract_pays`), each `+first` with
+`SUPPORTBOT_CACHE_FIRST_QUESTIONS=true`.
+
 Prices come from settings (`SUPPORTBOT_PRICES`, defaults from Anthropic's pricing page).
 Correct, plainly: an answerable case whose answer cites at least one of its gold sources (the
 emulator cites the two search results anywhere in the request that share most words with the
@@ -133,7 +138,14 @@ class SimClock:
         return self.now
 
 
-LAYOUTS = {"legacy": {}, "cached": {}, "cached+first": {"cache_first_questions": True}}
+# layout -> (settings it changes, whether the contract may be shared across threads in the cache)
+LAYOUTS: dict[str, tuple[dict, bool]] = {
+    "legacy": ({}, False),
+    "per-thread": ({}, False),  # the previous default: only a thread's own prefix is cached
+    "per-thread+first": ({"cache_first_questions": True}, False),
+    "shared": ({}, True),  # the default: the contract is shared across threads where it pays
+    "shared+first": ({"cache_first_questions": True}, True),
+}
 
 
 async def run(
@@ -147,10 +159,12 @@ async def run(
                 "anthropic_api_key": SecretStr("bench"),
                 "anthropic_base_url": emu.base_url,
                 "anthropic_model": model,
-                **LAYOUTS[layout],
+                **LAYOUTS[layout][0],
             }
         )
         generator = ClaudeAnswerer(claude, legacy_layout=layout == "legacy", clock=clock)
+        if generator.layout is not None:  # the default decides by model; the previous layouts never share
+            generator.layout.shares_contract = generator.layout.shares_contract and LAYOUTS[layout][1]
         pipeline = Pipeline(claude, searcher, generator=generator)
         price = price_for(model, claude.prices)
         rows: list[dict] = []
@@ -336,7 +350,7 @@ async def main() -> None:
         return
     print(f"{report['questions']} questions in {report['threads']} threads (model, layout, request type)")
     print(
-        f"{'model':13} {'layout':12} {'type':9} {'n':>4} {'$/answer':>10} {'$/correct':>10} {'correct':>7} "
+        f"{'model':13} {'layout':16} {'type':9} {'n':>4} {'$/answer':>10} {'$/correct':>10} {'correct':>7} "
         f"{'cache-read':>10} {'tokens':>7} {'vs legacy':>9}"
     )
     for label, layouts in report["models"].items():
@@ -346,12 +360,12 @@ async def main() -> None:
                 base = layouts["legacy"][kind]
                 ratio = s["cost_per_correct"] / base["cost_per_correct"] if base["cost_per_correct"] else 0
                 print(
-                    f"{label:13} {layout:12} {kind:9} {s['n']:>4} {s['cost_per_answer'] * 1000:>9.4f}m "
+                    f"{label:13} {layout:16} {kind:9} {s['n']:>4} {s['cost_per_answer'] * 1000:>9.4f}m "
                     f"{s['cost_per_correct'] * 1000:>9.4f}m {s['correct']:>7} {s['cache_read_share']:>10.1%} "
                     f"{s['prompt_tokens']:>7.0f} {ratio:>9.3f}"
                 )
             print(
-                f"{label:13} {layout:12} dead breakpoints (prefix below the model's minimum): {parts['dead_breakpoints']}"
+                f"{label:13} {layout:16} dead breakpoints (prefix below the model's minimum): {parts['dead_breakpoints']}"
             )
     print("($ in thousandths of a dollar: m = $0.001; 'vs legacy' = cost per correct answer / legacy's)")
     for lat in report.get("latency", []):

@@ -9,9 +9,23 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bot.engine.claude import NO_ANSWER, NOT_IN_SOURCES, SYSTEM_PROMPT, plain_messages, section_text
+from bot.engine.claude import (
+    CACHE_MARGIN,
+    CACHE_TTL_SECONDS,
+    MAX_BREAKPOINTS,
+    NO_ANSWER,
+    NOT_IN_SOURCES,
+    SYSTEM_PROMPT,
+    TTL_SAFETY_SECONDS,
+    ClaudeAnswerer,
+    PromptLayout,
+    contract_blocks,
+    plain_messages,
+    section_text,
+)
 from bot.engine.pipeline import FALLBACK_NOTE, Pipeline
-from bot.engine.types import Decision, Question, Turn
+from bot.engine.tokens import prompt_tokens
+from bot.engine.types import Decision, Question, RetrievedChunk, Turn
 from tests.emulators.anthropic_api import ANSWER_INTRO, AnthropicEmulator, Reply
 
 QUESTION = "How long after a payment can we still refund it to the customer's card?"
@@ -100,6 +114,15 @@ async def test_usage_and_cost_are_recorded(pipeline):
 FOLLOWUP = "And does that also work for a partial refund?"
 
 
+def answering_requests(emu) -> list[dict]:
+    """The bodies of the requests that answered (the follow-up rewrites have a prompt of their own)."""
+    return [
+        r.body
+        for r in emu.requests
+        if isinstance(r.body.get("system"), list) and r.body["system"][0]["text"] == SYSTEM_PROMPT
+    ]
+
+
 async def thread_of_three(pipe: Pipeline) -> list:
     """A first question and two follow-ups in one Slack thread, as the Slack layer passes them."""
     answers, history = [], []
@@ -126,8 +149,7 @@ async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_u
         assert follow_up.usage.cache_creation_input_tokens == 0
     assert second.usage.cost_usd < first.usage.cost_usd
     # each request repeats the previous one byte for byte, then adds the answer and the new turn
-    answering = [r.body for r in emu.requests if r.body.get("system") == [{"type": "text", "text": SYSTEM_PROMPT}]]
-    first_body, second_body, third_body = answering[-3:]
+    first_body, second_body, third_body = answering_requests(emu)[-3:]
     for before, after in ((first_body, second_body), (second_body, third_body)):
         assert plain_messages(after["messages"][: len(before["messages"])]) == plain_messages(before["messages"])
     # a follow-up sends only sources the thread has not sent yet; citations still map to the right chunks
@@ -150,9 +172,6 @@ async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_u
 
 
 def test_a_follow_up_writes_its_end_only_where_threads_usually_go_on(sample_settings):
-    from bot.engine.claude import PromptLayout
-    from bot.engine.types import RetrievedChunk
-
     settings = sample_settings.model_copy(update={"anthropic_model": "claude-sonnet-4-6"})
     chunks = [
         RetrievedChunk(
@@ -165,7 +184,8 @@ def test_a_follow_up_writes_its_end_only_where_threads_usually_go_on(sample_sett
     assert not layout.lay_out("t1", "And partial ones?", chunks, history).writes  # no evidence yet: 1 in 2
     layout.turns[1], layout.continued[1] = 10, 7
     assert layout.lay_out("t2", "And partial ones?", chunks, history).writes
-    assert not layout.lay_out("t3", "And partial ones?", chunks[:1], history).writes  # below 1,024 x margin
+    layout.last_request = None  # no traffic: the plain contract, and this prompt stays below 1,024 x margin
+    assert not layout.lay_out("t3", "And partial ones?", chunks[:1], history).writes
     assert not layout.lay_out("t4", "How do refunds work?", chunks, []).writes  # a first question: off by default
 
 
@@ -173,6 +193,63 @@ async def test_on_haiku_a_thread_below_4096_tokens_carries_no_breakpoint(pipelin
     answers = await thread_of_three(pipeline)
     assert all(a.usage.cache_creation_input_tokens == a.usage.cache_read_input_tokens == 0 for a in answers)
     assert not any("cache_control" in str(r.body) for r in emu.requests) and emu.cache.dead_breakpoints == 0
+    # three requests within seconds, yet the contract is never extended: on Haiku 4.5 it never pays
+    answering = answering_requests(emu)
+    assert len(answering) == 3 and all(
+        body["system"] == [{"type": "text", "text": SYSTEM_PROMPT}] for body in answering
+    )
+
+
+async def test_a_sonnet_class_model_reads_the_contract_from_cache_across_threads_while_traffic_lasts(
+    sample_settings, sample_searcher
+):
+    now = [1_000_000.0]
+    clock = lambda: now[0]  # noqa: E731 - one simulated clock for the bot and the emulator
+    async with AnthropicEmulator(clock=clock) as emu:
+        settings = claude_settings(sample_settings, emu, anthropic_model="claude-sonnet-4-6")
+        pipe = Pipeline(settings, sample_searcher, generator=ClaudeAnswerer(settings, clock=clock))
+        try:
+            answers = []
+            for n, (gap, text) in enumerate([(0, QUESTION), (20, FOLLOWUP), (20, "Can I refund an expired card?")]):
+                now[0] += gap
+                answers.append(await pipe.answer(Question(text=text, channel="C1", thread_ts=f"{n}.0")))
+            now[0] += CACHE_TTL_SECONDS - TTL_SAFETY_SECONDS  # traffic went quiet: the cache may be gone
+            answers.append(await pipe.answer(Question(text=QUESTION, channel="C1", thread_ts="9.0")))
+        finally:
+            await pipe.aclose()
+    bodies = answering_requests(emu)
+    plain, shared = contract_blocks(False), contract_blocks(True)
+    shared_tokens = prompt_tokens(shared)
+    assert shared_tokens >= 1024 * CACHE_MARGIN > prompt_tokens(plain)
+    # a lone first request sends the plain contract; the next, 20 s later, writes the shared one;
+    # the third, another thread, reads it back at 0.1x; after a quiet spell the plain one again
+    assert [body["system"] for body in bodies] == [plain, shared, shared, plain]
+    assert answers[1].usage.cache_creation_input_tokens == shared_tokens
+    assert answers[2].usage.cache_read_input_tokens == shared_tokens
+    assert answers[2].usage.cost_usd < answers[0].usage.cost_usd
+    assert "cache_control" not in str(bodies[0]) + str(bodies[3]) and emu.cache.dead_breakpoints == 0
+    assert all(a.usage.cache_read_input_tokens == 0 for a in (answers[0], answers[1], answers[3]))
+
+
+def test_a_follow_up_with_the_shared_contract_carries_three_breakpoints_at_most(sample_settings):
+    chunks = [
+        RetrievedChunk(
+            chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text="word " * 300, score=1.0
+        )
+        for i in range(5)
+    ]
+    settings = sample_settings.model_copy(
+        update={"anthropic_model": "claude-sonnet-4-6", "cache_first_questions": True}
+    )
+    layout = PromptLayout(settings, clock=lambda: 1000.0)
+    layout.last_request = 990.0  # traffic: a request 10 s ago
+    layout.turns[1], layout.continued[1] = 10, 9  # follow-ups usually go on: their ends are written
+    first = layout.lay_out("t", "How do refunds work?", chunks, [])
+    layout.remember("t", first, "Like this.")
+    history = [Turn(role="user", text="How do refunds work?"), Turn(role="assistant", text="Like this.")]
+    follow_up = layout.lay_out("t", "And partial ones?", chunks, history)
+    assert (first.breakpoints, follow_up.breakpoints) == (2, 3)  # contract + write; contract + read + write
+    assert str(follow_up.params).count("cache_control") == 3 <= MAX_BREAKPOINTS
 
 
 async def test_streaming_forwards_text_deltas_and_keeps_citations(pipeline, emu):
