@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     anthropic_max_tokens: int = 1024
     anthropic_max_retries: int = 2
     anthropic_timeout_seconds: float = 60.0
-    stream_answers: bool = False
+    stream_answers: bool = True
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     cache_min_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CACHE_MIN_TOKENS))
     # Cache each first question's prompt for its thread's follow-ups (costs 1.25x on what follows the

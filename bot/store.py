@@ -32,7 +32,7 @@ Field names are a contract (the weekly eval export reads them); add fields, neve
 
 `received()` rows, one per question the bot accepted, written before any work on it (key `key`,
 "channel:message_ts"): key, channel, message_ts, thread_ts, user, team_id, surface, ask (JSON: what
-is needed to answer it again), status ("received" | "done" | "unfinished" | "apologised"),
+is needed to answer it again, and `reply_ts`, the bot's streamed reply once one started), status ("received" | "done" | "unfinished" | "apologised"),
 created_at, updated_at. A row that is not "done" or "apologised" after a restart is a question
 the bot owes an answer; a row of any status means an event for that message was already taken,
 so dedupe survives restarts.
@@ -220,6 +220,11 @@ class Store(Protocol):
     ) -> bool: ...
 
     async def mark_received(self, channel: str, message_ts: str, status: str) -> None: ...
+
+    async def note_reply(self, channel: str, message_ts: str, reply_ts: str) -> None:
+        """Remember the bot's reply message in progress (a started stream) in the question's `ask`,
+        so whoever answers it after a crash rewrites that message instead of leaving it cut."""
+        ...
 
     def unfinished(self) -> list[dict[str, Any]]: ...
 
@@ -611,6 +616,18 @@ class InteractionStore:
             row = dict(stored or {"key": key, "channel": channel, "message_ts": message_ts, "created_at": utc_now()})
             row.update(status=status, updated_at=utc_now())
             return row
+
+        await self._received.write(key, patch)
+
+    async def note_reply(self, channel: str, message_ts: str, reply_ts: str) -> None:
+        """Remember the bot's reply in progress (a started stream) in the question's `ask`."""
+        key = received_key(channel, message_ts)
+
+        def patch(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+            if stored is None:
+                return None
+            ask = json.loads(stored["ask"]) if stored.get("ask") else {}
+            return {**stored, "ask": dumps({**ask, "reply_ts": reply_ts})}
 
         await self._received.write(key, patch)
 

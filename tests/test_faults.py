@@ -102,8 +102,8 @@ async def test_sustained_529_from_the_llm_gives_the_marked_fallback_then_recover
 
             llm.always_fail(None)  # the storm passes: the next questions are answered by Claude again
             for question in (ANSWERABLE, ANSWERABLE + " Thanks!"):
-                _, reply = await bot.next_post(bot.event(app_mention_event(question)), timeout=30)
-                assert "AI answer unavailable" not in thread_text([reply])
+                reply = await bot.reply_to(app_mention_event(question), timeout=30)
+                assert "AI answer unavailable" not in json.dumps(reply)
                 assert (await bot.interaction())["generator"] == "claude"
 
             got = await metric_samples(bot)

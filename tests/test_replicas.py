@@ -145,7 +145,7 @@ async def test_three_replicas_answer_once_count_every_vote_and_share_the_refresh
             blocks.FEEDBACK_ACTION,
             f"{'up' if n % 2 else 'down'}:{by_thread[mention['ts']]}",
             user=f"U0VOTER{n:03d}",
-            message_ts=reply.response["ts"],
+            message_ts=reply["ts"],
             thread_ts=mention["ts"],
         )
         payload["actions"][0]["type"] = "feedback_buttons"

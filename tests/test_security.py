@@ -301,7 +301,7 @@ async def test_injected_document_text_reaches_the_model_only_as_search_result_da
         async with running_bot(
             tmp_path, own, parts, anthropic_api_key=SecretStr("sk-ant-test"), anthropic_base_url=llm.base_url
         ) as bot:
-            _, reply = await bot.next_post(bot.event(app_mention_event("How do I export invoices to CSV?")), timeout=30)
+            reply = await bot.reply_to(app_mention_event("How do I export invoices to CSV?"), timeout=30)
             await bot.state.pipeline.aclose()
     [request] = [r for r in llm.requests if r.path == "/v1/messages"]
     body = request.body
@@ -324,7 +324,7 @@ async def test_injected_document_text_reaches_the_model_only_as_search_result_da
     assert where, "the injected document was not retrieved"
     for path in where:  # messages[i].content[j] is a search_result block, the text is inside its content
         assert path[0][0] == "messages" and path[2][0] == "content" and path[4] == ("content", "search_result"), path
-    assert "<!channel>" not in json.dumps(reply.args)  # and nothing it says can ping a channel
+    assert "<!channel>" not in json.dumps(reply)  # and nothing it says can ping a channel
 
 
 # --------------------------------------------------------------------------- pinned dependencies

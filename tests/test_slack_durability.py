@@ -16,9 +16,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.slack.app import create_app, create_web_app, shutdown
+from bot.slack.blocks import ASK_HUMAN_ACTION
 from bot.store import InteractionStore
 from tests.emulators.slack_api import SlackEmulator
-from tests.emulators.slack_payloads import CHANNEL_ID, app_mention_event
+from tests.emulators.slack_payloads import CHANNEL_ID, TEAM_ID, app_mention_event
 from tests.test_slack_e2e import (
     ANSWERABLE,
     ESCALATION_CHANNEL,
@@ -82,9 +83,8 @@ async def until_ok(session: aiohttp.ClientSession, url: str, alive, timeout: flo
 
 
 def replies_in(emu, thread_ts: str) -> list[dict]:
-    return [
-        m for m in emu.workspace.messages.get(CHANNEL_ID, []) if m.get("bot_id") and m.get("thread_ts") == thread_ts
-    ]
+    """Every message of the bot's in the question's thread, a stream still open included."""
+    return emu.bot_replies(CHANNEL_ID, thread_ts, finished=False)
 
 
 async def test_shutdown_with_20_answers_in_flight_then_restart_and_replay(tmp_path, sample_settings, engine_parts):
@@ -153,6 +153,15 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
             )
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            # the process had started streaming its answer when it went down: cut text, stream open
+            cut = await bot.state.client.chat_startStream(
+                channel=CHANNEL_ID,
+                thread_ts=mention["ts"],
+                markdown_text="To create an API key, open",
+                recipient_team_id=TEAM_ID,
+                recipient_user_id=mention["user"],
+            )
+            await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")  # what a shutdown records
             old = answering.RECOVER_MAX_AGE_SECONDS
             answering.RECOVER_MAX_AGE_SECONDS = -1  # everything counts as old
@@ -161,8 +170,9 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
                 await bot.state.tasks.drain(timeout=30)
             finally:
                 answering.RECOVER_MAX_AGE_SECONDS = old
-            [apology] = replies_in(emu, mention["ts"])
+            [apology] = replies_in(emu, mention["ts"])  # written over the cut stream, now closed
             assert "restarted" in apology["text"] and store.unfinished() == []
+            assert apology["ts"] == cut["ts"] and not emu.workspace.open_streams
 
 
 async def test_serve_stops_gracefully_on_sigterm(tmp_path, sample_settings, unused_tcp_port):
@@ -372,25 +382,33 @@ async def test_two_processes_recovering_one_data_dir_answer_each_question_once(t
 
 
 @pytest.mark.slow  # two real `supportbot serve` processes, the first killed with SIGKILL
+@pytest.mark.timeout(600)  # run alone, it also builds the shared sample index on a loaded box
 async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_outcome(tmp_path, sample_data_dir):
-    """`supportbot serve` answers through Claude (the Anthropic emulator, slow), is SIGKILLed while
-    the answer is being generated, a new process starts on the same data dir, and Slack retries the
-    event (`X-Slack-Retry-Num: 1`): the asker sees exactly one reply, never none, never two."""
+    """`supportbot serve` answers two questions through Claude (the Anthropic emulator, slow) and is
+    SIGKILLed while one is still with Claude and the other's answer is half streamed into Slack. A
+    new process starts on the same data dir and Slack retries both events (`X-Slack-Retry-Num: 1`):
+    each asker sees exactly one reply, never none, never two, and the half-streamed message is
+    closed and rewritten with the whole answer (never left open with cut text)."""
     import shutil
     import signal
     import subprocess
     import sys
 
-    from tests.emulators.anthropic_api import AnthropicEmulator
+    from tests.emulators.anthropic_api import AnthropicEmulator, Reply
     from tests.emulators.processes import stop_gracefully
     from tests.test_faults import free_port, subprocess_env
 
     data_dir = tmp_path / "data"
     shutil.copytree(sample_data_dir / "index", data_dir / "index")
-    mention = app_mention_event(ANSWERABLE)
+    waiting = app_mention_event(ANSWERABLE)  # still with Claude when the process dies
+    streaming = app_mention_event(ANSWERABLE, user="U0STREAM")  # half streamed when it dies
     retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-    async with SlackEmulator() as emu, AnthropicEmulator(default_delay=30.0) as llm:
-        emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+    async with SlackEmulator() as emu, AnthropicEmulator() as llm:
+        for mention in (waiting, streaming):
+            emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+        # the first answer is held back; the second streams at ~4 tokens a second, a piece at a time
+        llm.script(Reply(delay=30.0), Reply(delta_chars=4))
+        llm.tokens_per_second = 4.0
         env = {
             **subprocess_env(data_dir),
             "SLACK_BOT_TOKEN": "xoxb-test",
@@ -420,35 +438,54 @@ async def test_kill_9_mid_answer_then_restart_and_slack_retry_gives_exactly_one_
                 raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from exc
             return process, BotUnderTest(emu, None, f"http://127.0.0.1:{port}", session, None), session
 
+        async def until(condition, what: str, tries: int = 300) -> None:
+            for _ in range(tries):
+                if condition():
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(what)
+
         first, bot, session = await start("first")
         try:
-            assert (await bot.event(mention, event_id="Ev0KILL9"))[0] == 200
-            for _ in range(300):  # the answer is being generated: Claude has the question
-                if llm.calls:
-                    break
-                await asyncio.sleep(0.1)
-            assert llm.calls, "the first process never asked Claude"
+            assert (await bot.event(waiting, event_id="Ev0KILL9"))[0] == 200
+            await until(lambda: llm.calls == 1, "the first process never asked Claude")
+            assert (await bot.event(streaming, event_id="Ev0KILL9S"))[0] == 200
+            await until(lambda: any(m.get("text") for m in replies_in(emu, streaming["ts"])), "nothing streamed")
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
         finally:
             if first.poll() is None:
                 first.kill()
             await session.close()
-        assert replies_in(emu, mention["ts"]) == []  # killed before it could reply
+        assert replies_in(emu, waiting["ts"]) == []  # killed before it could reply
+        [cut] = replies_in(emu, streaming["ts"])  # killed mid-stream: cut text, stream still open
+        assert (CHANNEL_ID, cut["ts"]) in emu.workspace.open_streams
+        cut_text = cut["text"]
 
-        llm.default_delay = 0.0
+        llm.reset()
+        llm.tokens_per_second = None
         second, bot, session = await start("second")
         try:
-            assert (await bot.event(mention, event_id="Ev0KILL9", headers=retry))[0] == 200
-            for _ in range(600):
-                if replies_in(emu, mention["ts"]):
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(4)  # several sweeps later: still one reply
-            replies = replies_in(emu, mention["ts"])
-            assert len(replies) == 1, [r.get("text") for r in replies]
+            assert (await bot.event(waiting, event_id="Ev0KILL9", headers=retry))[0] == 200
+            assert (await bot.event(streaming, event_id="Ev0KILL9S", headers=retry))[0] == 200
+            await until(lambda: replies_in(emu, waiting["ts"]), "the waiting question was never answered", 600)
+            await until(lambda: ASK_HUMAN_ACTION in buttons(cut), "the cut stream was never rewritten", 600)
+            await asyncio.sleep(4)  # several sweeps later: still one reply each
+            for mention in (waiting, streaming):
+                replies = replies_in(emu, mention["ts"])
+                assert len(replies) == 1, [r.get("text") for r in replies]
         finally:
             await session.close()
             stop_gracefully(second)
         log = (tmp_path / "second.log").read_text()
         assert "Traceback" not in log, log[-3000:]
+        # the half-streamed message became the whole answer, with its feedback and "Ask a human"
+        assert not emu.workspace.open_streams
+        [answer] = replies_in(emu, streaming["ts"])
+        assert answer["ts"] == cut["ts"] and "interrupted" not in answer["text"]
+        assert len(answer["text"]) > len(cut_text) and ASK_HUMAN_ACTION in buttons(answer), answer
+
+
+def buttons(message: dict) -> list[str]:
+    """The action ids of a message's buttons."""
+    return [e["action_id"] for b in message.get("blocks") or [] for e in b.get("elements") or [] if "action_id" in e]

@@ -104,6 +104,17 @@ class BotUnderTest:
         calls = await self.emu.wait_for(method, before + 1, timeout=timeout)
         return result, calls[before]
 
+    async def reply_to(self, event: dict, timeout: float = 20.0) -> dict:
+        """Send `event`, then wait for the bot's finished reply in its thread, posted whole or
+        streamed (the default with Claude); returns the message as Slack shows it."""
+        await self.event(event)
+        thread_ts = event.get("thread_ts") or event["ts"]
+        deadline = time.monotonic() + timeout
+        while not (replies := self.emu.bot_replies(event["channel"], thread_ts)):
+            assert time.monotonic() < deadline, f"no reply in {thread_ts} within {timeout}s: {self.emu.calls}"
+            await asyncio.sleep(0.02)
+        return replies[-1]
+
     def posts_in(self, channel: str, thread_ts: str | None = None) -> list:
         return [
             c

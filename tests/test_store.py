@@ -157,12 +157,14 @@ async def test_a_message_is_received_once_and_unfinished_until_done(open_logs):
     store = open_logs()
     assert await store.receive("C1", "1.1", user="U1", ask={"text": "hi"})
     assert not await store.receive("C1", "1.1", user="U1")  # the retry: already taken
+    await store.note_reply("C1", "1.1", "1.5")  # its streamed reply started: a restart rewrites that message
     assert await store.receive("C1", "2.2", user="U2")
     await store.mark_received("C1", "2.2", "done")
     await store.aclose()  # a restart: what the last run did not finish is owed
     store = open_logs()
     assert not await store.receive("C1", "2.2", user="U2")  # dedupe survives the restart
-    assert [(row["key"], row["ask"]) for row in store.unfinished()] == [("C1:1.1", {"text": "hi"})]
+    owed = [(row["key"], row["ask"]) for row in store.unfinished()]
+    assert owed == [("C1:1.1", {"text": "hi", "reply_ts": "1.5"})]
     await store.mark_received("C1", "1.1", "apologised")
     assert store.unfinished() == []
     with pytest.raises(ValueError):

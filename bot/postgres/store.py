@@ -356,6 +356,14 @@ class PostgresStore:
             },
         )
 
+    async def note_reply(self, channel: str, message_ts: str, reply_ts: str) -> None:
+        """Remember the bot's reply in progress (a started stream) in the question's `ask`."""
+        await self.fetch(
+            """UPDATE received SET ask = coalesce(ask, '{}'::jsonb) || jsonb_build_object('reply_ts', %(reply)s::text)
+               WHERE key = %(key)s RETURNING key""",
+            {"key": received_key(channel, message_ts), "reply": reply_ts},
+        )
+
     async def take_received(self, channel: str, message_ts: str, *, stale_before: datetime) -> bool:
         """Claim an unfinished question for answering it. Ownership here is the replica heartbeat,
         not `stale_before` (kept for the protocol): a row this replica claimed in `unfinished()`, or

@@ -3,7 +3,7 @@
 Every surface (mention, DM, assistant thread, thread follow-up, auto-answer channel) ends here,
 so rate limiting, streaming, logging and escalation behave the same wherever a question is asked.
 
-Never silent: every reply goes through `delivery.deliver` (richest blocks, then degraded, then
+Never silent: every reply goes through `delivery.deliver_in_place` (richest blocks, then degraded, then
 trimmed, then plain text, then a DM), a stream that fails falls back to a normal post or an
 update of the streamed message, and every failure is alerted with Slack's error code.
 """
@@ -32,7 +32,6 @@ from bot.slack.delivery import (
     CONTENT_ERRORS,
     Alerts,
     Delivery,
-    deliver,
     deliver_in_place,
     error_code,
     report,
@@ -64,6 +63,7 @@ RESTARTED_TEXT = (
     "Sorry, I was restarted before I could answer this, and it's been a while. "
     "Please ask again if you still need an answer."
 )
+INTERRUPTED_TEXT = "_This answer was interrupted (I was restarted). Answering again…_"
 RECOVER_MAX_AGE_SECONDS = 3600  # older unfinished questions get an apology instead of a late answer
 REACTIONS_PAUSE_SECONDS = 60.0
 HISTORY_PAGE = 200
@@ -85,7 +85,9 @@ class Ask:
     bot_id: str | None = None
     files: list[str] = field(default_factory=list)
     thread_messages: list[dict[str, Any]] | None = None  # already fetched (conversations.replies)
-    reply_ts: str | None = None  # a streamed message to turn into the notice (one visible outcome)
+    # The bot's message in this thread that the outcome rewrites (one visible outcome): a stream
+    # closed early, or one a dead process left open (kept in the received record, see `note_reply`).
+    reply_ts: str | None = None
 
     @property
     def in_thread(self) -> bool:
@@ -93,11 +95,11 @@ class Ask:
 
     def to_record(self) -> dict[str, Any]:
         """What the received-questions log keeps to answer it again after a restart."""
-        return {k: v for k, v in asdict(self).items() if k not in ("thread_messages", "reply_ts")}
+        return {k: v for k, v in asdict(self).items() if k != "thread_messages"}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Ask:
-        names = set(cls.__dataclass_fields__) - {"thread_messages", "reply_ts"}
+        names = set(cls.__dataclass_fields__) - {"thread_messages"}
         return cls(**{k: v for k, v in record.items() if k in names})
 
 
@@ -183,7 +185,7 @@ class Responder:
         except Exception as exc:  # anything before or around the pipeline: never silence, always an alert
             log.exception("answering %s/%s failed", ask.channel, ask.message_ts)
             await self.alerts.alert(client, f"answering {ask.channel}/{ask.message_ts} failed", [error_code(exc)])
-            await self.post_notice(client, ask, SORRY_TEXT)
+            await self.post_notice(client, ask, SORRY_TEXT, update_ts=ask.reply_ts)
             answer = None
         finally:
             self.in_flight.pop(key, None)
@@ -250,10 +252,8 @@ class Responder:
                 continue
             taken += 1
             age = time.time() - row["created_at"].timestamp()
-            if age <= RECOVER_MAX_AGE_SECONDS:
-                spawn(self.respond(client, ask, recovering=True), f"recover {ask.channel}/{ask.message_ts}")
-            else:
-                spawn(self._apologise(client, ask), f"apologise {ask.channel}/{ask.message_ts}")
+            late = age > RECOVER_MAX_AGE_SECONDS
+            spawn(self._recover(client, ask, late=late), f"{'apologise' if late else 'recover'} {row['key']}")
         await self.escalations.sweep(client)
         return taken
 
@@ -272,9 +272,32 @@ class Responder:
                 log.info("pruned %d finished question record(s)", pruned)
         return taken
 
+    async def _recover(self, client: AsyncWebClient, ask: Ask, *, late: bool) -> None:
+        """Answer (or, `late`, apologise for) a question a process left unfinished. A reply that
+        process had started streaming is closed and shows it was interrupted at once (not its cut
+        text), and the outcome is then written over it: one message, ending visibly."""
+        if ask.reply_ts:
+            await best_effort(client.chat_stopStream(channel=ask.channel, ts=ask.reply_ts))  # may have ended
+            if not late:
+                await self.post_notice(client, ask, INTERRUPTED_TEXT, what="interrupted reply", update_ts=ask.reply_ts)
+        if late:
+            await self._apologise(client, ask)
+        else:
+            await self.respond(client, ask, recovering=True)
+
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
-        if (await self.post_notice(client, ask, RESTARTED_TEXT, what="apology after restart")).ok:
+        notice = await self.post_notice(
+            client, ask, RESTARTED_TEXT, what="apology after restart", update_ts=ask.reply_ts
+        )
+        if notice.ok:
             await self._mark(ask, "apologised")
+
+    async def _note_reply(self, ask: Ask, reply_ts: str) -> None:
+        """Record a started stream's message before any more of it is sent (see `_recover`)."""
+        try:
+            await self.store.note_reply(ask.channel, ask.message_ts, reply_ts)
+        except Exception:  # noqa: BLE001 (a broken log must not cost the asker the answer)
+            log.exception("could not record the reply of %s/%s", ask.channel, ask.message_ts)
 
     async def _respond(self, client: AsyncWebClient, ask: Ask, set_status: SetStatus | None) -> Answer | None:
         notes = [note for note in [blocks.attachments_note(ask.files)] if note]
@@ -318,7 +341,9 @@ class Responder:
     async def _answer_and_reply(
         self, client: AsyncWebClient, ask: Ask, question: Question, notes: list[str]
     ) -> Answer | None:
-        stream = AnswerStream(client, ask) if self.settings.stream_answers else None
+        # A reply a dead process left (`ask.reply_ts`) is rewritten in place with the whole answer.
+        streaming = self.settings.stream_answers and not ask.reply_ts
+        stream = AnswerStream(client, ask, on_start=self._note_reply) if streaming else None
         try:
             answer = await self.pipeline.answer(question, on_delta=stream.append if stream else None)
         except Exception as exc:
@@ -329,7 +354,7 @@ class Responder:
                     self.alerts, [("blocks", blocks.notice_blocks(SORRY_TEXT))], SORRY_TEXT, what="apology"
                 )
             else:
-                await self.post_notice(client, ask, SORRY_TEXT)
+                await self.post_notice(client, ask, SORRY_TEXT, update_ts=ask.reply_ts)
             return None
         budget = getattr(self.pipeline, "budget", None)  # the engine's daily Claude spend, for /metrics
         record_answer(self.metrics, answer, channel=ask.channel, spent_today=budget.spent() if budget else None)
@@ -363,7 +388,7 @@ class Responder:
             variants = blocks.answer_variants(answer, notes=notes)
             if self.plain_feedback_only:  # Slack refused feedback buttons on chat.postMessage before
                 variants = variants[1:]
-            result = await deliver(
+            result = await deliver_in_place(
                 client,
                 channel=ask.channel,
                 thread_ts=ask.thread_ts,
@@ -371,6 +396,7 @@ class Responder:
                 text=blocks.answer_body(answer),
                 alerts=self.alerts,
                 what="answer",
+                update_ts=ask.reply_ts,
                 dm_user=ask.user,
             )
             if result.variant == "degraded" and "blocks: invalid_blocks" in result.errors:
@@ -453,8 +479,11 @@ class AnswerStream:
     update of it with the whole answer. Streamed text is escaped like posted text.
     """
 
-    def __init__(self, client: AsyncWebClient, ask: Ask) -> None:
+    def __init__(
+        self, client: AsyncWebClient, ask: Ask, on_start: Callable[[Ask, str], Awaitable[None]] | None = None
+    ) -> None:
         self.client = client
+        self.on_start = on_start  # told the message's ts once Slack started it
         # chat.startStream/stopStream are Tier 2 (~20 a minute per workspace): when Slack says wait,
         # the answer is posted normally at once instead of after a Retry-After of up to a minute.
         self.stream_client = AsyncWebClient(
@@ -495,7 +524,10 @@ class AnswerStream:
             self._pending += self.sanitizer.feed(piece)
             if len(self._pending) >= (STREAM_BUFFER_CHARS if self._stream.ts else FIRST_FLUSH_CHARS):
                 text, self._pending = self._pending, ""
+                started = self._stream.ts
                 await self._stream.append(markdown_text=text)
+                if not started and self._stream.ts and self.on_start is not None:
+                    await self.on_start(self.ask, self._stream.ts)
         except Exception as exc:  # noqa: BLE001 (the answer still comes, by another route)
             self.errors.append(f"stream: {error_code(exc)}")
 

@@ -1065,6 +1065,17 @@ class SlackEmulator:
     def thread(self, channel: str, thread_ts: str) -> list[dict]:
         return self.workspace.thread(channel, thread_ts)
 
+    def bot_replies(self, channel: str, thread_ts: str, *, finished: bool = True) -> list[dict]:
+        """The bot's messages in a thread as Slack shows them, posted whole or streamed; with
+        `finished`, a streamed one only once its stream was stopped."""
+        return [
+            m
+            for m in self.workspace.thread(channel, thread_ts)
+            if m.get("bot_id")
+            and m["ts"] != thread_ts
+            and not (finished and (channel, m["ts"]) in self.workspace.open_streams)
+        ]
+
     @property
     def socket_connected(self) -> asyncio.Event:
         return self.socket.connected

@@ -132,13 +132,7 @@ async def post(
         return resp.status, time.perf_counter() - started
 
 
-def replies_in(emu: SlackEmulator, thread_ts: str, channel: str = CHANNEL_ID) -> list:
-    """What the bot posted in a question's thread (queue notices aside: they are not answers)."""
-    return [
-        call
-        for call in emu.calls_to("chat.postMessage")
-        if call.args.get("channel") == channel
-        and call.args.get("thread_ts") == thread_ts
-        and call.status == 200
-        and "in the queue" not in str(call.args.get("text"))
-    ]
+def replies_in(emu: SlackEmulator, thread_ts: str, channel: str = CHANNEL_ID) -> list[dict]:
+    """The bot's finished replies in a question's thread, posted whole or streamed (queue notices
+    aside: they are not answers)."""
+    return [m for m in emu.bot_replies(channel, thread_ts) if "in the queue" not in str(m.get("text"))]
