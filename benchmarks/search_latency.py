@@ -139,7 +139,9 @@ def measure(rows: int, n_queries: int, questions_path: Path) -> dict[str, Any]:
     return {
         "rows": rows,
         "queries": n_queries,
-        "index": f"{plan.kind} {plan.partitions} partitions, {plan.nprobes} probes, refine {plan.refine_factor}" if plan else "none (exact scan)",
+        "index": f"{plan.kind} {plan.partitions} partitions, {plan.nprobes} probes, refine {plan.refine_factor}"
+        if plan
+        else "none (exact scan)",
         "build_s": build_seconds,
         "recall_mean": float(np.mean(recalls)),
         "recall_min": float(np.min(recalls)),

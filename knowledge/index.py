@@ -577,9 +577,7 @@ class KnowledgeIndex:
 
         plan = plan_for(rows)
         table = self.table
-        table.create_index(
-            "vector", config=IvfSq(distance_type="cosine", num_partitions=plan.partitions), replace=True
-        )
+        table.create_index("vector", config=IvfSq(distance_type="cosine", num_partitions=plan.partitions), replace=True)
         table.to_lance().update_config({VECTOR_PLAN_KEY: plan.to_json()})
         table.checkout_latest()  # type: ignore[no-untyped-call]  # unannotated in lancedb
 
