@@ -272,10 +272,12 @@ class KnowledgeIndex:
         """The vector query, probing as many partitions as the plan of the index it will read says."""
         query = self.table.search(vector, query_type="vector").distance_type("cosine").limit(limit)
         plan = self.search_plan()
+        # Always re-rank on exact vectors, index or not (an exact scan gives the same rows either way):
+        # IVF_SQ alone returns distances about twice the true cosine distance, the confidence judge
+        # reads them, and this plan may come from the version before the first index was built.
+        query = query.refine_factor((plan.refine_factor if plan else None) or 1)
         if plan is not None:
-            # Always re-rank on exact vectors: the confidence judge reads these distances, and a reader
-            # may meet a just-rebuilt IVF_SQ index before its plan (one commit later) reaches it.
-            query = query.nprobes(plan.nprobes).refine_factor(plan.refine_factor or 1)
+            query = query.nprobes(plan.nprobes)
         if where:
             query = query.where(where, prefilter=True)
         return query.select([*RESULT_COLUMNS, "_distance"])
@@ -311,10 +313,11 @@ class KnowledgeIndex:
     def has_index(self, column: str) -> bool:
         """Cached per table version: every full-text query asks, and indexes only change with a version."""
         version = int(self.table.version)
-        if self._indexed_columns is None or self._indexed_columns[0] != version:
-            columns = frozenset(c for index in self.table.list_indices() for c in index.columns)
-            self._indexed_columns = (version, columns)
-        return column in self._indexed_columns[1]
+        cached = self._indexed_columns  # read once: a full-text thread may replace it meanwhile
+        if cached is None or cached[0] != version:
+            cached = (version, frozenset(c for index in self.table.list_indices() for c in index.columns))
+            self._indexed_columns = cached
+        return column in cached[1]
 
     def vector_plan(self) -> VectorIndexPlan | None:
         """The plan stored with the vector index this table version carries (None: no index, or one
@@ -323,20 +326,22 @@ class KnowledgeIndex:
 
     def search_plan(self) -> VectorIndexPlan | None:
         """What a vector search uses: the stored plan, or for an index without one (built by an older
-        release, until the next refresh retrains it) the plan for today's row count; None without an index."""
+        release, until a refresh that writes retrains it) the plan for today's row count; None without an index."""
         return self._plans()[1]
 
     def _plans(self) -> tuple[VectorIndexPlan | None, VectorIndexPlan | None]:
         """(stored, searched) plans, cached per table version: every vector search asks."""
         version = int(self.table.version)
-        if self._vector_plans is None or self._vector_plans[0] != version:
+        cached = self._vector_plans  # read once: another thread may replace it meanwhile
+        if cached is None or cached[0] != version:
             stored = searched = None
             if self.has_index("vector"):
                 text = self.table.to_lance().config().get(VECTOR_PLAN_KEY)
                 stored = VectorIndexPlan.from_json(text) if text else None
                 searched = stored or plan_for(max(1, self.count_rows()))
-            self._vector_plans = (version, stored, searched)
-        return self._vector_plans[1], self._vector_plans[2]
+            cached = (version, stored, searched)
+            self._vector_plans = cached
+        return cached[1], cached[2]
 
     def document_names(self) -> set[str]:
         """Every document id, chunk url and document url in the index (three projected columns,

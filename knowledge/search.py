@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections.abc import Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -28,7 +29,8 @@ FTS_SAFE = re.compile(r"[^\w\s]+", flags=re.UNICODE)
 # A hybrid search runs its full-text query here while its own thread embeds the question and runs
 # the vector query: the full-text query needs no embedding, and LanceDB releases the GIL, so the
 # full-text time hides behind the other two instead of adding to them (benchmarks/search_latency.py).
-FULL_TEXT_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="full-text")
+FULL_TEXT_THREADS = "full-text"
+FULL_TEXT_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix=FULL_TEXT_THREADS)
 
 
 @dataclass
@@ -276,15 +278,21 @@ class Searcher:
         fts_rows: list[dict[str, Any]] = []
         text = fts_query_text(query) if mode in ("hybrid", "fts") else ""
         full_text: Future[tuple[list[dict[str, Any]], float]] | None = None
-        if text and mode == "hybrid":
+        # Not from a pool thread itself: four such searches waiting on queued full-text queries would deadlock.
+        if text and mode == "hybrid" and not threading.current_thread().name.startswith(FULL_TEXT_THREADS):
             full_text = FULL_TEXT_POOL.submit(self._timed_fts, text, limit, where)
         if mode in ("hybrid", "vector"):
-            started = time.perf_counter()
-            vector = self.index.embedder.encode_query(query)
-            timings["embed_ms"] = (time.perf_counter() - started) * 1000
-            started = time.perf_counter()
-            vector_rows = self.index.vector_search(vector, limit, where)
-            timings["vector_ms"] = (time.perf_counter() - started) * 1000
+            try:
+                started = time.perf_counter()
+                vector = self.index.embedder.encode_query(query)
+                timings["embed_ms"] = (time.perf_counter() - started) * 1000
+                started = time.perf_counter()
+                vector_rows = self.index.vector_search(vector, limit, where)
+                timings["vector_ms"] = (time.perf_counter() - started) * 1000
+            except BaseException:
+                if full_text is not None and not full_text.cancel():
+                    wait([full_text])  # no worker left busy behind a search that already failed
+                raise
         if mode in ("hybrid", "fts"):
             fts_rows, timings["fts_ms"] = full_text.result() if full_text else self._timed_fts(text, limit, where)
         documents: list[tuple[list[str], float]] = []

@@ -34,7 +34,7 @@ SMALL_INDEX_SHARE = (24, 0.85)
 LARGE_INDEX_SHARE = (244, 0.5)
 MIN_PROBE_SHARE = 0.25  # above 0.2155 (the slope) so share * partitions keeps growing with partitions
 MIN_NPROBES = 20  # below this a small index is cheaper to scan widely than to risk a missed neighbour
-INDEX_KIND = "IVF_SQ"  # what plan_for builds; an index of another kind is retrained at the next refresh
+INDEX_KIND = "IVF_SQ"  # what plan_for builds; an index of another kind is retrained by the next refresh that writes
 REFINE_FACTOR = 2  # re-rank twice the asked-for candidates on exact vectors (1 already gave exact distances)
 
 

@@ -128,3 +128,17 @@ def test_searcher_ranks_by_whole_document_embedding_when_only_that_list_counts(s
     assert [(h.source, h.doc_id) for h in result.hits] == expected[:3]
     default = Searcher(sample_index).search(query, 3)  # document-level lists are an option, off by default
     assert "doc_vector_ms" not in default.timings_ms
+
+
+def test_hybrid_searches_run_from_full_text_pool_threads_finish(sample_searcher):
+    """A search already on a full-text worker runs its full-text query inline: four of them filling
+    the pool while waiting on queued full-text queries would never finish."""
+    from concurrent.futures import wait
+
+    from knowledge.search import FULL_TEXT_POOL
+
+    questions = ["How do I reset my password?", "refund policy", "export invoices to CSV", "SSO setup"]
+    futures = [FULL_TEXT_POOL.submit(sample_searcher.search, question, 5) for question in questions * 2]
+    done, pending = wait(futures, timeout=120)
+    assert not pending, f"{len(pending)} searches still waiting on the full-text pool"
+    assert all(future.result().hits for future in done)

@@ -128,3 +128,21 @@ def test_an_index_without_a_stored_plan_is_searched_for_its_size_then_retrained(
 
     index._write(RefreshReport(), *synthetic_chunks(400, 10, rng), stale={})
     assert index.vector_plan() == plan_for(410)
+
+
+def test_a_search_planned_before_the_first_index_still_gets_exact_distances(tmp_path, embedder, monkeypatch):
+    """A reader whose plan comes from the version before the IVF_SQ index was built (no plan, None)
+    and whose query then reads the indexed version: without a re-rank, IVF_SQ's distances are about
+    twice the true cosine distance, and the confidence judge reads them."""
+    monkeypatch.setattr(tuning, "PARTITION_ROWS", 100)
+    monkeypatch.setattr(tuning, "MIN_NPROBES", 1)
+    index = KnowledgeIndex(tmp_path / "index", embedder, vector_index_min_rows=300)
+    index._write(RefreshReport(), *synthetic_chunks(0, 400, np.random.default_rng(3)), stale={})
+    assert index.has_index("vector")
+    index._vector_plans = (index.table.version, None, None)  # the plan as read one version earlier
+    probe = np.ones(32, dtype=np.float32) / np.sqrt(32)
+    vectors = dict(zip(*(index.table.to_arrow().column(name).to_pylist() for name in ("chunk_id", "vector"))))
+    rows = index.vector_search(probe, 5)
+    assert len(rows) == 5
+    for row in rows:
+        assert row["_distance"] == pytest.approx(1 - float(np.asarray(vectors[row["chunk_id"]]) @ probe), abs=1e-5)
