@@ -1,15 +1,17 @@
 """How big the IVF vector index's partitions are and how many of them a search reads, from the row count.
 
 An IVF index splits the vectors into partitions around k-means centroids; a search scans the
-`nprobes` partitions nearest the query. The index is IVF_SQ: each partition holds its vectors as
-8-bit scalar-quantised codes, a quarter of the bytes of IVF_FLAT's float32, so a search scanning the
-same share of the table reads a quarter as much (at 1M chunks the vector query's p50 fell from ~72 to
-~37 ms at the same probes); the candidates are then re-ranked on their exact float32 vectors
-(`refine_factor`), so the distances the confidence judge reads are exact and recall is IVF_FLAT's. Recall depends on the share of the table scanned, so a
+`nprobes` partitions nearest the query. Recall depends on the share of the table scanned, so a
 fixed probe count loses recall as partitions multiply (issue 18: 0.867 at 1M chunks with 20
 probes of ~244). The plan keeps partitions near a constant size and probes a share of them that
 shrinks slowly as they multiply, so recall@10 holds at >= 0.95 from 50k to 1M chunks and beyond
 (benchmarks/RESULTS.md, "Knowledge at a million chunks").
+
+The index is IVF_SQ: each partition holds its vectors as 8-bit scalar-quantised codes, a quarter of
+the bytes of IVF_FLAT's float32, so a search scanning the same share reads a quarter as much (at 1M
+chunks the vector query's p50 fell from ~72 to ~37 ms at the same probes). The candidates are then
+re-ranked on their exact float32 vectors (`refine_factor`), so the distances the confidence judge
+reads are exact.
 
 A plan is trained for one row count; the index is rebuilt with a fresh plan once the table has
 grown or shrunk by `REBUILD_FACTOR`, and the plan is stored in the table's versioned config so
@@ -26,13 +28,16 @@ PARTITION_ROWS = 4096  # rows per IVF partition at training time (LanceDB's own 
 REBUILD_FACTOR = 2.0  # retrain once the table is this many times larger (or smaller) than at training
 # (partitions, share of them probed) at two measured sizes, 100k and 1M rows: more partitions cut
 # finer, so the neighbours of a query sit in a smaller share of them. Between them the share falls
-# linearly in log(partitions); beyond, it stays at MIN_PROBE_SHARE (extrapolated, not measured).
-# Measured on clustered MiniLM-shaped vectors (benchmarks/search_latency.py).
+# linearly in log(partitions); past 1M it keeps falling at that rate, never below MIN_PROBE_SHARE
+# (extrapolated, not measured). Chosen on the clustered MiniLM-shaped vectors and real questions of
+# benchmarks/search_latency.py, the same generator that benchmark then scores (other builds).
 # IVF_SQ lets the 1M share rise from IVF_FLAT's 0.35 to 0.5 for less time than IVF_FLAT took at
-# 0.35: the worst query's recall, thin at 0.35 (0.7-0.9 over builds), was 1.0 at 0.5.
+# 0.35: the worst query's recall, 0.7-0.9 over builds at 0.35, was 0.9-1.0 over four builds at 0.5.
 SMALL_INDEX_SHARE = (24, 0.85)
 LARGE_INDEX_SHARE = (244, 0.5)
-MIN_PROBE_SHARE = 0.25  # above 0.2155 (the slope) so share * partitions keeps growing with partitions
+# Above the share's fall per e-fold of partitions (0.151 with the two points above), so that
+# share * partitions, the probes, never falls as partitions multiply (tests check it to 5M rows).
+MIN_PROBE_SHARE = 0.25
 MIN_NPROBES = 20  # below this a small index is cheaper to scan widely than to risk a missed neighbour
 INDEX_KIND = "IVF_SQ"  # what plan_for builds; an index of another kind is retrained by the next refresh that writes
 REFINE_FACTOR = 2  # re-rank twice the asked-for candidates on exact vectors (1 already gave exact distances)
