@@ -20,6 +20,7 @@ from bot.engine.claude import (
     ClaudeAnswerer,
     PromptLayout,
     contract_blocks,
+    documents_worth_writing,
     plain_messages,
     section_text,
 )
@@ -148,10 +149,15 @@ async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_u
         assert follow_up.usage.cache_read_input_tokens == written
         assert follow_up.usage.cache_creation_input_tokens == 0
     assert second.usage.cost_usd < first.usage.cost_usd
-    # each request repeats the previous one byte for byte, then adds the answer and the new turn
+    # each request repeats the cached prefix byte for byte, then the thread's questions and answers as
+    # text (the second follow-up does not resend the first one's sources: they went out at full price)
     first_body, second_body, third_body = answering_requests(emu)[-3:]
-    for before, after in ((first_body, second_body), (second_body, third_body)):
-        assert plain_messages(after["messages"][: len(before["messages"])]) == plain_messages(before["messages"])
+    assert plain_messages(second_body["messages"][:1]) == plain_messages(first_body["messages"])
+    assert plain_messages(third_body["messages"][:1]) == plain_messages(first_body["messages"])
+    assert third_body["messages"][1:3] == [
+        second_body["messages"][1],
+        {"role": "user", "content": [second_body["messages"][2]["content"][-1]]},
+    ]
     # a follow-up sends only sources the thread has not sent yet; citations still map to the right chunks
     fresh = [b for b in third_body["messages"][-1]["content"] if b["type"] == "search_result"]
     sent_before = [
@@ -163,7 +169,8 @@ async def test_a_sonnet_thread_reads_its_cached_first_question_on_every_follow_u
         for text in b["content"]
     ]
     fresh_texts = [text["text"] for b in fresh for text in b["content"]]
-    assert not set(fresh_texts) & set(sent_before) and len(fresh_texts) < len(third.retrieved)
+    assert not set(fresh_texts) & set(sent_before)
+    assert len(fresh_texts) == len([c for c in third.retrieved if section_text(c) not in sent_before])
     # the emulator cites the first text block of the first two fresh results: those very chunks
     assert [(c.doc_url, c.cited_text) for c in third.citations] == [
         (b["source"], b["content"][0]["text"]) for b in fresh[:2]
@@ -187,6 +194,83 @@ def test_a_follow_up_writes_its_end_only_where_threads_usually_go_on(sample_sett
     layout.last_request = None  # no traffic: the plain contract, and this prompt stays below 1,024 x margin
     assert not layout.lay_out("t3", "And partial ones?", chunks[:1], history).writes
     assert not layout.lay_out("t4", "How do refunds work?", chunks, []).writes  # a first question: off by default
+
+
+def test_a_first_question_writes_only_the_leading_documents_whose_expected_reads_pay():
+    # rank r pays when reads x (share - 0.1) > 0.25 (Sonnet-class: writes 1.25x, reads 0.1x)
+    assert documents_worth_writing([0.8, 0.6, 0.3, 0.9], reads=0.67, write_extra=0.25, read_price=0.1) == 2
+    assert documents_worth_writing([0.8, 0.6], reads=0.3, write_extra=0.25, read_price=0.1) == 0
+    assert documents_worth_writing([0.5, 0.5], reads=0.5, write_extra=0.25, read_price=0.1) == 0  # the prior
+
+
+def test_first_questions_write_nothing_until_threads_show_their_documents_are_read_again(sample_settings):
+    settings = sample_settings.model_copy(update={"anthropic_model": "claude-sonnet-4-6"})
+    chunks = [
+        RetrievedChunk(
+            chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text=f"doc {i} " * 150, score=1.0
+        )
+        for i in range(5)
+    ]
+    now = [1000.0]
+    layout = PromptLayout(settings, clock=lambda: now[0])
+    layout.last_request = 990.0  # traffic: the contract goes out shared
+    for n in range(6):  # single questions only: nothing says a first question's documents are read again
+        now[0] += 20
+        lone = layout.lay_out(f"lone{n}", "How do refunds work?", chunks, [])
+        assert not lone.writes and lone.shared_contract
+        layout.remember(f"lone{n}", lone, "Like this.")
+    for n in range(6):  # now threads go on, and each follow-up retrieves the first document again
+        now[0] += 20
+        first = layout.lay_out(f"t{n}", "How do refunds work?", chunks, [])
+        layout.remember(f"t{n}", first, "Like this.")
+        history = [Turn(role="user", text="How do refunds work?"), Turn(role="assistant", text="Like this.")]
+        now[0] += 60
+        layout.remember(
+            f"t{n}", layout.lay_out(f"t{n}", "And partial ones?", [chunks[0], *chunks[3:]], history), "Yes."
+        )
+    first = layout.lay_out("new", "How do refunds work?", chunks, [])
+    assert first.write_at == (0, 0)  # the first document only: the others were never retrieved again
+    assert str(first.params["messages"]).count("cache_control") == 1 and first.breakpoints == 2
+
+
+async def test_a_thread_reads_back_the_documents_its_first_question_wrote(sample_settings, sample_searcher, emu):
+    settings = claude_settings(sample_settings, emu, anthropic_model="claude-sonnet-4-6")
+    # follow-ups searched with the thread's context, offline (the emulator cannot rewrite a query)
+    pipe = Pipeline(settings, sample_searcher, generator=ClaudeAnswerer(settings))
+    try:
+        history: list[Turn] = []  # a thread that goes on and retrieves its first documents again
+        for text in (QUESTION, "So until when can a card refund still go through?", "Even to an expired card?"):
+            answer = await pipe.answer(Question(text=text, history=list(history), channel="C1", thread_ts="1.0"))
+            history += [Turn(role="user", text=text), Turn(role="assistant", text=answer.text)]
+        first = await pipe.answer(Question(text=QUESTION, channel="C1", thread_ts="2.0"))
+        history = [Turn(role="user", text=QUESTION), Turn(role="assistant", text=first.text)]
+        follow_up = await pipe.answer(Question(text=FOLLOWUP, history=history, channel="C1", thread_ts="2.0"))
+    finally:
+        await pipe.aclose()
+    first_body, follow_body = answering_requests(emu)[-2:]
+    content = first_body["messages"][0]["content"]
+    marked = [i for i, block in enumerate(content) if "cache_control" in block]
+    # the breakpoint sits on a search result before the end: the leading documents are written, no more
+    assert len(marked) == 1 and content[marked[0]]["type"] == "search_result" and marked[0] < len(content) - 2
+    contract = prompt_tokens(contract_blocks(True))
+    assert first.usage.cache_read_input_tokens == contract and first.usage.cache_creation_input_tokens > 0
+    # the follow-up repeats those documents byte for byte and reads them back, then the first question as
+    # text (never the first question's other results), then only sources the prefix does not hold
+    kept = follow_body["messages"][0]["content"]
+    assert plain_messages([{"content": kept[: marked[0] + 1]}]) == plain_messages(
+        [{"content": content[: marked[0] + 1]}]
+    )
+    assert kept[marked[0] + 1 :] == [{"type": "text", "text": QUESTION}]
+    assert follow_up.usage.cache_read_input_tokens == contract + first.usage.cache_creation_input_tokens
+    prefix = {text["text"] for block in content[: marked[0] + 1] for text in block["content"]}
+    fresh = [
+        text["text"]
+        for block in follow_body["messages"][-1]["content"]
+        if block["type"] == "search_result"
+        for text in block["content"]
+    ]
+    assert fresh and not prefix & set(fresh)
+    assert follow_up.generator == "claude" and follow_up.citations and emu.cache.dead_breakpoints == 0
 
 
 async def test_on_haiku_a_thread_below_4096_tokens_carries_no_breakpoint(pipeline, emu):

@@ -139,6 +139,11 @@ class Sources:
             self.results + later.results,
         )
 
+    def leading(self, results: int) -> Sources:
+        """The first `results` search results and the chunks they hold."""
+        end = max((i + 1 for members in self.results[:results] for i in members), default=0)
+        return Sources(self.blocks[:results], self.chunks[:end], self.texts[:end], self.results[:results])
+
 
 def per_chunk_sources(chunks: Sequence[RetrievedChunk]) -> Sources:
     """The legacy layout: one search result per chunk, its url and "title > heading" on each."""
@@ -261,15 +266,16 @@ def min_cacheable_tokens(model: str, table: Mapping[str, int]) -> int:
 
 @dataclass
 class CachedTurn:
-    """A thread's last request as sent and its reply, with the message whose last block ends the
-    prefix now in Claude's cache (until `expires`): the thread's next request repeats the messages
-    byte for byte, so its breakpoint there reads the prefix back."""
+    """What a thread's next request repeats, and the block that ends the prefix now in Claude's
+    cache (until `expires`): the next request repeats `messages` byte for byte up to that block, so
+    its breakpoint there reads the prefix back. After that block `messages` keeps only text (the
+    questions), never a search result sent at full price: the next turn retrieves afresh."""
 
     system: list[dict[str, Any]]  # the contract as sent (the prefix starts with it)
     messages: list[dict[str, Any]]
-    sources: Sources  # every search result in `messages` (all turns)
+    sources: Sources  # the search results in `messages`, all in the cached prefix
     reply: str
-    cached_at: int  # index into `messages`
+    cached_at: tuple[int, int]  # (message, block) where the cached prefix ends
     expires: float
 
 
@@ -277,15 +283,19 @@ class CachedTurn:
 class Layout:
     """One request as laid out: its params, every chunk sent (in the order citation indexes count
     them), its depth in the thread, whether the contract goes out shared (with its breakpoint), the
-    breakpoint that writes its end to the cache (if any) and the message index of the breakpoint
-    that reads the thread's cached prefix (if any)."""
+    block whose breakpoint writes the prefix up to it to the cache (if any) and the block whose
+    breakpoint reads the thread's cached prefix (if any), each as (message, block)."""
 
     params: dict[str, Any]
     sources: Sources  # every search result in the request, earlier turns' included
     depth: int
-    writes: bool
-    reads_at: int | None
+    write_at: tuple[int, int] | None
+    reads_at: tuple[int, int] | None
     shared_contract: bool = False
+
+    @property
+    def writes(self) -> bool:
+        return self.write_at is not None
 
     @property
     def breakpoints(self) -> int:
@@ -303,11 +313,35 @@ def plain_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def mark(messages: list[dict[str, Any]], index: int) -> None:
-    """Put a breakpoint on the last block of `messages[index]` (a message with block content)."""
+def mark(messages: list[dict[str, Any]], at: tuple[int, int]) -> None:
+    """Put a breakpoint on block `at[1]` of `messages[at[0]]` (a message with block content)."""
+    index, block = at
     blocks = list(messages[index]["content"])
-    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    blocks[block] = {**blocks[block], "cache_control": {"type": "ephemeral"}}
     messages[index] = {**messages[index], "content": blocks}
+
+
+def last_block(messages: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    return len(messages) - 1, len(messages[-1]["content"]) - 1
+
+
+def carried(messages: Sequence[dict[str, Any]], cached_at: tuple[int, int]) -> tuple[list[dict[str, Any]], int]:
+    """What the thread's next request repeats of `messages` (plain): everything up to the cached
+    block, then only text blocks (search results there went out at full price and are dropped), and
+    how many search results the kept part holds (all in the cached prefix)."""
+    index, block = cached_at
+    out: list[dict[str, Any]] = []
+    results = 0
+    for n, message in enumerate(plain_messages(messages)):
+        content = message["content"]
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        kept = [b for i, b in enumerate(content) if (n, i) <= (index, block) or b.get("type") != "search_result"]
+        results += sum(1 for i, b in enumerate(content) if (n, i) <= (index, block) and b["type"] == "search_result")
+        if kept:
+            out.append({**message, "content": kept})
+    return out, results
 
 
 def request_tokens(system: Sequence[Any], messages: Sequence[dict[str, Any]]) -> int:
@@ -317,21 +351,84 @@ def request_tokens(system: Sequence[Any], messages: Sequence[dict[str, Any]]) ->
     )
 
 
+def documents_worth_writing(shares: Sequence[float], reads: float, write_extra: float, read_price: float) -> int:
+    """How many of a first question's leading documents to write to the cache for its thread. A
+    written document costs `write_extra` (0.25x input) once; each later read of the thread's prefix
+    costs `read_price` (0.1x) for all of it, and saves the full price of the share of it the
+    follow-up would have sent again anyway (`shares[rank]`: what follow-ups re-retrieve of a
+    first question's document at that rank). So rank r pays when `reads` x (share - read_price) >
+    write_extra; the prefix is the leading documents up to the first that does not pay."""
+    count = 0
+    for share in shares:
+        if reads * (share - read_price) <= write_extra:
+            break
+        count += 1
+    return count
+
+
+class Reuse:
+    """How a thread's follow-ups use what its first question sent, counted as threads go: follow-ups
+    within the TTL per first question (`reads`), and per rank of a first question's documents the
+    share of the document's tokens a follow-up retrieves again (`share`). Both start from an even
+    prior (one follow-up in two threads, half of a document), so with no evidence nothing is written."""
+
+    RANKS = 8
+
+    def __init__(self) -> None:
+        self.firsts = 0
+        self.follow_ups = 0
+        self.observed = [0.0] * self.RANKS
+        self.reused = [0.0] * self.RANKS
+        self.documents: OrderedDict[str, list[dict[str, int]]] = OrderedDict()  # thread -> chunk tokens per rank
+
+    @property
+    def reads(self) -> float:
+        return (self.follow_ups + 1) / (self.firsts + 2)
+
+    def share(self, rank: int) -> float:
+        return (self.reused[rank] + 1) / (self.observed[rank] + 2)
+
+    def first_question(self, key: str, sources: Sources) -> None:
+        self.firsts += 1
+        self.documents[key] = [
+            {sources.chunks[i].chunk_id: block_tokens(sources.texts[i]) for i in members}
+            for members in sources.results[: self.RANKS]
+        ]
+        self.documents.move_to_end(key)
+        while len(self.documents) > THREADS_REMEMBERED:
+            self.documents.popitem(last=False)
+
+    def follow_up(self, key: str, chunks: Sequence[RetrievedChunk]) -> None:
+        documents = self.documents.get(key)
+        if documents is None:
+            return
+        self.follow_ups += 1
+        again = {chunk.chunk_id for chunk in chunks}
+        for rank, tokens in enumerate(documents):
+            total = sum(tokens.values())
+            if total:
+                self.observed[rank] += 1
+                self.reused[rank] += sum(n for chunk_id, n in tokens.items() if chunk_id in again) / total
+
+
 class PromptLayout:
     """Lays a request out so that what repeats comes first, and caches only where it pays.
 
-    Order: the contract (system), then what the thread already used (its earlier request, sources
-    included, byte for byte, and the answer), then this turn's new sources (chunks the thread has
-    not sent yet, one search result per document: Claude can still cite the earlier ones, citation
-    indexes count every search result in the request), then the question.
+    Order: the contract (system), then what the thread already has in the cache (its earlier
+    request up to the cached block, byte for byte, then the thread's questions and answers as
+    text), then this turn's new sources (chunks not in that prefix, one search result per document:
+    Claude can still cite the earlier ones, citation indexes count every search result in the
+    request), then the question.
 
     Breakpoints: a follow-up whose thread has a cached prefix reads it (a breakpoint where that
-    prefix ends; it adds nothing to the cache, so it costs nothing extra). A request's own end is
-    written to the cache only when its prefix clears the model's minimum by `CACHE_MARGIN` (local
-    count, never padded) and the thread is likely to continue within the TTL: for first
-    questions only when `cache_first_questions` is set (a write costs 1.25x input, so a first
-    question then costs more than before); for follow-ups when more than `WRITE_RATE` of the turns
-    at the same depth were followed by another within the TTL (counted here, as threads go).
+    prefix ends; it adds nothing to the cache, so it costs nothing extra). A prefix is written
+    only where it clears the model's minimum by `CACHE_MARGIN` (local count, never padded) and is
+    likely to be read again within the TTL, computed from what this process has seen (`Reuse`):
+    - a first question writes its leading documents (after the shared contract) when the expected
+      follow-up reads of each pay for its write (`documents_worth_writing`), or its whole request
+      when `cache_first_questions` is set;
+    - a follow-up writes its end when more than `WRITE_RATE` of the turns at its depth were
+      followed by another within the TTL.
 
     The contract is shared across threads: the contract alone (~420 tokens) is below every
     model's minimum, so where it pays (`contract_pays`: the model's minimum and prices, computed
@@ -346,12 +443,14 @@ class PromptLayout:
         self.settings = settings
         self.clock = clock
         model = settings.anthropic_model
-        self.shares_contract = contract_pays(self.minimum(model), price_for(model, settings.prices))
+        self.price = price_for(model, settings.prices) or {}
+        self.shares_contract = contract_pays(self.minimum(model), self.price or None)
         self.last_request: float | None = None  # when this process last sent a request (any thread)
         self.threads: OrderedDict[str, CachedTurn] = OrderedDict()
         self.last_turn: OrderedDict[str, tuple[int, float]] = OrderedDict()  # thread -> (depth, answered at)
         self.turns: Counter[int] = Counter()
         self.continued: Counter[int] = Counter()
+        self.reuse = Reuse()
 
     def minimum(self, model: str) -> int:
         return min_cacheable_tokens(model, self.settings.cache_min_tokens)
@@ -364,11 +463,12 @@ class PromptLayout:
         model = self.settings.anthropic_model
         earlier = [t.text.strip() for t in history if t.role == "user" and t.text.strip() != question.strip()]
         depth = len(earlier)
-        self.observe_arrival(key, depth)
+        self.observe_arrival(key, depth, chunks)
         prior = self.remembered(key, earlier)
         system = prior.system if prior is not None else contract_blocks(self.shares_contract and self.busy())
+        shared = any("cache_control" in block for block in system)
         self.last_request = self.clock()
-        if prior is not None:  # the thread's sources are in the cached prefix: send only new ones
+        if prior is not None:  # the thread's cached prefix first: send only sources it does not hold
             known = {chunk.chunk_id for chunk in prior.sources.chunks}
             fresh = per_document_sources(
                 [chunk for chunk in chunks if chunk.chunk_id not in known], len(prior.sources.chunks)
@@ -383,18 +483,46 @@ class PromptLayout:
         else:
             sources = per_document_sources(chunks)
             messages = build_messages(question, sources, history)
-        likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
-        writes = likely and request_tokens(system, messages) >= self.minimum(model) * CACHE_MARGIN
+        write_at = self.write_point(system, messages, sources, depth, shared)
         sent = [dict(m) for m in messages]
-        if writes:
-            mark(sent, len(sent) - 1)
+        if write_at is not None:
+            mark(sent, write_at)
         if prior is not None:
             mark(sent, prior.cached_at)
         params = {"model": model, "max_tokens": self.settings.anthropic_max_tokens, "system": system, "messages": sent}
-        shared = any("cache_control" in block for block in system)
-        layout = Layout(params, sources, depth, writes, prior.cached_at if prior is not None else None, shared)
+        layout = Layout(params, sources, depth, write_at, prior.cached_at if prior is not None else None, shared)
         assert layout.breakpoints <= MAX_BREAKPOINTS, layout.breakpoints  # contract, thread read, write: 3
         return layout
+
+    def write_point(
+        self,
+        system: Sequence[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        sources: Sources,
+        depth: int,
+        shared: bool,
+    ) -> tuple[int, int] | None:
+        """The block whose breakpoint writes the prefix up to it, if any (see the class docstring)."""
+        minimum = self.minimum(self.settings.anthropic_model) * CACHE_MARGIN
+        if depth > 0 or self.settings.cache_first_questions:
+            likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
+            return last_block(messages) if likely and request_tokens(system, messages) >= minimum else None
+        if not shared or not self.price.get("input"):  # a first question's documents ride on the shared contract
+            return None
+        input_price = self.price["input"]
+        count = documents_worth_writing(
+            [self.reuse.share(rank) for rank in range(min(len(sources.blocks), Reuse.RANKS))],
+            self.reuse.reads,
+            self.price.get("cache_write", input_price) / input_price - 1,
+            self.price.get("cache_read", input_price) / input_price,
+        )
+        at = (len(messages) - 1, count - 1)  # a first question is one user message, its results first
+        if (
+            count == 0
+            or request_tokens(system, [{"role": "user", "content": messages[-1]["content"][:count]}]) < minimum
+        ):
+            return None
+        return at
 
     def busy(self) -> bool:
         """Whether the previous request (of any thread) came recently enough that the shared
@@ -403,11 +531,13 @@ class PromptLayout:
             return False
         return self.clock() - self.last_request < CACHE_TTL_SECONDS - TTL_SAFETY_SECONDS
 
-    def observe_arrival(self, key: str, depth: int) -> None:
-        """A turn of a thread whose previous turn was answered within the TTL continues it."""
+    def observe_arrival(self, key: str, depth: int, chunks: Sequence[RetrievedChunk]) -> None:
+        """A turn of a thread whose previous turn was answered within the TTL continues it; what it
+        retrieves again of the thread's first question is counted for `Reuse`."""
         last = self.last_turn.pop(key, None)
         if last is not None and last[0] == depth - 1 and self.clock() - last[1] <= CACHE_TTL_SECONDS:
             self.continued[last[0]] += 1
+            self.reuse.follow_up(key, chunks)
 
     def remembered(self, key: str, earlier: Sequence[str]) -> CachedTurn | None:
         """The thread's last request, if its cached prefix is fresh and it answered the thread's
@@ -427,12 +557,14 @@ class PromptLayout:
         self.turns[layout.depth] += 1
         self.last_turn[key] = (layout.depth, now)
         self.last_turn.move_to_end(key)
-        messages = plain_messages(layout.params["messages"])
-        if layout.writes or layout.reads_at is not None:  # a read refreshes the prefix's TTL
-            cached_at = len(messages) - 1 if layout.writes else layout.reads_at
-            assert cached_at is not None
+        if layout.depth == 0:
+            self.reuse.first_question(key, layout.sources)
+        cached_at = layout.write_at or layout.reads_at  # a read refreshes the prefix's TTL
+        if cached_at is not None:
+            messages, results = carried(layout.params["messages"], cached_at)
+            sources = layout.sources.leading(results)
             system = layout.params["system"]
-            self.threads[key] = CachedTurn(system, messages, layout.sources, reply, cached_at, now + CACHE_TTL_SECONDS)
+            self.threads[key] = CachedTurn(system, messages, sources, reply, cached_at, now + CACHE_TTL_SECONDS)
             self.threads.move_to_end(key)
         else:
             self.threads.pop(key, None)
