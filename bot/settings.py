@@ -91,9 +91,10 @@ class Settings(BaseSettings):
     stream_answers: bool = True
     prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     cache_min_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CACHE_MIN_TOKENS))
-    # Cache each first question's prompt for its thread's follow-ups (costs 1.25x on what follows the
-    # contract). With the contract shared across threads it does not pay at 50% of threads continuing
-    # (benchmarks/claude_cost.py: Sonnet mix 0.844 of legacy against 0.816 without). Off: only follow-ups.
+    # Cache each first question's whole prompt for its thread's follow-ups (1.25x on what follows the
+    # contract). Off (the default), a first question writes only its leading documents, and only as far
+    # as the follow-ups seen so far re-read them enough to pay (`Reuse` in bot/engine/claude.py):
+    # benchmarks/claude_cost.py, Sonnet mix 0.784 of legacy per correct answer, against 0.816 on.
     cache_first_questions: bool = False
     # Claude spend per UTC day, in US dollars, per process; past it answers are extractive (marked). 0: no cap.
     daily_budget_usd: float = Field(default=0.0, ge=0.0)

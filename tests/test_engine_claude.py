@@ -231,6 +231,13 @@ def test_first_questions_write_nothing_until_threads_show_their_documents_are_re
     first = layout.lay_out("new", "How do refunds work?", chunks, [])
     assert first.write_at == (0, 0)  # the first document only: the others were never retrieved again
     assert str(first.params["messages"]).count("cache_control") == 1 and first.breakpoints == 2
+    # the asker posted the question twice: the earlier copy is folded in before the results, and the
+    # breakpoint still lands on the first document, not on the folded text
+    repeated = [Turn(role="user", text="How do refunds work?"), Turn(role="user", text="How do refunds work?")]
+    again = layout.lay_out("twice", "How do refunds work?", chunks, repeated)
+    content = again.params["messages"][-1]["content"]
+    assert again.depth == 0 and content[0]["type"] == "text" and again.write_at == (0, 1)
+    assert content[1]["type"] == "search_result" and "cache_control" in content[1]
 
 
 async def test_a_thread_reads_back_the_documents_its_first_question_wrote(sample_settings, sample_searcher, emu):

@@ -516,13 +516,13 @@ class PromptLayout:
             self.price.get("cache_write", input_price) / input_price - 1,
             self.price.get("cache_read", input_price) / input_price,
         )
-        at = (len(messages) - 1, count - 1)  # a first question is one user message, its results first
-        if (
-            count == 0
-            or request_tokens(system, [{"role": "user", "content": messages[-1]["content"][:count]}]) < minimum
-        ):
+        if count == 0:
             return None
-        return at
+        content = messages[-1]["content"]  # this turn's results, after any folded earlier message
+        first = next(i for i, block in enumerate(content) if block.get("type") == "search_result")
+        at = (len(messages) - 1, first + count - 1)
+        prefix = [*messages[:-1], {"role": "user", "content": content[: at[1] + 1]}]
+        return at if request_tokens(system, prefix) >= minimum else None
 
     def busy(self) -> bool:
         """Whether the previous request (of any thread) came recently enough that the shared
