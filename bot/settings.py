@@ -32,6 +32,9 @@ DEFAULT_CACHE_MIN_TOKENS: dict[str, int] = {
     "claude-opus-4-5": 4096,
     "claude-opus-4-6": 4096,
     "claude-opus-4-7": 4096,
+    "claude-haiku-3": 2048,
+    "claude-3-haiku": 2048,
+    "claude-3-5-haiku": 2048,
     "claude-sonnet-4": 1024,
     "claude-opus-4": 1024,
 }

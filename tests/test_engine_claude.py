@@ -240,6 +240,36 @@ def test_first_questions_write_nothing_until_threads_show_their_documents_are_re
     assert content[1]["type"] == "search_result" and "cache_control" in content[1]
 
 
+def test_a_cached_prefix_expires_five_minutes_after_its_request_and_an_empty_reply_is_not_carried(sample_settings):
+    settings = sample_settings.model_copy(
+        update={"anthropic_model": "claude-sonnet-4-6", "cache_first_questions": True}
+    )
+    chunks = [
+        RetrievedChunk(
+            chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text=f"doc {i} " * 150, score=1.0
+        )
+        for i in range(5)
+    ]
+    now = [1000.0]
+    layout = PromptLayout(settings, clock=lambda: now[0])
+    history = [Turn(role="user", text="How do refunds work?"), Turn(role="assistant", text="Like this.")]
+
+    first = layout.lay_out("slow", "How do refunds work?", chunks, [])
+    assert first.writes
+    now[0] += 45  # a slow answer: Claude's cache entry has been ticking since the request went out
+    layout.remember("slow", first, "Like this.")
+    now[0] += 200  # 245 s after the request: still fresh, read back
+    assert layout.lay_out("slow", "And partial ones?", chunks, history).reads_at is not None
+    now[0] = 1000.0 + 280  # 235 s after the reply but 280 s after the request: not relied on any more
+    assert layout.lay_out("slow", "And partial ones?", chunks, history).reads_at is None
+
+    empty = layout.lay_out("empty", "How do refunds work?", chunks, [])
+    layout.remember("empty", empty, "")  # Claude said nothing (the asker got the extractive answer)
+    follow_up = layout.lay_out("empty", "And partial ones?", chunks, history)
+    assert follow_up.reads_at is None
+    assert all(message["content"] for message in follow_up.params["messages"])
+
+
 async def test_a_thread_reads_back_the_documents_its_first_question_wrote(sample_settings, sample_searcher, emu):
     settings = claude_settings(sample_settings, emu, anthropic_model="claude-sonnet-4-6")
     # follow-ups searched with the thread's context, offline (the emulator cannot rewrite a query)

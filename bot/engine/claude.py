@@ -291,7 +291,8 @@ class Layout:
     depth: int
     write_at: tuple[int, int] | None
     reads_at: tuple[int, int] | None
-    shared_contract: bool = False
+    shared_contract: bool
+    sent_at: float  # the cache entry's 5 minutes run from the request, not from the reply
 
     @property
     def writes(self) -> bool:
@@ -467,7 +468,7 @@ class PromptLayout:
         prior = self.remembered(key, earlier)
         system = prior.system if prior is not None else contract_blocks(self.shares_contract and self.busy())
         shared = any("cache_control" in block for block in system)
-        self.last_request = self.clock()
+        sent_at = self.last_request = self.clock()
         if prior is not None:  # the thread's cached prefix first: send only sources it does not hold
             known = {chunk.chunk_id for chunk in prior.sources.chunks}
             fresh = per_document_sources(
@@ -490,7 +491,9 @@ class PromptLayout:
         if prior is not None:
             mark(sent, prior.cached_at)
         params = {"model": model, "max_tokens": self.settings.anthropic_max_tokens, "system": system, "messages": sent}
-        layout = Layout(params, sources, depth, write_at, prior.cached_at if prior is not None else None, shared)
+        layout = Layout(
+            params, sources, depth, write_at, prior.cached_at if prior is not None else None, shared, sent_at
+        )
         assert layout.breakpoints <= MAX_BREAKPOINTS, layout.breakpoints  # contract, thread read, write: 3
         return layout
 
@@ -550,7 +553,9 @@ class PromptLayout:
         return prior
 
     def remember(self, key: str, layout: Layout, reply: str) -> None:
-        """After an answer: count the turn, and keep what the cache now holds for the thread."""
+        """After an answer: count the turn, and keep what the cache now holds for the thread. An
+        empty reply is not kept: the thread's next request would carry an empty assistant turn,
+        which the API refuses."""
         if not key:
             return
         now = self.clock()
@@ -560,11 +565,12 @@ class PromptLayout:
         if layout.depth == 0:
             self.reuse.first_question(key, layout.sources)
         cached_at = layout.write_at or layout.reads_at  # a read refreshes the prefix's TTL
-        if cached_at is not None:
+        if cached_at is not None and reply.strip():
             messages, results = carried(layout.params["messages"], cached_at)
             sources = layout.sources.leading(results)
             system = layout.params["system"]
-            self.threads[key] = CachedTurn(system, messages, sources, reply, cached_at, now + CACHE_TTL_SECONDS)
+            expires = layout.sent_at + CACHE_TTL_SECONDS
+            self.threads[key] = CachedTurn(system, messages, sources, reply, cached_at, expires)
             self.threads.move_to_end(key)
         else:
             self.threads.pop(key, None)
