@@ -6,7 +6,8 @@ The real pipeline (sample knowledge `examples/knowledge`, calibrated index, the 
 SDK) answers a workload against the Anthropic emulator, which caches like the API (per-model
 minimum, 5-minute TTL refreshed on read, exact prefixes, block lookback) and reports usage the
 way the API does. The emulator's clock is simulated, so the workload's pacing is exact:
-a follow-up comes 90 s after the answer it follows, threads start 20 s apart.
+a follow-up comes 90 s after the answer it follows, threads start 20 s apart, and turns are replayed
+in time order (other threads' first questions come between a thread's turns).
 
 Workload (200 questions by default): 60% first questions, 40% follow-ups in the same threads.
 Follow-up threads come from `evals/datasets/followups-sample.jsonl` (its thread opener, then its
@@ -130,6 +131,17 @@ def correct(ask: Ask, answer: Answer) -> bool:
     return any(g in cited for g in ask.gold)
 
 
+def schedule(threads: list[Thread]) -> list[tuple[float, int, int]]:
+    """Every turn as (simulated seconds, thread, depth), in time order: thread n opens at n x
+    `THREAD_GAP`, each follow-up `FOLLOWUP_GAP` after the turn before it (answers take no simulated
+    time), so later threads' first questions come between an earlier thread's turns."""
+    return sorted(
+        (n * THREAD_GAP + depth * FOLLOWUP_GAP, n, depth)
+        for n, thread in enumerate(threads)
+        for depth in range(len(thread.asks))
+    )
+
+
 class SimClock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -168,26 +180,25 @@ async def run(
         pipeline = Pipeline(claude, searcher, generator=generator)
         price = price_for(model, claude.prices)
         rows: list[dict] = []
-        for n, thread in enumerate(threads):
-            clock.now = 1_000_000.0 + n * THREAD_GAP
-            history: list[Turn] = []
-            for depth, ask in enumerate(thread.asks):
-                question = Question(text=ask.text, history=list(history), channel="C0BENCH", thread_ts=f"{n}.0")
-                answer = await pipeline.answer(question)
-                usage = answer.usage
-                rows.append(
-                    {
-                        "kind": "first" if depth == 0 else "follow-up",
-                        "input": usage.input_tokens,
-                        "write": usage.cache_creation_input_tokens,
-                        "read": usage.cache_read_input_tokens,
-                        "output": usage.output_tokens,
-                        "cost": cost_usd(usage, price),
-                        "correct": correct(ask, answer),
-                    }
-                )
-                history += [Turn(role="user", text=ask.text), Turn(role="assistant", text=answer.text)]
-                clock.now += FOLLOWUP_GAP
+        histories: dict[int, list[Turn]] = defaultdict(list)
+        for at, n, depth in schedule(threads):  # in time order: threads interleave as in a channel
+            clock.now = 1_000_000.0 + at
+            ask, history = threads[n].asks[depth], histories[n]
+            question = Question(text=ask.text, history=list(history), channel="C0BENCH", thread_ts=f"{n}.0")
+            answer = await pipeline.answer(question)
+            usage = answer.usage
+            rows.append(
+                {
+                    "kind": "first" if depth == 0 else "follow-up",
+                    "input": usage.input_tokens,
+                    "write": usage.cache_creation_input_tokens,
+                    "read": usage.cache_read_input_tokens,
+                    "output": usage.output_tokens,
+                    "cost": cost_usd(usage, price),
+                    "correct": correct(ask, answer),
+                }
+            )
+            history += [Turn(role="user", text=ask.text), Turn(role="assistant", text=answer.text)]
         await pipeline.aclose()
         return rows, emu.cache.dead_breakpoints
 

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # Cache each first question's whole prompt for its thread's follow-ups (1.25x on what follows the
     # contract). Off (the default), a first question writes only its leading documents, and only as far
     # as the follow-ups seen so far re-read them enough to pay (`Reuse` in bot/engine/claude.py):
-    # benchmarks/claude_cost.py, Sonnet mix 0.784 of legacy per correct answer, against 0.816 on.
+    # benchmarks/claude_cost.py, Sonnet mix 0.787 of legacy per correct answer, against 0.805 on.
     cache_first_questions: bool = False
     # Claude spend per UTC day, in US dollars, per process; past it answers are extractive (marked). 0: no cap.
     daily_budget_usd: float = Field(default=0.0, ge=0.0)
