@@ -14,8 +14,9 @@ replayed as Slack would hold it (`evals.runner.replay_thread`), once per follow-
 
 Printed: hit@5 / MRR@5 of answerable follow-ups per mode, per domain, per kind, per half of the
 set (ids with an odd number were the design half, even the report half), the share of answerable
-follow-ups escalated and of unanswerable ones escalated, and the domain's single-turn set through
-the same pipeline (which must not move: a question without a thread is searched as before).
+follow-ups escalated and of unanswerable ones escalated (also as counts per domain and half), and the
+domain's single-turn set through the same pipeline (which must not move: a question without a thread is
+searched and judged as before).
 """
 
 from __future__ import annotations
@@ -99,8 +100,16 @@ def figures(rows: list[dict]) -> dict:
         "mrr": avg([row["retrieval"]["mrr@k"] for row in scored]),
         "esc_answerable": avg([row["escalated"] for row in answerable]),
         "esc_unanswerable": avg([row["escalated"] for row in unanswerable]),
+        "escalated": escalated_counts(rows),
         "retrieve_ms": avg(sorted(row["retrieve_ms"] for row in rows)[len(rows) // 2 : len(rows) // 2 + 1]),
     }
+
+
+def escalated_counts(rows: list[dict]) -> str:
+    """'escalated/n' of the answerable rows and of the unanswerable ones, as two table cells."""
+    answerable = [row["escalated"] for row in rows if row["answerable"]]
+    unanswerable = [row["escalated"] for row in rows if not row["answerable"]]
+    return f"{sum(answerable)}/{len(answerable)} | {sum(unanswerable)}/{len(unanswerable)}"
 
 
 def fmt(value: float) -> str:
@@ -139,6 +148,7 @@ async def main_async(args) -> None:
         )
     all_rows: list[dict] = []
     single: dict[str, dict[str, dict]] = {}
+    single_rows: list[dict] = []
     for domain, (source, followups, singles) in domains.items():
         settings = offline_settings(args.data_dir / domain, source)
         index = await build_index(settings, source, embedder)
@@ -149,11 +159,11 @@ async def main_async(args) -> None:
         single_cases = [
             EvalCase.model_validate(json.loads(line)) for line in Path(singles).read_text().splitlines() if line.strip()
         ]
-        single[domain] = {
-            mode: figures(await run_mode(settings, index, mode, single_cases))
-            for mode in ("alone", "context")
-            if not args.skip_single
-        }
+        single[domain] = {}
+        for mode in ("alone", "context") if not args.skip_single else ():
+            rows = await run_mode(settings, index, mode, single_cases)
+            single[domain][mode] = figures(rows)
+            single_rows.extend({**row, "domain": domain, "set": "single-turn"} for row in rows)
 
     def grouped(select) -> dict[str, list[dict]]:
         return {mode: [row for row in all_rows if row["mode"] == mode and select(row)] for mode in MODES}
@@ -189,23 +199,39 @@ async def main_async(args) -> None:
             f"| {mode} | {fmt(stats['esc_answerable'])} | {fmt(stats['esc_unanswerable'])} | {stats['retrieve_ms']:.1f} |"
         )
 
+    print("\n### Escalation counts per domain and half (answerable escalated/n | unanswerable escalated/n)\n")
+    print("| group | " + " | ".join(f"{m} answerable | {m} unanswerable" for m in args.modes) + " |")
+    print("| --- | " + " | ".join("--- | ---" for _ in args.modes) + " |")
+    groups = {
+        "all": lambda row: True,
+        **{f"domain {d}": lambda row, d=d: row["domain"] == d for d in domains},
+        **{f"half {h}": lambda row, h=h: row["half"] == h for h in ("design", "report")},
+    }
+    for name, select in groups.items():
+        counts = [escalated_counts([r for r in all_rows if r["mode"] == m and select(r)]) for m in args.modes]
+        print(f"| {name} | " + " | ".join(counts) + " |")
+
     print("\n### Single-turn sets through the same pipeline (no thread: must not move)\n")
-    print("| domain | n | alone hit@5 | alone MRR@5 | context hit@5 | context MRR@5 |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| domain | n | alone hit@5 | alone MRR@5 | context hit@5 | context MRR@5 "
+        "| alone escalated: answerable | unanswerable | context escalated: answerable | unanswerable |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for domain, stats in single.items() if not args.skip_single else ():
         print(
             f"| {domain} | {stats['alone']['n']} | {fmt(stats['alone']['hit'])} | {fmt(stats['alone']['mrr'])} | "
-            f"{fmt(stats['context']['hit'])} | {fmt(stats['context']['mrr'])} |"
+            f"{fmt(stats['context']['hit'])} | {fmt(stats['context']['mrr'])} | "
+            f"{stats['alone']['escalated']} | {stats['context']['escalated']} |"
         )
     if args.rows:
-        args.rows.write_text("".join(json.dumps(row, default=str) + "\n" for row in all_rows))
+        args.rows.write_text("".join(json.dumps(row, default=str) + "\n" for row in [*all_rows, *single_rows]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path, nargs="?", help="anthropic-docs folder (kb.jsonl, cases.jsonl)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/supportbot-bench-followups"))
-    parser.add_argument("--rows", type=Path, help="write every per-case row (JSONL) here")
+    parser.add_argument("--rows", type=Path, help="write every per-case row (JSONL, single-turn ones marked) here")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--skip-single", action="store_true", help="leave out the single-turn sets")
     asyncio.run(main_async(parser.parse_args()))

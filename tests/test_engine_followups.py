@@ -14,11 +14,13 @@ from bot.engine.query import (
     contextual_query,
     declares_new_topic,
     dependence,
+    followup_new_terms,
     fuse_results,
     is_clarification,
     judged_query,
+    new_terms,
 )
-from bot.engine.types import Question, Turn
+from bot.engine.types import Decision, Question, Turn
 from knowledge.search import page_filter
 
 BASE = "https://help.tallybook.example/"
@@ -72,6 +74,36 @@ def test_contextual_and_judged_queries_carry_the_thread():
     assert judged_query("do they stop when paid?", history, 1.0).endswith("do they stop when paid?")
     assert "schedule" in judged_query("do they stop when paid?", history, 1.0)
     assert judged_query("do they stop when paid?", history, 0.2) == "do they stop when paid?"
+
+
+def test_new_terms_are_what_the_follow_up_adds_to_the_threads_questions():
+    history = [Turn(role="user", text="how do I connect quickbooks"), Turn(role="assistant", text="Settings.")]
+    assert new_terms("ok thanks, can we sync with NetSuite too?", history) == ["sync", "NetSuite"]
+    assert new_terms("does QuickBooks connect again?", history) == []  # stems of the thread, chit-chat
+    assert new_terms("does it work with stripe instead?", history) == ["stripe"]  # framing words left out
+    assert followup_new_terms("can we sync with netsuite", history) == ["sync", "netsuite"]
+    assert followup_new_terms("can we sync with netsuite", []) is None  # a first question
+    assert followup_new_terms("Unrelated: what does HHH stand for?", history) is None  # judged as a first one
+
+
+def test_a_follow_ups_unknown_words_count_by_rarity_and_cap_the_confidence():
+    from bot.engine.confidence import followup_novelty, judge
+    from bot.engine.terms import TermStats
+
+    stats = TermStats({"refund": 30, "send": 40, "account": 60, "bank": 50}, 100)
+    novel = followup_novelty(["send", "Venmo"], {"refund", "send"}, stats)
+    assert novel["new_terms_unknown"] == ["Venmo"] and novel["new_terms_unknown_share"] > 0.5
+    common = followup_novelty(["account", "bank"], {"refund"}, stats)  # missing here, but common everywhere
+    assert common["new_terms_unknown"] == [] and common["new_terms_unknown_share"] == 0.0
+    strong = {"sources": 3, "top_similarity": 0.8, "margin": 0.2, "term_coverage": 1.0, "phrase_match": 1.0}
+    strong.update(heading_match=1.0, question_terms=4, citation_coverage=1.0, missing_terms=["Venmo"])
+    lines = {"answer_threshold": 0.6, "caveat_threshold": 0.35}
+    assert judge(dict(strong), **lines).decision is Decision.ANSWER  # a first question: no check
+    assert judge({**strong, **common}, **lines).decision is Decision.ANSWER
+    capped = judge({**strong, **novel}, **lines)
+    assert capped.decision is Decision.ESCALATE and capped.confidence < 0.35
+    assert capped.reasons[0] == "follow-up asks about 'Venmo', which the sources never mention"
+    assert not any("don't mention" in reason for reason in capped.reasons)  # said once
 
 
 def test_cited_pages_come_from_the_latest_answer_that_cited():
@@ -194,3 +226,22 @@ def test_slack_thread_history_keeps_the_pages_an_answer_cited():
     turns = thread_history(messages, before_ts="3.0", bot_user_id="UBOT", bot_id="B1")
     assert turns[1].sources == [BASE + "payments/refund-a-payment#time-limits"]
     assert turns[0].sources == [] and turns[2].sources == []  # only the bot's own answers carry sources
+
+
+async def test_an_unanswerable_follow_up_about_a_new_name_escalates_and_says_which(pipelines):
+    history = [Turn(role="user", text="how do I refund a card payment to a customer")]
+    question = "can we send the refund to their venmo account instead?"
+    answer = await pipelines["context"].answer(Question(text=question, history=history))
+    assert answer.decision is Decision.ESCALATE
+    assert "follow-up asks about 'venmo', which the sources never mention" in answer.reasons
+    assert answer.signals["new_terms_unknown"] == ["venmo"]  # 'send' and 'account' are in the refund article
+    assert answer.signals["new_terms_unknown_share"] >= 0.5
+    first = await pipelines["context"].answer(Question(text=history[0].text))  # the thread's question answers
+    assert first.decision is not Decision.ESCALATE and "new_terms" not in first.signals
+
+
+async def test_an_answerable_pronoun_follow_up_still_answers(pipelines):
+    history = [Turn(role="user", text="customer wants to pay an invoice by ACH, how does that work on their side")]
+    answer = await pipelines["context"].answer(Question(text="how long until it clears?", history=history))
+    assert answer.decision is not Decision.ESCALATE, answer.reasons
+    assert not any(reason.startswith("follow-up asks about") for reason in answer.reasons)

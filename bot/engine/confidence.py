@@ -17,6 +17,13 @@ unanswerable questions is whether one source says what the question asks, in its
 
 They are combined by a logistic function whose coefficients are fitted offline (see `COEFFICIENTS`);
 the generator's own "cannot answer" caps the score and uncited answer text lowers it.
+
+A follow-up in a thread is judged with the thread's terms, which its sources cover whatever the
+follow-up asks ("connect quickbooks" -> "can we sync with netsuite too?"). So the words it adds
+(`bot.engine.query.followup_new_terms`) are checked on their own: when most of their rarity weight
+is words the retrieved sources never use, the score is capped below the escalation line
+(`followup_novelty`, `unknown_followup_terms`). Not fitted: "most" is half, "rare" the judge's usual
+5% of chunks. A first question never takes this path.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ COEFFICIENTS: dict[str, float] = {
     "question_length": -0.287,
 }
 CANNOT_ANSWER_CAP = 0.15  # the generator said the sources do not answer: escalate whatever retrieval says
+UNKNOWN_SHARE = 0.5  # a follow-up whose new words are at least this unknown (rarity-weighted) is escalated
 
 # Levels below which a signal is called out in the reasons: under them sit mostly unanswerable
 # questions in both eval sets (holdout and sample), so the remark is usually a real warning.
@@ -75,6 +83,28 @@ def source_text(chunk: RetrievedChunk) -> str:
     return f"{chunk.title}\n{chunk.heading}\n{chunk.text}"
 
 
+def followup_novelty(new_terms: Sequence[str], seen: set[str], stats: TermStats) -> dict[str, Any]:
+    """How much of what a follow-up adds the retrieved sources never use: the words (as written),
+    those unknown to the sources and rare in the whole knowledge (most weighty first), and their
+    share of the words' IDF weight, so a common word missing from the top chunks hardly counts."""
+    written = dict(content_words(" ".join(new_terms)))  # stem -> the word as the user wrote it
+    weight = {term: stats.idf(term) for term in written}
+    unknown = sorted((t for t in written if t not in seen and stats.rare(t)), key=lambda t: -weight[t])
+    total = sum(weight.values())
+    return {
+        "new_terms": list(written.values()),
+        "new_terms_unknown": [written[t] for t in unknown],
+        "new_terms_unknown_share": round(sum(weight[t] for t in unknown) / total, 4) if total > 0 else 0.0,
+    }
+
+
+def unknown_followup_terms(values: dict[str, Any]) -> list[str]:
+    """A follow-up's new words the sources never mention, when they are most of what it adds; else []."""
+    if float(values.get("new_terms_unknown_share", 0.0)) < UNKNOWN_SHARE:
+        return []
+    return list(values.get("new_terms_unknown", []))
+
+
 def signals(
     question: str,
     chunks: Sequence[RetrievedChunk],
@@ -82,8 +112,10 @@ def signals(
     stats: TermStats | None = None,
     citation_coverage: float = 1.0,
     cannot_answer: bool = False,
+    new_terms: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Every input of the score, plus what the reasons need (missing terms)."""
+    """Every input of the score, plus what the reasons need (missing terms). `new_terms`: what a
+    follow-up adds to its thread (None for a first question, whose values stay as they were)."""
     stats = stats or TermStats.from_texts(source_text(c) for c in chunks)
     written = dict(content_words(question))  # stem -> the word as the user wrote it
     terms = [stem for stem, _ in content_words(question)]
@@ -116,6 +148,7 @@ def signals(
     if top is not None:
         agreement = 0.5 * (1.0 / (top.vector_rank or math.inf)) + 0.5 * (1.0 / (top.fts_rank or math.inf))
     missing = sorted((t for t in unique - seen), key=lambda t: -weight[t])
+    followup = followup_novelty(new_terms, seen, stats) if new_terms is not None else {}
     return {
         "top_similarity": round(sims[0], 4),
         "second_similarity": round(sims[1], 4),
@@ -130,6 +163,7 @@ def signals(
         "question_length": round(math.log1p(len(unique)), 4),
         "missing_terms": [written[t] for t in missing if stats.rare(t) and written[t].lower() not in FRAMING][:5],
         "sources": len(chunks),
+        **followup,
     }
 
 
@@ -170,8 +204,13 @@ def reasons(values: dict[str, Any], confidence: float, decision: Decision, cavea
         return ["no source in the knowledge matches the question"]
     if values.get("cannot_answer"):
         found.append("the answerer said the sources don't contain the answer")
-    if values.get("missing_terms"):
-        found.append("the sources don't mention " + ", ".join(f"'{t}'" for t in values["missing_terms"][:3]))
+    unknown = unknown_followup_terms(values)
+    if unknown:
+        found.append(f"follow-up asks about {quoted(unknown[:3])}, which the sources never mention")
+    said = {t.lower() for t in unknown}
+    missing = [t for t in values.get("missing_terms", []) if t.lower() not in said]
+    if missing:
+        found.append("the sources don't mention " + ", ".join(f"'{t}'" for t in missing[:3]))
     similarity = values["top_similarity"]
     found.append(f"top source similarity {similarity:.2f}" + (" is low" if similarity < LOW_SIMILARITY else ""))
     if values["phrase_match"] < LOW_PHRASE:
@@ -190,6 +229,12 @@ def reasons(values: dict[str, Any], confidence: float, decision: Decision, cavea
     return found
 
 
+def quoted(terms: Sequence[str]) -> str:
+    """'a', 'a' and 'b', 'a', 'b' and 'c'."""
+    marked = [f"'{t}'" for t in terms]
+    return marked[0] if len(marked) == 1 else ", ".join(marked[:-1]) + " and " + marked[-1]
+
+
 class Scale(Protocol):
     """Maps a raw score onto the common scale (bot/engine/calibration.py's Calibration)."""
 
@@ -199,7 +244,8 @@ class Scale(Protocol):
 def judge(
     values: dict[str, Any], *, answer_threshold: float, caveat_threshold: float, calibration: Scale | None = None
 ) -> Judgement:
-    """Raw score -> this index's calibrated scale (when it has one) -> the generator's veto -> decision.
+    """Raw score -> this index's calibrated scale (when it has one) -> the generator's veto and the
+    follow-up check -> decision.
     `values` gains `raw_score`, so evals and the next calibration can read the unscaled score."""
     raw = score(values)
     values["raw_score"] = raw
@@ -208,5 +254,7 @@ def judge(
         confidence = calibration.to_scale(raw, caveat_at=caveat_threshold, answer_at=answer_threshold)
     if values.get("cannot_answer"):  # the generator said the sources do not answer: escalate whatever retrieval says
         confidence = min(confidence, CANNOT_ANSWER_CAP, caveat_threshold - 0.01)
+    if unknown_followup_terms(values):  # a follow-up about what the sources never mention: escalate
+        confidence = min(confidence, caveat_threshold - 0.01)
     decision = decide(confidence, answer_threshold, caveat_threshold)
     return Judgement(confidence, decision, reasons(values, confidence, decision, caveat_threshold))

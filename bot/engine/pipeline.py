@@ -35,6 +35,7 @@ from bot.engine.query import (
     contextual_query,
     declares_new_topic,
     dependence,
+    followup_new_terms,
     fuse_results,
     judged_query,
     previous_user_question,
@@ -241,6 +242,7 @@ class Pipeline:
                 stats=stats,
                 citation_coverage=draft.citation_coverage,
                 cannot_answer=draft.cannot_answer,
+                new_terms=followup_new_terms(text, question.history),  # None outside a thread
             )
             scale = await self.calibration(result.index_version)
             values["calibration"] = scale.index_version if scale else None

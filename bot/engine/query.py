@@ -14,6 +14,9 @@ declared new topic ("unrelated:", "different question"), 1 for a clarification o
 message (few content words, a pronoun up front, "and ..."), otherwise how well the message's best
 match inside the cited pages holds up against its best match in the whole knowledge (embedding
 similarity): a new question finds much better matches elsewhere, a follow-up does not.
+
+`followup_new_terms` is what a follow-up adds to its thread; the confidence judge checks that the
+retrieved sources know those words (an unanswerable follow-up borrows the thread's covered terms).
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from bot.engine.terms import CONNECTIVE_OPENER, PRONOUNS, STOPWORDS, content_terms, tokens, words
+from bot.engine.terms import (
+    CONNECTIVE_OPENER,
+    FOLLOWUP_FILLER,
+    FRAMING,
+    PRONOUNS,
+    STOPWORDS,
+    content_terms,
+    content_words,
+    term_set,
+    tokens,
+    words,
+)
 from bot.engine.types import Turn
 
 HUMAN_REQUEST = re.compile(
@@ -175,6 +189,31 @@ def judged_query(text: str, history: Sequence[Turn], weight: float) -> str:
     if weight < 0.5 or not previous:
         return text
     return with_carried_terms(text, previous)
+
+
+def new_terms(text: str, history: Sequence[Turn]) -> list[str]:
+    """The message's content words (as written, first occurrence) that none of the thread's earlier
+    user turns uses, leaving out chit-chat and question framing ("thanks", "too", "instead", "work").
+
+    Why: the judge reads a follow-up with the thread's terms, and those are covered by the thread's
+    sources whatever the follow-up asks; what a follow-up adds is where an unanswerable one shows
+    ("connect quickbooks" -> "can we sync with netsuite too?" adds 'sync' and 'netsuite').
+    """
+    known = term_set(" ".join(earlier_user_turns(history, text)))
+    found: dict[str, str] = {}
+    for stem, word in content_words(text):
+        if stem in known or stem in found or word.lower() in FOLLOWUP_FILLER or word.lower() in FRAMING:
+            continue
+        found[stem] = word
+    return list(found.values())
+
+
+def followup_new_terms(text: str, history: Sequence[Turn]) -> list[str] | None:
+    """`new_terms` for a follow-up; None for a first question or a declared new topic, which are
+    judged exactly as before (they carry nothing over from the thread)."""
+    if previous_user_question(history, text) is None or declares_new_topic(text):
+        return None
+    return new_terms(text, history)
 
 
 def cited_pages(history: Sequence[Turn]) -> list[str]:

@@ -31,6 +31,18 @@ FRAMING = frozenset(
     """.split()
 )
 
+# Chit-chat of a thread ("thanks, also ...", "ok and again ..."), how often, and who in general
+# ("what do people usually use?"): words a follow-up adds that name nothing new, so never count as
+# a new subject (`bot.engine.query.new_terms`). Some are stop words already; listed here anyway so
+# the follow-up check reads as one list. Docs rarely use these words, so rarity cannot tell.
+FOLLOWUP_FILLER = frozenset(
+    """
+    thanks thank thx ty cheers also too again ok okay cool great nice awesome perfect sure right btw anyway
+    actually really instead else otherwise maybe perhaps pls plz sorry yeah yep
+    usually typically generally normally commonly often sometimes always people folks ppl
+    """.split()
+)
+
 PRONOUNS = frozenset("it its this that these those they them their there he she".split())
 CONNECTIVE_OPENER = re.compile(r"^\W*(?:and|also|but|or|so|then|what about|how about)\b", re.IGNORECASE)
 
