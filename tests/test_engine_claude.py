@@ -203,14 +203,19 @@ def test_a_first_question_writes_only_the_leading_documents_whose_expected_reads
     assert documents_worth_writing([0.5, 0.5], reads=0.5, write_extra=0.25, read_price=0.1) == 0  # the prior
 
 
-def test_first_questions_write_nothing_until_threads_show_their_documents_are_read_again(sample_settings):
-    settings = sample_settings.model_copy(update={"anthropic_model": "claude-sonnet-4-6"})
-    chunks = [
+def five_documents() -> list[RetrievedChunk]:
+    """Five one-chunk documents of a few hundred tokens each (all five clear the Sonnet-class minimum)."""
+    return [
         RetrievedChunk(
             chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text=f"doc {i} " * 150, score=1.0
         )
         for i in range(5)
     ]
+
+
+def test_first_questions_write_nothing_until_threads_show_their_documents_are_read_again(sample_settings):
+    settings = sample_settings.model_copy(update={"anthropic_model": "claude-sonnet-4-6"})
+    chunks = five_documents()
     now = [1000.0]
     layout = PromptLayout(settings, clock=lambda: now[0])
     layout.last_request = 990.0  # traffic: the contract goes out shared
@@ -244,12 +249,7 @@ def test_a_cached_prefix_expires_five_minutes_after_its_request_and_an_empty_rep
     settings = sample_settings.model_copy(
         update={"anthropic_model": "claude-sonnet-4-6", "cache_first_questions": True}
     )
-    chunks = [
-        RetrievedChunk(
-            chunk_id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", url=f"https://kb/{i}", text=f"doc {i} " * 150, score=1.0
-        )
-        for i in range(5)
-    ]
+    chunks = five_documents()
     now = [1000.0]
     layout = PromptLayout(settings, clock=lambda: now[0])
     history = [Turn(role="user", text="How do refunds work?"), Turn(role="assistant", text="Like this.")]
