@@ -352,6 +352,49 @@ async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_rep
         assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["stream-recorded", "killed-before-the-record"])
+async def test_a_cut_stream_is_closed_and_rewritten_whether_or_not_its_ts_was_recorded(
+    tmp_path, sample_settings, engine_parts, recorded
+):
+    """The process records a started stream's ts only after Slack showed its first words: a kill
+    in between leaves a cut stream no record points to. The restart finds it in the thread (the
+    bot's first message after the question, before anyone else spoke, with no feedback block) and
+    writes the answer over it, so the asker sees one message, ending visibly, either way."""
+    from bot.slack import answering
+
+    mention = app_mention_event(ANSWERABLE)
+    async with SlackEmulator() as emu:
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
+            ask = answering.Ask(
+                channel=CHANNEL_ID,
+                message_ts=mention["ts"],
+                thread_ts=mention["ts"],
+                user=mention["user"],
+                text=mention["text"],
+                surface="mention",
+                bot_user_id="U000BOT",
+                bot_id="B000BOT",
+            )
+            store = bot.state.store
+            assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
+            cut = await bot.state.client.chat_startStream(
+                channel=CHANNEL_ID,
+                thread_ts=mention["ts"],
+                markdown_text="To create an API key, open",
+                recipient_team_id=TEAM_ID,
+                recipient_user_id=mention["user"],
+            )
+            if recorded:
+                await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
+            assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
+            await bot.state.tasks.drain(timeout=60)
+            [answer] = replies_in(emu, mention["ts"])
+            assert answer["ts"] == cut["ts"] and not emu.workspace.open_streams
+            assert "interrupted" not in answer["text"] and ASK_HUMAN_ACTION in buttons(answer)
+            assert store.unfinished() == []
+
+
 async def test_two_processes_recovering_one_data_dir_answer_each_question_once(tmp_path, sample_settings, engine_parts):
     """Two instances start on the same data dir at once (a rolling restart, a double start):
     each unfinished question is answered by exactly one of them."""

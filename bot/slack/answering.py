@@ -27,7 +27,7 @@ from bot.engine.normalise import normalise_slack
 from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
-from bot.slack.conversation import thread_history
+from bot.slack.conversation import cut_reply, thread_history
 from bot.slack.delivery import (
     CONTENT_ERRORS,
     Alerts,
@@ -276,6 +276,8 @@ class Responder:
         """Answer (or, `late`, apologise for) a question a process left unfinished. A reply that
         process had started streaming is closed and shows it was interrupted at once (not its cut
         text), and the outcome is then written over it: one message, ending visibly."""
+        if not ask.reply_ts:  # killed after Slack showed a stream's first words, before it was recorded
+            ask.reply_ts = await self.find_cut_reply(client, ask)
         if ask.reply_ts:
             await best_effort(client.chat_stopStream(channel=ask.channel, ts=ask.reply_ts))  # may have ended
             if not late:
@@ -284,6 +286,15 @@ class Responder:
             await self._apologise(client, ask)
         else:
             await self.respond(client, ask, recovering=True)
+
+    async def find_cut_reply(self, client: AsyncWebClient, ask: Ask) -> str | None:
+        """The reply a dead process left cut in the question's thread, if Slack shows one."""
+        try:
+            messages = await read_thread(client, ask.channel, ask.thread_ts)
+        except Exception as exc:  # noqa: BLE001 (without it the question is still answered, in a new reply)
+            log.warning("could not read %s/%s for a cut reply: %s", ask.channel, ask.thread_ts, error_code(exc))
+            return None
+        return cut_reply(messages, after_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
 
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
         notice = await self.post_notice(

@@ -86,15 +86,36 @@ def is_acknowledgement(text: str) -> bool:
     return bool(_ACKNOWLEDGEMENT.match(normalise_slack(text)))
 
 
+def is_answer(message: dict[str, Any]) -> bool:
+    """A finished answer of the bot's: it carries the feedback block (hand-offs and notices do not)."""
+    return any(
+        str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX) for block in message.get("blocks") or []
+    )
+
+
+def cut_reply(
+    messages: Iterable[dict[str, Any]], *, after_ts: str, bot_user_id: str | None, bot_id: str | None
+) -> str | None:
+    """The ts of a reply a dead process left unfinished for the question at `after_ts`, if the
+    thread shows one: the bot's first message after the question, before anyone else spoke, without
+    an answer's feedback block (a stream cut by a crash has only text). Why: the process records a
+    started stream's ts only after Slack has shown its first words, so a crash in between leaves a
+    cut stream no record points to; the restart finds it here and writes the outcome over it."""
+    for message in sorted(messages, key=lambda m: float(m.get("ts", 0))):
+        if float(message.get("ts", 0)) <= float(after_ts):
+            continue
+        if is_bot_message(message, bot_user_id, bot_id):
+            return None if is_answer(message) else str(message["ts"])
+        if is_from_a_person(message):
+            return None
+    return None
+
+
 def bot_answered(messages: list[dict[str, Any]], user: str, bot_user_id: str | None, bot_id: str | None) -> bool:
     """Whether the bot's latest message in this thread is an answer (not a hand-off to humans)
     and `user` spoke in the thread before it: then their next message is a follow-up."""
     for position in range(len(messages) - 1, -1, -1):
         message = messages[position]
         if is_bot_message(message, bot_user_id, bot_id):
-            is_answer = any(
-                str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX)
-                for block in message.get("blocks") or []
-            )
-            return is_answer and any(earlier.get("user") == user for earlier in messages[:position])
+            return is_answer(message) and any(earlier.get("user") == user for earlier in messages[:position])
     return False
