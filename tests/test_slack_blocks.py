@@ -16,7 +16,7 @@ from bot.slack.blocks import (
     neutralize_pings,
     parse_feedback_value,
 )
-from bot.slack.conversation import bot_answered, cut_reply, is_acknowledgement, thread_history
+from bot.slack.conversation import bot_answered, is_acknowledgement, is_answer, reply_left, thread_history
 
 
 def make_answer(text="Reset it in *Settings* [1] and confirm by email [2].", decision=Decision.ANSWER, citations=None):
@@ -179,7 +179,7 @@ def test_thread_history_and_followup_detection():
     assert not bot_answered(messages + [handoff], "U1", "UBOT", "B1")
 
 
-def test_a_cut_reply_is_the_bots_first_unfinished_message_after_the_question_before_anyone_speaks():
+def test_the_reply_left_is_the_bots_first_message_after_the_question_before_anyone_speaks():
     question = {"ts": "100.0", "user": "U1", "text": "how do refunds work?"}
     cut = {"ts": "101.0", "bot_id": "B1", "text": "Refunds go"}
     finished = {**cut, "blocks": [{"type": "actions", "block_id": "feedback:i1", "elements": []}]}
@@ -187,10 +187,10 @@ def test_a_cut_reply_is_the_bots_first_unfinished_message_after_the_question_bef
     earlier_answer = {"ts": "99.0", "bot_id": "B1", "text": "An older answer"}
 
     def found(*messages):
-        return cut_reply(list(messages), after_ts="100.0", bot_user_id="U0BOT", bot_id="B1")
+        return reply_left(list(messages), after_ts="100.0", bot_user_id="U0BOT", bot_id="B1")
 
-    assert found(earlier_answer, question, cut) == "101.0"
-    assert found(cut, question) == "101.0"  # any order Slack returns
-    assert found(question, finished) is None  # a finished answer is not cut
+    assert found(earlier_answer, question, cut) == cut
+    assert found(cut, question) == cut  # any order Slack returns
+    assert found(question, finished) == finished and is_answer(finished) and not is_answer(cut)
     assert found(question, person, cut) is None  # after someone else spoke it may answer them
     assert found(earlier_answer, question) is None

@@ -352,14 +352,19 @@ async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_rep
         assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
 
 
-@pytest.mark.parametrize("recorded", [True, False], ids=["stream-recorded", "killed-before-the-record"])
-async def test_a_cut_stream_is_closed_and_rewritten_whether_or_not_its_ts_was_recorded(
-    tmp_path, sample_settings, engine_parts, recorded
+@pytest.mark.parametrize(
+    "recorded, finished",
+    [(True, False), (False, False), (False, True)],
+    ids=["stream-recorded", "killed-before-the-record", "finished-but-not-recorded-done"],
+)
+async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_finished(
+    tmp_path, sample_settings, engine_parts, recorded, finished
 ):
-    """The process records a started stream's ts only after Slack showed its first words: a kill
-    in between leaves a cut stream no record points to. The restart finds it in the thread (the
-    bot's first message after the question, before anyone else spoke, with no feedback block) and
-    writes the answer over it, so the asker sees one message, ending visibly, either way."""
+    """The process records a started stream's ts only after Slack showed its first words, and the
+    question as done only after its answer is posted: a kill in between leaves a reply no record
+    points to. The restart finds it in the thread (the bot's first message after the question,
+    before anyone else spoke): a cut one is closed and the answer written over it, a finished one
+    (with its feedback buttons) is kept and the question recorded done. One message either way."""
     from bot.slack import answering
 
     mention = app_mention_event(ANSWERABLE)
@@ -386,12 +391,20 @@ async def test_a_cut_stream_is_closed_and_rewritten_whether_or_not_its_ts_was_re
             )
             if recorded:
                 await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
+            if finished:  # the stream ended with the answer's footer; the kill came before "done"
+                helpful = {"type": "button", "text": {"type": "plain_text", "text": "Helpful"}, "action_id": "up"}
+                footer = [{"type": "actions", "block_id": "feedback:i-dead", "elements": [helpful]}]
+                await bot.state.client.chat_stopStream(channel=CHANNEL_ID, ts=cut["ts"], blocks=footer)
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
             assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
             await bot.state.tasks.drain(timeout=60)
             [answer] = replies_in(emu, mention["ts"])
             assert answer["ts"] == cut["ts"] and not emu.workspace.open_streams
-            assert "interrupted" not in answer["text"] and ASK_HUMAN_ACTION in buttons(answer)
+            if finished:
+                assert answer["text"] == "To create an API key, open"  # left as it was, not answered twice
+                assert not emu.calls_to("chat.update") and len(emu.calls_to("chat.stopStream")) == 1
+            else:
+                assert "interrupted" not in answer["text"] and ASK_HUMAN_ACTION in buttons(answer)
             assert store.unfinished() == []
 
 

@@ -27,7 +27,7 @@ from bot.engine.normalise import normalise_slack
 from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
-from bot.slack.conversation import cut_reply, thread_history
+from bot.slack.conversation import is_answer, reply_left, thread_history
 from bot.slack.delivery import (
     CONTENT_ERRORS,
     Alerts,
@@ -275,9 +275,15 @@ class Responder:
     async def _recover(self, client: AsyncWebClient, ask: Ask, *, late: bool) -> None:
         """Answer (or, `late`, apologise for) a question a process left unfinished. A reply that
         process had started streaming is closed and shows it was interrupted at once (not its cut
-        text), and the outcome is then written over it: one message, ending visibly."""
-        if not ask.reply_ts:  # killed after Slack showed a stream's first words, before it was recorded
-            ask.reply_ts = await self.find_cut_reply(client, ask)
+        text), and the outcome is then written over it: one message, ending visibly. An answer it
+        finished but did not record as done is left alone (never a second answer)."""
+        left = await self.reply_left(client, ask)
+        if left is not None and is_answer(left):
+            log.info("%s/%s was answered before the restart: recorded done", ask.channel, ask.message_ts)
+            await self._mark(ask, "done")
+            return
+        if not ask.reply_ts and left is not None:  # killed after Slack showed a stream, before recording it
+            ask.reply_ts = str(left["ts"])
         if ask.reply_ts:
             await best_effort(client.chat_stopStream(channel=ask.channel, ts=ask.reply_ts))  # may have ended
             if not late:
@@ -287,14 +293,14 @@ class Responder:
         else:
             await self.respond(client, ask, recovering=True)
 
-    async def find_cut_reply(self, client: AsyncWebClient, ask: Ask) -> str | None:
-        """The reply a dead process left cut in the question's thread, if Slack shows one."""
+    async def reply_left(self, client: AsyncWebClient, ask: Ask) -> dict[str, Any] | None:
+        """The bot's reply a dead process left in the question's thread, if Slack shows one."""
         try:
             messages = await read_thread(client, ask.channel, ask.thread_ts)
         except Exception as exc:  # noqa: BLE001 (without it the question is still answered, in a new reply)
-            log.warning("could not read %s/%s for a cut reply: %s", ask.channel, ask.thread_ts, error_code(exc))
+            log.warning("could not read %s/%s for a reply left: %s", ask.channel, ask.thread_ts, error_code(exc))
             return None
-        return cut_reply(messages, after_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
+        return reply_left(messages, after_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
 
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
         notice = await self.post_notice(

@@ -93,19 +93,20 @@ def is_answer(message: dict[str, Any]) -> bool:
     )
 
 
-def cut_reply(
+def reply_left(
     messages: Iterable[dict[str, Any]], *, after_ts: str, bot_user_id: str | None, bot_id: str | None
-) -> str | None:
-    """The ts of a reply a dead process left unfinished for the question at `after_ts`, if the
-    thread shows one: the bot's first message after the question, before anyone else spoke, without
-    an answer's feedback block (a stream cut by a crash has only text). Why: the process records a
-    started stream's ts only after Slack has shown its first words, so a crash in between leaves a
-    cut stream no record points to; the restart finds it here and writes the outcome over it."""
+) -> dict[str, Any] | None:
+    """What a dead process left in the thread for the question at `after_ts`: the bot's first
+    message after it, before anyone else spoke (later bot messages may answer them). With an
+    answer's feedback block (`is_answer`) it is the finished answer (the process died before
+    recording it done); without, a reply it had started, e.g. a stream cut by the crash. Why: the
+    process records a started stream's ts only after Slack showed its first words, and a finished
+    question as done only after posting, so a crash in between leaves what no record points to."""
     for message in sorted(messages, key=lambda m: float(m.get("ts", 0))):
         if float(message.get("ts", 0)) <= float(after_ts):
             continue
         if is_bot_message(message, bot_user_id, bot_id):
-            return None if is_answer(message) else str(message["ts"])
+            return message
         if is_from_a_person(message):
             return None
     return None
