@@ -179,18 +179,24 @@ def test_thread_history_and_followup_detection():
     assert not bot_answered(messages + [handoff], "U1", "UBOT", "B1")
 
 
-def test_the_reply_left_is_the_bots_first_message_after_the_question_before_anyone_speaks():
+def test_the_reply_left_is_the_bots_first_message_to_the_asker_after_the_question():
     question = {"ts": "100.0", "user": "U1", "text": "how do refunds work?"}
-    cut = {"ts": "101.0", "bot_id": "B1", "text": "Refunds go"}
+    cut = {"ts": "101.0", "bot_id": "B1", "text": "Refunds go", "recipient_user_id": "U1"}
     finished = {**cut, "blocks": [{"type": "actions", "block_id": "feedback:i1", "elements": []}]}
-    person = {"ts": "100.5", "user": "U2", "text": "same question here"}
-    earlier_answer = {"ts": "99.0", "bot_id": "B1", "text": "An older answer"}
+    other = {"ts": "100.5", "user": "U2", "text": "same question here"}
+    their_answer = {"ts": "100.7", "bot_id": "B1", "text": "For you, U2", "recipient_user_id": "U2"}
+    hand_off = {"ts": "100.8", "bot_id": "B1", "text": "A human will follow up"}  # posted whole: no recipient
+    asked_again = {"ts": "100.9", "user": "U1", "text": "and partial ones?"}
+    earlier_answer = {"ts": "99.0", "bot_id": "B1", "text": "An older answer", "recipient_user_id": "U1"}
 
     def found(*messages):
-        return reply_left(list(messages), after_ts="100.0", bot_user_id="U0BOT", bot_id="B1")
+        return reply_left(list(messages), after_ts="100.0", asker="U1", bot_user_id="U0BOT", bot_id="B1")
 
     assert found(earlier_answer, question, cut) == cut
     assert found(cut, question) == cut  # any order Slack returns
     assert found(question, finished) == finished and is_answer(finished) and not is_answer(cut)
-    assert found(question, person, cut) is None  # after someone else spoke it may answer them
+    # another asker's question, answer and a hand-off in the same thread are never taken for this one's
+    assert found(question, other, their_answer, hand_off, cut) == cut
+    assert found(question, other, their_answer, hand_off) is None
+    assert found(question, asked_again, cut) is None  # after the asker spoke again it may answer that
     assert found(earlier_answer, question) is None

@@ -300,7 +300,9 @@ class Responder:
         except Exception as exc:  # noqa: BLE001 (without it the question is still answered, in a new reply)
             log.warning("could not read %s/%s for a reply left: %s", ask.channel, ask.thread_ts, error_code(exc))
             return None
-        return reply_left(messages, after_ts=ask.message_ts, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id)
+        return reply_left(
+            messages, after_ts=ask.message_ts, asker=ask.user, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id
+        )
 
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
         notice = await self.post_notice(

@@ -94,20 +94,29 @@ def is_answer(message: dict[str, Any]) -> bool:
 
 
 def reply_left(
-    messages: Iterable[dict[str, Any]], *, after_ts: str, bot_user_id: str | None, bot_id: str | None
+    messages: Iterable[dict[str, Any]],
+    *,
+    after_ts: str,
+    asker: str,
+    bot_user_id: str | None,
+    bot_id: str | None,
 ) -> dict[str, Any] | None:
-    """What a dead process left in the thread for the question at `after_ts`: the bot's first
-    message after it, before anyone else spoke (later bot messages may answer them). With an
-    answer's feedback block (`is_answer`) it is the finished answer (the process died before
-    recording it done); without, a reply it had started, e.g. a stream cut by the crash. Why: the
-    process records a started stream's ts only after Slack showed its first words, and a finished
-    question as done only after posting, so a crash in between leaves what no record points to."""
+    """What a dead process left in the thread for `asker`'s question at `after_ts`: the bot's first
+    message after it addressed to the asker (a streamed reply names its recipient), before the asker
+    spoke again. With an answer's feedback block (`is_answer`) it is the finished answer (the
+    process died before recording it done); without, a reply it had started, cut by the crash.
+    Why: the process records a started stream's ts only after Slack showed its first words, and a
+    question as done only after answering it, so a crash in between leaves what no record points
+    to. Only a message addressed to the asker counts: another question's answer or hand-off in the
+    same thread is never taken for this one's (a reply posted whole names no recipient, and is
+    then not found: the question is answered again rather than risk leaving it silent)."""
     for message in sorted(messages, key=lambda m: float(m.get("ts", 0))):
         if float(message.get("ts", 0)) <= float(after_ts):
             continue
         if is_bot_message(message, bot_user_id, bot_id):
-            return message
-        if is_from_a_person(message):
+            if message.get("recipient_user_id") == asker:
+                return message
+        elif is_from_a_person(message) and message.get("user") == asker:
             return None
     return None
 
