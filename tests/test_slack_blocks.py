@@ -16,7 +16,15 @@ from bot.slack.blocks import (
     neutralize_pings,
     parse_feedback_value,
 )
-from bot.slack.conversation import bot_answered, is_acknowledgement, is_answer, reply_left, thread_history
+from bot.slack.conversation import (
+    bot_answered,
+    feedback_interactions,
+    is_acknowledgement,
+    is_answer,
+    is_cut_stream,
+    replies_to_asker,
+    thread_history,
+)
 
 
 def make_answer(text="Reset it in *Settings* [1] and confirm by email [2].", decision=Decision.ANSWER, citations=None):
@@ -179,10 +187,11 @@ def test_thread_history_and_followup_detection():
     assert not bot_answered(messages + [handoff], "U1", "UBOT", "B1")
 
 
-def test_the_reply_left_is_the_bots_first_message_to_the_asker_after_the_question():
+def test_replies_to_the_asker_after_their_question_until_they_speak_again():
     question = {"ts": "100.0", "user": "U1", "text": "how do refunds work?"}
     cut = {"ts": "101.0", "bot_id": "B1", "text": "Refunds go", "recipient_user_id": "U1"}
-    finished = {**cut, "blocks": [{"type": "actions", "block_id": "feedback:i1", "elements": []}]}
+    feedback = {"type": "actions", "block_id": "feedback:i1", "elements": []}
+    finished = {**cut, "blocks": [feedback]}
     other = {"ts": "100.5", "user": "U2", "text": "same question here"}
     their_answer = {"ts": "100.7", "bot_id": "B1", "text": "For you, U2", "recipient_user_id": "U2"}
     hand_off = {"ts": "100.8", "bot_id": "B1", "text": "A human will follow up"}  # posted whole: no recipient
@@ -190,13 +199,13 @@ def test_the_reply_left_is_the_bots_first_message_to_the_asker_after_the_questio
     earlier_answer = {"ts": "99.0", "bot_id": "B1", "text": "An older answer", "recipient_user_id": "U1"}
 
     def found(*messages):
-        return reply_left(list(messages), after_ts="100.0", asker="U1", bot_user_id="U0BOT", bot_id="B1")
+        return replies_to_asker(list(messages), after_ts="100.0", asker="U1", bot_user_id="U0BOT", bot_id="B1")
 
-    assert found(earlier_answer, question, cut) == cut
-    assert found(cut, question) == cut  # any order Slack returns
-    assert found(question, finished) == finished and is_answer(finished) and not is_answer(cut)
-    # another asker's question, answer and a hand-off in the same thread are never taken for this one's
-    assert found(question, other, their_answer, hand_off, cut) == cut
-    assert found(question, other, their_answer, hand_off) is None
-    assert found(question, asked_again, cut) is None  # after the asker spoke again it may answer that
-    assert found(earlier_answer, question) is None
+    assert found(earlier_answer, question, cut) == [cut]
+    assert found(cut, question) == [cut]  # any order Slack returns
+    assert found(question, other, their_answer, hand_off, cut) == [cut]  # never another asker's
+    assert found(question, other, their_answer, hand_off) == []
+    assert found(question, asked_again, cut) == []  # after the asker spoke again it may answer that
+    assert found(earlier_answer, question) == []
+    assert feedback_interactions(finished) == ["i1"] and is_answer(finished) and not is_answer(cut)
+    assert is_cut_stream(cut) and not is_cut_stream(finished)

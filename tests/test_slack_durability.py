@@ -352,19 +352,34 @@ async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_rep
         assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
 
 
+async def log_streamed_answer(store, mention: dict, ts: str, client) -> str:
+    """What a process that finished streaming an answer to `mention` leaves: its interaction logged
+    for that message, and the stream stopped with the answer's feedback footer. Returns the id."""
+    from tests.test_store import make_pair
+
+    question, answer = make_pair()
+    question = question.model_copy(update={"channel": CHANNEL_ID, "asker": mention["user"]})
+    answer = answer.model_copy(update={"interaction_id": question.interaction_id})
+    await store.log_answer(question, answer, slack={"message_ts": mention["ts"], "surface": "mention"})
+    helpful = {"type": "button", "text": {"type": "plain_text", "text": "Helpful"}, "action_id": "up"}
+    footer = [{"type": "actions", "block_id": f"feedback:{question.interaction_id}", "elements": [helpful]}]
+    await client.chat_stopStream(channel=CHANNEL_ID, ts=ts, blocks=footer)
+    return question.interaction_id
+
+
 @pytest.mark.parametrize(
     "recorded, finished",
-    [(True, False), (False, False), (False, True)],
-    ids=["stream-recorded", "killed-before-the-record", "finished-but-not-recorded-done"],
+    [(True, False), (False, False), (False, True), (True, True)],
+    ids=["stream-recorded", "killed-before-the-record", "finished-not-recorded-done", "finished-and-recorded"],
 )
 async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_finished(
     tmp_path, sample_settings, engine_parts, recorded, finished
 ):
     """The process records a started stream's ts only after Slack showed its first words, and the
     question as done only after its answer is posted: a kill in between leaves a reply no record
-    points to. The restart finds it in the thread (the bot's first message after the question,
-    before anyone else spoke): a cut one is closed and the answer written over it, a finished one
-    (with its feedback buttons) is kept and the question recorded done. One message either way."""
+    points to, or a finished answer recorded as unfinished. The restart reads the thread: a cut
+    stream is closed and the answer written over it; a finished answer whose feedback names an
+    interaction logged for this question is kept and the question recorded done. One message."""
     from bot.slack import answering
 
     mention = app_mention_event(ANSWERABLE)
@@ -392,9 +407,7 @@ async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_fini
             if recorded:
                 await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
             if finished:  # the stream ended with the answer's footer; the kill came before "done"
-                helpful = {"type": "button", "text": {"type": "plain_text", "text": "Helpful"}, "action_id": "up"}
-                footer = [{"type": "actions", "block_id": "feedback:i-dead", "elements": [helpful]}]
-                await bot.state.client.chat_stopStream(channel=CHANNEL_ID, ts=cut["ts"], blocks=footer)
+                await log_streamed_answer(store, mention, cut["ts"], bot.state.client)
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
             assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
             await bot.state.tasks.drain(timeout=60)
@@ -405,6 +418,53 @@ async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_fini
                 assert not emu.calls_to("chat.update") and len(emu.calls_to("chat.stopStream")) == 1
             else:
                 assert "interrupted" not in answer["text"] and ASK_HUMAN_ACTION in buttons(answer)
+            assert store.unfinished() == []
+
+
+async def test_a_recovery_never_takes_the_same_askers_other_answer_in_the_thread(
+    tmp_path, sample_settings, engine_parts
+):
+    """An asker posts a second question in a thread while the first is being answered; the
+    process dies after finishing the first (streamed, after the second question's ts) and before
+    the second showed anything. The restart must answer the second, not take the first's answer
+    for it (which would record it done and leave it silent), and must not touch the first's."""
+    from bot.slack import answering
+
+    thread = app_mention_event(ANSWERABLE)
+    second = {"ts": f"{float(thread['ts']) + 1:.6f}", "user": thread["user"]}
+    async with SlackEmulator() as emu:
+        emu.add_message(CHANNEL_ID, thread["text"], ts=thread["ts"], user=thread["user"])
+        emu.add_message(
+            CHANNEL_ID, "And for the EU workspace?", ts=second["ts"], user=thread["user"], thread_ts=thread["ts"]
+        )
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
+            ask = answering.Ask(
+                channel=CHANNEL_ID,
+                message_ts=second["ts"],
+                thread_ts=thread["ts"],
+                user=thread["user"],
+                text=ANSWERABLE,
+                surface="mention",
+                bot_user_id="U000BOT",
+                bot_id="B000BOT",
+            )
+            store = bot.state.store
+            assert await store.receive(CHANNEL_ID, second["ts"], ask=ask.to_record())
+            first_answer = await bot.state.client.chat_startStream(
+                channel=CHANNEL_ID,
+                thread_ts=thread["ts"],
+                markdown_text="To create an API key, open Settings.",
+                recipient_team_id=TEAM_ID,
+                recipient_user_id=thread["user"],
+            )
+            await log_streamed_answer(store, thread, first_answer["ts"], bot.state.client)
+            await store.mark_received(CHANNEL_ID, second["ts"], "unfinished")
+            assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
+            await bot.state.tasks.drain(timeout=60)
+            replies = replies_in(emu, thread["ts"])
+            assert [r["ts"] for r in replies][0] == first_answer["ts"] and len(replies) == 2
+            assert replies[0]["text"] == "To create an API key, open Settings."  # the first's answer untouched
+            assert ASK_HUMAN_ACTION in buttons(replies[1])  # the second answered, in its own reply
             assert store.unfinished() == []
 
 

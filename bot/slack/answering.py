@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,13 @@ from bot.engine.normalise import normalise_slack
 from bot.engine.types import Answer, Decision, Question, Turn, utc_now
 from bot.observability import Metrics, record_answer
 from bot.slack import blocks
-from bot.slack.conversation import is_answer, reply_left, thread_history
+from bot.slack.conversation import (
+    feedback_interactions,
+    is_answer,
+    is_cut_stream,
+    replies_to_asker,
+    thread_history,
+)
 from bot.slack.delivery import (
     CONTENT_ERRORS,
     Alerts,
@@ -236,12 +242,14 @@ class Responder:
             rows = []
         stale_before = utc_now() - timedelta(seconds=self.settings.answer_lease_seconds)
         taken = 0
+        asks: list[tuple[dict[str, Any], Ask]] = []
         for row in rows:
             try:
-                ask = Ask.from_record(row["ask"])
+                asks.append((row, Ask.from_record(row["ask"])))
             except (TypeError, KeyError):
                 log.warning("unfinished question %s cannot be rebuilt", row["key"])
-                continue
+        others = [ask for _, ask in asks]  # what a reply left in a thread could belong to
+        for row, ask in asks:
             if (ask.channel, ask.message_ts) in self.in_flight:  # this process is answering it
                 continue
             try:
@@ -253,7 +261,8 @@ class Responder:
             taken += 1
             age = time.time() - row["created_at"].timestamp()
             late = age > RECOVER_MAX_AGE_SECONDS
-            spawn(self._recover(client, ask, late=late), f"{'apologise' if late else 'recover'} {row['key']}")
+            work = self._recover(client, ask, late=late, others=others)
+            spawn(work, f"{'apologise' if late else 'recover'} {row['key']}")
         await self.escalations.sweep(client)
         return taken
 
@@ -272,18 +281,17 @@ class Responder:
                 log.info("pruned %d finished question record(s)", pruned)
         return taken
 
-    async def _recover(self, client: AsyncWebClient, ask: Ask, *, late: bool) -> None:
+    async def _recover(self, client: AsyncWebClient, ask: Ask, *, late: bool, others: Sequence[Ask] = ()) -> None:
         """Answer (or, `late`, apologise for) a question a process left unfinished. A reply that
         process had started streaming is closed and shows it was interrupted at once (not its cut
-        text), and the outcome is then written over it: one message, ending visibly. An answer it
-        finished but did not record as done is left alone (never a second answer)."""
-        left = await self.reply_left(client, ask)
-        if left is not None and is_answer(left):
+        text), and the outcome is then written over it: one message, ending visibly. The thread is
+        read first (`reply_left`): an answer it finished but did not record done is kept (never a
+        second answer, never an apology over it), a stream cut before it was recorded is taken."""
+        answered, ask.reply_ts = await self.reply_left(client, ask, others)
+        if answered:
             log.info("%s/%s was answered before the restart: recorded done", ask.channel, ask.message_ts)
             await self._mark(ask, "done")
             return
-        if not ask.reply_ts and left is not None:  # killed after Slack showed a stream, before recording it
-            ask.reply_ts = str(left["ts"])
         if ask.reply_ts:
             await best_effort(client.chat_stopStream(channel=ask.channel, ts=ask.reply_ts))  # may have ended
             if not late:
@@ -293,16 +301,54 @@ class Responder:
         else:
             await self.respond(client, ask, recovering=True)
 
-    async def reply_left(self, client: AsyncWebClient, ask: Ask) -> dict[str, Any] | None:
-        """The bot's reply a dead process left in the question's thread, if Slack shows one."""
+    async def reply_left(self, client: AsyncWebClient, ask: Ask, others: Sequence[Ask]) -> tuple[bool, str | None]:
+        """What a dead process left in the thread for `ask`, as (answered, the reply to write over):
+        answered when the thread shows its finished answer (its feedback names an interaction logged
+        for this very message); else its recorded reply, or a stream it had started that no record
+        points to. When the thread cannot be read: not answered, the recorded reply if any. Another
+        question's reply is never taken for it: an answer logged for another message, any finished
+        outcome (blocks), a reply recorded for another unfinished question; and when another
+        unfinished question of the same asker in the thread has no recorded reply either, a cut
+        stream could be either's, so none is taken (the question is answered again instead)."""
         try:
             messages = await read_thread(client, ask.channel, ask.thread_ts)
-        except Exception as exc:  # noqa: BLE001 (without it the question is still answered, in a new reply)
+        except Exception as exc:  # noqa: BLE001 (without it the question is still answered)
             log.warning("could not read %s/%s for a reply left: %s", ask.channel, ask.thread_ts, error_code(exc))
-            return None
-        return reply_left(
+            return False, ask.reply_ts
+        if ask.reply_ts:  # the dead process recorded its reply: only that message can be this answer
+            recorded = next((m for m in messages if m.get("ts") == ask.reply_ts), None)
+            return recorded is not None and is_answer(recorded) and await self._answers(ask, recorded), ask.reply_ts
+        mine = replies_to_asker(
             messages, after_ts=ask.message_ts, asker=ask.user, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id
         )
+        claimed = {other.reply_ts for other in others if other.reply_ts}
+        unrecorded = any(
+            other.user == ask.user
+            and other.thread_ts == ask.thread_ts
+            and other.message_ts != ask.message_ts
+            and not other.reply_ts
+            for other in others
+        )
+        for message in mine:
+            if is_answer(message):
+                if await self._answers(ask, message):
+                    return True, None
+            elif is_cut_stream(message) and message.get("ts") not in claimed:
+                return False, None if unrecorded else str(message["ts"])
+        return False, None
+
+    async def _answers(self, ask: Ask, message: dict[str, Any]) -> bool:
+        """Whether an answer's feedback names an interaction logged for `ask`'s message."""
+        for interaction_id in feedback_interactions(message):
+            try:
+                row = await self.store.get_interaction(interaction_id)
+            except Exception:  # noqa: BLE001 (unknown: answer again rather than risk silence)
+                log.exception("could not read interaction %s", interaction_id)
+                return False
+            slack = (row or {}).get("slack") or {}
+            if slack.get("message_ts") == ask.message_ts and (row or {}).get("channel") in (None, ask.channel):
+                return True
+        return False
 
     async def _apologise(self, client: AsyncWebClient, ask: Ask) -> None:
         notice = await self.post_notice(

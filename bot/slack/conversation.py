@@ -88,37 +88,46 @@ def is_acknowledgement(text: str) -> bool:
 
 def is_answer(message: dict[str, Any]) -> bool:
     """A finished answer of the bot's: it carries the feedback block (hand-offs and notices do not)."""
-    return any(
-        str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX) for block in message.get("blocks") or []
-    )
+    return bool(feedback_interactions(message))
 
 
-def reply_left(
+def replies_to_asker(
     messages: Iterable[dict[str, Any]],
     *,
     after_ts: str,
     asker: str,
     bot_user_id: str | None,
     bot_id: str | None,
-) -> dict[str, Any] | None:
-    """What a dead process left in the thread for `asker`'s question at `after_ts`: the bot's first
-    message after it addressed to the asker (a streamed reply names its recipient), before the asker
-    spoke again. With an answer's feedback block (`is_answer`) it is the finished answer (the
-    process died before recording it done); without, a reply it had started, cut by the crash.
-    Why: the process records a started stream's ts only after Slack showed its first words, and a
-    question as done only after answering it, so a crash in between leaves what no record points
-    to. Only a message addressed to the asker counts: another question's answer or hand-off in the
-    same thread is never taken for this one's (a reply posted whole names no recipient, and is
-    then not found: the question is answered again rather than risk leaving it silent)."""
+) -> list[dict[str, Any]]:
+    """The bot's messages addressed to `asker` (a streamed reply names its recipient) after their
+    question at `after_ts` and before they spoke again, oldest first: where a reply a dead process
+    left for that question can be, with other questions' replies of the same asker (the caller
+    tells them apart). A reply posted whole names no recipient and is never among them."""
+    found = []
     for message in sorted(messages, key=lambda m: float(m.get("ts", 0))):
         if float(message.get("ts", 0)) <= float(after_ts):
             continue
         if is_bot_message(message, bot_user_id, bot_id):
             if message.get("recipient_user_id") == asker:
-                return message
+                found.append(message)
         elif is_from_a_person(message) and message.get("user") == asker:
-            return None
-    return None
+            break
+    return found
+
+
+def feedback_interactions(message: dict[str, Any]) -> list[str]:
+    """The interaction ids an answer's feedback blocks name (`feedback:<interaction id>`)."""
+    return [
+        str(block["block_id"])[len(FEEDBACK_BLOCK_PREFIX) :]
+        for block in message.get("blocks") or []
+        if str(block.get("block_id", "")).startswith(FEEDBACK_BLOCK_PREFIX)
+    ]
+
+
+def is_cut_stream(message: dict[str, Any]) -> bool:
+    """A streamed reply never finished: text only. Every outcome the bot writes (an answer, a
+    hand-off, a notice) carries blocks."""
+    return not message.get("blocks")
 
 
 def bot_answered(messages: list[dict[str, Any]], user: str, bot_user_id: str | None, bot_id: str | None) -> bool:
