@@ -154,13 +154,7 @@ async def test_old_unfinished_questions_get_an_apology(tmp_path, sample_settings
             store = bot.state.store
             assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
             # the process had started streaming its answer when it went down: cut text, stream open
-            cut = await bot.state.client.chat_startStream(
-                channel=CHANNEL_ID,
-                thread_ts=mention["ts"],
-                markdown_text="To create an API key, open",
-                recipient_team_id=TEAM_ID,
-                recipient_user_id=mention["user"],
-            )
+            cut = await started_stream(bot.state.client, mention["ts"], mention["user"], "To create an API key, open")
             await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")  # what a shutdown records
             old = answering.RECOVER_MAX_AGE_SECONDS
@@ -352,9 +346,34 @@ async def test_the_sweep_finds_a_post_made_just_before_the_kill_and_does_not_rep
         assert len([m for m in emu.thread(CHANNEL_ID, "1700000000.000100") if m.get("bot_id")]) == 1
 
 
-async def log_streamed_answer(store, mention: dict, ts: str, client) -> str:
-    """What a process that finished streaming an answer to `mention` leaves: its interaction logged
-    for that message, and the stream stopped with the answer's feedback footer. Returns the id."""
+async def started_stream(client, thread_ts: str, user: str, text: str) -> dict:
+    """A reply the bot had started streaming to `user` in the thread (what a kill leaves open)."""
+    return await client.chat_startStream(
+        channel=CHANNEL_ID, thread_ts=thread_ts, markdown_text=text, recipient_team_id=TEAM_ID, recipient_user_id=user
+    )
+
+
+async def received_ask(store, *, message_ts: str, thread_ts: str, user: str, text: str = ANSWERABLE):
+    """A question as the listener records it on arrival (with the bot's ids, as a real event has)."""
+    from bot.slack import answering
+
+    ask = answering.Ask(
+        channel=CHANNEL_ID,
+        message_ts=message_ts,
+        thread_ts=thread_ts,
+        user=user,
+        text=text,
+        surface="mention",
+        bot_user_id="U000BOT",
+        bot_id="B000BOT",
+    )
+    assert await store.receive(CHANNEL_ID, message_ts, ask=ask.to_record())
+    return ask
+
+
+async def logged_answer_footer(store, mention: dict) -> list[dict]:
+    """An answer to `mention` logged as the bot logs it before posting, and the feedback footer that
+    names its interaction (what the posted answer carries)."""
     from tests.test_store import make_pair
 
     question, answer = make_pair()
@@ -362,9 +381,7 @@ async def log_streamed_answer(store, mention: dict, ts: str, client) -> str:
     answer = answer.model_copy(update={"interaction_id": question.interaction_id})
     await store.log_answer(question, answer, slack={"message_ts": mention["ts"], "surface": "mention"})
     helpful = {"type": "button", "text": {"type": "plain_text", "text": "Helpful"}, "action_id": "up"}
-    footer = [{"type": "actions", "block_id": f"feedback:{question.interaction_id}", "elements": [helpful]}]
-    await client.chat_stopStream(channel=CHANNEL_ID, ts=ts, blocks=footer)
-    return question.interaction_id
+    return [{"type": "actions", "block_id": f"feedback:{question.interaction_id}", "elements": [helpful]}]
 
 
 @pytest.mark.parametrize(
@@ -380,34 +397,18 @@ async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_fini
     points to, or a finished answer recorded as unfinished. The restart reads the thread: a cut
     stream is closed and the answer written over it; a finished answer whose feedback names an
     interaction logged for this question is kept and the question recorded done. One message."""
-    from bot.slack import answering
 
     mention = app_mention_event(ANSWERABLE)
     async with SlackEmulator() as emu:
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
-            ask = answering.Ask(
-                channel=CHANNEL_ID,
-                message_ts=mention["ts"],
-                thread_ts=mention["ts"],
-                user=mention["user"],
-                text=mention["text"],
-                surface="mention",
-                bot_user_id="U000BOT",
-                bot_id="B000BOT",
-            )
             store = bot.state.store
-            assert await store.receive(CHANNEL_ID, mention["ts"], ask=ask.to_record())
-            cut = await bot.state.client.chat_startStream(
-                channel=CHANNEL_ID,
-                thread_ts=mention["ts"],
-                markdown_text="To create an API key, open",
-                recipient_team_id=TEAM_ID,
-                recipient_user_id=mention["user"],
-            )
+            await received_ask(store, message_ts=mention["ts"], thread_ts=mention["ts"], user=mention["user"])
+            cut = await started_stream(bot.state.client, mention["ts"], mention["user"], "To create an API key, open")
             if recorded:
                 await store.note_reply(CHANNEL_ID, mention["ts"], cut["ts"])
             if finished:  # the stream ended with the answer's footer; the kill came before "done"
-                await log_streamed_answer(store, mention, cut["ts"], bot.state.client)
+                footer = await logged_answer_footer(store, mention)
+                await bot.state.client.chat_stopStream(channel=CHANNEL_ID, ts=cut["ts"], blocks=footer)
             await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
             assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
             await bot.state.tasks.drain(timeout=60)
@@ -421,6 +422,27 @@ async def test_a_reply_the_dead_process_left_is_rewritten_once_or_kept_when_fini
             assert store.unfinished() == []
 
 
+async def test_an_answer_posted_whole_before_the_kill_is_not_posted_again(tmp_path, sample_settings, engine_parts):
+    """Posted whole (streaming off, or the extractive answerer), then killed before the question was
+    recorded done: the answer's feedback names its interaction, so the restart keeps it."""
+    mention = app_mention_event(ANSWERABLE)
+    async with SlackEmulator() as emu:
+        emu.add_message(CHANNEL_ID, mention["text"], ts=mention["ts"], user=mention["user"])
+        async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
+            store = bot.state.store
+            await received_ask(store, message_ts=mention["ts"], thread_ts=mention["ts"], user=mention["user"])
+            footer = await logged_answer_footer(store, mention)
+            section = {"type": "section", "text": {"type": "mrkdwn", "text": "Open Settings > API."}}
+            await bot.state.client.chat_postMessage(
+                channel=CHANNEL_ID, thread_ts=mention["ts"], text="Open Settings > API.", blocks=[section, *footer]
+            )
+            await store.mark_received(CHANNEL_ID, mention["ts"], "unfinished")
+            assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
+            await bot.state.tasks.drain(timeout=60)
+            [kept] = replies_in(emu, mention["ts"])
+            assert kept["text"] == "Open Settings > API." and store.unfinished() == []
+
+
 async def test_a_recovery_never_takes_the_same_askers_other_answer_in_the_thread(
     tmp_path, sample_settings, engine_parts
 ):
@@ -428,7 +450,6 @@ async def test_a_recovery_never_takes_the_same_askers_other_answer_in_the_thread
     process dies after finishing the first (streamed, after the second question's ts) and before
     the second showed anything. The restart must answer the second, not take the first's answer
     for it (which would record it done and leave it silent), and must not touch the first's."""
-    from bot.slack import answering
 
     thread = app_mention_event(ANSWERABLE)
     second = {"ts": f"{float(thread['ts']) + 1:.6f}", "user": thread["user"]}
@@ -438,26 +459,13 @@ async def test_a_recovery_never_takes_the_same_askers_other_answer_in_the_thread
             CHANNEL_ID, "And for the EU workspace?", ts=second["ts"], user=thread["user"], thread_ts=thread["ts"]
         )
         async with bot_instance(emu, tmp_path / "logs", sample_settings, engine_parts) as bot:
-            ask = answering.Ask(
-                channel=CHANNEL_ID,
-                message_ts=second["ts"],
-                thread_ts=thread["ts"],
-                user=thread["user"],
-                text=ANSWERABLE,
-                surface="mention",
-                bot_user_id="U000BOT",
-                bot_id="B000BOT",
-            )
             store = bot.state.store
-            assert await store.receive(CHANNEL_ID, second["ts"], ask=ask.to_record())
-            first_answer = await bot.state.client.chat_startStream(
-                channel=CHANNEL_ID,
-                thread_ts=thread["ts"],
-                markdown_text="To create an API key, open Settings.",
-                recipient_team_id=TEAM_ID,
-                recipient_user_id=thread["user"],
+            await received_ask(store, message_ts=second["ts"], thread_ts=thread["ts"], user=thread["user"])
+            first_answer = await started_stream(
+                bot.state.client, thread["ts"], thread["user"], "To create an API key, open Settings."
             )
-            await log_streamed_answer(store, thread, first_answer["ts"], bot.state.client)
+            footer = await logged_answer_footer(store, thread)
+            await bot.state.client.chat_stopStream(channel=CHANNEL_ID, ts=first_answer["ts"], blocks=footer)
             await store.mark_received(CHANNEL_ID, second["ts"], "unfinished")
             assert await bot.state.responder.recover(bot.state.client, bot.state.tasks.spawn) == 1
             await bot.state.tasks.drain(timeout=60)

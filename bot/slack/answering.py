@@ -30,6 +30,7 @@ from bot.slack import blocks
 from bot.slack.conversation import (
     feedback_interactions,
     is_answer,
+    is_bot_message,
     is_cut_stream,
     replies_to_asker,
     thread_history,
@@ -318,7 +319,12 @@ class Responder:
         if ask.reply_ts:  # the dead process recorded its reply: only that message can be this answer
             recorded = next((m for m in messages if m.get("ts") == ask.reply_ts), None)
             return recorded is not None and is_answer(recorded) and await self._answers(ask, recorded), ask.reply_ts
-        mine = replies_to_asker(
+        for message in messages:  # its answer, streamed or posted whole, names its interaction
+            later = float(message.get("ts", 0)) > float(ask.message_ts)
+            mine = later and is_bot_message(message, ask.bot_user_id, ask.bot_id) and is_answer(message)
+            if mine and await self._answers(ask, message):
+                return True, None
+        to_asker = replies_to_asker(
             messages, after_ts=ask.message_ts, asker=ask.user, bot_user_id=ask.bot_user_id, bot_id=ask.bot_id
         )
         claimed = {other.reply_ts for other in others if other.reply_ts}
@@ -329,11 +335,8 @@ class Responder:
             and not other.reply_ts
             for other in others
         )
-        for message in mine:
-            if is_answer(message):
-                if await self._answers(ask, message):
-                    return True, None
-            elif is_cut_stream(message) and message.get("ts") not in claimed:
+        for message in to_asker:
+            if is_cut_stream(message) and message.get("ts") not in claimed:
                 return False, None if unrecorded else str(message["ts"])
         return False, None
 
