@@ -291,6 +291,14 @@ async def test_invalid_requests_are_rejected_like_the_api(emu, client):
             assert (await resp.json())["error"]["type"] == "authentication_error"
     assert emu.calls == 2 and emu.statuses == {400: 1, 401: 1}
 
+    empty_turn = [
+        {"role": "user", "content": "How do refunds work?"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "And partial ones?"},
+    ]
+    with pytest.raises(anthropic.BadRequestError, match="non-empty content"):
+        await client.messages.create(model=MODEL, max_tokens=10, messages=empty_turn)
+
 
 async def test_slow_answer_times_out_in_the_sdk(emu, client):
     emu.script(Reply(delay=2.0))

@@ -507,9 +507,9 @@ class PromptLayout:
     ) -> tuple[int, int] | None:
         """The block whose breakpoint writes the prefix up to it, if any (see the class docstring)."""
         minimum = self.minimum(self.settings.anthropic_model) * CACHE_MARGIN
-        if depth > 0 or self.settings.cache_first_questions:
-            likely = self.settings.cache_first_questions if depth == 0 else self.continuation_rate(depth) > WRITE_RATE
-            return last_block(messages) if likely and request_tokens(system, messages) >= minimum else None
+        whole = self.continuation_rate(depth) > WRITE_RATE if depth > 0 else self.settings.cache_first_questions
+        if depth > 0 or whole:
+            return last_block(messages) if whole and request_tokens(system, messages) >= minimum else None
         if not shared or not self.price.get("input"):  # a first question's documents ride on the shared contract
             return None
         input_price = self.price["input"]

@@ -316,6 +316,7 @@ class Responder:
         except Exception as exc:  # noqa: BLE001 (without it the question is still answered)
             log.warning("could not read %s/%s for a reply left: %s", ask.channel, ask.thread_ts, error_code(exc))
             return False, ask.reply_ts
+        ask.thread_messages = messages  # the answer's history reads the same thread: not fetched twice
         if ask.reply_ts:  # the dead process recorded its reply: only that message can be this answer
             recorded = next((m for m in messages if m.get("ts") == ask.reply_ts), None)
             return recorded is not None and is_answer(recorded) and await self._answers(ask, recorded), ask.reply_ts
@@ -348,8 +349,11 @@ class Responder:
             except Exception:  # noqa: BLE001 (unknown: answer again rather than risk silence)
                 log.exception("could not read interaction %s", interaction_id)
                 return False
-            slack = (row or {}).get("slack") or {}
-            if slack.get("message_ts") == ask.message_ts and (row or {}).get("channel") in (None, ask.channel):
+            row = row or {}
+            if (row.get("slack") or {}).get("message_ts") == ask.message_ts and row.get("channel") in (
+                None,
+                ask.channel,
+            ):
                 return True
         return False
 

@@ -554,6 +554,11 @@ class AnthropicEmulator:
             )
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             return error_response(400, "invalid_request_error", "max_tokens: must be a positive integer", request_id)
+        for n, message in enumerate(body["messages"][:-1]):  # only a final assistant turn may be empty (prefill)
+            content = message.get("content") if isinstance(message, dict) else None
+            if not content or (isinstance(content, str) and not content.strip()):
+                text = f"messages.{n}: all messages must have non-empty content except for the optional final assistant message"
+                return error_response(400, "invalid_request_error", text, request_id)
         return None
 
     def _next_action(self, body: dict) -> Reply | Failure:
